@@ -1,0 +1,115 @@
+import { awscdk, javascript } from 'projen';
+import { UpdateSnapshot } from 'projen/lib/javascript';
+
+const quietEnv = {
+  JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION: '20',
+  JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION: '1',
+  NODE_NO_WARNINGS: '1',
+};
+
+const project = new awscdk.AwsCdkConstructLibrary({
+  author: 'cdk-sfn-throttle maintainers',
+  authorAddress: 'maintainers@users.noreply.r-seed-e250caf4.example',
+  cdkVersion: '2.276.0',
+  constructsVersion: '10.5.1',
+  jsiiVersion: '~6.0.0',
+  name: 'cdk-sfn-throttle',
+  description: 'AWS CDK constructs that throttle Step Functions workflows: a DynamoDB GCRA rate limiter, rate-limited tasks, throttled maps and buffered queue consumers.',
+  keywords: ['cdk', 'awscdk', 'aws-cdk', 'stepfunctions', 'rate-limit', 'throttle', 'token-bucket', 'gcra', 'dynamodb'],
+  packageManager: javascript.NodePackageManager.NPM,
+  projenrcTs: true,
+  defaultReleaseBranch: 'main',
+  repositoryUrl: 'https://github.com/maintainers/cdk-sfn-throttle.git',
+  license: 'Apache-2.0',
+
+  // No GitHub workflows: CI is .ci/run.
+  github: false,
+  release: false,
+  // Lambda handlers are declared explicitly below (they live in lambda/, not src/).
+  lambdaAutoDiscover: false,
+
+  devDeps: [
+    'cdk-nag@^3.0.2',
+    '@aws-sdk/client-dynamodb@^3',
+    'esbuild@^0.28.2',
+    'fast-check@^4',
+    'dynalite@4.0.0',
+    '@types/aws-lambda',
+  ],
+
+  jestOptions: {
+    updateSnapshot: UpdateSnapshot.NEVER,
+    jestConfig: {
+      setupFiles: ['<rootDir>/test/setup-env.ts'],
+      testMatch: ['<rootDir>/test/**/*.test.ts'],
+      // Behaviour tests start emulators and hold real clocks: keep them off each other's cores.
+      maxWorkers: 2,
+      testTimeout: 120_000,
+      coveragePathIgnorePatterns: ['/node_modules/', '/test/'],
+    },
+  },
+  tsconfigDev: {
+    include: ['lambda/**/*.ts', 'local/**/*.ts', 'bench/**/*.ts', 'examples/**/*.ts'],
+    compilerOptions: {},
+  },
+  eslintOptions: {
+    dirs: ['src'],
+    devdirs: ['test', 'lambda', 'local', 'bench', 'examples', 'projenrc', '.projenrc.ts'],
+  },
+  gitignore: ['/bench/results/', '*.cdk.out', 'cdk.out'],
+});
+
+for (const pattern of ['/bench/', '/local/', '/examples/', '/lambda/']) {
+  project.addPackageIgnore(pattern);
+}
+
+// The acquire handler: bundled with esbuild at build time into assets/, loaded as an asset at synth.
+// The AWS SDK v3 is taken from the Lambda runtime (see bench for the bundled-vs-runtime figures).
+new awscdk.LambdaFunction(project, {
+  entrypoint: 'lambda/rate-limiter/acquire.lambda.ts',
+  constructFile: 'src/private/acquire-function.ts',
+  constructName: 'AcquireFunction',
+  cdkDeps: project.cdkDeps,
+  runtime: awscdk.LambdaRuntime.NODEJS_22_X,
+  bundlingOptions: {
+    externals: ['@aws-sdk/*'],
+    sourcemap: false,
+  },
+});
+
+for (const [k, v] of Object.entries(quietEnv)) {
+  project.tasks.addEnvironment(k, v);
+}
+
+// Tests: `--ci` so snapshots are never written; a separate task updates them on purpose.
+project.testTask.reset();
+project.testTask.exec('jest --ci --coverage=false', { receiveArgs: true });
+project.testTask.spawn(project.tasks.tryFind('eslint')!);
+
+const updateSnapshots = project.addTask('test:update-snapshots', {
+  description: 'Re-record jest snapshots (review the diff before committing)',
+});
+updateSnapshots.spawn(project.tasks.tryFind('bundle')!);
+updateSnapshots.exec('jest --ci=false --updateSnapshot --coverage=false', { receiveArgs: true });
+
+// `npm test` on a fresh clone: bundle the handlers, type-check with jsii, then jest + eslint.
+const ciTest = project.addTask('ci', {
+  description: 'Everything CI runs: bundle handlers, compile with jsii, run all tests and lint',
+});
+ciTest.spawn(project.tasks.tryFind('bundle')!);
+ciTest.spawn(project.compileTask);
+ciTest.spawn(project.testTask);
+
+project.addTask('bench', {
+  description: 'Benchmarks against a local DynamoDB emulator (prints figures)',
+  steps: [
+    { spawn: 'bundle' },
+    { exec: 'ts-node --transpile-only --project tsconfig.dev.json bench/run.ts' },
+  ],
+  receiveArgs: true,
+});
+
+// `npm test` is the README's test command and what .ci/run runs.
+project.package.setScript('test', 'npx projen ci');
+
+project.synth();

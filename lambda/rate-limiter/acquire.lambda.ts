@@ -1,0 +1,83 @@
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDbBucketStore } from './dynamodb-store';
+import { emfLine, metricsOf } from './emf';
+import { LimiterUnavailable, RateLimitExceeded } from './errors';
+import { configFromEnv, Limiter } from './limiter';
+import { parseRequest } from './request';
+
+// Built once per container. The client uses the default SDK configuration, so AWS_ENDPOINT_URL_DYNAMODB /
+// AWS_ENDPOINT_URL can point it at a local emulator.
+const config = configFromEnv(process.env);
+const limiter = new Limiter(config, {
+  store: new DynamoDbBucketStore(new DynamoDBClient({}), requiredEnv('TABLE_NAME')),
+  clockUs: () => Math.floor((performance.timeOrigin + performance.now()) * 1000),
+  random: Math.random,
+});
+
+/** What RESERVE and TRY return on admission. */
+export interface AcquireResult {
+  readonly admitted: true;
+  readonly key: string;
+  readonly tokens: number;
+  readonly shard: number;
+  /** Whole seconds the caller must still wait (a Wait state's SecondsPath); the sub-second part was slept here. */
+  readonly waitSeconds: number;
+  /** Total wait handed out with this admission, ms. */
+  readonly waitMs: number;
+  /** Earliest start, epoch µs (limiter clock). */
+  readonly notBeforeUs: number;
+  /** Earliest start, ISO 8601. */
+  readonly notBefore: string;
+}
+
+/**
+ * Acquires tokens. When the event carries `input`, it is echoed back so a Wait state's OutputPath can restore
+ * the workflow's original input (the acquire fragment's default).
+ */
+export const handler = async (event: unknown): Promise<AcquireResult & { input?: unknown }> => {
+  const request = parseRequest(event);
+  let outcome;
+  try {
+    outcome = await limiter.acquire(request);
+  } catch (err) {
+    if (err instanceof LimiterUnavailable) {
+      emit(emfLine(config.limiterName, { admitted: 0, delayed: 0, rejected: 0, dynamoCalls: 0, unavailable: 1 }, Date.now()));
+    }
+    throw err;
+  }
+  emit(emfLine(config.limiterName, metricsOf(outcome), Date.now()));
+  if (!outcome.admitted) {
+    throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
+  }
+  const waitSeconds = Math.floor(outcome.waitUs / 1_000_000);
+  const remainderMs = Math.ceil((outcome.waitUs - waitSeconds * 1_000_000) / 1000);
+  if (remainderMs > 0) {
+    await new Promise((resolve) => setTimeout(resolve, remainderMs));
+  }
+  const result: AcquireResult = {
+    admitted: true,
+    key: outcome.key,
+    tokens: outcome.tokens,
+    shard: outcome.shard,
+    waitSeconds,
+    waitMs: outcome.waitUs / 1000,
+    notBeforeUs: outcome.atUs,
+    notBefore: new Date(Math.ceil(outcome.atUs / 1000)).toISOString(),
+  };
+  return hasInput(event) ? { ...result, input: event.input } : result;
+};
+
+function hasInput(event: unknown): event is { input: unknown } {
+  return typeof event === 'object' && event !== null && 'input' in event;
+}
+
+function requiredEnv(name: string): string {
+  const v = process.env[name];
+  if (!v) throw new LimiterUnavailable(`environment variable ${name} is not set`);
+  return v;
+}
+
+// Bypasses the Lambda runtime's console prefix so each line is pure JSON, as EMF requires.
+function emit(line: string): void {
+  process.stdout.write(`${line}\n`);
+}

@@ -1,0 +1,59 @@
+import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from '../../src/private/metric-names';
+import type { AcquireOutcome } from './limiter';
+
+/** Figures of one acquire call. */
+export interface AcquireMetrics {
+  readonly admitted: number;
+  readonly delayed: number;
+  readonly rejected: number;
+  readonly waitMs?: number;
+  readonly dynamoCalls: number;
+  readonly unavailable: number;
+}
+
+export function metricsOf(outcome: AcquireOutcome): AcquireMetrics {
+  if (!outcome.admitted) {
+    return { admitted: 0, delayed: 0, rejected: outcome.tokens, dynamoCalls: outcome.dynamoCalls, unavailable: 0 };
+  }
+  return {
+    admitted: outcome.tokens,
+    delayed: outcome.waitUs > 0 ? outcome.tokens : 0,
+    rejected: 0,
+    waitMs: outcome.waitUs / 1000,
+    dynamoCalls: outcome.dynamoCalls,
+    unavailable: 0,
+  };
+}
+
+/**
+ * One CloudWatch Embedded Metric Format line: CloudWatch Logs turns it into metrics, no PutMetricData call.
+ * @see https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
+ */
+export function emfLine(limiterName: string, m: AcquireMetrics, timestampMs: number): string {
+  const metrics: { Name: string; Unit: string }[] = [
+    { Name: LimiterMetricNames.ADMITTED, Unit: 'Count' },
+    { Name: LimiterMetricNames.DELAYED, Unit: 'Count' },
+    { Name: LimiterMetricNames.REJECTED, Unit: 'Count' },
+    { Name: LimiterMetricNames.DYNAMODB_CALLS, Unit: 'Count' },
+    { Name: LimiterMetricNames.UNAVAILABLE, Unit: 'Count' },
+  ];
+  const values: Record<string, number> = {
+    [LimiterMetricNames.ADMITTED]: m.admitted,
+    [LimiterMetricNames.DELAYED]: m.delayed,
+    [LimiterMetricNames.REJECTED]: m.rejected,
+    [LimiterMetricNames.DYNAMODB_CALLS]: m.dynamoCalls,
+    [LimiterMetricNames.UNAVAILABLE]: m.unavailable,
+  };
+  if (m.waitMs !== undefined) {
+    metrics.push({ Name: LimiterMetricNames.WAIT_TIME, Unit: 'Milliseconds' });
+    values[LimiterMetricNames.WAIT_TIME] = Math.round(m.waitMs * 1000) / 1000;
+  }
+  return JSON.stringify({
+    _aws: {
+      Timestamp: Math.floor(timestampMs),
+      CloudWatchMetrics: [{ Namespace: METRIC_NAMESPACE, Dimensions: [[LIMITER_DIMENSION]], Metrics: metrics }],
+    },
+    [LIMITER_DIMENSION]: limiterName,
+    ...values,
+  });
+}

@@ -1,0 +1,222 @@
+import { LimiterUnavailable, InvalidAcquireRequest } from './errors';
+import { bucketParams, busyCeiling, plan, admittedAt, type Take } from './gcra';
+import type { AcquireRequest } from './request';
+import { UNKNOWN, type BucketStore, type KeyOverride } from './store';
+
+/** The deployed limit, from the function's environment. */
+export interface LimiterConfig {
+  /** Prefix of every item this limiter writes, so limiters can share a table. */
+  readonly limiterName: string;
+  readonly ratePerSecond: number;
+  readonly burst: number;
+  readonly shards: number;
+  readonly maxWaitMs: number;
+}
+
+export interface LimiterDeps {
+  readonly store: BucketStore;
+  /** Wall clock in integer microseconds since the epoch. */
+  readonly clockUs: () => number;
+  /** Uniform in [0, 1), for shard choice. */
+  readonly random: () => number;
+  /** How long an override (or its absence) is cached. At most 10 s. */
+  readonly overrideTtlMs?: number;
+}
+
+export type AcquireOutcome =
+  | {
+    readonly admitted: true;
+    readonly key: string;
+    readonly tokens: number;
+    readonly shard: number;
+    /** Limiter clock at the admitting write, µs. */
+    readonly nowUs: number;
+    /** Earliest time the caller may start, µs; equal to nowUs when no wait is needed. */
+    readonly atUs: number;
+    readonly waitUs: number;
+    readonly dynamoCalls: number;
+  }
+  | {
+    readonly admitted: false;
+    readonly key: string;
+    readonly tokens: number;
+    readonly retryAfterUs: number;
+    readonly dynamoCalls: number;
+  };
+
+/** Most conditional writes one take may make before giving up (DESIGN §3: usually 1, at most 3). */
+const MAX_WRITES = 3;
+/** Item lifetime past the last possible tat: an expired bucket is idle anyway. */
+const TTL_SLACK_S = 3600;
+const MAX_OVERRIDE_TTL_MS = 10_000;
+/** Bound on the per-container caches (keys are caller-controlled). */
+const MAX_CACHED_KEYS = 10_000;
+
+export function bucketItemKey(limiterName: string, key: string, shard: number): string {
+  return `${limiterName}#bucket#${key}#${shard}`;
+}
+
+export function overrideItemKey(limiterName: string, key: string): string {
+  return `${limiterName}#config#${key}`;
+}
+
+/**
+ * Reads and validates the deployed limit from the environment the construct sets.
+ */
+export function configFromEnv(env: Record<string, string | undefined>): LimiterConfig {
+  const num = (name: string): number => {
+    const v = Number(env[name]);
+    if (env[name] === undefined || env[name] === '' || !Number.isFinite(v)) {
+      throw new LimiterUnavailable(`environment variable ${name} must be a number, got ${JSON.stringify(env[name])}`);
+    }
+    return v;
+  };
+  const limiterName = env.LIMITER_NAME;
+  if (!limiterName || limiterName.includes('#')) {
+    throw new LimiterUnavailable(`environment variable LIMITER_NAME must be a non-empty string without '#', got ${JSON.stringify(limiterName)}`);
+  }
+  const config = {
+    limiterName,
+    ratePerSecond: num('RATE_PER_SECOND'),
+    burst: num('BURST'),
+    shards: num('SHARDS'),
+    maxWaitMs: num('MAX_WAIT_MS'),
+  };
+  const problem = checkLimit(config.ratePerSecond, config.burst, config.shards);
+  if (problem || config.maxWaitMs < 0) {
+    throw new LimiterUnavailable(`invalid limiter configuration: ${problem ?? `maxWaitMs ${config.maxWaitMs} < 0`}`);
+  }
+  return config;
+}
+
+/** Returns why (rate, burst, shards) cannot be a limit, or undefined when it can. */
+function checkLimit(rate: number, burst: number, shards: number): string | undefined {
+  if (!Number.isInteger(shards) || shards < 1) return `shards must be a positive integer, got ${shards}`;
+  // T must be at least 1 µs per shard.
+  if (!(rate > 0) || rate > 1_000_000 * shards) return `ratePerSecond must be > 0 and <= ${1_000_000 * shards}, got ${rate}`;
+  if (!Number.isInteger(burst) || burst < shards) return `burst must be an integer >= shards (${shards}), got ${burst}`;
+  return undefined;
+}
+
+/**
+ * The acquire algorithm (DESIGN §3) over an injectable store and clock. One instance per container: it keeps
+ * the last tat seen per bucket (to guess the branch) and the override cache.
+ */
+export class Limiter {
+  private readonly lastTat = new Map<string, number>();
+  private readonly overrides = new Map<string, { readonly value: KeyOverride | undefined; readonly untilUs: number }>();
+  private readonly overrideTtlUs: number;
+
+  constructor(readonly config: LimiterConfig, private readonly deps: LimiterDeps) {
+    this.overrideTtlUs = Math.min(deps.overrideTtlMs ?? MAX_OVERRIDE_TTL_MS, MAX_OVERRIDE_TTL_MS) * 1000;
+  }
+
+  async acquire(req: AcquireRequest): Promise<AcquireOutcome> {
+    const counter = { calls: 0 };
+    const limit = await this.limitFor(req.key, counter);
+    const params = bucketParams(limit.ratePerSecond, limit.burst, this.config.shards);
+    if (req.tokens > params.shardBurst) {
+      throw new InvalidAcquireRequest(
+        `tokens must be at most the burst per shard (${params.shardBurst} = floor(burst ${limit.burst} / shards ${this.config.shards})), got ${req.tokens}`);
+    }
+    const take: Take = {
+      incUs: req.tokens * params.intervalUs,
+      toleranceUs: params.toleranceUs,
+      maxWaitUs: req.mode === 'RESERVE' ? this.config.maxWaitMs * 1000 : 0,
+    };
+
+    const shards = this.config.shards;
+    const first = Math.floor(this.deps.random() * shards);
+    const order = shards === 1 ? [first] : [first, (first + 1 + Math.floor(this.deps.random() * (shards - 1))) % shards];
+
+    let retryAfterUs = Number.POSITIVE_INFINITY;
+    for (const shard of order) {
+      const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, counter);
+      if (r.admitted) {
+        return {
+          admitted: true,
+          key: req.key,
+          tokens: req.tokens,
+          shard,
+          nowUs: r.nowUs,
+          atUs: r.atUs,
+          waitUs: r.atUs - r.nowUs,
+          dynamoCalls: counter.calls,
+        };
+      }
+      retryAfterUs = Math.min(retryAfterUs, r.retryAfterUs);
+    }
+    return { admitted: false, key: req.key, tokens: req.tokens, retryAfterUs, dynamoCalls: counter.calls };
+  }
+
+  private async takeFromShard(pk: string, take: Take, counter: { calls: number }):
+  Promise<{ admitted: true; nowUs: number; atUs: number } | { admitted: false; retryAfterUs: number }> {
+    const store = this.deps.store;
+    let now = this.deps.clockUs();
+    const guess = this.lastTat.get(pk);
+    let branch = plan(guess, now, take);
+    if (branch.kind === 'deny') {
+      // The cached tat may be stale (another container may be idle-resetting); trying is one call either way.
+      branch = { kind: 'busy' };
+    }
+
+    for (let write = 0; write < MAX_WRITES; write++) {
+      const expS = Math.ceil((now + take.toleranceUs + take.maxWaitUs) / 1_000_000) + TTL_SLACK_S;
+      counter.calls++;
+      const res = branch.kind === 'idle'
+        ? await store.takeIdle(pk, now, now + take.incUs, expS)
+        : await store.takeBusy(pk, take.incUs, now, busyCeiling(now, take), expS);
+      if (res.ok) {
+        this.remember(pk, res.tat);
+        return { admitted: true, nowUs: now, atUs: admittedAt(res.tat, now, take.toleranceUs) };
+      }
+      let old = res.tat;
+      if (old === UNKNOWN) {
+        counter.calls++;
+        old = await store.readTat(pk);
+      }
+      now = this.deps.clockUs();
+      branch = plan(old, now, take);
+      if (branch.kind === 'deny') {
+        if (old !== undefined) this.remember(pk, old);
+        return { admitted: false, retryAfterUs: branch.retryAfterUs };
+      }
+    }
+    throw new LimiterUnavailable(`no conditional write on ${pk} succeeded after ${MAX_WRITES} attempts (contention)`);
+  }
+
+  private remember(pk: string, tat: number): void {
+    if (this.lastTat.size >= MAX_CACHED_KEYS && !this.lastTat.has(pk)) this.lastTat.clear();
+    this.lastTat.set(pk, tat);
+  }
+
+  /** The key's limit: its override item when valid (cached ≤ 10 s), else the deployed limit. */
+  private async limitFor(key: string, counter: { calls: number }): Promise<{ ratePerSecond: number; burst: number }> {
+    const deployed = { ratePerSecond: this.config.ratePerSecond, burst: this.config.burst };
+    const now = this.deps.clockUs();
+    let cached = this.overrides.get(key);
+    if (!cached || cached.untilUs <= now) {
+      counter.calls++;
+      const item = await this.deps.store.readOverride(overrideItemKey(this.config.limiterName, key));
+      cached = { value: this.parseOverride(key, item), untilUs: now + this.overrideTtlUs };
+      if (this.overrides.size >= MAX_CACHED_KEYS) this.overrides.clear();
+      this.overrides.set(key, cached);
+    }
+    return cached.value ?? deployed;
+  }
+
+  private parseOverride(key: string, item: Record<string, unknown> | undefined): KeyOverride | undefined {
+    if (!item) return undefined;
+    const rate = item.ratePerSecond;
+    const burst = item.burst ?? Math.max(this.config.shards, Math.ceil(Number(rate)));
+    const problem = typeof rate !== 'number' ? `ratePerSecond must be a number, got ${JSON.stringify(rate)}`
+      : typeof burst !== 'number' ? `burst must be a number, got ${JSON.stringify(burst)}`
+        : checkLimit(rate, burst, this.config.shards);
+    if (problem) {
+      // A bad override must not take the limiter down: keep the deployed limit and say so in the logs.
+      process.stderr.write(`${JSON.stringify({ level: 'WARN', message: `ignoring override for key ${JSON.stringify(key)}: ${problem}` })}\n`);
+      return undefined;
+    }
+    return { ratePerSecond: rate as number, burst: burst as number };
+  }
+}

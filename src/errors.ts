@@ -1,0 +1,29 @@
+/**
+ * Stable error names thrown by the cdk-sfn-throttle handlers.
+ *
+ * Step Functions matches `Retry` and `Catch` on these names (`ErrorEquals`), so they never change.
+ */
+export class ThrottleErrors {
+  /**
+   * The bucket had no token for the request (TRY mode), or the reservation would exceed `maxWait`
+   * (RESERVE mode). The error cause carries `retryAfterMs`.
+   */
+  public static readonly RATE_LIMIT_EXCEEDED = 'RateLimitExceeded';
+
+  /**
+   * The acquire request was malformed (unknown mode, bad token count, bad key). Not retryable.
+   */
+  public static readonly INVALID_ACQUIRE_REQUEST = 'InvalidAcquireRequest';
+
+  /**
+   * The limiter could not reach its table or the table throttled it. Nothing was admitted. Retryable.
+   */
+  public static readonly LIMITER_UNAVAILABLE = 'LimiterUnavailable';
+
+  /**
+   * Errors a caller should retry: the limiter admitted nothing and may admit later.
+   */
+  public static readonly RETRYABLE: string[] = [ThrottleErrors.RATE_LIMIT_EXCEEDED, ThrottleErrors.LIMITER_UNAVAILABLE];
+
+  private constructor() {}
+}

@@ -1,0 +1,441 @@
+import { Annotations, Duration, Names, RemovalPolicy, Token } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { Construct, IConstruct } from 'constructs';
+import { AcquireFunction } from './private/acquire-function';
+import { checkRange } from './private/validation';
+import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/metric-names';
+
+/**
+ * How an acquire call behaves when the bucket has no token right now.
+ */
+export enum AcquireMode {
+  /**
+   * Reserve the next free slot (up to `maxWait` ahead) and wait for it: one acquire call, no polling.
+   */
+  RESERVE = 'RESERVE',
+  /**
+   * Take a token only if one is free now; otherwise fail with `RateLimitExceeded` carrying `retryAfterMs`.
+   */
+  TRY = 'TRY',
+}
+
+/**
+ * Options for `RateLimiter.acquire()`.
+ */
+export interface AcquireOptions {
+  /**
+   * The bucket to take from: a literal, or a JSONPath into the state input (e.g. `$.tenantId`).
+   *
+   * Each key gets its own bucket with the limiter's rate and burst (or the key's run-time override).
+   *
+   * @default 'default' - one bucket for every caller
+   */
+  readonly key?: string;
+
+  /**
+   * Tokens taken by one acquire.
+   *
+   * Valid range: 1 to floor(burst / shards).
+   *
+   * @default 1
+   */
+  readonly tokens?: number;
+
+  /**
+   * What to do when no token is free now.
+   *
+   * @default AcquireMode.RESERVE
+   */
+  readonly mode?: AcquireMode;
+
+  /**
+   * Where the acquire result (`waitSeconds`, `waitMs`, `notBefore`, `shard`) goes in the state output.
+   *
+   * @default - discarded: the next state sees the original input
+   */
+  readonly resultPath?: string;
+}
+
+/**
+ * A shared rate limit that workflows acquire tokens from.
+ */
+export interface IRateLimiter extends IConstruct {
+  /** Name of this limiter: the prefix of its items and the `LimiterName` metric dimension. */
+  readonly limiterName: string;
+  /** Sustained rate, tokens per second. */
+  readonly ratePerSecond: number;
+  /** Tokens that may be taken at once after idleness. */
+  readonly burst: number;
+  /** DynamoDB items the limit is spread over. */
+  readonly shards: number;
+  /** Longest reservation handed out in RESERVE mode. */
+  readonly maxWait: Duration;
+  /** The table holding bucket state. */
+  readonly table: dynamodb.ITable;
+  /** The acquire function. */
+  readonly function: lambda.IFunction;
+
+  /** Grants permission to call the acquire function. */
+  grantAcquire(grantee: iam.IGrantable): iam.Grant;
+
+  /** States that acquire tokens before the next state runs. */
+  acquire(scope: Construct, id: string, options?: AcquireOptions): sfn.StateMachineFragment;
+
+  /** A metric of this limiter, published by the acquire function in the `CdkSfnThrottle` namespace. */
+  metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Tokens admitted. */
+  metricAdmitted(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Tokens admitted with a wait (RESERVE). */
+  metricDelayed(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Tokens refused (TRY with an empty bucket, or RESERVE beyond `maxWait`). */
+  metricRejected(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Wait handed out with admissions, milliseconds. */
+  metricWaitTime(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+}
+
+/**
+ * Properties of a `RateLimiter`.
+ */
+export interface RateLimiterProps {
+  /**
+   * Sustained rate, in tokens per second, shared by every caller of one key across all executions.
+   *
+   * Valid range: greater than 0, at most 1,000,000.
+   */
+  readonly ratePerSecond: number;
+
+  /**
+   * Tokens that may be taken at once after idleness (the bucket size).
+   *
+   * In any window of length w the limiter admits at most `burst + ratePerSecond × w` tokens.
+   * Valid range: an integer from `shards` to 1,000,000.
+   *
+   * @default - max(1, ceil(ratePerSecond))
+   */
+  readonly burst?: number;
+
+  /**
+   * DynamoDB items one key's limit is spread over (each gets rate / shards and floor(burst / shards)).
+   *
+   * One DynamoDB item takes about 1,000 writes/s; shards spread a hot key. A caller picks a random shard and
+   * tries one other on denial.
+   * Valid range: an integer from 1 to 1,000, and at most `burst`.
+   *
+   * @see https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-design.html
+   * @default - enough shards that no item sees more than 500 writes/s: ceil(ratePerSecond / 500), at most `burst`
+   */
+  readonly shards?: number;
+
+  /**
+   * Longest reservation handed out in RESERVE mode. A caller that would have to wait longer gets
+   * `RateLimitExceeded` instead.
+   *
+   * Valid range: 0 seconds to 24 hours.
+   *
+   * @default Duration.minutes(5)
+   */
+  readonly maxWait?: Duration;
+
+  /**
+   * A table to keep bucket state in, instead of a new one. It must have a string partition key named `pk`;
+   * enable TTL on the `exp` attribute so idle buckets expire.
+   *
+   * @default - a new on-demand table with TTL on `exp`, encrypted with the AWS managed key
+   */
+  readonly table?: dynamodb.ITable;
+
+  /**
+   * Removal policy of the table this construct creates. The table holds bucket state (seconds of history)
+   * and operators' per-key overrides.
+   *
+   * @default RemovalPolicy.DESTROY
+   */
+  readonly removalPolicy?: RemovalPolicy;
+
+  /**
+   * Name of this limiter: prefixes its items (so limiters can share a table) and is the `LimiterName`
+   * dimension of its metrics. Changing it resets every bucket and orphans overrides.
+   *
+   * Valid characters: letters, digits, `.`, `_` and `-`; 1 to 64 characters.
+   *
+   * @default - a name unique in the app, derived from the construct path
+   */
+  readonly limiterName?: string;
+
+  /**
+   * Reserved concurrency of the acquire function. Opt-in only: reserving concurrency fails deployments in
+   * accounts whose unreserved concurrency would drop below 100.
+   *
+   * @default - no reserved concurrency
+   */
+  readonly reservedConcurrency?: number;
+
+  /**
+   * Memory of the acquire function, MB.
+   *
+   * Valid range: 128 to 10,240.
+   *
+   * @default 128
+   */
+  readonly memorySize?: number;
+
+  /**
+   * Architecture of the acquire function.
+   *
+   * @default lambda.Architecture.ARM_64
+   */
+  readonly architecture?: lambda.Architecture;
+
+  /**
+   * Retention of the acquire function's log group (ignored when `logGroup` is given).
+   *
+   * @default logs.RetentionDays.ONE_MONTH
+   */
+  readonly logRetention?: logs.RetentionDays;
+
+  /**
+   * Log group of the acquire function.
+   *
+   * @default - a new log group with `logRetention`
+   */
+  readonly logGroup?: logs.ILogGroup;
+
+  /**
+   * X-Ray tracing of the acquire function.
+   *
+   * @default lambda.Tracing.ACTIVE
+   */
+  readonly tracing?: lambda.Tracing;
+}
+
+/**
+ * A shared TPS limit enforced across all executions: a DynamoDB table and a small Node.js function that
+ * implements GCRA (a token bucket kept as one number per key), with one conditional write per acquire.
+ *
+ * Acquire from a state machine with `acquire()` (or the `RateLimitedTask` construct); the function never
+ * admits on malformed input or when DynamoDB is unavailable.
+ */
+export class RateLimiter extends Construct implements IRateLimiter {
+  public readonly limiterName: string;
+  public readonly ratePerSecond: number;
+  public readonly burst: number;
+  public readonly shards: number;
+  public readonly maxWait: Duration;
+  public readonly table: dynamodb.ITable;
+  public readonly function: lambda.IFunction;
+  /** The acquire function's log group. */
+  public readonly logGroup: logs.ILogGroup;
+
+  constructor(scope: Construct, id: string, props: RateLimiterProps) {
+    super(scope, id);
+
+    this.ratePerSecond = props.ratePerSecond;
+    checkRange('ratePerSecond', props.ratePerSecond, { min: 0, minExclusive: true, max: 1_000_000 });
+
+    this.burst = props.burst ?? Math.max(1, Math.ceil(props.ratePerSecond));
+    checkRange('burst', this.burst, { min: 1, max: 1_000_000, integer: true });
+
+    this.shards = props.shards ?? Math.max(1, Math.min(Math.ceil(props.ratePerSecond / 500), this.burst));
+    checkRange('shards', this.shards, { min: 1, max: 1000, integer: true });
+    if (this.burst < this.shards) {
+      throw new Error(`burst must be at least shards (${this.shards}) so every shard holds a token, got ${this.burst}`);
+    }
+    const perShard = this.ratePerSecond / this.shards;
+    if (perShard > 700) {
+      Annotations.of(this).addWarningV2('cdk-sfn-throttle:hotShard',
+        `each of the ${this.shards} shards takes ${perShard.toFixed(0)} writes/s, above ~700 (a DynamoDB item takes about 1,000 writes/s): raise shards to at least ${Math.ceil(this.ratePerSecond / 500)}`);
+    }
+
+    this.maxWait = props.maxWait ?? Duration.minutes(5);
+    const maxWaitMs = this.maxWait.toMilliseconds();
+    checkRange('maxWait (ms)', maxWaitMs, { min: 0, max: Duration.hours(24).toMilliseconds(), integer: true });
+
+    if (props.reservedConcurrency !== undefined) {
+      checkRange('reservedConcurrency', props.reservedConcurrency, { min: 1, max: 1000, integer: true });
+    }
+    const memorySize = props.memorySize ?? 128;
+    checkRange('memorySize', memorySize, { min: 128, max: 10_240, integer: true });
+
+    this.limiterName = props.limiterName ?? Names.uniqueResourceName(this, { maxLength: 64, separator: '-' });
+    if (!Token.isUnresolved(this.limiterName) && !/^[A-Za-z0-9._-]{1,64}$/.test(this.limiterName)) {
+      throw new Error(`limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(this.limiterName)}`);
+    }
+
+    this.table = props.table ?? new dynamodb.Table(this, 'Table', {
+      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      timeToLiveAttribute: 'exp',
+      encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      removalPolicy: props.removalPolicy ?? RemovalPolicy.DESTROY,
+    });
+
+    this.logGroup = props.logGroup ?? new logs.LogGroup(this, 'LogGroup', {
+      retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
+    // An explicit role instead of AWSLambdaBasicExecutionRole: logs only to its own log group.
+    const role = new iam.Role(this, 'ServiceRole', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: `Acquire function of rate limiter ${this.node.path}`,
+    });
+    role.addToPrincipalPolicy(new iam.PolicyStatement({
+      actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+      resources: [this.logGroup.logGroupArn],
+    }));
+
+    this.function = new AcquireFunction(this, 'Function', {
+      description: `cdk-sfn-throttle rate limiter ${this.node.path}: acquire tokens (GCRA on DynamoDB)`,
+      role,
+      memorySize,
+      architecture: props.architecture ?? lambda.Architecture.ARM_64,
+      tracing: props.tracing ?? lambda.Tracing.ACTIVE,
+      logGroup: this.logGroup,
+      // DynamoDB calls (at most 3 writes and 2 reads) plus a sub-second sleep.
+      timeout: Duration.seconds(10),
+      reservedConcurrentExecutions: props.reservedConcurrency,
+      environment: {
+        TABLE_NAME: this.table.tableName,
+        LIMITER_NAME: this.limiterName,
+        RATE_PER_SECOND: String(this.ratePerSecond),
+        BURST: String(this.burst),
+        SHARDS: String(this.shards),
+        MAX_WAIT_MS: String(maxWaitMs),
+      },
+    });
+
+    // Exactly the calls the handler makes, on the table ARN.
+    this.table.grant(role, 'dynamodb:UpdateItem', 'dynamodb:GetItem');
+    this.table.encryptionKey?.grantEncryptDecrypt(role);
+  }
+
+  /**
+   * Grants permission to invoke the acquire function (its exact ARN, no version wildcard).
+   */
+  public grantAcquire(grantee: iam.IGrantable): iam.Grant {
+    return iam.Grant.addToPrincipal({
+      grantee,
+      actions: ['lambda:InvokeFunction'],
+      resourceArns: [this.function.functionArn],
+    });
+  }
+
+  /**
+   * States that acquire tokens: the acquire call (which sleeps any sub-second wait itself) and one Wait
+   * state for whole seconds. Chain the protected state after it.
+   */
+  public acquire(scope: Construct, id: string, options: AcquireOptions = {}): sfn.StateMachineFragment {
+    return new AcquireFragment(scope, id, this, options);
+  }
+
+  /**
+   * A metric published by the acquire function (namespace `CdkSfnThrottle`, dimension `LimiterName`).
+   *
+   * @default - sum over 1 minute
+   */
+  public metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return new cloudwatch.Metric({
+      namespace: METRIC_NAMESPACE,
+      metricName,
+      dimensionsMap: { [LIMITER_DIMENSION]: this.limiterName },
+      statistic: cloudwatch.Stats.SUM,
+      period: Duration.minutes(1),
+      ...props,
+    }).attachTo(this);
+  }
+
+  /**
+   * Tokens admitted.
+   *
+   * @default - sum over 1 minute
+   */
+  public metricAdmitted(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(LimiterMetricNames.ADMITTED, props);
+  }
+
+  /**
+   * Tokens admitted with a wait (RESERVE mode).
+   *
+   * @default - sum over 1 minute
+   */
+  public metricDelayed(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(LimiterMetricNames.DELAYED, props);
+  }
+
+  /**
+   * Tokens refused: TRY with an empty bucket, or RESERVE beyond `maxWait`.
+   *
+   * @default - sum over 1 minute
+   */
+  public metricRejected(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(LimiterMetricNames.REJECTED, props);
+  }
+
+  /**
+   * Wait handed out with each admission, milliseconds.
+   *
+   * @default - p99 over 1 minute
+   */
+  public metricWaitTime(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(LimiterMetricNames.WAIT_TIME, { statistic: cloudwatch.Stats.p(99), ...props });
+  }
+
+  /**
+   * DynamoDB calls made by acquire calls.
+   *
+   * @default - sum over 1 minute
+   */
+  public metricDynamoDbCalls(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(LimiterMetricNames.DYNAMODB_CALLS, props);
+  }
+
+  /**
+   * Acquire calls that failed closed because DynamoDB was unreachable or throttling.
+   *
+   * @default - sum over 1 minute
+   */
+  public metricUnavailable(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(LimiterMetricNames.UNAVAILABLE, props);
+  }
+}
+
+/** acquire → Wait(whole seconds). The sub-second part is slept by the function. */
+class AcquireFragment extends sfn.StateMachineFragment {
+  public readonly startState: sfn.State;
+  public readonly endStates: sfn.INextable[];
+
+  constructor(scope: Construct, id: string, limiter: IRateLimiter, options: AcquireOptions) {
+    super(scope, id);
+    const tokens = options.tokens ?? 1;
+    const maxTokens = Math.floor(limiter.burst / limiter.shards);
+    checkRange('tokens', tokens, { min: 1, max: maxTokens, integer: true, why: `floor(burst ${limiter.burst} / shards ${limiter.shards})` });
+
+    const key = options.key ?? 'default';
+    const keyField = key.startsWith('$') ? { 'key.$': key } : { key };
+    // With no resultPath the function echoes the input back so the Wait state can drop the acquire result.
+    const discard = options.resultPath === undefined;
+    const payload: Record<string, unknown> = { ...keyField, tokens, mode: options.mode ?? AcquireMode.RESERVE };
+    if (discard) payload['input.$'] = '$';
+
+    const acquire = tasks.LambdaInvoke.jsonPath(this, `${id} Acquire`, {
+      lambdaFunction: limiter.function,
+      payload: sfn.TaskInput.fromObject(payload),
+      payloadResponseOnly: true,
+      resultPath: discard ? '$' : options.resultPath,
+      retryOnServiceExceptions: true,
+    });
+    const wait = sfn.Wait.jsonPath(this, `${id} Wait`, {
+      time: sfn.WaitTime.secondsPath(discard ? '$.waitSeconds' : `${options.resultPath}.waitSeconds`),
+      outputPath: discard ? '$.input' : undefined,
+    });
+    acquire.next(wait);
+    this.startState = acquire;
+    this.endStates = [wait];
+  }
+}
