@@ -70,7 +70,7 @@ new awscdk.LambdaFunction(project, {
   constructFile: 'src/private/acquire-function.ts',
   constructName: 'AcquireFunction',
   cdkDeps: project.cdkDeps,
-  runtime: awscdk.LambdaRuntime.NODEJS_22_X,
+  runtime: awscdk.LambdaRuntime.NODEJS_24_X,
   bundlingOptions: {
     externals: ['@aws-sdk/*'],
     sourcemap: false,

@@ -1,4 +1,4 @@
-import { Annotations, Duration, Names, RemovalPolicy, Token } from 'aws-cdk-lib';
+import { Annotations, Duration, Names, RemovalPolicy, Token, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -272,6 +272,7 @@ export class RateLimiter extends Construct implements IRateLimiter {
       billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
       timeToLiveAttribute: 'exp',
       encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
       removalPolicy: props.removalPolicy ?? RemovalPolicy.DESTROY,
     });
 
@@ -313,6 +314,15 @@ export class RateLimiter extends Construct implements IRateLimiter {
     // Exactly the calls the handler makes, on the table ARN.
     this.table.grant(role, 'dynamodb:UpdateItem', 'dynamodb:GetItem');
     this.table.encryptionKey?.grantEncryptDecrypt(role);
+
+    Validations.of(role).acknowledge({
+      id: 'AwsSolutions-IAM5[Resource::*]',
+      reason: 'only xray:PutTraceSegments and xray:PutTelemetryRecords (added by Tracing.ACTIVE) use "*": they support no resource-level permissions',
+    });
+    Validations.of(this.function).acknowledge({
+      id: 'Serverless-LambdaDLQ',
+      reason: 'the acquire function is only invoked synchronously (Step Functions, callers): a DLQ applies to asynchronous invocations only',
+    });
   }
 
   /**

@@ -1,0 +1,232 @@
+import { App, Duration, Stack } from 'aws-cdk-lib';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { AcquireMode, RateLimiter, RateLimiterProps } from '../src';
+import { aslOf } from './support/asl';
+import { actionsOf, logicalIdOf, statementsOfRole } from './support/iam';
+import { nagFindings } from './support/nag';
+
+function synth(props: RateLimiterProps, extra?: (stack: Stack, limiter: RateLimiter) => void) {
+  const app = new App();
+  const stack = new Stack(app, 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+  const limiter = new RateLimiter(stack, 'Limiter', props);
+  extra?.(stack, limiter);
+  return { app, stack, limiter, template: Template.fromStack(stack) };
+}
+
+describe('RateLimiter', () => {
+  test('defaults: on-demand encrypted table with TTL, ARM64 traced function, log group, no reserved concurrency', () => {
+    // GIVEN / WHEN
+    const { template } = synth({ ratePerSecond: 5 });
+
+    // THEN
+    template.hasResourceProperties('AWS::DynamoDB::Table', {
+      KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+      AttributeDefinitions: [{ AttributeName: 'pk', AttributeType: 'S' }],
+      BillingMode: 'PAY_PER_REQUEST',
+      TimeToLiveSpecification: { AttributeName: 'exp', Enabled: true },
+      SSESpecification: { SSEEnabled: true },
+    });
+    template.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Delete' });
+    template.hasResourceProperties('AWS::Lambda::Function', {
+      Runtime: 'nodejs24.x',
+      Architectures: ['arm64'],
+      MemorySize: 128,
+      Timeout: 10,
+      TracingConfig: { Mode: 'Active' },
+      LoggingConfig: { LogGroup: Match.anyValue() },
+      Environment: {
+        Variables: Match.objectLike({
+          RATE_PER_SECOND: '5',
+          BURST: '5',
+          SHARDS: '1',
+          MAX_WAIT_MS: '300000',
+          LIMITER_NAME: Match.stringLikeRegexp('^[A-Za-z0-9._-]+$'),
+          TABLE_NAME: Match.anyValue(),
+        }),
+      },
+    });
+    template.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 30 });
+    const fn = template.findResources('AWS::Lambda::Function');
+    expect(Object.values(fn)[0].Properties.ReservedConcurrentExecutions).toBeUndefined();
+    // No managed policies: the role is scoped by hand.
+    template.hasResourceProperties('AWS::IAM::Role', { ManagedPolicyArns: Match.absent() });
+  });
+
+  test('the function role holds only the actions the handler uses, on exact ARNs', () => {
+    // GIVEN
+    const { template } = synth({ ratePerSecond: 50, burst: 10 });
+    const roleId = logicalIdOf(template, 'AWS::IAM::Role');
+    const tableId = logicalIdOf(template, 'AWS::DynamoDB::Table');
+    const logGroupId = logicalIdOf(template, 'AWS::Logs::LogGroup');
+
+    // WHEN
+    const statements = statementsOfRole(template, roleId);
+
+    // THEN
+    expect(actionsOf(statements)).toEqual([
+      'dynamodb:GetItem', 'dynamodb:UpdateItem',
+      'logs:CreateLogStream', 'logs:PutLogEvents',
+      'xray:PutTelemetryRecords', 'xray:PutTraceSegments',
+    ]);
+    for (const s of statements) {
+      const actions = Array.isArray(s.Action) ? s.Action : [s.Action];
+      if (actions[0].startsWith('dynamodb:')) {
+        expect([s.Resource].flat()).toEqual([{ 'Fn::GetAtt': [tableId, 'Arn'] }]);
+      } else if (actions[0].startsWith('logs:')) {
+        expect([s.Resource].flat()).toEqual([{ 'Fn::GetAtt': [logGroupId, 'Arn'] }]);
+      } else {
+        // X-Ray's PutTraceSegments and PutTelemetryRecords support no resource-level permissions.
+        expect(s.Resource).toBe('*');
+      }
+    }
+  });
+
+  test('grantAcquire grants invoke on the exact function ARN only', () => {
+    // GIVEN
+    const { template } = synth({ ratePerSecond: 5 }, (stack, limiter) => {
+      const caller = new iam.Role(stack, 'Caller', { assumedBy: new iam.ServicePrincipal('states.amazonaws.com') });
+      // WHEN
+      limiter.grantAcquire(caller);
+    });
+    const callerId = logicalIdOf(template, 'AWS::IAM::Role', (p) => JSON.stringify(p).includes('states.amazonaws.com'));
+    const fnId = logicalIdOf(template, 'AWS::Lambda::Function');
+
+    // THEN
+    expect(statementsOfRole(template, callerId)).toEqual([
+      { Action: 'lambda:InvokeFunction', Effect: 'Allow', Resource: { 'Fn::GetAtt': [fnId, 'Arn'] } },
+    ]);
+  });
+
+  test('an existing table: no table created, grants on that table', () => {
+    // GIVEN
+    const { template } = synth({ ratePerSecond: 5 }, () => undefined);
+    expect(template.resourceCountIs('AWS::DynamoDB::Table', 1)).toBeUndefined();
+    const app = new App();
+    const stack = new Stack(app, 'Stack');
+    const table = dynamodb.Table.fromTableName(stack, 'Existing', 'limits');
+    // WHEN
+    new RateLimiter(stack, 'Limiter', { ratePerSecond: 5, table, limiterName: 'shipping' });
+    const t = Template.fromStack(stack);
+    // THEN
+    t.resourceCountIs('AWS::DynamoDB::Table', 0);
+    t.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: { Variables: Match.objectLike({ TABLE_NAME: 'limits', LIMITER_NAME: 'shipping' }) },
+    });
+    t.hasResourceProperties('AWS::IAM::Policy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([Match.objectLike({
+          Action: ['dynamodb:UpdateItem', 'dynamodb:GetItem'],
+          Resource: Match.arrayWith([{ 'Fn::Join': ['', Match.arrayWith([':table/limits'])] }]),
+        })]),
+      },
+    });
+  });
+
+  test('default shards keep each item at or below 500 writes/s; a hot shard warns', () => {
+    expect(synth({ ratePerSecond: 1000 }).limiter.shards).toBe(2);
+    expect(synth({ ratePerSecond: 1001 }).limiter.shards).toBe(3);
+    expect(synth({ ratePerSecond: 10.5 }).limiter.burst).toBe(11);
+    const { stack } = synth({ ratePerSecond: 2000, shards: 2 });
+    Annotations.fromStack(stack).hasWarning('/Stack/Limiter', Match.stringLikeRegexp('each of the 2 shards takes 1000 writes/s'));
+  });
+
+  test('acquire() renders acquire → Wait with the input echoed through', () => {
+    // GIVEN / WHEN
+    const { template } = synth({ ratePerSecond: 5 }, (stack, limiter) => {
+      const done = new sfn.Pass(stack, 'Call API');
+      new sfn.StateMachine(stack, 'Machine', {
+        definitionBody: sfn.DefinitionBody.fromChainable(limiter.acquire(stack, 'Throttle', { key: '$.tenant', tokens: 2, mode: AcquireMode.TRY }).next(done)),
+      });
+    });
+    const asl = aslOf(template);
+    // THEN
+    expect(asl.StartAt).toBe('Throttle Acquire');
+    expect(asl.States['Throttle Acquire']).toMatchObject({
+      Type: 'Task',
+      Resource: '<LimiterFunction31C170C3.Arn>',
+      Parameters: { 'key.$': '$.tenant', 'tokens': 2, 'mode': 'TRY', 'input.$': '$' },
+      ResultPath: '$',
+      Next: 'Throttle Wait',
+    });
+    expect(asl.States['Throttle Wait']).toEqual({
+      Type: 'Wait', SecondsPath: '$.waitSeconds', OutputPath: '$.input', Next: 'Call API',
+    });
+  });
+
+  test('metrics use the CdkSfnThrottle namespace and the limiter name dimension', () => {
+    const { limiter, stack } = synth({ ratePerSecond: 5, limiterName: 'api' });
+    const m = limiter.metricAdmitted();
+    expect(stack.resolve(m.namespace)).toBe('CdkSfnThrottle');
+    expect(m.metricName).toBe('Admitted');
+    expect(m.dimensions).toEqual({ LimiterName: 'api' });
+    expect(m.statistic).toBe('Sum');
+    expect(m.period.toSeconds()).toBe(60);
+    expect(limiter.metricWaitTime().statistic).toBe('p99');
+    expect(limiter.metricWaitTime({ statistic: 'p50' }).statistic).toBe('p50');
+    expect(limiter.metricDelayed().metricName).toBe('Delayed');
+    expect(limiter.metricRejected().metricName).toBe('Rejected');
+    expect(limiter.metricDynamoDbCalls().metricName).toBe('DynamoDbCalls');
+    expect(limiter.metricUnavailable().metricName).toBe('Unavailable');
+  });
+
+  describe('validation', () => {
+    test.each<[string, RateLimiterProps, RegExp]>([
+      ['fails if ratePerSecond is 0', { ratePerSecond: 0 }, /ratePerSecond must be greater than 0 and at most 1000000, got 0/],
+      ['fails if ratePerSecond is negative', { ratePerSecond: -1 }, /ratePerSecond must be .*got -1/],
+      ['fails if ratePerSecond is NaN', { ratePerSecond: NaN }, /ratePerSecond must be .*got NaN/],
+      ['fails if burst is fractional', { ratePerSecond: 5, burst: 2.5 }, /burst must be an integer from 1 to 1000000, got 2.5/],
+      ['fails if burst is 0', { ratePerSecond: 5, burst: 0 }, /burst must be an integer from 1 .*got 0/],
+      ['fails if shards is 0', { ratePerSecond: 5, shards: 0 }, /shards must be an integer from 1 to 1000, got 0/],
+      ['fails if burst is below shards', { ratePerSecond: 50, burst: 2, shards: 4 }, /burst must be at least shards \(4\).*got 2/],
+      ['fails if maxWait exceeds 24 h', { ratePerSecond: 5, maxWait: Duration.hours(25) }, /maxWait \(ms\) must be an integer from 0 to 86400000, got 90000000/],
+      ['fails if reservedConcurrency is 0', { ratePerSecond: 5, reservedConcurrency: 0 }, /reservedConcurrency must be an integer from 1 to 1000, got 0/],
+      ['fails if memorySize is 64', { ratePerSecond: 5, memorySize: 64 }, /memorySize must be an integer from 128 to 10240, got 64/],
+      ['fails if limiterName has a #', { ratePerSecond: 5, limiterName: 'a#b' }, /limiterName must be 1 to 64 letters.*got "a#b"/],
+    ])('%s', (_name, props, message) => {
+      expect(() => synth(props)).toThrow(message);
+    });
+
+    test('fails if acquire tokens exceed the burst per shard', () => {
+      const { stack, limiter } = synth({ ratePerSecond: 50, burst: 8, shards: 2 });
+      expect(() => limiter.acquire(stack, 'A', { tokens: 5 })).toThrow(/tokens must be an integer from 1 to 4 \(floor\(burst 8 \/ shards 2\)\), got 5/);
+    });
+  });
+
+  describe('cdk-nag', () => {
+    test.each<[string, RateLimiterProps]>([
+      ['default', { ratePerSecond: 5 }],
+      ['fullest', {
+        ratePerSecond: 1000, burst: 200, shards: 4, maxWait: Duration.seconds(30), reservedConcurrency: 20,
+        memorySize: 256, architecture: lambda.Architecture.X86_64, logRetention: logs.RetentionDays.ONE_WEEK,
+        limiterName: 'full',
+      }],
+    ])('%s configuration has zero unacknowledged AwsSolutions and Serverless findings', (_name, props) => {
+      const { stack } = synth(props);
+      expect(nagFindings(stack, ['AwsSolutions', 'Serverless'])).toEqual([]);
+    });
+
+    test('the check can fail: a finding the construct did not acknowledge is reported', () => {
+      const { stack } = synth({ ratePerSecond: 5 }, (s) => {
+        new dynamodb.Table(s, 'Unprotected', { partitionKey: { name: 'id', type: dynamodb.AttributeType.STRING } });
+      });
+      expect(nagFindings(stack).join('\n')).toMatch(/AwsSolutions-DDB3 at Stack\/Unprotected/);
+    });
+  });
+
+  describe('snapshots', () => {
+    test.each<[string, RateLimiterProps]>([
+      ['default', { ratePerSecond: 5, limiterName: 'snap' }],
+      ['sharded with overrides', {
+        ratePerSecond: 1000, burst: 200, shards: 4, maxWait: Duration.seconds(30), reservedConcurrency: 20,
+        memorySize: 256, logRetention: logs.RetentionDays.ONE_WEEK, limiterName: 'snap-sharded',
+      }],
+    ])('%s', (_name, props) => {
+      expect(synth(props).template.toJSON()).toMatchSnapshot();
+    });
+  });
+});
