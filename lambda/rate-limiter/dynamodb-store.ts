@@ -89,8 +89,10 @@ export class DynamoDbBucketStore implements BucketStore {
       return { ok: true, tat };
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException || (err as Error)?.name === 'ConditionalCheckFailedException') {
-        const old = (err as ConditionalCheckFailedException).Item;
-        return { ok: false, tat: old ? numberOf(old.tat) : UNKNOWN };
+        // ALL_OLD: a bucket item always has tat. No tat means the old item was not returned (emulators ignore
+        // ReturnValuesOnConditionCheckFailure and the SDK may still hand back an empty Item): the caller reads.
+        const oldTat = numberOf((err as ConditionalCheckFailedException).Item?.tat);
+        return { ok: false, tat: oldTat ?? UNKNOWN };
       }
       throw unavailable(err);
     }

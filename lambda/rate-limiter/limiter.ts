@@ -153,11 +153,11 @@ export class Limiter {
   Promise<{ admitted: true; nowUs: number; atUs: number } | { admitted: false; retryAfterUs: number }> {
     const store = this.deps.store;
     let now = this.deps.clockUs();
-    const guess = this.lastTat.get(pk);
-    let branch = plan(guess, now, take);
+    // tat never decreases (both writes move it forward), so the last tat this container saw is a lower bound
+    // of the stored one: when even that leaves no room, the answer is a denial without a DynamoDB call.
+    let branch = plan(this.lastTat.get(pk), now, take);
     if (branch.kind === 'deny') {
-      // The cached tat may be stale (another container may be idle-resetting); trying is one call either way.
-      branch = { kind: 'busy' };
+      return { admitted: false, retryAfterUs: branch.retryAfterUs };
     }
 
     for (let write = 0; write < MAX_WRITES; write++) {
@@ -171,23 +171,32 @@ export class Limiter {
         return { admitted: true, nowUs: now, atUs: admittedAt(res.tat, now, take.toleranceUs) };
       }
       let old = res.tat;
+      if (old === UNKNOWN && branch.kind === 'idle') {
+        // A failed idle write means tat was past `now` when it ran: the bucket is busy, so try that branch
+        // rather than spend a read to learn it.
+        now = this.deps.clockUs();
+        branch = { kind: 'busy' };
+        continue;
+      }
       if (old === UNKNOWN) {
         counter.calls++;
         old = await store.readTat(pk);
       }
+      if (old !== undefined) this.remember(pk, old);
       now = this.deps.clockUs();
       branch = plan(old, now, take);
       if (branch.kind === 'deny') {
-        if (old !== undefined) this.remember(pk, old);
         return { admitted: false, retryAfterUs: branch.retryAfterUs };
       }
     }
-    throw new LimiterUnavailable(`no conditional write on ${pk} succeeded after ${MAX_WRITES} attempts (contention)`);
+    // Every write lost a race: others are taking tokens as fast as the bucket refills. Denying is always safe;
+    // the caller comes back after one emission interval.
+    return { admitted: false, retryAfterUs: take.incUs };
   }
 
   private remember(pk: string, tat: number): void {
     if (this.lastTat.size >= MAX_CACHED_KEYS && !this.lastTat.has(pk)) this.lastTat.clear();
-    this.lastTat.set(pk, tat);
+    this.lastTat.set(pk, Math.max(tat, this.lastTat.get(pk) ?? tat));
   }
 
   /** The key's limit: its override item when valid (cached ≤ 10 s), else the deployed limit. */

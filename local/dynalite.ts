@@ -1,0 +1,91 @@
+import { ChildProcess, fork } from 'child_process';
+import type { AddressInfo } from 'net';
+import * as path from 'path';
+import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+
+/** A running local DynamoDB (dynalite). */
+export interface LocalDynamoDb {
+  /** e.g. http://127.0.0.1:4567 — give it to the SDK as AWS_ENDPOINT_URL_DYNAMODB. */
+  readonly endpoint: string;
+  readonly client: DynamoDBClient;
+  /** Creates a table with a string partition key (default `pk`), usable at once. */
+  createTable(name: string, partitionKey?: string): Promise<void>;
+  /** Stops the emulator; every later call fails with a connection error. */
+  stop(): Promise<void>;
+}
+
+function clientFor(endpoint: string): DynamoDBClient {
+  return new DynamoDBClient({
+    endpoint,
+    region: process.env.AWS_REGION ?? 'us-east-1',
+    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+    maxAttempts: 1,
+  });
+}
+
+async function createTable(client: DynamoDBClient, name: string, partitionKey = 'pk'): Promise<void> {
+  await client.send(new CreateTableCommand({
+    TableName: name,
+    KeySchema: [{ AttributeName: partitionKey, KeyType: 'HASH' }],
+    AttributeDefinitions: [{ AttributeName: partitionKey, AttributeType: 'S' }],
+    BillingMode: 'PAY_PER_REQUEST',
+  }));
+}
+
+/**
+ * Starts dynalite in this process on a free loopback port (in memory, tables ready at once).
+ */
+export async function startDynalite(): Promise<LocalDynamoDb> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const dynalite = require('dynalite');
+  const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const client = clientFor(endpoint);
+  let stopped = false;
+  return {
+    endpoint,
+    client,
+    createTable: (name, pk) => createTable(client, name, pk),
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      client.destroy();
+      // Sockets kept alive by other clients would hold close() open: end them.
+      server.closeAllConnections?.();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * Starts dynalite in a child process, so the emulator gets a core of its own (for benchmarks where the
+ * emulator, not the code under test, would otherwise be the bottleneck).
+ */
+export async function startDynaliteProcess(): Promise<LocalDynamoDb> {
+  const child: ChildProcess = fork(path.join(__dirname, 'dynalite-child.js'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m: any) => resolve(m.port));
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`dynalite child exited with ${code}`)));
+  });
+  const endpoint = `http://127.0.0.1:${port}`;
+  const client = clientFor(endpoint);
+  return {
+    endpoint,
+    client,
+    createTable: (name, pk) => createTable(client, name, pk),
+    stop: async () => {
+      client.destroy();
+      if (child.exitCode === null) {
+        await new Promise<void>((resolve) => {
+          child.once('exit', () => resolve());
+          child.kill();
+        });
+      }
+    },
+  };
+}

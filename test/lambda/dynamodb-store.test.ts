@@ -1,0 +1,79 @@
+import { ConditionalCheckFailedException, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDbBucketStore } from '../../lambda/rate-limiter/dynamodb-store';
+import { Limiter } from '../../lambda/rate-limiter/limiter';
+import { UNKNOWN } from '../../lambda/rate-limiter/store';
+
+function fakeClient(send: (cmd: any) => Promise<any>): DynamoDBClient {
+  return { send: jest.fn(send) } as unknown as DynamoDBClient;
+}
+
+const conditionFailed = (item?: Record<string, any>) => new ConditionalCheckFailedException({ message: 'The conditional request failed', $metadata: {}, Item: item });
+
+describe('DynamoDbBucketStore', () => {
+  test('busy write: one conditional UpdateItem adding inc, bounded by the ceiling', async () => {
+    const client = fakeClient(async () => ({ Attributes: { tat: { N: '1200' } } }));
+    const store = new DynamoDbBucketStore(client, 'limits');
+    await expect(store.takeBusy('pk1', 100, 1000, 1900, 42)).resolves.toEqual({ ok: true, tat: 1200 });
+    const input = (client.send as jest.Mock).mock.calls[0][0].input;
+    expect(input).toMatchObject({
+      TableName: 'limits',
+      Key: { pk: { S: 'pk1' } },
+      UpdateExpression: 'SET tat = tat + :inc, #exp = :exp',
+      ConditionExpression: 'tat BETWEEN :lo AND :hi',
+      ExpressionAttributeValues: { ':inc': { N: '100' }, ':lo': { N: '1000' }, ':hi': { N: '1900' }, ':exp': { N: '42' } },
+      ReturnValues: 'UPDATED_NEW',
+      ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+    });
+  });
+
+  test('idle write: SET tat = now + inc if the bucket is empty or past', async () => {
+    const client = fakeClient(async () => ({ Attributes: { tat: { N: '1100' } } }));
+    const store = new DynamoDbBucketStore(client, 'limits');
+    await store.takeIdle('pk1', 1000, 1100, 42);
+    expect((client.send as jest.Mock).mock.calls[0][0].input).toMatchObject({
+      UpdateExpression: 'SET tat = :tat, #exp = :exp',
+      ConditionExpression: 'attribute_not_exists(tat) OR tat <= :now',
+    });
+  });
+
+  test('a failed condition returns the old tat when DynamoDB sends it (ALL_OLD) and UNKNOWN when not', async () => {
+    const withItem = new DynamoDbBucketStore(fakeClient(async () => { throw conditionFailed({ pk: { S: 'p' }, tat: { N: '5000' } }); }), 't');
+    await expect(withItem.takeBusy('p', 1, 0, 1, 1)).resolves.toEqual({ ok: false, tat: 5000 });
+    const withoutItem = new DynamoDbBucketStore(fakeClient(async () => { throw conditionFailed(); }), 't');
+    await expect(withoutItem.takeBusy('p', 1, 0, 1, 1)).resolves.toEqual({ ok: false, tat: UNKNOWN });
+    const emptyItem = new DynamoDbBucketStore(fakeClient(async () => { throw conditionFailed({}); }), 't');
+    await expect(emptyItem.takeIdle('p', 1, 2, 1)).resolves.toEqual({ ok: false, tat: UNKNOWN });
+  });
+
+  test('with ALL_OLD a denial costs one call: no read', async () => {
+    // GIVEN a full bucket whose old item comes back with the failed condition
+    const client = fakeClient(async (cmd) => {
+      if (cmd.constructor.name === 'GetItemCommand') return {};
+      throw conditionFailed({ tat: { N: String(10_000_000) } });
+    });
+    const limiter = new Limiter(
+      { limiterName: 'l', ratePerSecond: 1, burst: 1, shards: 1, maxWaitMs: 0 },
+      { store: new DynamoDbBucketStore(client, 't'), clockUs: () => 1_000_000, random: () => 0, overrideTtlMs: 10_000 },
+    );
+    // WHEN (after the override lookup, which is one GetItem)
+    const r = await limiter.acquire({ key: 'k', tokens: 1, mode: 'TRY' });
+    // THEN: one GetItem for the override, one UpdateItem, denial from the returned item
+    expect(r).toMatchObject({ admitted: false, dynamoCalls: 2 });
+    const names = (client.send as jest.Mock).mock.calls.map((c) => c[0].constructor.name);
+    expect(names).toEqual(['GetItemCommand', 'UpdateItemCommand']);
+  });
+
+  test.each([
+    ['ProvisionedThroughputExceededException'],
+    ['ThrottlingException'],
+    ['RequestLimitExceeded'],
+    ['InternalServerError'],
+    ['ECONNREFUSED'],
+  ])('%s is LimiterUnavailable, never an admission', async (name) => {
+    const err = Object.assign(new Error(`simulated ${name}`), { name });
+    const store = new DynamoDbBucketStore(fakeClient(async () => { throw err; }), 't');
+    await expect(store.takeBusy('p', 1, 0, 1, 1)).rejects.toMatchObject({ name: 'LimiterUnavailable' });
+    await expect(store.takeIdle('p', 1, 2, 1)).rejects.toMatchObject({ name: 'LimiterUnavailable' });
+    await expect(store.readTat('p')).rejects.toMatchObject({ name: 'LimiterUnavailable', message: expect.stringContaining(name) });
+  });
+});

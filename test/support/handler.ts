@@ -1,0 +1,13 @@
+/** Loads the acquire handler module fresh, with the given environment (the module builds its client at import). */
+export function loadAcquireHandler(env: Record<string, string>): (event: unknown) => Promise<any> {
+  Object.assign(process.env, env);
+  let handler: ((event: unknown) => Promise<any>) | undefined;
+  jest.isolateModules(() => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    handler = require('../../lambda/rate-limiter/acquire.lambda').handler;
+  });
+  return handler!;
+}
+
+export const nowUs = () => Math.floor((performance.timeOrigin + performance.now()) * 1000);
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
