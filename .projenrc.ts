@@ -1,4 +1,4 @@
-import { awscdk, javascript } from 'projen';
+import { awscdk, javascript, JsonFile } from 'projen';
 import { UpdateSnapshot } from 'projen/lib/javascript';
 
 const quietEnv = {
@@ -48,16 +48,20 @@ const project = new awscdk.AwsCdkConstructLibrary({
       coveragePathIgnorePatterns: ['/node_modules/', '/test/'],
     },
   },
-  tsconfigDev: {
-    include: ['lambda/**/*.ts', 'local/**/*.ts', 'bench/**/*.ts', 'examples/**/*.ts'],
-    compilerOptions: {},
-  },
   eslintOptions: {
     dirs: ['src'],
     devdirs: ['test', 'lambda', 'local', 'bench', 'examples', 'projenrc', '.projenrc.ts'],
   },
   gitignore: ['/bench/results/', '*.cdk.out', 'cdk.out'],
 });
+
+// Handler, runner, bench and example sources are type-checked (and linted) with the test settings.
+for (const dir of ['lambda', 'local', 'bench', 'examples']) {
+  new JsonFile(project, `${dir}/tsconfig.json`, {
+    obj: { extends: '../test/tsconfig.json', include: ['**/*.ts'] },
+    marker: false,
+  });
+}
 
 for (const pattern of ['/bench/', '/local/', '/examples/', '/lambda/']) {
   project.addPackageIgnore(pattern);

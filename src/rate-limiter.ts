@@ -8,8 +8,8 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireFunction } from './private/acquire-function';
-import { checkRange } from './private/validation';
 import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/metric-names';
+import { checkRange } from './private/validation';
 
 /**
  * How an acquire call behaves when the bucket has no token right now.

@@ -201,8 +201,14 @@ describe('RateLimiter', () => {
     test.each<[string, RateLimiterProps]>([
       ['default', { ratePerSecond: 5 }],
       ['fullest', {
-        ratePerSecond: 1000, burst: 200, shards: 4, maxWait: Duration.seconds(30), reservedConcurrency: 20,
-        memorySize: 256, architecture: lambda.Architecture.X86_64, logRetention: logs.RetentionDays.ONE_WEEK,
+        ratePerSecond: 1000,
+        burst: 200,
+        shards: 4,
+        maxWait: Duration.seconds(30),
+        reservedConcurrency: 20,
+        memorySize: 256,
+        architecture: lambda.Architecture.X86_64,
+        logRetention: logs.RetentionDays.ONE_WEEK,
         limiterName: 'full',
       }],
     ])('%s configuration has zero unacknowledged AwsSolutions and Serverless findings', (_name, props) => {
@@ -222,8 +228,14 @@ describe('RateLimiter', () => {
     test.each<[string, RateLimiterProps]>([
       ['default', { ratePerSecond: 5, limiterName: 'snap' }],
       ['sharded with overrides', {
-        ratePerSecond: 1000, burst: 200, shards: 4, maxWait: Duration.seconds(30), reservedConcurrency: 20,
-        memorySize: 256, logRetention: logs.RetentionDays.ONE_WEEK, limiterName: 'snap-sharded',
+        ratePerSecond: 1000,
+        burst: 200,
+        shards: 4,
+        maxWait: Duration.seconds(30),
+        reservedConcurrency: 20,
+        memorySize: 256,
+        logRetention: logs.RetentionDays.ONE_WEEK,
+        limiterName: 'snap-sharded',
       }],
     ])('%s', (_name, props) => {
       expect(synth(props).template.toJSON()).toMatchSnapshot();

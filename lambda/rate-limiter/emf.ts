@@ -1,5 +1,5 @@
-import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from '../../src/private/metric-names';
 import type { AcquireOutcome } from './limiter';
+import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from '../../src/private/metric-names';
 
 /** Figures of one acquire call. */
 export interface AcquireMetrics {

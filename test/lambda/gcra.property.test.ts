@@ -8,10 +8,10 @@ import { type Admission, maxInWindow, windowViolations } from '../support/window
 function limiterWith(config: Omit<LimiterConfig, 'limiterName'>, seed = 1) {
   const clock = { now: 1_700_000_000_000_000 };
   // A deterministic PRNG so a failing case replays.
-  let s = seed >>> 0 || 1;
+  let s = (Math.abs(seed) % 2147483646) + 1;
   const random = () => {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    return s / 2 ** 32;
+    s = (s * 48271) % 2147483647; // Park–Miller
+    return (s - 1) / 2147483646;
   };
   const store = new MemoryBucketStore();
   const limiter = new Limiter({ limiterName: 'prop', ...config }, { store, clockUs: () => clock.now, random });

@@ -1,5 +1,5 @@
-import { IConstruct } from 'constructs';
 import { AwsSolutionsChecks, ServerlessChecks } from 'cdk-nag';
+import { IConstruct } from 'constructs';
 
 /**
  * Unacknowledged cdk-nag findings in a scope, as "RuleId at path" strings. An empty list means clean.
