@@ -1,0 +1,178 @@
+import { DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { DynamoDbBucketStore } from '../lambda/rate-limiter/dynamodb-store';
+import { Limiter } from '../lambda/rate-limiter/limiter';
+import type { AcquireMode } from '../lambda/rate-limiter/request';
+import type { BucketStore } from '../lambda/rate-limiter/store';
+import type { LocalDynamoDb } from '../local/dynalite';
+import { maxInAnyWindow, nowUs, percentile, sleep, type Timed } from './stats';
+
+export interface Scenario {
+  readonly name: string;
+  readonly ratePerSecond: number;
+  readonly burst: number;
+  readonly shards: number;
+  readonly callers: number;
+  readonly durationS: number;
+}
+
+export interface Figures {
+  readonly [k: string]: string | number;
+}
+
+function clientFor(db: LocalDynamoDb): DynamoDBClient {
+  return new DynamoDBClient({
+    endpoint: db.endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
+    maxAttempts: 1,
+  });
+}
+
+/** Counts conditional failures on the way to the real store. */
+class CountingStore implements BucketStore {
+  conditionalFailures = 0;
+  constructor(private readonly inner: BucketStore) {}
+  async takeBusy(pk: string, inc: number, lo: number, hi: number, exp: number) {
+    const r = await this.inner.takeBusy(pk, inc, lo, hi, exp);
+    if (!r.ok) this.conditionalFailures++;
+    return r;
+  }
+  async takeIdle(pk: string, now: number, tat: number, exp: number) {
+    const r = await this.inner.takeIdle(pk, now, tat, exp);
+    if (!r.ok) this.conditionalFailures++;
+    return r;
+  }
+  readTat(pk: string) { return this.inner.readTat(pk); }
+  readOverride(pk: string) { return this.inner.readOverride(pk); }
+}
+
+/**
+ * GCRA: every caller is its own "container" (its own Limiter and caches), sharing one DynamoDB endpoint.
+ * TRY callers come back after retryAfter (+ up to 2 ms jitter); RESERVE callers wait out their reservation.
+ */
+export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode, table: string): Promise<Figures> {
+  const client = clientFor(db);
+  const store = new CountingStore(new DynamoDbBucketStore(client, table));
+  const config = { limiterName: `bench-${mode}-${s.ratePerSecond}`, ratePerSecond: s.ratePerSecond, burst: s.burst, shards: s.shards, maxWaitMs: 300_000 };
+  const admitted: Timed[] = [];
+  const latenciesMs: number[] = [];
+  let attempts = 0;
+  let calls = 0;
+  let denied = 0;
+  const errors: Record<string, number> = {};
+  const start = nowUs();
+  const end = start + s.durationS * 1e6;
+
+  const caller = async () => {
+    const limiter = new Limiter(config, { store, clockUs: nowUs, random: Math.random });
+    while (nowUs() < end) {
+      const t0 = performance.now();
+      try {
+        const r = await limiter.acquire({ key: 'api', tokens: 1, mode });
+        latenciesMs.push(performance.now() - t0);
+        attempts++;
+        calls += r.dynamoCalls;
+        if (r.admitted) {
+          admitted.push({ atUs: r.atUs, tokens: 1 });
+          if (mode === 'RESERVE') await sleep((r.atUs - nowUs()) / 1000);
+        } else {
+          denied++;
+          await sleep(r.retryAfterUs / 1000 + Math.random() * 2);
+        }
+      } catch (err) {
+        errors[(err as Error).name] = (errors[(err as Error).name] ?? 0) + 1;
+        await sleep(50);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: s.callers }, caller));
+  client.destroy();
+
+  const inRun = admitted.filter((a) => a.atUs <= end).length;
+  const ideal = s.burst + s.ratePerSecond * s.durationS;
+  return {
+    scenario: s.name,
+    design: `GCRA ${mode}`,
+    admitted: inRun,
+    ...windowFigures(admitted, s),
+    'utilization %': (100 * inRun) / ideal,
+    attempts,
+    'calls/attempt': calls / attempts,
+    'calls/admitted': calls / admitted.length,
+    'cond. failures': store.conditionalFailures,
+    denied,
+    'p50 ms': percentile(latenciesMs, 50),
+    'p99 ms': percentile(latenciesMs, 99),
+    errors: Object.keys(errors).length ? JSON.stringify(errors) : '-',
+  };
+}
+
+/**
+ * The common hand-written design: a counter per fixed one-second window (UpdateItem ADD n IF n < limit).
+ * Callers that are refused poll again after 50 ms.
+ */
+export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: string): Promise<Figures> {
+  const client = clientFor(db);
+  const admitted: Timed[] = [];
+  const latenciesMs: number[] = [];
+  let attempts = 0;
+  let failures = 0;
+  const start = nowUs();
+  const end = start + s.durationS * 1e6;
+  const limit = Math.floor(s.ratePerSecond);
+  const caller = async () => {
+    while (nowUs() < end) {
+      const now = nowUs();
+      const windowId = Math.floor(now / 1e6);
+      const t0 = performance.now();
+      attempts++;
+      try {
+        await client.send(new UpdateItemCommand({
+          TableName: table,
+          Key: { pk: { S: `naive#${windowId}` } },
+          UpdateExpression: 'ADD n :one',
+          ConditionExpression: 'attribute_not_exists(n) OR n < :limit',
+          ExpressionAttributeValues: { ':one': { N: '1' }, ':limit': { N: String(limit) } },
+        }));
+        latenciesMs.push(performance.now() - t0);
+        admitted.push({ atUs: now, tokens: 1 });
+      } catch (err) {
+        latenciesMs.push(performance.now() - t0);
+        if ((err as Error).name !== 'ConditionalCheckFailedException') throw err;
+        failures++;
+        await sleep(50);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: s.callers }, caller));
+  client.destroy();
+  const inRun = admitted.filter((a) => a.atUs <= end).length;
+  return {
+    scenario: s.name,
+    design: 'fixed window (naive)',
+    admitted: inRun,
+    ...windowFigures(admitted, s),
+    'utilization %': (100 * inRun) / (s.burst + s.ratePerSecond * s.durationS),
+    attempts,
+    'calls/attempt': 1,
+    'calls/admitted': attempts / admitted.length,
+    'cond. failures': failures,
+    denied: failures,
+    'p50 ms': percentile(latenciesMs, 50),
+    'p99 ms': percentile(latenciesMs, 99),
+    errors: '-',
+  };
+}
+
+function windowFigures(admitted: Timed[], s: Scenario): Figures {
+  const out: Record<string, string | number> = {};
+  let violations = 0;
+  for (const [label, w] of [['0.1s', 0.1], ['1s', 1], ['10s', 10]] as const) {
+    const max = maxInAnyWindow(admitted, w * 1e6);
+    const bound = s.burst + s.ratePerSecond * w;
+    if (max > bound) violations++;
+    out[`max ${label} (bound)`] = `${max} (${Number.isInteger(bound) ? bound : bound.toFixed(1)})`;
+  }
+  out['windows over bound'] = violations;
+  return out;
+}

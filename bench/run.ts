@@ -1,0 +1,52 @@
+/* eslint-disable no-console */
+// npm run bench: prints figures; asserts nothing. See README "Benchmarks".
+import { startDynaliteProcess } from '../local/dynalite';
+import { measureVariants } from './bundle.bench';
+import { runFixedWindow, runGcra, type Scenario } from './rate-limiter.bench';
+import { table } from './stats';
+
+const only = process.argv.slice(2);
+const want = (name: string) => only.length === 0 || only.includes(name);
+
+const scenarios: Scenario[] = [
+  { name: '50/s burst 10, 100 callers', ratePerSecond: 50, burst: 10, shards: 1, callers: 100, durationS: 10 },
+  { name: '1000/s 4 shards, 200 callers', ratePerSecond: 1000, burst: 1000, shards: 4, callers: 200, durationS: 10 },
+];
+
+async function main() {
+  console.log(`cdk-sfn-throttle bench — node ${process.version}, ${require('os').cpus().length} cores`);
+  // dynalite runs in its own process: at 1,000/s an in-process emulator shares the event loop with 200
+  // callers and becomes the bottleneck.
+  const db = await startDynaliteProcess();
+  console.log(`dynalite: separate process at ${db.endpoint}\n`);
+  try {
+    await db.createTable('bench');
+    if (want('limiter')) {
+      const rows = [];
+      for (const s of scenarios) {
+        for (const mode of ['RESERVE', 'TRY'] as const) {
+          process.stderr.write(`running ${s.name} GCRA ${mode}…\n`);
+          rows.push(await runGcra(db, s, mode, 'bench'));
+        }
+        process.stderr.write(`running ${s.name} fixed window…\n`);
+        rows.push(await runFixedWindow(db, s, 'bench'));
+      }
+      console.log('## RateLimiter under load (10 s each; admissions counted at their notBefore)\n');
+      console.log(table(rows));
+      console.log();
+    }
+    if (want('bundle')) {
+      process.stderr.write('measuring handler bundles…\n');
+      console.log('## Acquire handler bundle (esbuild, node24 target)\n');
+      console.log(table(measureVariants(db, 'bench')));
+      console.log();
+    }
+  } finally {
+    await db.stop();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
