@@ -1,4 +1,4 @@
-import { DynamoDBClient, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { DynamoDbBucketStore } from '../lambda/rate-limiter/dynamodb-store';
 import { Limiter } from '../lambda/rate-limiter/limiter';
 import type { AcquireMode } from '../lambda/rate-limiter/request';
@@ -47,31 +47,58 @@ class CountingStore implements BucketStore {
 }
 
 /**
- * GCRA: every caller is its own "container" (its own Limiter and caches), sharing one DynamoDB endpoint.
- * TRY callers come back after retryAfter (+ up to 2 ms jitter); RESERVE callers wait out their reservation.
+ * Lambda-like containers: a call takes an idle container or starts a new one, and holds it until it returns
+ * (in RESERVE that includes the sub-second sleep the handler does). Each container has its own caches.
  */
-export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode, table: string): Promise<Figures> {
+class ContainerPool {
+  private readonly idle: Limiter[] = [];
+  created = 0;
+  constructor(private readonly make: () => Limiter) {}
+  async run<T>(fn: (l: Limiter) => Promise<T>): Promise<T> {
+    const container = this.idle.pop() ?? (this.created++, this.make());
+    try {
+      return await fn(container);
+    } finally {
+      this.idle.push(container);
+    }
+  }
+}
+
+/**
+ * GCRA under load. TRY callers come back after retryAfter (+ up to 2 ms jitter); RESERVE callers wait out
+ * their reservation and reserve again.
+ */
+export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode, table: string, emulator: string): Promise<Figures> {
   const client = clientFor(db);
   const store = new CountingStore(new DynamoDbBucketStore(client, table));
-  const config = { limiterName: `bench-${mode}-${s.ratePerSecond}`, ratePerSecond: s.ratePerSecond, burst: s.burst, shards: s.shards, maxWaitMs: 300_000 };
+  const config = { limiterName: `bench-${mode}-${s.ratePerSecond}-${emulator.length}`, ratePerSecond: s.ratePerSecond, burst: s.burst, shards: s.shards, maxWaitMs: 300_000 };
+  const pool = new ContainerPool(() => new Limiter(config, { store, clockUs: nowUs, random: Math.random }));
   const admitted: Timed[] = [];
   const latenciesMs: number[] = [];
+  /** [time, DynamoDB calls, admitted?] per attempt, for the steady-state (second half) figures. */
+  const log: [number, number, boolean][] = [];
   let attempts = 0;
   let calls = 0;
   let denied = 0;
   const errors: Record<string, number> = {};
+  await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: 'warm-up' } } }));
   const start = nowUs();
   const end = start + s.durationS * 1e6;
 
   const caller = async () => {
-    const limiter = new Limiter(config, { store, clockUs: nowUs, random: Math.random });
     while (nowUs() < end) {
-      const t0 = performance.now();
       try {
-        const r = await limiter.acquire({ key: 'api', tokens: 1, mode });
-        latenciesMs.push(performance.now() - t0);
+        const r = await pool.run(async (limiter) => {
+          const t0 = performance.now();
+          const out = await limiter.acquire({ key: 'api', tokens: 1, mode });
+          latenciesMs.push(performance.now() - t0);
+          // The handler sleeps the sub-second part of a wait before it returns.
+          if (out.admitted) await sleep((out.waitUs % 1e6) / 1000);
+          return out;
+        });
         attempts++;
         calls += r.dynamoCalls;
+        log.push([nowUs(), r.dynamoCalls, r.admitted]);
         if (r.admitted) {
           admitted.push({ atUs: r.atUs, tokens: 1 });
           if (mode === 'RESERVE') await sleep((r.atUs - nowUs()) / 1000);
@@ -89,21 +116,30 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
   client.destroy();
 
   const inRun = admitted.filter((a) => a.atUs <= end).length;
-  const ideal = s.burst + s.ratePerSecond * s.durationS;
+  // Ideal from the first admission: the bucket starts full then, not when the bench started its clock.
+  const first = Math.min(...admitted.map((a) => a.atUs));
+  const ideal = s.burst + (s.ratePerSecond * (end - first)) / 1e6;
+  const mid = start + (end - start) / 2;
+  const late = log.filter(([t]) => t >= mid);
+  const lateCalls = late.reduce((n, [, c]) => n + c, 0);
   return {
-    scenario: s.name,
-    design: `GCRA ${mode}`,
-    admitted: inRun,
+    'scenario': s.name,
+    'design': `GCRA ${mode}`,
+    'emulator': emulator,
+    'admitted': inRun,
     ...windowFigures(admitted, s),
     'utilization %': (100 * inRun) / ideal,
-    attempts,
+    'attempts': attempts,
     'calls/attempt': calls / attempts,
     'calls/admitted': calls / admitted.length,
+    'calls/attempt 2nd half': lateCalls / late.length,
+    'calls/admitted 2nd half': lateCalls / late.filter(([, , a]) => a).length,
     'cond. failures': store.conditionalFailures,
-    denied,
+    'denied': denied,
+    'containers': pool.created,
     'p50 ms': percentile(latenciesMs, 50),
     'p99 ms': percentile(latenciesMs, 99),
-    errors: Object.keys(errors).length ? JSON.stringify(errors) : '-',
+    'errors': Object.keys(errors).length ? JSON.stringify(errors) : '-',
   };
 }
 
@@ -111,7 +147,7 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
  * The common hand-written design: a counter per fixed one-second window (UpdateItem ADD n IF n < limit).
  * Callers that are refused poll again after 50 ms.
  */
-export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: string): Promise<Figures> {
+export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: string, emulator: string): Promise<Figures> {
   const client = clientFor(db);
   const admitted: Timed[] = [];
   const latenciesMs: number[] = [];
@@ -148,19 +184,23 @@ export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: stri
   client.destroy();
   const inRun = admitted.filter((a) => a.atUs <= end).length;
   return {
-    scenario: s.name,
-    design: 'fixed window (naive)',
-    admitted: inRun,
+    'scenario': s.name,
+    'design': 'fixed window (naive)',
+    'emulator': emulator,
+    'admitted': inRun,
     ...windowFigures(admitted, s),
     'utilization %': (100 * inRun) / (s.burst + s.ratePerSecond * s.durationS),
-    attempts,
+    'attempts': attempts,
     'calls/attempt': 1,
     'calls/admitted': attempts / admitted.length,
+    'calls/attempt 2nd half': 1,
+    'calls/admitted 2nd half': '-',
     'cond. failures': failures,
-    denied: failures,
+    'denied': failures,
+    'containers': '-',
     'p50 ms': percentile(latenciesMs, 50),
     'p99 ms': percentile(latenciesMs, 99),
-    errors: '-',
+    'errors': '-',
   };
 }
 

@@ -32,10 +32,24 @@ async function createTable(client: DynamoDBClient, name: string, partitionKey = 
   }));
 }
 
+/** Options for a local DynamoDB. */
+export interface LocalDynamoDbOptions {
+  /**
+   * Return the old item with a ConditionalCheckFailedException when the request asks for it
+   * (`ReturnValuesOnConditionCheckFailure: ALL_OLD`), as DynamoDB does. Stock dynalite ignores it.
+   * Applies to every dynalite server in the process.
+   *
+   * @default true
+   */
+  readonly returnOldItemOnConditionFailure?: boolean;
+}
+
 /**
  * Starts dynalite in this process on a free loopback port (in memory, tables ready at once).
  */
-export async function startDynalite(): Promise<LocalDynamoDb> {
+export async function startDynalite(options: LocalDynamoDbOptions = {}): Promise<LocalDynamoDb> {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  if (options.returnOldItemOnConditionFailure ?? true) require('./dynalite-patch')();
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const dynalite = require('dynalite');
   const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
@@ -65,8 +79,11 @@ export async function startDynalite(): Promise<LocalDynamoDb> {
  * Starts dynalite in a child process, so the emulator gets a core of its own (for benchmarks where the
  * emulator, not the code under test, would otherwise be the bottleneck).
  */
-export async function startDynaliteProcess(): Promise<LocalDynamoDb> {
-  const child: ChildProcess = fork(path.join(__dirname, 'dynalite-child.js'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+export async function startDynaliteProcess(options: LocalDynamoDbOptions = {}): Promise<LocalDynamoDb> {
+  const child: ChildProcess = fork(path.join(__dirname, 'dynalite-child.js'), [], {
+    stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    env: { ...process.env, DYNALITE_RETURN_OLD_ITEM: String(options.returnOldItemOnConditionFailure ?? true) },
+  });
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m: any) => resolve(m.port));
     child.once('error', reject);

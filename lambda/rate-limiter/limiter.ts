@@ -155,7 +155,9 @@ export class Limiter {
     let now = this.deps.clockUs();
     // tat never decreases (both writes move it forward), so the last tat this container saw is a lower bound
     // of the stored one: when even that leaves no room, the answer is a denial without a DynamoDB call.
-    let branch = plan(this.lastTat.get(pk), now, take);
+    const cached = this.lastTat.get(pk);
+    // A container that has not seen this bucket yet guesses busy: new containers appear when load rises.
+    let branch = cached === undefined ? { kind: 'busy' } as const : plan(cached, now, take);
     if (branch.kind === 'deny') {
       return { admitted: false, retryAfterUs: branch.retryAfterUs };
     }
@@ -170,6 +172,9 @@ export class Limiter {
         this.remember(pk, res.tat);
         return { admitted: true, nowUs: now, atUs: admittedAt(res.tat, now, take.toleranceUs) };
       }
+      // Decide from the failed write's own `now`: that is the instant the stored tat failed against. A fresh
+      // clock would turn a just-missed busy bucket into an "idle" one and flip-flop under latency.
+      const failedAt = now;
       let old = res.tat;
       if (old === UNKNOWN && branch.kind === 'idle') {
         // A failed idle write means tat was past `now` when it ran: the bucket is busy, so try that branch
@@ -184,11 +189,14 @@ export class Limiter {
       }
       if (old !== undefined) this.remember(pk, old);
       now = this.deps.clockUs();
-      branch = plan(old, now, take);
+      branch = plan(old, failedAt, take);
       if (branch.kind === 'deny') {
-        return { admitted: false, retryAfterUs: branch.retryAfterUs };
+        // The bucket had no room when the write ran: that is the answer. The wait is counted from now, so a
+        // slot that has freed up since makes it 0 rather than costing another write here.
+        return { admitted: false, retryAfterUs: Math.max(0, branch.retryAfterUs - (now - failedAt)) };
       }
     }
+
     // Every write lost a race: others are taking tokens as fast as the bucket refills. Denying is always safe;
     // the caller comes back after one emission interval.
     return { admitted: false, retryAfterUs: take.incUs };

@@ -14,7 +14,8 @@ describe('acquire handler against dynalite (real conditional writes, real clock)
   const emfLines: any[] = [];
 
   beforeAll(async () => {
-    db = await startDynalite();
+    // Stock dynalite semantics: failed conditions return no old item, so the GetItem fallback runs.
+    db = await startDynalite({ returnOldItemOnConditionFailure: false });
     await db.createTable('limits');
     handler = loadAcquireHandler({
       AWS_ENDPOINT_URL_DYNAMODB: db.endpoint,
