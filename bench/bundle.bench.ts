@@ -2,8 +2,8 @@ import { execFileSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { buildSync } from 'esbuild';
-import type { LocalDynamoDb } from '../local/dynalite';
 import { percentile } from './stats';
+import type { LocalDynamoDb } from '../local/dynalite';
 
 const ENTRY = path.join(__dirname, '..', 'lambda', 'rate-limiter', 'acquire.lambda.ts');
 const CHILD = path.join(__dirname, 'handler-child.js');

@@ -1,10 +1,10 @@
 import { DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { maxInAnyWindow, nowUs, percentile, sleep, type Timed } from './stats';
 import { DynamoDbBucketStore } from '../lambda/rate-limiter/dynamodb-store';
 import { Limiter } from '../lambda/rate-limiter/limiter';
 import type { AcquireMode } from '../lambda/rate-limiter/request';
 import type { BucketStore } from '../lambda/rate-limiter/store';
 import type { LocalDynamoDb } from '../local/dynalite';
-import { maxInAnyWindow, nowUs, percentile, sleep, type Timed } from './stats';
 
 export interface Scenario {
   readonly name: string;
@@ -28,18 +28,31 @@ function clientFor(db: LocalDynamoDb): DynamoDBClient {
   });
 }
 
-/** Counts conditional failures on the way to the real store. */
+/** Counts conditional failures on the way to the real store, by what the stored tat turned out to be. */
 class CountingStore implements BucketStore {
   conditionalFailures = 0;
+  /** Idle write found the bucket busy. */
+  idleFoundBusy = 0;
+  /** Busy write found the bucket idle (tat < now) or absent. */
+  busyFoundIdle = 0;
+  /** Busy write found the bucket beyond its ceiling (a denial). */
+  busyFoundFull = 0;
   constructor(private readonly inner: BucketStore) {}
   async takeBusy(pk: string, inc: number, lo: number, hi: number, exp: number) {
     const r = await this.inner.takeBusy(pk, inc, lo, hi, exp);
-    if (!r.ok) this.conditionalFailures++;
+    if (!r.ok) {
+      this.conditionalFailures++;
+      if (typeof r.tat === 'number' && r.tat > hi) this.busyFoundFull++;
+      else if (typeof r.tat === 'number' || r.tat === undefined) this.busyFoundIdle++;
+    }
     return r;
   }
   async takeIdle(pk: string, now: number, tat: number, exp: number) {
     const r = await this.inner.takeIdle(pk, now, tat, exp);
-    if (!r.ok) this.conditionalFailures++;
+    if (!r.ok) {
+      this.conditionalFailures++;
+      this.idleFoundBusy++;
+    }
     return r;
   }
   readTat(pk: string) { return this.inner.readTat(pk); }
@@ -135,6 +148,7 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
     'calls/attempt 2nd half': lateCalls / late.length,
     'calls/admitted 2nd half': lateCalls / late.filter(([, , a]) => a).length,
     'cond. failures': store.conditionalFailures,
+    'failures idle/busy-low/busy-full': `${store.idleFoundBusy}/${store.busyFoundIdle}/${store.busyFoundFull}`,
     'denied': denied,
     'containers': pool.created,
     'p50 ms': percentile(latenciesMs, 50),
@@ -196,6 +210,7 @@ export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: stri
     'calls/attempt 2nd half': 1,
     'calls/admitted 2nd half': '-',
     'cond. failures': failures,
+    'failures idle/busy-low/busy-full': '-',
     'denied': failures,
     'containers': '-',
     'p50 ms': percentile(latenciesMs, 50),

@@ -1,12 +1,14 @@
 /* eslint-disable no-console */
 // npm run bench: prints figures; asserts nothing. See README "Benchmarks".
-import { startDynaliteProcess } from '../local/dynalite';
+import * as os from 'os';
 import { measureVariants } from './bundle.bench';
 import { runFixedWindow, runGcra, type Scenario } from './rate-limiter.bench';
 import { table } from './stats';
+import { startDynaliteProcess } from '../local/dynalite';
 
 const only = process.argv.slice(2);
 const want = (name: string) => only.length === 0 || only.includes(name);
+const scenarioFilter = process.env.BENCH_SCENARIO;
 
 const scenarios: Scenario[] = [
   { name: '50/s burst 10, 100 callers', ratePerSecond: 50, burst: 10, shards: 1, callers: 100, durationS: 10 },
@@ -14,7 +16,7 @@ const scenarios: Scenario[] = [
 ];
 
 async function main() {
-  console.log(`cdk-sfn-throttle bench — node ${process.version}, ${require('os').cpus().length} cores`);
+  console.log(`cdk-sfn-throttle bench — node ${process.version}, ${os.cpus().length} cores`);
   // dynalite runs in its own process: at 1,000/s an in-process emulator shares the event loop with 200
   // callers and becomes the bottleneck. Two emulators: with DynamoDB's ReturnValuesOnConditionCheckFailure
   // (the old item comes back with a failed condition) and stock dynalite (the handler's GetItem fallback).
@@ -28,7 +30,7 @@ async function main() {
       const db = await startDynaliteProcess(e);
       try {
         await db.createTable('bench');
-        for (const s of scenarios) {
+        for (const s of scenarios.filter((x) => !scenarioFilter || x.name.startsWith(scenarioFilter))) {
           for (const mode of ['RESERVE', 'TRY'] as const) {
             process.stderr.write(`running ${s.name} GCRA ${mode} on ${e.name}…\n`);
             rows.push(await runGcra(db, s, mode, 'bench', e.name));
