@@ -5,10 +5,10 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireFunction } from './private/acquire-function';
 import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/metric-names';
+import { ThrottleErrors } from './errors';
 import { checkRange } from './private/validation';
 
 /**
@@ -433,12 +433,8 @@ class AcquireFragment extends sfn.StateMachineFragment {
     const payload: Record<string, unknown> = { ...keyField, tokens, mode: options.mode ?? AcquireMode.RESERVE };
     if (discard) payload['input.$'] = '$';
 
-    const acquire = tasks.LambdaInvoke.jsonPath(this, `${id} Acquire`, {
-      lambdaFunction: limiter.function,
-      payload: sfn.TaskInput.fromObject(payload),
-      payloadResponseOnly: true,
+    const acquire = new AcquireTask(this, `${id} Acquire`, limiter.function, payload, {
       resultPath: discard ? '$' : options.resultPath,
-      retryOnServiceExceptions: true,
     });
     const wait = sfn.Wait.jsonPath(this, `${id} Wait`, {
       time: sfn.WaitTime.secondsPath(discard ? '$.waitSeconds' : `${options.resultPath}.waitSeconds`),
@@ -447,5 +443,45 @@ class AcquireFragment extends sfn.StateMachineFragment {
     acquire.next(wait);
     this.startState = acquire;
     this.endStates = [wait];
+  }
+}
+
+/**
+ * Invokes the acquire function directly (`Resource` = the function ARN), so the state machine role may invoke
+ * exactly that ARN — `LambdaInvoke` would also grant `<arn>:*`.
+ */
+class AcquireTask extends sfn.TaskStateBase {
+  protected readonly taskMetrics?: sfn.TaskMetricsConfig;
+  protected readonly taskPolicies?: iam.PolicyStatement[];
+
+  constructor(scope: Construct, id: string, private readonly fn: lambda.IFunction, private readonly payload: Record<string, unknown>, props: sfn.TaskStateBaseProps) {
+    super(scope, id, props);
+    this.taskPolicies = [new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [fn.functionArn] })];
+    this.taskMetrics = {
+      metricPrefixSingular: 'LambdaFunction',
+      metricPrefixPlural: 'LambdaFunctions',
+      metricDimensions: { LambdaFunctionArn: fn.functionArn },
+    };
+    // Transient Lambda errors and an unreachable table admit nothing: retry them with backoff and jitter.
+    this.addRetry({
+      errors: ['Lambda.ClientExecutionTimeoutException', 'Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException', 'Lambda.TooManyRequestsException'],
+      interval: Duration.seconds(1),
+      maxAttempts: 6,
+      backoffRate: 2,
+      jitterStrategy: sfn.JitterType.FULL,
+    });
+    this.addRetry({
+      errors: [ThrottleErrors.LIMITER_UNAVAILABLE],
+      interval: Duration.seconds(1),
+      maxAttempts: 5,
+      backoffRate: 2,
+      maxDelay: Duration.seconds(30),
+      jitterStrategy: sfn.JitterType.FULL,
+    });
+  }
+
+  /** @internal */
+  protected _renderTask(): any {
+    return { Resource: this.fn.functionArn, Parameters: sfn.FieldUtils.renderObject(this.payload) };
   }
 }

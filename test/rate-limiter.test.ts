@@ -86,6 +86,21 @@ describe('RateLimiter', () => {
     }
   });
 
+  test('a state machine using acquire() may invoke only the exact function ARN', () => {
+    // GIVEN / WHEN
+    const { template } = synth({ ratePerSecond: 5 }, (stack, limiter) => {
+      new sfn.StateMachine(stack, 'Machine', {
+        definitionBody: sfn.DefinitionBody.fromChainable(limiter.acquire(stack, 'Throttle').next(new sfn.Pass(stack, 'Next'))),
+      });
+    });
+    const roleId = logicalIdOf(template, 'AWS::IAM::Role', (p) => JSON.stringify(p).includes('states.amazonaws.com'));
+    const fnId = logicalIdOf(template, 'AWS::Lambda::Function');
+    // THEN
+    expect(statementsOfRole(template, roleId)).toEqual([
+      { Action: 'lambda:InvokeFunction', Effect: 'Allow', Resource: { 'Fn::GetAtt': [fnId, 'Arn'] } },
+    ]);
+  });
+
   test('grantAcquire grants invoke on the exact function ARN only', () => {
     // GIVEN
     const { template } = synth({ ratePerSecond: 5 }, (stack, limiter) => {
@@ -153,6 +168,10 @@ describe('RateLimiter', () => {
       ResultPath: '$',
       Next: 'Throttle Wait',
     });
+    expect(asl.States['Throttle Acquire'].Retry.map((r: any) => r.ErrorEquals)).toEqual([
+      ['Lambda.ClientExecutionTimeoutException', 'Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException', 'Lambda.TooManyRequestsException'],
+      ['LimiterUnavailable'],
+    ]);
     expect(asl.States['Throttle Wait']).toEqual({
       Type: 'Wait', SecondsPath: '$.waitSeconds', OutputPath: '$.input', Next: 'Call API',
     });
