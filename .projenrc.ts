@@ -108,7 +108,7 @@ project.addTask('bench', {
   description: 'Benchmarks against a local DynamoDB emulator (prints figures)',
   steps: [
     { spawn: 'bundle' },
-    { exec: 'ts-node --transpile-only --project tsconfig.dev.json bench/run.ts' },
+    { exec: 'ts-node --transpile-only --project bench/tsconfig.json bench/run.ts' },
   ],
   receiveArgs: true,
 });

@@ -218,8 +218,8 @@ export interface RateLimiterProps {
  * A shared TPS limit enforced across all executions: a DynamoDB table and a small Node.js function that
  * implements GCRA (a token bucket kept as one number per key), with one conditional write per acquire.
  *
- * Acquire from a state machine with `acquire()` (or the `RateLimitedTask` construct); the function never
- * admits on malformed input or when DynamoDB is unavailable.
+ * Acquire from a state machine with `acquire()`; the function never admits on malformed input or when
+ * DynamoDB is unavailable.
  */
 export class RateLimiter extends Construct implements IRateLimiter {
   public readonly limiterName: string;
