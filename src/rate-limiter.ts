@@ -6,9 +6,9 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
+import { ThrottleErrors } from './errors';
 import { AcquireFunction } from './private/acquire-function';
 import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/metric-names';
-import { ThrottleErrors } from './errors';
 import { checkRange } from './private/validation';
 
 /**
@@ -454,7 +454,13 @@ class AcquireTask extends sfn.TaskStateBase {
   protected readonly taskMetrics?: sfn.TaskMetricsConfig;
   protected readonly taskPolicies?: iam.PolicyStatement[];
 
-  constructor(scope: Construct, id: string, private readonly fn: lambda.IFunction, private readonly payload: Record<string, unknown>, props: sfn.TaskStateBaseProps) {
+  constructor(
+    scope: Construct,
+    id: string,
+    private readonly fn: lambda.IFunction,
+    private readonly payload: Record<string, unknown>,
+    props: sfn.TaskStateBaseProps,
+  ) {
     super(scope, id, props);
     this.taskPolicies = [new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [fn.functionArn] })];
     this.taskMetrics = {
