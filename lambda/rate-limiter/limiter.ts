@@ -44,8 +44,11 @@ export type AcquireOutcome =
     readonly dynamoCalls: number;
   };
 
-/** Most conditional writes one take may make before giving up (DESIGN §3: usually 1, at most 3). */
-const MAX_WRITES = 3;
+/**
+ * Most conditional writes one take may make before giving up (DESIGN §3: usually 1, at most 3). A reservation
+ * gets a few more: its caller has agreed to wait, and a refusal would cost it a whole Step Functions retry.
+ */
+const MAX_WRITES = { TRY: 3, RESERVE: 5 } as const;
 /** Item lifetime past the last possible tat: an expired bucket is idle anyway. */
 const TTL_SLACK_S = 3600;
 const MAX_OVERRIDE_TTL_MS = 10_000;
@@ -131,7 +134,7 @@ export class Limiter {
 
     let retryAfterUs = Number.POSITIVE_INFINITY;
     for (const shard of order) {
-      const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, counter);
+      const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, MAX_WRITES[req.mode], counter);
       if (r.admitted) {
         return {
           admitted: true,
@@ -149,7 +152,7 @@ export class Limiter {
     return { admitted: false, key: req.key, tokens: req.tokens, retryAfterUs, dynamoCalls: counter.calls };
   }
 
-  private async takeFromShard(pk: string, take: Take, counter: { calls: number }):
+  private async takeFromShard(pk: string, take: Take, maxWrites: number, counter: { calls: number }):
   Promise<{ admitted: true; nowUs: number; atUs: number } | { admitted: false; retryAfterUs: number }> {
     const store = this.deps.store;
     let now = this.deps.clockUs();
@@ -162,7 +165,7 @@ export class Limiter {
       return { admitted: false, retryAfterUs: branch.retryAfterUs };
     }
 
-    for (let write = 0; write < MAX_WRITES; write++) {
+    for (let write = 0; write < maxWrites; write++) {
       const expS = Math.ceil((now + take.toleranceUs + take.maxWaitUs) / 1_000_000) + TTL_SLACK_S;
       counter.calls++;
       const res = branch.kind === 'idle'
