@@ -259,5 +259,18 @@ describe('RateLimiter', () => {
     ])('%s', (_name, props) => {
       expect(synth(props).template.toJSON()).toMatchSnapshot();
     });
+
+    test('existing table, used by acquire() in a state machine', () => {
+      const app = new App();
+      const stack = new Stack(app, 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+      const table = dynamodb.Table.fromTableName(stack, 'Existing', 'limits');
+      const limiter = new RateLimiter(stack, 'Limiter', { ratePerSecond: 5, table, limiterName: 'snap-existing' });
+      new sfn.StateMachine(stack, 'Machine', {
+        definitionBody: sfn.DefinitionBody.fromChainable(
+          limiter.acquire(stack, 'Throttle', { key: '$.tenant', mode: AcquireMode.TRY, resultPath: '$.acquired' }).next(new sfn.Pass(stack, 'Call')),
+        ),
+      });
+      expect(Template.fromStack(stack).toJSON()).toMatchSnapshot();
+    });
   });
 });
