@@ -97,11 +97,20 @@ updateSnapshots.spawn(project.tasks.tryFind('bundle')!);
 updateSnapshots.exec('jest --ci=false --updateSnapshot --coverage=false', { receiveArgs: true });
 
 // `npm test` on a fresh clone: bundle the handlers, type-check with jsii, then jest + eslint.
+// jsii compiles src/; jest type-checks what tests import. This checks the rest (handlers, runner, bench).
+const typecheck = project.addTask('typecheck', {
+  description: 'Type-check the handler, local runner and bench sources',
+});
+for (const dir of ['lambda', 'local', 'bench']) {
+  typecheck.exec(`tsc --noEmit -p ${dir}/tsconfig.json`);
+}
+
 const ciTest = project.addTask('ci', {
   description: 'Everything CI runs: bundle handlers, compile with jsii, run all tests and lint',
 });
 ciTest.spawn(project.tasks.tryFind('bundle')!);
 ciTest.spawn(project.compileTask);
+ciTest.spawn(typecheck);
 ciTest.spawn(project.testTask);
 
 project.addTask('bench', {

@@ -1,10 +1,11 @@
 import { DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
-import { maxInAnyWindow, nowUs, percentile, sleep, type Timed } from './stats';
+import { percentile } from './stats';
 import { DynamoDbBucketStore } from '../lambda/rate-limiter/dynamodb-store';
 import { Limiter } from '../lambda/rate-limiter/limiter';
 import type { AcquireMode } from '../lambda/rate-limiter/request';
 import type { BucketStore } from '../lambda/rate-limiter/store';
 import type { LocalDynamoDb } from '../local/dynalite';
+import { type Admission, maxInWindow, nowUs, sleep } from '../local/timing';
 
 export interface Scenario {
   readonly name: string;
@@ -86,7 +87,7 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
   const store = new CountingStore(new DynamoDbBucketStore(client, table));
   const config = { limiterName: `bench-${mode}-${s.ratePerSecond}-${emulator.length}`, ratePerSecond: s.ratePerSecond, burst: s.burst, shards: s.shards, maxWaitMs: 300_000 };
   const pool = new ContainerPool(() => new Limiter(config, { store, clockUs: nowUs, random: Math.random }));
-  const admitted: Timed[] = [];
+  const admitted: Admission[] = [];
   const latenciesMs: number[] = [];
   /** [time, DynamoDB calls, admitted?] per attempt, for the steady-state (second half) figures. */
   const log: [number, number, boolean][] = [];
@@ -163,7 +164,7 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
  */
 export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: string, emulator: string): Promise<Figures> {
   const client = clientFor(db);
-  const admitted: Timed[] = [];
+  const admitted: Admission[] = [];
   const latenciesMs: number[] = [];
   let attempts = 0;
   let failures = 0;
@@ -219,11 +220,11 @@ export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: stri
   };
 }
 
-function windowFigures(admitted: Timed[], s: Scenario): Figures {
+function windowFigures(admitted: Admission[], s: Scenario): Figures {
   const out: Record<string, string | number> = {};
   let violations = 0;
   for (const [label, w] of [['0.1s', 0.1], ['1s', 1], ['10s', 10]] as const) {
-    const max = maxInAnyWindow(admitted, w * 1e6);
+    const max = maxInWindow(admitted, w * 1e6);
     const bound = s.burst + s.ratePerSecond * w;
     if (max > bound) violations++;
     out[`max ${label} (bound)`] = `${max} (${Number.isInteger(bound) ? bound : bound.toFixed(1)})`;

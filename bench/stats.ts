@@ -1,25 +1,5 @@
 /** Small helpers shared by the benchmarks. */
 
-export interface Timed {
-  readonly atUs: number;
-  readonly tokens: number;
-}
-
-export function maxInAnyWindow(events: readonly Timed[], windowUs: number): number {
-  const sorted = [...events].sort((a, b) => a.atUs - b.atUs);
-  let best = 0;
-  let sum = 0;
-  let j = 0;
-  for (let i = 0; i < sorted.length; i++) {
-    while (j < sorted.length && sorted[j].atUs <= sorted[i].atUs + windowUs) {
-      sum += sorted[j].tokens;
-      j++;
-    }
-    best = Math.max(best, sum);
-    sum -= sorted[i].tokens;
-  }
-  return best;
-}
 
 export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return NaN;
@@ -27,8 +7,6 @@ export function percentile(values: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
-export const nowUs = () => Math.floor((performance.timeOrigin + performance.now()) * 1000);
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
 export function table(rows: Record<string, string | number>[]): string {
   const cols = Object.keys(rows[0] ?? {});

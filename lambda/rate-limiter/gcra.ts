@@ -66,24 +66,3 @@ export function plan(tat: number | undefined, now: number, take: Take): Plan {
 export function admittedAt(newTat: number, now: number, toleranceUs: number): number {
   return Math.max(now, newTat - toleranceUs);
 }
-
-/**
- * Applies a take to an in-memory tat, exactly as the two conditional writes would. Used by the in-memory
- * store and by the property tests.
- */
-export function applyTake(tat: number | undefined, now: number, take: Take):
-{ readonly admitted: true; readonly tat: number; readonly at: number } | { readonly admitted: false; readonly retryAfterUs: number } {
-  const p = plan(tat, now, take);
-  switch (p.kind) {
-    case 'idle': {
-      const newTat = now + take.incUs;
-      return { admitted: true, tat: newTat, at: admittedAt(newTat, now, take.toleranceUs) };
-    }
-    case 'busy': {
-      const newTat = tat! + take.incUs;
-      return { admitted: true, tat: newTat, at: admittedAt(newTat, now, take.toleranceUs) };
-    }
-    default:
-      return { admitted: false, retryAfterUs: p.retryAfterUs };
-  }
-}

@@ -6,10 +6,10 @@ export type WriteResult =
 
 export const UNKNOWN = Symbol('unknown');
 
-/** A run-time override of one key's limit, read from the table. */
+/** A run-time override of one key's limit, read from the table (burst defaulted when the item omits it). */
 export interface KeyOverride {
   readonly ratePerSecond: number;
-  readonly burst?: number;
+  readonly burst: number;
 }
 
 /**

@@ -1,8 +1,8 @@
 import { GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { type LocalDynamoDb, type LocalDynamoDbOptions, startDynalite } from '../../local/dynalite';
+import { type Admission, windowViolations } from '../../local/timing';
 import { LimiterMetricNames, METRIC_NAMESPACE } from '../../src/private/metric-names';
 import { loadAcquireHandler, nowUs, sleep } from '../support/handler';
-import { type Admission, windowViolations } from '../support/windows';
 
 const RATE = 50;
 const BURST = 10;

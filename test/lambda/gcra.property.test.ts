@@ -3,7 +3,7 @@ import { bucketParams } from '../../lambda/rate-limiter/gcra';
 import { Limiter, type LimiterConfig } from '../../lambda/rate-limiter/limiter';
 import type { AcquireMode } from '../../lambda/rate-limiter/request';
 import { MemoryBucketStore } from '../../lambda/rate-limiter/store';
-import { type Admission, maxInWindow, windowViolations } from '../support/windows';
+import { type Admission, maxInWindow, windowViolations } from '../../local/timing';
 
 function limiterWith(config: Omit<LimiterConfig, 'limiterName'>, seed = 1) {
   const clock = { now: 1_700_000_000_000_000 };

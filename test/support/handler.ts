@@ -9,5 +9,4 @@ export function loadAcquireHandler(env: Record<string, string>): (event: unknown
   return handler!;
 }
 
-export const nowUs = () => Math.floor((performance.timeOrigin + performance.now()) * 1000);
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+export { nowUs, sleep } from '../../local/timing';
