@@ -57,7 +57,13 @@ class CountingStore implements BucketStore {
     return r;
   }
   readTat(pk: string) { return this.inner.readTat(pk); }
-  readOverride(pk: string) { return this.inner.readOverride(pk); }
+  overrideReads = 0;
+  readOverride(pk: string) {
+    this.overrideReads++;
+    this.onOverrideRead?.();
+    return this.inner.readOverride(pk);
+  }
+  onOverrideRead?: () => void;
 }
 
 /**
@@ -91,11 +97,13 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
   const latenciesMs: number[] = [];
   /** [time, DynamoDB calls, admitted?] per attempt, for the steady-state (second half) figures. */
   const log: [number, number, boolean][] = [];
+  const overrideReadsAt: number[] = [];
   let attempts = 0;
   let calls = 0;
   let denied = 0;
   const errors: Record<string, number> = {};
   await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: 'warm-up' } } }));
+  store.onOverrideRead = () => overrideReadsAt.push(nowUs());
   const start = nowUs();
   const end = start + s.durationS * 1e6;
 
@@ -136,6 +144,8 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
   const mid = start + (end - start) / 2;
   const late = log.filter(([t]) => t >= mid);
   const lateCalls = late.reduce((n, [, c]) => n + c, 0);
+  const lateAdmitted = late.filter(([, , a]) => a).length;
+  const lateOverrideReads = overrideReadsAt.filter((t) => t >= mid).length;
   return {
     'scenario': s.name,
     'design': `GCRA ${mode}`,
@@ -147,7 +157,9 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
     'calls/attempt': calls / attempts,
     'calls/admitted': calls / admitted.length,
     'calls/attempt 2nd half': lateCalls / late.length,
-    'calls/admitted 2nd half': lateCalls / late.filter(([, , a]) => a).length,
+    'calls/admitted 2nd half': lateCalls / lateAdmitted,
+    'override reads': store.overrideReads,
+    'bucket calls/admitted (all / 2nd half)': `${((calls - store.overrideReads) / admitted.length).toFixed(2)} / ${((lateCalls - lateOverrideReads) / lateAdmitted).toFixed(2)}`,
     'cond. failures': store.conditionalFailures,
     'failures idle/busy-low/busy-full': `${store.idleFoundBusy}/${store.busyFoundIdle}/${store.busyFoundFull}`,
     'denied': denied,
@@ -210,6 +222,8 @@ export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: stri
     'calls/admitted': attempts / admitted.length,
     'calls/attempt 2nd half': 1,
     'calls/admitted 2nd half': '-',
+    'override reads': '-',
+    'bucket calls/admitted (all / 2nd half)': '-',
     'cond. failures': failures,
     'failures idle/busy-low/busy-full': '-',
     'denied': failures,
