@@ -1,5 +1,5 @@
 import { LimiterUnavailable, InvalidAcquireRequest } from './errors';
-import { bucketParams, busyCeiling, plan, admittedAt, type Take } from './gcra';
+import { bucketParams, busyCeiling, plan, admittedAt, type Plan, type Take } from './gcra';
 import type { AcquireRequest } from './request';
 import { UNKNOWN, type BucketStore, type KeyOverride } from './store';
 
@@ -107,6 +107,8 @@ function checkLimit(rate: number, burst: number, shards: number): string | undef
  */
 export class Limiter {
   private readonly lastTat = new Map<string, number>();
+  /** Buckets whose last sight (a busy write, or a failed idle one) showed them busy. */
+  private readonly seenBusy = new Set<string>();
   private readonly overrides = new Map<string, { readonly value: KeyOverride | undefined; readonly untilUs: number }>();
   private readonly overrideTtlUs: number;
 
@@ -159,8 +161,13 @@ export class Limiter {
     // tat never decreases (both writes move it forward), so the last tat this container saw is a lower bound
     // of the stored one: when even that leaves no room, the answer is a denial without a DynamoDB call.
     const cached = this.lastTat.get(pk);
-    // A container that has not seen this bucket yet guesses busy: new containers appear when load rises.
-    let branch = cached === undefined ? { kind: 'busy' } as const : plan(cached, now, take);
+    // Guess the write shape. A container that has not seen this bucket guesses busy (new containers appear when
+    // load rises), and so does one that last saw it busy, unless a whole tolerance has passed since: its cached
+    // tat is older than the other containers' writes, which keep a loaded bucket ahead of now.
+    let branch: Plan = cached === undefined ? { kind: 'busy' } : plan(cached, now, take);
+    if (branch.kind === 'idle' && this.seenBusy.has(pk) && now - cached! < take.toleranceUs) {
+      branch = { kind: 'busy' };
+    }
     if (branch.kind === 'deny') {
       return { admitted: false, retryAfterUs: branch.retryAfterUs };
     }
@@ -173,12 +180,15 @@ export class Limiter {
         : await store.takeBusy(pk, take.incUs, now, busyCeiling(now, take), expS);
       if (res.ok) {
         this.remember(pk, res.tat);
+        if (branch.kind === 'busy') this.seenBusy.add(pk);
+        else this.seenBusy.delete(pk);
         return { admitted: true, nowUs: now, atUs: admittedAt(res.tat, now, take.toleranceUs) };
       }
       // Decide from the failed write's own `now`: that is the instant the stored tat failed against. A fresh
       // clock would turn a just-missed busy bucket into an "idle" one and flip-flop under latency.
       const failedAt = now;
       let old = res.tat;
+      if (branch.kind === 'idle') this.seenBusy.add(pk);
       if (old === UNKNOWN && branch.kind === 'idle') {
         // A failed idle write means tat was past `now` when it ran: the bucket is busy, so try that branch
         // rather than spend a read to learn it.
@@ -206,7 +216,10 @@ export class Limiter {
   }
 
   private remember(pk: string, tat: number): void {
-    if (this.lastTat.size >= MAX_CACHED_KEYS && !this.lastTat.has(pk)) this.lastTat.clear();
+    if (this.lastTat.size >= MAX_CACHED_KEYS && !this.lastTat.has(pk)) {
+      this.lastTat.clear();
+      this.seenBusy.clear();
+    }
     this.lastTat.set(pk, Math.max(tat, this.lastTat.get(pk) ?? tat));
   }
 
