@@ -38,6 +38,8 @@ class CountingStore implements BucketStore {
   busyFoundIdle = 0;
   /** Busy write found the bucket beyond its ceiling (a denial). */
   busyFoundFull = 0;
+  overrideReads = 0;
+  onOverrideRead?: () => void;
   constructor(private readonly inner: BucketStore) {}
   async takeBusy(pk: string, inc: number, lo: number, hi: number, exp: number) {
     const r = await this.inner.takeBusy(pk, inc, lo, hi, exp);
@@ -57,13 +59,11 @@ class CountingStore implements BucketStore {
     return r;
   }
   readTat(pk: string) { return this.inner.readTat(pk); }
-  overrideReads = 0;
   readOverride(pk: string) {
     this.overrideReads++;
     this.onOverrideRead?.();
     return this.inner.readOverride(pk);
   }
-  onOverrideRead?: () => void;
 }
 
 /**
