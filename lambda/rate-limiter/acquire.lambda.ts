@@ -8,9 +8,10 @@ import { parseRequest } from './request';
 // Built once per container. The client uses the default SDK configuration, so AWS_ENDPOINT_URL_DYNAMODB /
 // AWS_ENDPOINT_URL can point it at a local emulator.
 const config = configFromEnv(process.env);
+const clockUs = () => Math.floor((performance.timeOrigin + performance.now()) * 1000);
 const limiter = new Limiter(config, {
   store: new DynamoDbBucketStore(new DynamoDBClient({}), requiredEnv('TABLE_NAME')),
-  clockUs: () => Math.floor((performance.timeOrigin + performance.now()) * 1000),
+  clockUs,
   random: Math.random,
 });
 
@@ -49,10 +50,12 @@ export const handler = async (event: unknown): Promise<AcquireResult & { input?:
   if (!outcome.admitted) {
     throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
   }
-  const waitSeconds = Math.floor(outcome.waitUs / 1_000_000);
-  const remainderMs = Math.ceil((outcome.waitUs - waitSeconds * 1_000_000) / 1000);
-  if (remainderMs > 0) {
-    await new Promise((resolve) => setTimeout(resolve, remainderMs));
+  // Whole seconds of what is left of the wait go to the Wait state; the rest is slept here. Timers may fire a
+  // little early against this clock, so sleep until the clock says so.
+  const waitSeconds = Math.floor(Math.max(0, outcome.atUs - clockUs()) / 1_000_000);
+  const wakeAtUs = outcome.atUs - waitSeconds * 1_000_000;
+  for (let leftUs = wakeAtUs - clockUs(); leftUs > 0; leftUs = wakeAtUs - clockUs()) {
+    await new Promise((resolve) => setTimeout(resolve, Math.ceil(leftUs / 1000)));
   }
   const result: AcquireResult = {
     admitted: true,

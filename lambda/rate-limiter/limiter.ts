@@ -45,10 +45,10 @@ export type AcquireOutcome =
   };
 
 /**
- * Most conditional writes one take may make before giving up (DESIGN §3: usually 1, at most 3). A reservation
- * gets a few more: its caller has agreed to wait, and a refusal would cost it a whole Step Functions retry.
+ * Most conditional writes one take may make (DESIGN §3: usually 1, at most 3). Against a fixed `now` the branch
+ * only moves idle → busy → full, so busy, idle, busy always reaches an answer.
  */
-const MAX_WRITES = { TRY: 3, RESERVE: 5 } as const;
+const MAX_WRITES = 3;
 /** Item lifetime past the last possible tat: an expired bucket is idle anyway. */
 const TTL_SLACK_S = 3600;
 const MAX_OVERRIDE_TTL_MS = 10_000;
@@ -136,7 +136,7 @@ export class Limiter {
 
     let retryAfterUs = Number.POSITIVE_INFINITY;
     for (const shard of order) {
-      const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, MAX_WRITES[req.mode], counter);
+      const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, counter);
       if (r.admitted) {
         return {
           admitted: true,
@@ -154,10 +154,10 @@ export class Limiter {
     return { admitted: false, key: req.key, tokens: req.tokens, retryAfterUs, dynamoCalls: counter.calls };
   }
 
-  private async takeFromShard(pk: string, take: Take, maxWrites: number, counter: { calls: number }):
+  private async takeFromShard(pk: string, take: Take, counter: { calls: number }):
   Promise<{ admitted: true; nowUs: number; atUs: number } | { admitted: false; retryAfterUs: number }> {
     const store = this.deps.store;
-    let now = this.deps.clockUs();
+    const now = this.deps.clockUs();
     // tat never decreases (both writes move it forward), so the last tat this container saw is a lower bound
     // of the stored one: when even that leaves no room, the answer is a denial without a DynamoDB call.
     const cached = this.lastTat.get(pk);
@@ -172,7 +172,7 @@ export class Limiter {
       return { admitted: false, retryAfterUs: branch.retryAfterUs };
     }
 
-    for (let write = 0; write < maxWrites; write++) {
+    for (let write = 0; write < MAX_WRITES; write++) {
       const expS = Math.ceil((now + take.toleranceUs + take.maxWaitUs) / 1_000_000) + TTL_SLACK_S;
       counter.calls++;
       const res = branch.kind === 'idle'
@@ -184,15 +184,15 @@ export class Limiter {
         else this.seenBusy.delete(pk);
         return { admitted: true, nowUs: now, atUs: admittedAt(res.tat, now, take.toleranceUs) };
       }
-      // Decide from the failed write's own `now`: that is the instant the stored tat failed against. A fresh
-      // clock would turn a just-missed busy bucket into an "idle" one and flip-flop under latency.
-      const failedAt = now;
-      let old = res.tat;
+      // `now` stays the same for every write of this take: tat only grows, so against a fixed `now` the bucket can
+      // only move from idle to busy to full, never back, and three writes always reach an answer. (A fresh clock
+      // per write would let a bucket a few ms ahead look idle again and flip-flop under latency.) Any fixed
+      // arrival time keeps the bound: each write is a GCRA step for its own `now`.
       if (branch.kind === 'idle') this.seenBusy.add(pk);
+      let old = res.tat;
       if (old === UNKNOWN && branch.kind === 'idle') {
         // A failed idle write means tat was past `now` when it ran: the bucket is busy, so try that branch
         // rather than spend a read to learn it.
-        now = this.deps.clockUs();
         branch = { kind: 'busy' };
         continue;
       }
@@ -201,17 +201,14 @@ export class Limiter {
         old = await store.readTat(pk);
       }
       if (old !== undefined) this.remember(pk, old);
-      now = this.deps.clockUs();
-      branch = plan(old, failedAt, take);
+      branch = plan(old, now, take);
       if (branch.kind === 'deny') {
-        // The bucket had no room when the write ran: that is the answer. The wait is counted from now, so a
-        // slot that has freed up since makes it 0 rather than costing another write here.
-        return { admitted: false, retryAfterUs: Math.max(0, branch.retryAfterUs - (now - failedAt)) };
+        // The wait is counted from the current time: a slot that has freed up since makes it shorter.
+        return { admitted: false, retryAfterUs: Math.max(0, branch.retryAfterUs - (this.deps.clockUs() - now)) };
       }
     }
 
-    // Every write lost a race: others are taking tokens as fast as the bucket refills. Denying is always safe;
-    // the caller comes back after one emission interval.
+    // Unreachable with a consistent store (see MAX_WRITES); refusing is the safe answer if it ever happens.
     return { admitted: false, retryAfterUs: take.incUs };
   }
 

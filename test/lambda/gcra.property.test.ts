@@ -68,6 +68,54 @@ describe('GCRA core (in-memory store, fake clock)', () => {
 
   // T is rounded up to a whole microsecond, which costs up to rate/1e6 of the rate: below 0.1 % for the
   // per-item rates a DynamoDB item can take (the construct warns above 700/s per shard).
+  test('concurrent acquires with stale clocks and interleaved writes stay within the bound; RESERVE is never refused', async () => {
+    await fc.assert(fc.asyncProperty(
+      limitArb,
+      fc.array(fc.record({
+        clockStepUs: fc.integer({ min: 0, max: 30_000 }),
+        delays: fc.array(fc.integer({ min: 0, max: 6 }), { minLength: 8, maxLength: 8 }),
+        mode: fc.constantFrom<AcquireMode>('RESERVE', 'TRY'),
+        fresh: fc.boolean(),
+      }), { minLength: 2, maxLength: 60 }),
+      async (limit, calls) => {
+        // GIVEN a store whose every call yields a random number of turns, so writes of concurrent acquires
+        // interleave and run long after the clock reading they were computed from
+        const burst = limit.shards + limit.extraBurst;
+        const config = { limiterName: 'c', ratePerSecond: limit.ratePerSecond, burst, shards: limit.shards, maxWaitMs: 3_600_000 };
+        const clock = { now: 1_700_000_000_000_000 };
+        const memory = new MemoryBucketStore();
+        const shared = new Limiter(config, { store: memory, clockUs: () => clock.now, random: Math.random });
+        const admitted: Admission[] = [];
+        const refusedReservations: string[] = [];
+
+        // WHEN the calls run concurrently, some on a shared container (warm cache), some on fresh ones
+        await Promise.all(calls.map(async (c) => {
+          let turn = 0;
+          const pause = async () => {
+            for (let i = 0; i < c.delays[turn++ % c.delays.length]; i++) await new Promise((r) => setImmediate(r));
+          };
+          const store = {
+            takeBusy: async (...a: Parameters<MemoryBucketStore['takeBusy']>) => { await pause(); return memory.takeBusy(...a); },
+            takeIdle: async (...a: Parameters<MemoryBucketStore['takeIdle']>) => { await pause(); return memory.takeIdle(...a); },
+            readTat: async (pk: string) => { await pause(); return memory.readTat(pk); },
+            readOverride: async (pk: string) => memory.readOverride(pk),
+          };
+          const limiter = c.fresh ? new Limiter(config, { store, clockUs: () => clock.now, random: Math.random }) : shared;
+          await pause();
+          clock.now += c.clockStepUs;
+          const r = await limiter.acquire({ key: 'k', tokens: 1, mode: c.mode });
+          if (r.admitted) admitted.push({ atUs: r.atUs, tokens: 1 });
+          else if (c.mode === 'RESERVE') refusedReservations.push(JSON.stringify(r));
+        }));
+
+        // THEN
+        for (const w of [0, 1_000, 100_000, 1_000_000]) {
+          expect(windowViolations(admitted, limit.ratePerSecond, burst, w)).toBe(0);
+        }
+        expect(refusedReservations).toEqual([]);
+      }), { numRuns: 200 });
+  });
+
   test('utilization under sustained overload is between 0.999·ideal and ideal + 1', async () => {
     await fc.assert(fc.asyncProperty(
       fc.double({ min: 0.5, max: 700, noNaN: true }),
