@@ -10,6 +10,17 @@ import { aslOf } from './support/asl';
 import { actionsOf, logicalIdOf, statementsOfRole } from './support/iam';
 import { nagFindings } from './support/nag';
 
+/** Every optional prop set to a non-default value. */
+const FULLEST: RateLimiterProps = {
+  ratePerSecond: 1000,
+  burst: 200,
+  shards: 4,
+  maxWait: Duration.seconds(30),
+  reservedConcurrency: 20,
+  memorySize: 256,
+  logRetention: logs.RetentionDays.ONE_WEEK,
+};
+
 function synth(props: RateLimiterProps, extra?: (stack: Stack, limiter: RateLimiter) => void) {
   const app = new App();
   const stack = new Stack(app, 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
@@ -219,17 +230,7 @@ describe('RateLimiter', () => {
   describe('cdk-nag', () => {
     test.each<[string, RateLimiterProps]>([
       ['default', { ratePerSecond: 5 }],
-      ['fullest', {
-        ratePerSecond: 1000,
-        burst: 200,
-        shards: 4,
-        maxWait: Duration.seconds(30),
-        reservedConcurrency: 20,
-        memorySize: 256,
-        architecture: lambda.Architecture.X86_64,
-        logRetention: logs.RetentionDays.ONE_WEEK,
-        limiterName: 'full',
-      }],
+      ['fullest', { ...FULLEST, architecture: lambda.Architecture.X86_64, limiterName: 'full' }],
     ])('%s configuration has zero unacknowledged AwsSolutions and Serverless findings', (_name, props) => {
       const { stack } = synth(props);
       expect(nagFindings(stack, ['AwsSolutions', 'Serverless'])).toEqual([]);
@@ -246,16 +247,7 @@ describe('RateLimiter', () => {
   describe('snapshots', () => {
     test.each<[string, RateLimiterProps]>([
       ['default', { ratePerSecond: 5, limiterName: 'snap' }],
-      ['sharded with overrides', {
-        ratePerSecond: 1000,
-        burst: 200,
-        shards: 4,
-        maxWait: Duration.seconds(30),
-        reservedConcurrency: 20,
-        memorySize: 256,
-        logRetention: logs.RetentionDays.ONE_WEEK,
-        limiterName: 'snap-sharded',
-      }],
+      ['sharded with overrides', { ...FULLEST, limiterName: 'snap-sharded' }],
     ])('%s', (_name, props) => {
       expect(synth(props).template.toJSON()).toMatchSnapshot();
     });
