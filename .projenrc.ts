@@ -35,6 +35,7 @@ const project = new awscdk.AwsCdkConstructLibrary({
     'fast-check@^4',
     'dynalite@4.0.0',
     '@types/aws-lambda',
+    'aws-local-stepfunctions@3.0.0',
   ],
 
   jestOptions: {

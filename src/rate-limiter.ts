@@ -433,9 +433,8 @@ class AcquireFragment extends sfn.StateMachineFragment {
     const payload: Record<string, unknown> = { ...keyField, tokens, mode: options.mode ?? AcquireMode.RESERVE };
     if (discard) payload['input.$'] = '$';
 
-    const acquire = new AcquireTask(this, `${id} Acquire`, limiter.function, payload, {
-      resultPath: discard ? '$' : options.resultPath,
-    });
+    // No ResultPath means "$": the result (with the echoed input) replaces the state's data.
+    const acquire = new AcquireTask(this, `${id} Acquire`, limiter.function, payload, { resultPath: options.resultPath });
     const wait = sfn.Wait.jsonPath(this, `${id} Wait`, {
       time: sfn.WaitTime.secondsPath(discard ? '$.waitSeconds' : `${options.resultPath}.waitSeconds`),
       outputPath: discard ? '$.input' : undefined,

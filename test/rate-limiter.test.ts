@@ -176,9 +176,9 @@ describe('RateLimiter', () => {
       Type: 'Task',
       Resource: '<LimiterFunction31C170C3.Arn>',
       Parameters: { 'key.$': '$.tenant', 'tokens': 2, 'mode': 'TRY', 'input.$': '$' },
-      ResultPath: '$',
       Next: 'Throttle Wait',
     });
+    expect(asl.States['Throttle Acquire'].ResultPath).toBeUndefined();
     expect(asl.States['Throttle Acquire'].Retry.map((r: any) => r.ErrorEquals)).toEqual([
       ['Lambda.ClientExecutionTimeoutException', 'Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException', 'Lambda.TooManyRequestsException'],
       ['LimiterUnavailable'],

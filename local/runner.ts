@@ -1,0 +1,408 @@
+// The local runner: executes a synthesized state machine on this machine, offline.
+//
+// It synthesizes the stack's app, resolves the state machine's definition, creates the template's DynamoDB
+// tables in dynalite, loads every Lambda function of the template from its asset with its template environment,
+// serves DynamoDB service integrations from dynalite, and runs the ASL with aws-local-stepfunctions. A Task it
+// has no handler for stops the run before it starts: nothing ever reaches AWS.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as ddb from '@aws-sdk/client-dynamodb';
+import { App, CfnResource, Stack, Stage } from 'aws-cdk-lib';
+import * as cxapi from 'aws-cdk-lib/cx-api';
+import type * as Alsf from 'aws-local-stepfunctions' with { 'resolution-mode': 'import' };
+import type { IConstruct } from 'constructs';
+import { type LocalDynamoDb, type LocalDynamoDbOptions, startDynalite } from './dynalite';
+
+// aws-local-stepfunctions uses Promise.withResolvers (Node >= 22).
+const P = Promise as any;
+if (typeof P.withResolvers !== 'function') {
+  P.withResolvers = () => {
+    let resolve!: (v: unknown) => void;
+    let reject!: (e: unknown) => void;
+    const promise = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    return { promise, resolve, reject };
+  };
+}
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const alsf: typeof Alsf = require('aws-local-stepfunctions');
+
+export const LOCAL_ACCOUNT = '123456789012';
+
+/** A handler for a Task state: gets the state's effective input (after Parameters), returns its result. */
+export type TaskHandler = (input: any) => unknown;
+
+export interface LocalRunnerOptions {
+  /** Handlers for Task states, by state name. They take precedence over the runner's own. */
+  readonly taskHandlers?: Record<string, TaskHandler>;
+  /** Milliseconds to wait instead of what a Wait state says, by state name. */
+  readonly waitTimeOverrides?: Record<string, number>;
+  /** Milliseconds a retrier waits instead of what its Retry says, by state name. */
+  readonly retryIntervalOverrides?: Record<string, number | number[]>;
+  /** Options of the local DynamoDB. */
+  readonly dynamoDb?: LocalDynamoDbOptions;
+}
+
+/** One entry of the execution history, with its time (epoch ms). */
+export interface LocalEvent {
+  readonly type: string;
+  readonly timestamp: number;
+  readonly stateName?: string;
+  readonly index?: number;
+  readonly error?: string;
+  readonly cause?: unknown;
+}
+
+export interface LocalExecution {
+  readonly status: 'SUCCEEDED' | 'FAILED';
+  readonly output?: any;
+  readonly error?: string;
+  readonly cause?: unknown;
+  readonly events: LocalEvent[];
+}
+
+interface LocalFunction {
+  readonly logicalId: string;
+  readonly name: string;
+  readonly arn: string;
+  readonly handler: (event: unknown, context: unknown) => Promise<unknown>;
+}
+
+/**
+ * Runs one state machine of a stack locally. `start()` prepares everything; `run()` may be called many times,
+ * concurrently; `stop()` shuts the local DynamoDB down.
+ */
+export class LocalRunner {
+  /**
+   * Synthesizes the stack's app and prepares a run of `stateMachine` (the construct, or its logical id).
+   */
+  public static async start(stack: Stack, stateMachine: IConstruct | string, options: LocalRunnerOptions = {}): Promise<LocalRunner> {
+    const stage = Stage.of(stack) ?? (stack.node.root as App);
+    const assembly = stage.synth();
+    const artifact = assembly.getStackArtifact(stack.artifactId);
+    const template = artifact.template as { Resources: Record<string, any> };
+    const region = stack.resolve(stack.region).toString().startsWith('${') || typeof stack.resolve(stack.region) !== 'string'
+      ? 'us-east-1' : stack.resolve(stack.region);
+    const smId = typeof stateMachine === 'string' ? stateMachine : stack.getLogicalId(stateMachine.node.defaultChild as CfnResource);
+    const db = await startDynalite(options.dynamoDb);
+    try {
+      const runner = new LocalRunner(template, artifact, db, region, smId, options);
+      await runner.prepare();
+      return runner;
+    } catch (err) {
+      await db.stop();
+      throw err;
+    }
+  }
+
+  /** The ASL that runs, with every intrinsic resolved to its local value. */
+  public readonly definition: any;
+  private readonly functions = new Map<string, LocalFunction>();
+  private readonly names = new Map<string, { ref: string; arn: string }>();
+  private readonly handlers: Record<string, TaskHandler> = {};
+  private readonly machine: Alsf.StateMachine;
+
+  private constructor(
+    private readonly template: { Resources: Record<string, any> },
+    private readonly artifact: cxapi.CloudFormationStackArtifact,
+    public readonly db: LocalDynamoDb,
+    private readonly region: string,
+    stateMachineId: string,
+    private readonly options: LocalRunnerOptions,
+  ) {
+    for (const [id, r] of Object.entries(template.Resources)) {
+      this.names.set(id, this.localNames(id, r));
+    }
+    const sm = template.Resources[stateMachineId];
+    if (!sm || sm.Type !== 'AWS::StepFunctions::StateMachine') {
+      throw new Error(`no state machine with logical id ${stateMachineId} in ${artifact.stackName}`);
+    }
+    const def = this.resolve(sm.Properties.DefinitionString ?? sm.Properties.Definition);
+    this.definition = typeof def === 'string' ? JSON.parse(def) : def;
+    this.machine = new alsf.StateMachine(this.definition, { validationOptions: { checkArn: false } });
+  }
+
+  /** The local name of a table or function of the template (its Ref), by logical id. */
+  public nameOf(logicalId: string): string {
+    const n = this.names.get(logicalId);
+    if (!n) throw new Error(`no resource ${logicalId} in the template`);
+    return n.ref;
+  }
+
+  /** Runs one execution to its end. */
+  public async run(input: unknown = {}): Promise<LocalExecution> {
+    const execution = this.machine.run(input as any, {
+      overrides: {
+        taskResourceLocalHandlers: this.handlers as any,
+        waitTimeOverrides: this.options.waitTimeOverrides,
+        retryIntervalOverrides: this.options.retryIntervalOverrides,
+      },
+    });
+    const events: LocalEvent[] = [];
+    const collecting = (async () => {
+      for await (const e of execution.eventLogs as AsyncGenerator<any>) {
+        events.push({
+          type: e.type,
+          timestamp: e.timestamp,
+          stateName: e.state?.name,
+          index: e.index,
+          error: e.Error,
+          cause: e.Cause,
+        });
+      }
+    })();
+    let output: any;
+    let failure: unknown;
+    try {
+      output = await execution.result;
+    } catch (err) {
+      failure = err;
+    }
+    await collecting;
+    if (failure === undefined) return { status: 'SUCCEEDED', output, events };
+    const failed = [...events].reverse().find((e) => e.type === 'ExecutionFailed');
+    const cause = (failure as { cause?: { name?: string } }).cause;
+    return {
+      status: 'FAILED',
+      error: failed?.error ?? cause?.name ?? (failure as Error).name,
+      cause: failed?.cause ?? (failure as Error).message,
+      events,
+    };
+  }
+
+  /** Stops the local DynamoDB. */
+  public async stop(): Promise<void> {
+    await this.db.stop();
+  }
+
+  private async prepare(): Promise<void> {
+    // Every SDK client a handler builds talks to the local DynamoDB.
+    process.env.AWS_ENDPOINT_URL_DYNAMODB = this.db.endpoint;
+    process.env.AWS_REGION = process.env.AWS_REGION ?? this.region;
+    process.env.AWS_ACCESS_KEY_ID = process.env.AWS_ACCESS_KEY_ID ?? 'local';
+    process.env.AWS_SECRET_ACCESS_KEY = process.env.AWS_SECRET_ACCESS_KEY ?? 'local';
+
+    for (const [id, r] of Object.entries(this.template.Resources)) {
+      if (r.Type === 'AWS::DynamoDB::Table') await this.createTable(id, r.Properties);
+    }
+    for (const [id, r] of Object.entries(this.template.Resources)) {
+      if (r.Type === 'AWS::Lambda::Function') this.loadFunction(id, r.Properties);
+    }
+
+    const missing: string[] = [];
+    for (const [name, state] of taskStates(this.definition)) {
+      const handler = this.options.taskHandlers?.[name] ?? this.handlerFor(state);
+      if (handler) this.handlers[name] = handler;
+      else missing.push(`"${name}" (Resource ${state.Resource})`);
+    }
+    if (missing.length > 0) {
+      throw new Error(`the local runner has no handler for Task state ${missing.join(', ')}: give it one in taskHandlers (nothing is sent to AWS)`);
+    }
+  }
+
+  private handlerFor(state: any): TaskHandler | undefined {
+    const resource: string = state.Resource;
+    const direct = this.functionByArn(resource);
+    if (direct) return (input) => direct.handler(input, lambdaContext(direct));
+    if (resource === 'arn:aws:states:::lambda:invoke') {
+      return async (input) => {
+        const fn = this.functionByArn(input.FunctionName);
+        if (!fn) throw Object.assign(new Error(`function ${input.FunctionName} is not in the template`), { name: 'Lambda.ResourceNotFoundException' });
+        return { StatusCode: 200, ExecutedVersion: '$LATEST', Payload: await fn.handler(input.Payload, lambdaContext(fn)) };
+      };
+    }
+    const m = /^arn:aws:states:::(?:aws-sdk:)?dynamodb:([a-zA-Z]+)$/.exec(resource);
+    if (m) {
+      const command = (ddb as any)[`${m[1][0].toUpperCase()}${m[1].slice(1)}Command`];
+      if (!command) return undefined;
+      return async (input) => {
+        try {
+          const { $metadata, ...out } = await this.db.client.send(new command(input));
+          void $metadata;
+          return out;
+        } catch (err) {
+          // Step Functions names service errors DynamoDB.<Exception>.
+          throw Object.assign(new Error((err as Error).message), { name: `DynamoDB.${(err as Error).name}` });
+        }
+      };
+    }
+    return undefined;
+  }
+
+  private functionByArn(arnOrName: unknown): LocalFunction | undefined {
+    if (typeof arnOrName !== 'string') return undefined;
+    const bare = arnOrName.replace(/:(\$LATEST|\d+)$/, '');
+    for (const fn of this.functions.values()) {
+      if (fn.arn === bare || fn.name === bare) return fn;
+    }
+    return undefined;
+  }
+
+  private async createTable(id: string, props: any): Promise<void> {
+    await this.db.client.send(new ddb.CreateTableCommand({
+      TableName: this.nameOf(id),
+      KeySchema: props.KeySchema,
+      AttributeDefinitions: props.AttributeDefinitions,
+      BillingMode: 'PAY_PER_REQUEST',
+      GlobalSecondaryIndexes: props.GlobalSecondaryIndexes?.map((g: any) => ({
+        IndexName: g.IndexName,
+        KeySchema: g.KeySchema,
+        Projection: g.Projection,
+      })),
+    }));
+  }
+
+  private loadFunction(id: string, props: any): void {
+    const [file, exportName] = splitHandler(props.Handler ?? 'index.handler');
+    let filename: string;
+    if (props.Code?.ZipFile !== undefined) {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'local-fn-'));
+      filename = path.join(dir, `${file}.js`);
+      fs.writeFileSync(filename, this.resolve(props.Code.ZipFile));
+    } else {
+      filename = path.join(this.assetDirOf(id, props.Code), `${file}.js`);
+      if (!fs.existsSync(filename)) filename = path.join(path.dirname(filename), `${file}.mjs`);
+    }
+    const env = this.resolve(props.Environment?.Variables ?? {}) as Record<string, string>;
+    const exported = loadIsolated(filename, { ...env, AWS_LAMBDA_FUNCTION_NAME: this.nameOf(id) });
+    const handler = exported[exportName];
+    if (typeof handler !== 'function') throw new Error(`${filename} exports no function ${exportName} (function ${id})`);
+    const n = this.names.get(id)!;
+    this.functions.set(id, { logicalId: id, name: n.ref, arn: n.arn, handler: async (e, c) => handler(e, c) });
+  }
+
+  private assetDirOf(id: string, code: any): string {
+    const key = this.resolve(code?.S3Key);
+    const hash = typeof key === 'string' ? key.replace(/\.zip$/, '') : undefined;
+    const manifest = this.artifact.dependencies.find((d) => d instanceof cxapi.AssetManifestArtifact) as cxapi.AssetManifestArtifact | undefined;
+    const files = manifest ? JSON.parse(fs.readFileSync(manifest.file, 'utf8')).files ?? {} : {};
+    const source = hash ? files[hash]?.source : undefined;
+    if (!source?.path) throw new Error(`function ${id}: no local asset for code ${JSON.stringify(code)}`);
+    return path.resolve(path.dirname(manifest!.file), source.path);
+  }
+
+  private localNames(id: string, r: any): { ref: string; arn: string } {
+    const acct = LOCAL_ACCOUNT;
+    switch (r.Type) {
+      case 'AWS::DynamoDB::Table': {
+        const name = typeof r.Properties?.TableName === 'string' ? r.Properties.TableName : id;
+        return { ref: name, arn: `arn:aws:dynamodb:${this.region}:${acct}:table/${name}` };
+      }
+      case 'AWS::Lambda::Function': {
+        const name = typeof r.Properties?.FunctionName === 'string' ? r.Properties.FunctionName : id;
+        return { ref: name, arn: `arn:aws:lambda:${this.region}:${acct}:function:${name}` };
+      }
+      case 'AWS::SQS::Queue':
+        return { ref: `https://sqs.${this.region}.amazonaws.com/${acct}/${id}`, arn: `arn:aws:sqs:${this.region}:${acct}:${id}` };
+      default:
+        return { ref: id, arn: `arn:aws:local:${this.region}:${acct}:${id}` };
+    }
+  }
+
+  /** Resolves CloudFormation intrinsics to local values. */
+  private resolve(v: any): any {
+    if (Array.isArray(v)) return v.map((x) => this.resolve(x));
+    if (v === null || typeof v !== 'object') return v;
+    const keys = Object.keys(v);
+    if (keys.length === 1) {
+      const [k] = keys;
+      const a = v[k];
+      switch (k) {
+        case 'Ref': return this.ref(a);
+        case 'Fn::GetAtt': return this.getAtt(...(Array.isArray(a) ? a : String(a).split('.')) as [string, string]);
+        case 'Fn::Join': return (this.resolve(a[1]) as unknown[]).join(a[0]);
+        case 'Fn::Select': return this.resolve(a[1])[Number(this.resolve(a[0]))];
+        case 'Fn::Split': return String(this.resolve(a[1])).split(a[0]);
+        case 'Fn::Sub': {
+          const [text, vars] = Array.isArray(a) ? a : [a, {}];
+          return String(text).replace(/\$\{([^}]+)\}/g, (_m, name: string) => {
+            if (vars[name] !== undefined) return String(this.resolve(vars[name]));
+            const [res, attr] = name.split('.');
+            return String(attr ? this.getAtt(res, attr) : this.ref(res));
+          });
+        }
+        default:
+          if (k.startsWith('Fn::')) throw new Error(`the local runner cannot resolve ${k}`);
+      }
+    }
+    return Object.fromEntries(keys.map((k) => [k, this.resolve(v[k])]));
+  }
+
+  private ref(name: string): string {
+    switch (name) {
+      case 'AWS::Region': return this.region;
+      case 'AWS::AccountId': return LOCAL_ACCOUNT;
+      case 'AWS::Partition': return 'aws';
+      case 'AWS::URLSuffix': return 'amazonaws.com';
+      case 'AWS::StackName': return this.artifact.stackName;
+      case 'AWS::NoValue': return '';
+      default: return this.nameOf(name);
+    }
+  }
+
+  private getAtt(id: string, attr: string): string {
+    const n = this.names.get(id);
+    if (!n) throw new Error(`no resource ${id} in the template`);
+    if (attr === 'Arn' || attr.endsWith('Arn')) return n.arn;
+    if (attr === 'QueueName') return id;
+    return `${n.ref}.${attr}`;
+  }
+}
+
+/** Every Task state of a definition, nested Map and Parallel states included. */
+export function taskStates(definition: any): [string, any][] {
+  const out: [string, any][] = [];
+  const visit = (states: Record<string, any> | undefined) => {
+    for (const [name, s] of Object.entries(states ?? {})) {
+      if (s.Type === 'Task') out.push([name, s]);
+      if (s.Type === 'Map') visit((s.ItemProcessor ?? s.Iterator)?.States);
+      if (s.Type === 'Parallel') for (const b of s.Branches ?? []) visit(b.States);
+    }
+  };
+  visit(definition.States);
+  return out;
+}
+
+/** States entered, counted from an execution's history. */
+export function statesEntered(execution: LocalExecution, stateName?: string): number {
+  return execution.events.filter((e) => e.type === 'StateEntered' && (stateName === undefined || e.stateName === stateName)).length;
+}
+
+/**
+ * Loads a bundled handler as a fresh module with its own view of `process.env` (the function's template
+ * environment over this process's), the way a Lambda container has its own. Packages it requires (the AWS SDK,
+ * which the Lambda runtime provides) come from this project's node_modules through the ambient `require`, so
+ * under jest they share jest's sandbox and its environment.
+ */
+function loadIsolated(filename: string, env: Record<string, string>): any {
+  const code = fs.readFileSync(filename, 'utf8');
+  const fnEnv = { ...process.env, ...env };
+  const fnProcess = new Proxy(process, { get: (target, key) => (key === 'env' ? fnEnv : Reflect.get(target, key)) });
+  const dir = path.dirname(filename);
+  const fnRequire = (id: string) => {
+    if (id.startsWith('.') || id.startsWith('/')) return loadIsolated(require.resolve(path.resolve(dir, id)), env);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require(id);
+  };
+  const module = { exports: {} as any };
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  new Function('exports', 'require', 'module', '__filename', '__dirname', 'process', code)(module.exports, fnRequire, module, filename, dir, fnProcess);
+  return module.exports;
+}
+
+function splitHandler(handler: string): [string, string] {
+  const i = handler.lastIndexOf('.');
+  return [handler.slice(0, i), handler.slice(i + 1)];
+}
+
+function lambdaContext(fn: LocalFunction) {
+  return {
+    functionName: fn.name,
+    invokedFunctionArn: fn.arn,
+    awsRequestId: `local-${Math.random().toString(16).slice(2)}`,
+    getRemainingTimeInMillis: () => 60_000,
+  };
+}
