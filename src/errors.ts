@@ -21,6 +21,11 @@ export class ThrottleErrors {
   public static readonly LIMITER_UNAVAILABLE = 'LimiterUnavailable';
 
   /**
+   * A RateLimitedTask used up its retry policy's attempts. The cause carries the task's last error and cause.
+   */
+  public static readonly RETRIES_EXHAUSTED = 'RetriesExhausted';
+
+  /**
    * Errors a caller should retry: the limiter admitted nothing and may admit later.
    */
   public static readonly RETRYABLE: string[] = [ThrottleErrors.RATE_LIMIT_EXCEEDED, ThrottleErrors.LIMITER_UNAVAILABLE];

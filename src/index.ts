@@ -1,2 +1,4 @@
 export * from './errors';
 export * from './rate-limiter';
+export * from './rate-limited-task';
+export * from './retry-policy';

@@ -6,8 +6,8 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
-import { ThrottleErrors } from './errors';
 import { AcquireFunction } from './private/acquire-function';
+import { acquireStates } from './private/acquire-task';
 import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/metric-names';
 import { checkRange } from './private/validation';
 
@@ -422,71 +422,8 @@ class AcquireFragment extends sfn.StateMachineFragment {
 
   constructor(scope: Construct, id: string, limiter: IRateLimiter, options: AcquireOptions) {
     super(scope, id);
-    const tokens = options.tokens ?? 1;
-    const maxTokens = Math.floor(limiter.burst / limiter.shards);
-    checkRange('tokens', tokens, { min: 1, max: maxTokens, integer: true, why: `floor(burst ${limiter.burst} / shards ${limiter.shards})` });
-
-    const key = options.key ?? 'default';
-    const keyField = key.startsWith('$') ? { 'key.$': key } : { key };
-    // With no resultPath the function echoes the input back so the Wait state can drop the acquire result.
-    const discard = options.resultPath === undefined;
-    const payload: Record<string, unknown> = { ...keyField, tokens, mode: options.mode ?? AcquireMode.RESERVE };
-    if (discard) payload['input.$'] = '$';
-
-    // No ResultPath means "$": the result (with the echoed input) replaces the state's data.
-    const acquire = new AcquireTask(this, `${id} Acquire`, limiter.function, payload, { resultPath: options.resultPath });
-    const wait = sfn.Wait.jsonPath(this, `${id} Wait`, {
-      time: sfn.WaitTime.secondsPath(discard ? '$.waitSeconds' : `${options.resultPath}.waitSeconds`),
-      outputPath: discard ? '$.input' : undefined,
-    });
-    acquire.next(wait);
+    const { acquire, wait } = acquireStates(this, id, limiter, options);
     this.startState = acquire;
     this.endStates = [wait];
-  }
-}
-
-/**
- * Invokes the acquire function directly (`Resource` = the function ARN), so the state machine role may invoke
- * exactly that ARN — `LambdaInvoke` would also grant `<arn>:*`.
- */
-class AcquireTask extends sfn.TaskStateBase {
-  protected readonly taskMetrics?: sfn.TaskMetricsConfig;
-  protected readonly taskPolicies?: iam.PolicyStatement[];
-
-  constructor(
-    scope: Construct,
-    id: string,
-    private readonly fn: lambda.IFunction,
-    private readonly payload: Record<string, unknown>,
-    props: sfn.TaskStateBaseProps,
-  ) {
-    super(scope, id, props);
-    this.taskPolicies = [new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [fn.functionArn] })];
-    this.taskMetrics = {
-      metricPrefixSingular: 'LambdaFunction',
-      metricPrefixPlural: 'LambdaFunctions',
-      metricDimensions: { LambdaFunctionArn: fn.functionArn },
-    };
-    // Transient Lambda errors and an unreachable table admit nothing: retry them with backoff and jitter.
-    this.addRetry({
-      errors: ['Lambda.ClientExecutionTimeoutException', 'Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException', 'Lambda.TooManyRequestsException'],
-      interval: Duration.seconds(1),
-      maxAttempts: 6,
-      backoffRate: 2,
-      jitterStrategy: sfn.JitterType.FULL,
-    });
-    this.addRetry({
-      errors: [ThrottleErrors.LIMITER_UNAVAILABLE],
-      interval: Duration.seconds(1),
-      maxAttempts: 5,
-      backoffRate: 2,
-      maxDelay: Duration.seconds(30),
-      jitterStrategy: sfn.JitterType.FULL,
-    });
-  }
-
-  /** @internal */
-  protected _renderTask(): any {
-    return { Resource: this.fn.functionArn, Parameters: sfn.FieldUtils.renderObject(this.payload) };
   }
 }

@@ -4,6 +4,7 @@ import { emfLine, metricsOf } from './emf';
 import { LimiterUnavailable, RateLimitExceeded } from './errors';
 import { configFromEnv, Limiter } from './limiter';
 import { parseRequest } from './request';
+import { retryStep } from './retry';
 
 // Built once per container. The client uses the default SDK configuration, so AWS_ENDPOINT_URL_DYNAMODB /
 // AWS_ENDPOINT_URL can point it at a local emulator.
@@ -35,8 +36,19 @@ export interface AcquireResult {
  * Acquires tokens. When the event carries `input`, it is echoed back so a Wait state's OutputPath can restore
  * the workflow's original input (the acquire fragment's default).
  */
-export const handler = async (event: unknown): Promise<AcquireResult & { input?: unknown }> => {
+/** What the backoff step of a RateLimitedTask returns. */
+export interface BackoffResult {
+  readonly attempt: number;
+  readonly waitSeconds: number;
+  readonly waitMs: number;
+  readonly input: unknown;
+}
+
+export const handler = async (event: unknown): Promise<(AcquireResult & { input?: unknown }) | BackoffResult> => {
   const request = parseRequest(event);
+  if (request.phase === 'backoff') {
+    return backoff(event, request);
+  }
   let outcome;
   try {
     outcome = await limiter.acquire(request);
@@ -67,8 +79,35 @@ export const handler = async (event: unknown): Promise<AcquireResult & { input?:
     notBeforeUs: outcome.atUs,
     notBefore: new Date(Math.ceil(outcome.atUs / 1000)).toISOString(),
   };
-  return hasInput(event) ? { ...result, input: event.input } : result;
+  if (!hasInput(event)) return result;
+  return { ...result, input: request.resultField ? withField(event.input, request.resultField, result) : event.input };
 };
+
+/**
+ * A RateLimitedTask's retry step, before it acquires again: counts the attempt, sleeps the sub-second part of
+ * the backoff (exponential, capped, full jitter) and returns the whole seconds for its Wait state. No token is
+ * taken here: the acquire after the Wait takes one at the time the call will really happen.
+ */
+async function backoff(event: unknown, request: ReturnType<typeof parseRequest>): Promise<BackoffResult> {
+  const step = retryStep(hasInput(event) ? event.input : undefined, request.retry, Math.random);
+  const waitSeconds = Math.floor(step.delayUs / 1_000_000);
+  const remainderMs = Math.ceil((step.delayUs - waitSeconds * 1_000_000) / 1000);
+  if (remainderMs > 0) await new Promise((resolve) => setTimeout(resolve, remainderMs));
+  return { attempt: step.attempt, waitSeconds, waitMs: step.delayUs / 1000, input: step.input };
+}
+
+/** A copy of `input` with `value` at a dotted path. */
+function withField(input: unknown, dotted: string, value: unknown): unknown {
+  const root: Record<string, any> = input !== null && typeof input === 'object' && !Array.isArray(input) ? { ...input } : {};
+  const parts = dotted.split('.');
+  let node = root;
+  for (const p of parts.slice(0, -1)) {
+    node[p] = node[p] !== null && typeof node[p] === 'object' ? { ...node[p] } : {};
+    node = node[p];
+  }
+  node[parts[parts.length - 1]] = value;
+  return root;
+}
 
 function hasInput(event: unknown): event is { input: unknown } {
   return typeof event === 'object' && event !== null && 'input' in event;

@@ -52,6 +52,8 @@ const MAX_WRITES = 3;
 /** Item lifetime past the last possible tat: an expired bucket is idle anyway. */
 const TTL_SLACK_S = 3600;
 const MAX_OVERRIDE_TTL_MS = 10_000;
+/** Most slots one acquire discards for having arrived too late (bounded waste). */
+const MAX_STALE_RETAKES = 3;
 /** Bound on the per-container caches (keys are caller-controlled). */
 const MAX_CACHED_KEYS = 10_000;
 
@@ -116,6 +118,7 @@ export class Limiter {
     this.overrideTtlUs = Math.min(deps.overrideTtlMs ?? MAX_OVERRIDE_TTL_MS, MAX_OVERRIDE_TTL_MS) * 1000;
   }
 
+  /** Takes `req.tokens` from the key's bucket (one of its shards). */
   async acquire(req: AcquireRequest): Promise<AcquireOutcome> {
     const counter = { calls: 0 };
     const limit = await this.limitFor(req.key, counter);
@@ -130,6 +133,18 @@ export class Limiter {
       maxWaitUs: req.mode === 'RESERVE' ? this.config.maxWaitMs * 1000 : 0,
     };
 
+    // RESERVE: a slot that is already well in the past when the answer arrives (the write sat in a queue) would
+    // start its caller late, closer to the next slot than the rate allows. Discard it and take another: never
+    // more calls than the bound, at the cost of an unused token. Lateness up to half the key's emission interval
+    // (at least 5 ms) is accepted. (TRY callers poll; a retake there would mostly turn into a refusal.)
+    const maxLateUs = Math.max(5_000, params.intervalUs / this.config.shards / 2);
+    for (let take_ = 0; ; take_++) {
+      const r = await this.takeOnce(req, take, counter);
+      if (!r.admitted || req.mode !== 'RESERVE' || take_ >= MAX_STALE_RETAKES || this.deps.clockUs() - r.atUs <= maxLateUs) return r;
+    }
+  }
+
+  private async takeOnce(req: AcquireRequest, take: Take, counter: { calls: number }): Promise<AcquireOutcome> {
     const shards = this.config.shards;
     const first = Math.floor(this.deps.random() * shards);
     const order = shards === 1 ? [first] : [first, (first + 1 + Math.floor(this.deps.random() * (shards - 1))) % shards];

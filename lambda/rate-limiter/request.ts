@@ -2,11 +2,25 @@ import { InvalidAcquireRequest } from './errors';
 
 export type AcquireMode = 'RESERVE' | 'TRY';
 
+/** How a RateLimitedTask retries: the acquire call computes the backoff (full jitter) before it reserves. */
+export interface RetryConfig {
+  readonly maxAttempts: number;
+  readonly intervalMs: number;
+  readonly backoffRate: number;
+  readonly maxDelayMs: number;
+  readonly jitter: boolean;
+}
+
 /** A validated acquire request. */
 export interface AcquireRequest {
   readonly key: string;
   readonly tokens: number;
   readonly mode: AcquireMode;
+  readonly retry?: RetryConfig;
+  /** Dotted path in the echoed input where the result is also put (a RateLimitedTask's resultPath). */
+  readonly resultField?: string;
+  /** `backoff`: a RateLimitedTask's retry step — count the attempt and draw the backoff, take no token. */
+  readonly phase?: 'backoff';
 }
 
 export const DEFAULT_KEY = 'default';
@@ -49,7 +63,38 @@ export function parseRequest(event: unknown): AcquireRequest {
     mode = e.mode;
   }
 
-  return { key, tokens, mode };
+  let retry: RetryConfig | undefined;
+  if (e.retry !== undefined) {
+    const r = e.retry as Record<string, unknown>;
+    const num = (name: string, min: number) => {
+      const v = r?.[name];
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
+        throw new InvalidAcquireRequest(`retry.${name} must be a number >= ${min}, got ${describe(v)}`);
+      }
+      return v;
+    };
+    retry = {
+      maxAttempts: num('maxAttempts', 1),
+      intervalMs: num('intervalMs', 0),
+      backoffRate: num('backoffRate', 1),
+      maxDelayMs: num('maxDelayMs', 0),
+      jitter: r.jitter !== false,
+    };
+  }
+
+  let resultField: string | undefined;
+  if (e.resultField !== undefined) {
+    if (typeof e.resultField !== 'string' || !/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(e.resultField)) {
+      throw new InvalidAcquireRequest(`resultField must be a dotted path of letters, digits and _, got ${describe(e.resultField)}`);
+    }
+    resultField = e.resultField;
+  }
+
+  if (e.phase !== undefined && e.phase !== 'backoff') {
+    throw new InvalidAcquireRequest(`phase must be backoff when given, got ${describe(e.phase)}`);
+  }
+
+  return { key, tokens, mode, retry, resultField, phase: e.phase };
 }
 
 function describe(v: unknown): string {

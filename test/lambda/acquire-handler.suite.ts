@@ -112,6 +112,11 @@ export function acquireHandlerSuite(emulator: string, options: LocalDynamoDbOpti
     });
 
     test('tokens > 1 take several slots; the input is echoed back', async () => {
+      // A key refilling at one token per 100 s, so nothing refills between the two calls.
+      await db.client.send(new PutItemCommand({
+        TableName: 'limits',
+        Item: { pk: { S: 'test#config#multi' }, ratePerSecond: { N: '0.01' }, burst: { N: '10' } },
+      }));
       const r = await handler({ key: 'multi', tokens: 5, mode: 'TRY', input: { orderId: 7 } });
       expect(r).toMatchObject({ admitted: true, tokens: 5, input: { orderId: 7 } });
       await expect(handler({ key: 'multi', tokens: 6, mode: 'TRY' })).rejects.toMatchObject({ name: 'RateLimitExceeded' });

@@ -1,0 +1,147 @@
+import { Duration, Token } from 'aws-cdk-lib';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { checkRange } from './private/validation';
+
+/**
+ * Options of `RetryPolicy.throttling()`.
+ */
+export interface ThrottlingRetryOptions {
+  /**
+   * Error names that are retried.
+   *
+   * @default - RetryPolicy.DEFAULT_THROTTLING_ERRORS: Lambda's throttling and transient service errors
+   */
+  readonly errors?: string[];
+
+  /**
+   * Attempts in all, the first included. Valid range: 1 to 100.
+   *
+   * @default 6
+   */
+  readonly maxAttempts?: number;
+
+  /**
+   * Delay before the first retry (the cap of its jitter). Valid range: 1 second to 1 hour.
+   *
+   * @default Duration.seconds(1)
+   */
+  readonly interval?: Duration;
+
+  /**
+   * Multiplier of the delay per retry. Valid range: 1 to 10.
+   *
+   * @default 2
+   */
+  readonly backoffRate?: number;
+
+  /**
+   * Largest delay between two attempts. Valid range: `interval` to 1 hour.
+   *
+   * @default Duration.seconds(60)
+   */
+  readonly maxDelay?: Duration;
+
+  /**
+   * Full jitter: each delay is drawn uniformly between 0 and its exponential value.
+   *
+   * @see https://aws.amazon.com/builders-library/timeouts-retries-and-backoff-with-jitter/
+   * @default true
+   */
+  readonly jitter?: boolean;
+}
+
+/**
+ * Which errors are retried, how often and how long apart.
+ *
+ * Used by `RateLimitedTask` (where every retry acquires a token again) and on any CDK state with `applyTo()`.
+ */
+export class RetryPolicy {
+  /**
+   * Errors a throttled downstream typically raises through Step Functions. `States.Timeout` is not among them:
+   * a timed-out call may have happened.
+   */
+  public static readonly DEFAULT_THROTTLING_ERRORS: string[] = [
+    'Lambda.TooManyRequestsException',
+    'Lambda.ServiceException',
+    'Lambda.AWSLambdaException',
+    'Lambda.SdkClientException',
+    'Lambda.ClientExecutionTimeoutException',
+  ];
+
+  /**
+   * Exponential backoff with full jitter on throttling errors.
+   */
+  public static throttling(options: ThrottlingRetryOptions = {}): RetryPolicy {
+    return new RetryPolicy(
+      options.errors ?? RetryPolicy.DEFAULT_THROTTLING_ERRORS,
+      options.maxAttempts ?? 6,
+      options.interval ?? Duration.seconds(1),
+      options.backoffRate ?? 2,
+      options.maxDelay ?? Duration.seconds(60),
+      options.jitter ?? true,
+    );
+  }
+
+  /**
+   * No retries: the first error is final.
+   */
+  public static none(): RetryPolicy {
+    return new RetryPolicy([], 1, Duration.seconds(1), 1, Duration.seconds(1), false);
+  }
+
+  /**
+   * Any errors, any numbers (validated as for `throttling`); `errors` is required.
+   */
+  public static custom(options: ThrottlingRetryOptions): RetryPolicy {
+    if (!options.errors || options.errors.length === 0) {
+      throw new Error('errors must name at least one error for RetryPolicy.custom, got none');
+    }
+    return RetryPolicy.throttling(options);
+  }
+
+  private constructor(
+    /** Error names retried. */
+    public readonly errors: string[],
+    /** Attempts in all, the first included. */
+    public readonly maxAttempts: number,
+    /** Delay cap before the first retry. */
+    public readonly interval: Duration,
+    /** Multiplier of the delay per retry. */
+    public readonly backoffRate: number,
+    /** Largest delay. */
+    public readonly maxDelay: Duration,
+    /** Whether delays are drawn with full jitter. */
+    public readonly jitter: boolean,
+  ) {
+    checkRange('maxAttempts', maxAttempts, { min: 1, max: 100, integer: true });
+    checkRange('interval (s)', interval.toSeconds(), { min: 1, max: 3600, integer: true });
+    checkRange('backoffRate', backoffRate, { min: 1, max: 10 });
+    if (!Token.isUnresolved(maxDelay.toSeconds())) {
+      checkRange('maxDelay (s)', maxDelay.toSeconds(), { min: interval.toSeconds(), max: 3600, integer: true, why: 'at least interval' });
+    }
+  }
+
+  /** Whether this policy retries anything. */
+  public get retries(): boolean {
+    return this.errors.length > 0 && this.maxAttempts > 1;
+  }
+
+  /**
+   * Adds this policy as a `Retry` on a Task, Parallel or Map state.
+   */
+  public applyTo(state: sfn.State): void {
+    if (!this.retries) return;
+    const target = state as unknown as { addRetry?: (props: sfn.RetryProps) => unknown };
+    if (typeof target.addRetry !== 'function') {
+      throw new Error(`state ${state.stateId} cannot retry: only Task, Parallel and Map states have a Retry field`);
+    }
+    target.addRetry({
+      errors: this.errors,
+      maxAttempts: this.maxAttempts - 1,
+      interval: this.interval,
+      backoffRate: this.backoffRate,
+      maxDelay: this.maxDelay,
+      jitterStrategy: this.jitter ? sfn.JitterType.FULL : sfn.JitterType.NONE,
+    });
+  }
+}

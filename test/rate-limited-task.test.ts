@@ -1,0 +1,208 @@
+import { App, Duration, Stack } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { aslOf } from './support/asl';
+import { nagFindings } from './support/nag';
+import { LocalExecution, LocalRunner, statesEntered } from '../local/runner';
+import { type Admission, maxInWindow, nowUs, windowViolations } from '../local/timing';
+import { AcquireMode, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleErrors } from '../src';
+
+const RATE = 10;
+const BURST = 1;
+
+interface Built { stack: Stack; machine: sfn.StateMachine; limited: RateLimitedTask }
+
+function build(options: { mode?: AcquireMode; retry?: RetryPolicy; key?: string; catchAll?: boolean; resultPath?: string } = {}): Built {
+  const app = new App();
+  const stack = new Stack(app, 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+  const limiter = new RateLimiter(stack, 'Limiter', { ratePerSecond: RATE, burst: BURST, limiterName: 'api', maxWait: Duration.minutes(5) });
+  const task = new tasks.CallAwsService(stack, 'Call API', {
+    service: 'sts',
+    action: 'getCallerIdentity',
+    iamResources: ['*'],
+    resultPath: '$.api',
+    parameters: { Tenant: sfn.JsonPath.stringAt('$.tenant') },
+  });
+  const limited = new RateLimitedTask(stack, 'Limited', {
+    limiter, task, key: options.key ?? '$.tenant', mode: options.mode, retry: options.retry, resultPath: options.resultPath,
+  });
+  if (options.catchAll) limited.addCatch(new sfn.Pass(stack, 'Failed Item', { resultPath: '$.failure' }), { resultPath: '$.error' });
+  const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(limited) });
+  return { stack, machine, limited };
+}
+
+/** Runs `items` executions at once; the downstream stub records every call and fails some with a throttling error. */
+async function runItems(b: Built, items: { tenant: string }[], opts: { failRate?: number; failAll?: boolean; mode?: AcquireMode } = {}) {
+  const calls: Record<string, Admission[]> = {};
+  let n = 0;
+  const runner = await LocalRunner.start(b.stack, b.machine, {
+    taskHandlers: {
+      'Call API': (input: any) => {
+        (calls[input.Tenant] ??= []).push({ atUs: nowUs(), tokens: 1 });
+        // Deterministic 30 % failures: every call whose sequence number ends in 0, 3 or 6 (of ten) fails.
+        if (opts.failAll || (opts.failRate && [0, 3, 6].includes(n++ % 10))) {
+          throw Object.assign(new Error('Rate exceeded'), { name: 'Lambda.TooManyRequestsException' });
+        }
+        return { ok: true };
+      },
+    },
+    retryIntervalOverrides: opts.mode === AcquireMode.TRY ? { 'Limited Acquire': 50 } : undefined,
+    dynamoDbProcess: true,
+  });
+  const out = process.stdout.write;
+  process.stdout.write = (() => true) as any; // EMF lines
+  try {
+    const started = nowUs();
+    const results: LocalExecution[] = await Promise.all(items.map((item) => runner.run(item)));
+    return { results, calls, elapsedS: (nowUs() - started) / 1e6 };
+  } finally {
+    process.stdout.write = out;
+    await runner.stop();
+  }
+}
+
+const items = (count: number, tenants = ['acme']) => Array.from({ length: count }, (_, i) => ({ tenant: tenants[i % tenants.length], order: i }));
+
+function expectBound(calls: Admission[]) {
+  const found = [0, 100_000, 1_000_000, 5_000_000].map((w) => [w, windowViolations(calls, RATE, BURST, w), maxInWindow(calls, w)]);
+  expect(found.filter(([, v]) => v > 0)).toEqual([]);
+}
+
+describe('RateLimitedTask', () => {
+  describe('template', () => {
+    test('acquire → Wait → task; retryable task errors go through backoff → Wait → acquire', () => {
+      const { stack } = build();
+      const asl = aslOf(Template.fromStack(stack));
+      expect(asl.StartAt).toBe('Limited Acquire');
+      expect(asl.States['Limited Acquire']).toMatchObject({
+        Type: 'Task',
+        Parameters: { 'key.$': '$.tenant', 'tokens': 1, 'mode': 'RESERVE', 'input.$': '$' },
+        Next: 'Limited Wait',
+      });
+      expect(asl.States['Limited Wait']).toEqual({ Type: 'Wait', SecondsPath: '$.waitSeconds', OutputPath: '$.input', Next: 'Call API' });
+      expect(asl.States['Call API'].Catch).toEqual([{
+        ErrorEquals: RetryPolicy.DEFAULT_THROTTLING_ERRORS, ResultPath: '$.cdkSfnThrottleError', Next: 'Limited Backoff',
+      }]);
+      expect(asl.States['Call API'].Retry).toBeUndefined();
+      // the error path: backoff (drawn by the function) → Wait → acquire
+      expect(asl.States['Limited Backoff']).toMatchObject({
+        Parameters: { 'phase': 'backoff', 'input.$': '$', 'retry': { maxAttempts: 6, intervalMs: 1000, backoffRate: 2, maxDelayMs: 60000, jitter: true } },
+        Next: 'Limited Backoff Wait',
+      });
+      expect(asl.States['Limited Backoff Wait']).toEqual({ Type: 'Wait', SecondsPath: '$.waitSeconds', OutputPath: '$.input', Next: 'Limited Acquire' });
+    });
+
+    test('TRY retries RateLimitExceeded on the acquire state with full jitter; addCatch covers acquire and task', () => {
+      const { stack } = build({ mode: AcquireMode.TRY, catchAll: true, retry: RetryPolicy.none() });
+      const asl = aslOf(Template.fromStack(stack));
+      expect(asl.States['Limited Acquire'].Retry).toContainEqual({
+        ErrorEquals: ['RateLimitExceeded'], IntervalSeconds: 1, MaxAttempts: 1000, BackoffRate: 1.5, MaxDelaySeconds: 30, JitterStrategy: 'FULL',
+      });
+      for (const s of ['Limited Acquire', 'Call API']) {
+        expect(asl.States[s].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'Failed Item' }]);
+      }
+      expect(asl.States['Limited Acquire'].Parameters.retry).toBeUndefined();
+    });
+
+    test('snapshot and cdk-nag: the state machine role may invoke only the acquire function', () => {
+      const { stack } = build({ catchAll: true });
+      const template = Template.fromStack(stack);
+      expect(template.toJSON()).toMatchSnapshot();
+      expect(nagFindings(stack).filter((f) => /Limiter|Limited/.test(f))).toEqual([]);
+    });
+
+    test('fails if tokens exceed the burst per shard', () => {
+      const app = new App();
+      const stack = new Stack(app, 'S');
+      const limiter = new RateLimiter(stack, 'L', { ratePerSecond: 10, burst: 2 });
+      const task = new sfn.Pass(stack, 'P') as unknown as sfn.TaskStateBase;
+      expect(() => new RateLimitedTask(stack, 'T', { limiter, task, tokens: 3 })).toThrow(/tokens must be an integer from 1 to 2/);
+    });
+  });
+
+  describe('RetryPolicy', () => {
+    test('applies to plain CDK states', () => {
+      const app = new App();
+      const stack = new Stack(app, 'S');
+      const task = new tasks.CallAwsService(stack, 'T', { service: 'sts', action: 'getCallerIdentity', iamResources: ['*'] });
+      RetryPolicy.throttling({ maxAttempts: 3, interval: Duration.seconds(2) }).applyTo(task);
+      new sfn.StateMachine(stack, 'M', { definitionBody: sfn.DefinitionBody.fromChainable(task) });
+      expect(aslOf(Template.fromStack(stack)).States.T.Retry).toEqual([{
+        ErrorEquals: RetryPolicy.DEFAULT_THROTTLING_ERRORS, MaxAttempts: 2, IntervalSeconds: 2, BackoffRate: 2, MaxDelaySeconds: 60, JitterStrategy: 'FULL',
+      }]);
+    });
+
+    test.each<[string, () => unknown, RegExp]>([
+      ['maxAttempts 0', () => RetryPolicy.throttling({ maxAttempts: 0 }), /maxAttempts must be an integer from 1 to 100, got 0/],
+      ['backoffRate 0.5', () => RetryPolicy.throttling({ backoffRate: 0.5 }), /backoffRate must be from 1 to 10, got 0.5/],
+      ['maxDelay below interval', () => RetryPolicy.throttling({ interval: Duration.seconds(10), maxDelay: Duration.seconds(5) }), /maxDelay \(s\) must be an integer from 10 to 3600 \(at least interval\), got 5/],
+      ['custom without errors', () => RetryPolicy.custom({}), /errors must name at least one error/],
+      ['a Pass state', () => RetryPolicy.throttling().applyTo(new sfn.Pass(new Stack(new App(), 'S'), 'P')), /cannot retry/],
+    ])('fails if %s', (_name, make, message) => {
+      expect(make).toThrow(message);
+    });
+  });
+
+  describe('through the local runner', () => {
+    test('RESERVE: 60 items at 10/s, burst 1 — the bound holds at the downstream, total time within 10 % of ideal, 3 states per item', async () => {
+      const { results, calls, elapsedS } = await runItems(build(), items(60));
+      expect(results.filter((r) => r.status !== 'SUCCEEDED').map((r) => [r.error, r.cause])).toEqual([]);
+      expectBound(calls.acme);
+      expect(calls.acme).toHaveLength(60);
+      // 60 calls at 10/s after a burst of 1: 5.9 s from the first call to the last, at best (the window bound
+      // above is the lower limit; this is the upper one)
+      const ideal = (60 - BURST) / RATE;
+      const times = calls.acme.map((c) => c.atUs).sort((a, b) => a - b);
+      const spanS = (times[times.length - 1] - times[0]) / 1e6;
+      expect(spanS).toBeLessThanOrEqual(ideal * 1.1);
+      expect(elapsedS).toBeGreaterThanOrEqual(spanS);
+      // acquire, wait, task: no polling, no state entered twice
+      for (const r of results) {
+        expect(statesEntered(r)).toBe(3);
+        const names = r.events.filter((e) => e.type === 'StateEntered').map((e) => e.stateName);
+        expect(new Set(names).size).toBe(names.length);
+      }
+      expect(results[0].output).toMatchObject({ tenant: 'acme', api: { ok: true } });
+    });
+
+    test('RESERVE: 30 % throttling errors — every downstream call holds a token, every item succeeds', async () => {
+      const { results, calls } = await runItems(build({ retry: RetryPolicy.throttling({ maxAttempts: 10 }) }), items(40), { failRate: 0.3 });
+      expect(results.filter((r) => r.status !== 'SUCCEEDED').map((r) => [r.error, r.cause])).toEqual([]);
+      expect(calls.acme.length).toBeGreaterThan(40);
+      expectBound(calls.acme);
+      // the task saw its input plus the attempt number on retries only
+      expect(results.every((r) => r.output.api.ok)).toBe(true);
+    });
+
+    test('TRY: 40 items — the bound holds, every item succeeds', async () => {
+      const { results, calls } = await runItems(build({ mode: AcquireMode.TRY }), items(40), { mode: AcquireMode.TRY });
+      expect(results.filter((r) => r.status !== 'SUCCEEDED').map((r) => [r.error, r.cause])).toEqual([]);
+      expectBound(calls.acme);
+      expect(calls.acme).toHaveLength(40);
+    });
+
+    test('TRY: 30 % throttling errors — the bound holds counting every call, every item succeeds', async () => {
+      const built = build({ mode: AcquireMode.TRY, retry: RetryPolicy.throttling({ maxAttempts: 10 }) });
+      const { results, calls } = await runItems(built, items(30), { failRate: 0.3, mode: AcquireMode.TRY });
+      expect(results.filter((r) => r.status !== 'SUCCEEDED').map((r) => [r.error, r.cause])).toEqual([]);
+      expectBound(calls.acme);
+    });
+
+    test('two tenants at once: each within its own bound', async () => {
+      const { results, calls } = await runItems(build(), items(40, ['a', 'b']));
+      expect(results.every((r) => r.status === 'SUCCEEDED')).toBe(true);
+      expectBound(calls.a);
+      expectBound(calls.b);
+      expect(calls.a).toHaveLength(20);
+      expect(calls.b).toHaveLength(20);
+    });
+
+    test('exhausted retries end in RetriesExhausted, routed by addCatch', async () => {
+      const { results } = await runItems(build({ retry: RetryPolicy.throttling({ maxAttempts: 2 }), catchAll: true }), items(1), { failAll: true });
+      expect([results[0].status, results[0].output]).toEqual(['SUCCEEDED', expect.anything()]);
+      expect(results[0].output.error.Error).toBe(ThrottleErrors.RETRIES_EXHAUSTED);
+      expect(JSON.parse(JSON.parse(results[0].output.error.Cause).errorMessage)).toMatchObject({ attempts: 2, error: 'Lambda.TooManyRequestsException' });
+    });
+  });
+});
