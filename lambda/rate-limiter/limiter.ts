@@ -134,9 +134,10 @@ export class Limiter {
     };
 
     // RESERVE: a slot that is already well in the past when the answer arrives (the write sat in a queue) would
-    // start its caller late, closer to the next slot than the rate allows. Discard it and take another: never
-    // more calls than the bound, at the cost of an unused token. Lateness up to half the key's emission interval
-    // (at least 5 ms) is accepted. (TRY callers poll; a retake there would mostly turn into a refusal.)
+    // start its caller late, closer to the next slot than the rate allows. Discard it and take another (at most
+    // three times): never more calls than the bound, at the cost of an unused token. Lateness up to half the
+    // key's emission interval (at least 5 ms) is accepted. TRY admissions are used as they come: refusing late
+    // ones starves TRY callers under load (tried: nothing was admitted at 100 callers in-process).
     const maxLateUs = Math.max(5_000, params.intervalUs / this.config.shards / 2);
     for (let take_ = 0; ; take_++) {
       const r = await this.takeOnce(req, take, counter);
