@@ -4,6 +4,7 @@ import * as os from 'os';
 import { measureVariants } from './bundle.bench';
 import { runFixedWindow, runGcra, type Scenario } from './rate-limiter.bench';
 import { table } from './stats';
+import { runFixedWaitLoop, runMapWithRetry, runRateLimitedTask } from './workflow.bench';
 import { startDynaliteProcess } from '../local/dynalite';
 
 const only = process.argv.slice(2);
@@ -45,6 +46,13 @@ async function main() {
       }
     }
     console.log('## RateLimiter under load (10 s each; admissions counted at their notBefore; dynalite in its own process)\n');
+    console.log(table(rows));
+    console.log();
+  }
+  if (want('workflow')) {
+    process.stderr.write('running the workflow scenario and its baselines…\n');
+    const rows = [await runRateLimitedTask(), await runMapWithRetry(), await runFixedWaitLoop()];
+    console.log('## Workflow: 60 items, downstream limit 10/s burst 1 (it rejects excess calls with a throttling error); local runner\n');
     console.log(table(rows));
     console.log();
   }
