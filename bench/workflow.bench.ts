@@ -89,21 +89,7 @@ export async function runMapWithRetry() {
   call.addRetry({ errors: [THROTTLE_ERROR], interval: Duration.seconds(1), backoffRate: 2, maxAttempts: 8, jitterStrategy: sfn.JitterType.FULL });
   const map = new sfn.Map(stack, 'Items', { itemsPath: '$.items', maxConcurrency: 10 });
   map.itemProcessor(call);
-  const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(map) });
-  const d = downstream();
-  const runner = await LocalRunner.start(stack, machine, { taskHandlers: { 'Call API': d.handler } });
-  try {
-    const { results, elapsedS } = await timed(runner, [{ items: Array.from({ length: ITEMS }, (_, i) => ({ i })) }]);
-    const r = results[0];
-    const ok = r.status === 'SUCCEEDED' ? ITEMS : 0;
-    return {
-      ...figures('Map MaxConcurrency 10 + Retry (no limiter)', [], d.calls, d.accepted(), elapsedS, []),
-      'items ok': ok,
-      'transitions/item': r.events.filter((e) => e.type === 'StateEntered').length / ITEMS,
-    };
-  } finally {
-    await runner.stop();
-  }
+  return runMapBaseline('Map MaxConcurrency 10 + Retry (no limiter)', stack, map);
 }
 
 /** Baseline (b): a serial loop with a fixed 1 s Wait before each call (Map MaxConcurrency 1). */
@@ -115,6 +101,11 @@ export async function runFixedWaitLoop() {
   call.addRetry({ errors: [THROTTLE_ERROR], interval: Duration.seconds(1), maxAttempts: 3 });
   const map = new sfn.Map(stack, 'Items', { itemsPath: '$.items', maxConcurrency: 1 });
   map.itemProcessor(pace.next(call));
+  return runMapBaseline('fixed 1 s Wait loop (Map MaxConcurrency 1)', stack, map);
+}
+
+/** Runs a one-execution Map baseline over the 60 items against the strict downstream. */
+async function runMapBaseline(name: string, stack: Stack, map: sfn.Map) {
   const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(map) });
   const d = downstream();
   const runner = await LocalRunner.start(stack, machine, { taskHandlers: { 'Call API': d.handler } });
@@ -122,7 +113,7 @@ export async function runFixedWaitLoop() {
     const { results, elapsedS } = await timed(runner, [{ items: Array.from({ length: ITEMS }, (_, i) => ({ i })) }]);
     const r = results[0];
     return {
-      ...figures('fixed 1 s Wait loop (Map MaxConcurrency 1)', [], d.calls, d.accepted(), elapsedS, []),
+      ...figures(name, [], d.calls, d.accepted(), elapsedS, []),
       'items ok': r.status === 'SUCCEEDED' ? ITEMS : 0,
       'transitions/item': r.events.filter((e) => e.type === 'StateEntered').length / ITEMS,
     };
