@@ -95,13 +95,26 @@ describe('LocalRunner', () => {
     const stack = new Stack(app, 'Limited', { env: { account: '123456789012', region: 'us-east-1' } });
     const limiter = new RateLimiter(stack, 'Limiter', { ratePerSecond: 10, burst: 1, maxWait: Duration.minutes(1) });
     const downstream = new tasks.CallAwsService(stack, 'Call Downstream', {
-      service: 'sts', action: 'getCallerIdentity', iamResources: ['*'], resultPath: '$.downstream',
+      service: 'sts',
+      action: 'getCallerIdentity',
+      iamResources: ['*'],
+      resultPath: '$.downstream',
+      parameters: { NotBeforeUs: sfn.JsonPath.numberAt('$.acquired.notBeforeUs') },
     });
-    const acquire = limiter.acquire(stack, 'Throttle', { key: '$.tenant', mode });
+    const acquire = limiter.acquire(stack, 'Throttle', { key: '$.tenant', mode, resultPath: '$.acquired' });
     const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(acquire.next(downstream)) });
     const arrivals: Admission[] = [];
+    const early: number[] = [];
     const runner = await LocalRunner.start(stack, machine, {
-      taskHandlers: { 'Call Downstream': () => { arrivals.push({ atUs: nowUs(), tokens: 1 }); return { ok: true }; } },
+      // Counted at the granted slot; the downstream's clock must never be before it (how late it is depends on
+      // the machine's load, so windows are not measured on it here).
+      taskHandlers: {
+        'Call Downstream': (input: any) => {
+          if (nowUs() < input.NotBeforeUs) early.push(input.NotBeforeUs);
+          arrivals.push({ atUs: input.NotBeforeUs, tokens: 1 });
+          return { ok: true };
+        },
+      },
       // TRY refusals retry after a second in the ASL; here, after 50 ms.
       retryIntervalOverrides: { 'Throttle Acquire': 50 },
     });
@@ -118,7 +131,7 @@ describe('LocalRunner', () => {
         expect(results.map((r) => [r.status, r.error, r.cause]).filter(([st]) => st !== 'SUCCEEDED')).toEqual([]);
         // acquire, wait, downstream: three states per execution, no polling
         expect(results.map((r) => statesEntered(r))).toEqual(Array(30).fill(3));
-        expect(results[0].output).toMatchObject({ tenant: 'acme', downstream: { ok: true } });
+        expect(results[0].output).toMatchObject({ tenant: 'acme', downstream: { ok: true }, acquired: { admitted: true } });
         // 30 calls at 10/s with burst 1 need at least 2.9 s
         expect(elapsedS).toBeGreaterThanOrEqual(2.9);
       } else {
@@ -132,6 +145,7 @@ describe('LocalRunner', () => {
       for (const w of [0, 100_000, 1_000_000]) {
         expect(windowViolations(arrivals, 10, 1, w)).toBe(0);
       }
+      expect(early).toEqual([]);
     } finally {
       process.stdout.write = out;
       await runner.stop();
