@@ -3,7 +3,7 @@ import { DynamoDbBucketStore } from './dynamodb-store';
 import { emfLine, metricsOf } from './emf';
 import { LimiterUnavailable, RateLimitExceeded } from './errors';
 import { configFromEnv, Limiter } from './limiter';
-import { parseRequest } from './request';
+import { type AcquireRequest, parseRequest } from './request';
 import { retryStep } from './retry';
 
 // Built once per container. The client uses the default SDK configuration, so AWS_ENDPOINT_URL_DYNAMODB /
@@ -32,10 +32,6 @@ export interface AcquireResult {
   readonly notBefore: string;
 }
 
-/**
- * Acquires tokens. When the event carries `input`, it is echoed back so a Wait state's OutputPath can restore
- * the workflow's original input (the acquire fragment's default).
- */
 /** What the backoff step of a RateLimitedTask returns. */
 export interface BackoffResult {
   readonly attempt: number;
@@ -44,6 +40,10 @@ export interface BackoffResult {
   readonly input: unknown;
 }
 
+/**
+ * Acquires tokens. When the event carries `input`, it is echoed back so a Wait state's OutputPath can restore
+ * the workflow's original input (the acquire fragment's default).
+ */
 export const handler = async (event: unknown): Promise<(AcquireResult & { input?: unknown }) | BackoffResult> => {
   const request = parseRequest(event);
   if (request.phase === 'backoff') {
@@ -62,13 +62,7 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
   if (!outcome.admitted) {
     throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
   }
-  // Whole seconds of what is left of the wait go to the Wait state; the rest is slept here. Timers may fire a
-  // little early against this clock, so sleep until the clock says so.
-  const waitSeconds = Math.floor(Math.max(0, outcome.atUs - clockUs()) / 1_000_000);
-  const wakeAtUs = outcome.atUs - waitSeconds * 1_000_000;
-  for (let leftUs = wakeAtUs - clockUs(); leftUs > 0; leftUs = wakeAtUs - clockUs()) {
-    await new Promise((resolve) => setTimeout(resolve, Math.ceil(leftUs / 1000)));
-  }
+  const waitSeconds = await sleepSubSecondUntil(outcome.atUs);
   const result: AcquireResult = {
     admitted: true,
     key: outcome.key,
@@ -88,12 +82,23 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
  * the backoff (exponential, capped, full jitter) and returns the whole seconds for its Wait state. No token is
  * taken here: the acquire after the Wait takes one at the time the call will really happen.
  */
-async function backoff(event: unknown, request: ReturnType<typeof parseRequest>): Promise<BackoffResult> {
+async function backoff(event: unknown, request: AcquireRequest): Promise<BackoffResult> {
   const step = retryStep(hasInput(event) ? event.input : undefined, request.retry, Math.random);
-  const waitSeconds = Math.floor(step.delayUs / 1_000_000);
-  const remainderMs = Math.ceil((step.delayUs - waitSeconds * 1_000_000) / 1000);
-  if (remainderMs > 0) await new Promise((resolve) => setTimeout(resolve, remainderMs));
+  const waitSeconds = await sleepSubSecondUntil(clockUs() + step.delayUs);
   return { attempt: step.attempt, waitSeconds, waitMs: step.delayUs / 1000, input: step.input };
+}
+
+/**
+ * Splits what is left until `atUs`: sleeps the sub-second part here and returns the whole seconds for a Wait
+ * state. Timers may fire a little early against this clock, so it sleeps until the clock says so.
+ */
+async function sleepSubSecondUntil(atUs: number): Promise<number> {
+  const waitSeconds = Math.floor(Math.max(0, atUs - clockUs()) / 1_000_000);
+  const wakeAtUs = atUs - waitSeconds * 1_000_000;
+  for (let leftUs = wakeAtUs - clockUs(); leftUs > 0; leftUs = wakeAtUs - clockUs()) {
+    await new Promise((resolve) => setTimeout(resolve, Math.ceil(leftUs / 1000)));
+  }
+  return waitSeconds;
 }
 
 /** A copy of `input` with `value` at a dotted path. */

@@ -9,25 +9,20 @@ describe('local dynalite', () => {
       await db.createTable('tab');
       await db.client.send(new PutItemCommand({ TableName: 'tab', Item: { pk: { S: 'a' }, tat: { N: '5' } } }));
       // WHEN a conditional update fails with ReturnValuesOnConditionCheckFailure ALL_OLD
-      const err = await db.client.send(new UpdateItemCommand({
+      const failingUpdate = (extra: Record<string, unknown>) => db.client.send(new UpdateItemCommand({
         TableName: 'tab',
         Key: { pk: { S: 'a' } },
         UpdateExpression: 'SET tat = :v',
         ConditionExpression: 'tat < :v',
         ExpressionAttributeValues: { ':v': { N: '1' } },
-        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+        ...extra,
       })).catch((e) => e);
+      const err = await failingUpdate({ ReturnValuesOnConditionCheckFailure: 'ALL_OLD' });
       // THEN the exception carries the old item
       expect(err).toBeInstanceOf(ConditionalCheckFailedException);
       expect(err.Item).toEqual({ pk: { S: 'a' }, tat: { N: '5' } });
       // and without the option it does not
-      const plain = await db.client.send(new UpdateItemCommand({
-        TableName: 'tab',
-        Key: { pk: { S: 'a' } },
-        UpdateExpression: 'SET tat = :v',
-        ConditionExpression: 'tat < :v',
-        ExpressionAttributeValues: { ':v': { N: '1' } },
-      })).catch((e) => e);
+      const plain = await failingUpdate({});
       expect(plain.Item).toBeUndefined();
     } finally {
       await db.stop();
