@@ -43,8 +43,9 @@ const project = new awscdk.AwsCdkConstructLibrary({
     jestConfig: {
       setupFiles: ['<rootDir>/test/setup-env.ts'],
       testMatch: ['<rootDir>/test/**/*.test.ts'],
-      // Behaviour tests start emulators and hold real clocks: keep them off each other's cores.
-      maxWorkers: 2,
+      // Behaviour tests start emulators and measure real clocks: one test file at a time, so no file loads the
+      // cores another is timing.
+      maxWorkers: 1,
       testTimeout: 120_000,
       coveragePathIgnorePatterns: ['/node_modules/', '/test/'],
     },

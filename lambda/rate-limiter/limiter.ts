@@ -133,19 +133,24 @@ export class Limiter {
       maxWaitUs: req.mode === 'RESERVE' ? this.config.maxWaitMs * 1000 : 0,
     };
 
-    // RESERVE: a slot that is already well in the past when the answer arrives (the write sat in a queue) would
-    // start its caller late, closer to the next slot than the rate allows. Discard it and take another (at most
-    // three times): never more calls than the bound, at the cost of an unused token. Lateness up to half the
-    // key's emission interval (at least 5 ms) is accepted. TRY admissions are used as they come: refusing late
-    // ones starves TRY callers under load (tried: nothing was admitted at 100 callers in-process).
+    // A slot that is already well in the past when the answer arrives (the write sat in a queue, or a cold
+    // client was slow) would start its caller late, closer to the next caller than the rate allows. RESERVE
+    // discards it and takes another (at most three times): never more calls than the bound, at the cost of an
+    // unused token. Lateness up to half the key's emission interval (at least 5 ms) is accepted, so callers start
+    // within that margin of their slots. TRY discards a late slot only when the container wrote blind (it had not
+    // seen the bucket: a cold start, typically in a herd of them), and the new take is then usually refused: at
+    // most one token per container and bucket is spent that way. Discarding every late TRY slot starves TRY
+    // callers when the store is slower than the margin (tried: 0.4 % of the limit admitted at 50/s, 100 callers).
     const maxLateUs = Math.max(5_000, params.intervalUs / this.config.shards / 2);
     for (let take_ = 0; ; take_++) {
-      const r = await this.takeOnce(req, take, counter);
-      if (!r.admitted || req.mode !== 'RESERVE' || take_ >= MAX_STALE_RETAKES || this.deps.clockUs() - r.atUs <= maxLateUs) return r;
+      const { outcome, blind } = await this.takeOnce(req, take, counter);
+      const late = outcome.admitted && this.deps.clockUs() - outcome.atUs > maxLateUs;
+      if (!late || take_ >= MAX_STALE_RETAKES || (req.mode === 'TRY' && !blind)) return outcome;
     }
   }
 
-  private async takeOnce(req: AcquireRequest, take: Take, counter: { calls: number }): Promise<AcquireOutcome> {
+  /** One take on one or two shards; `blind` when the admitting write was made with no cached tat. */
+  private async takeOnce(req: AcquireRequest, take: Take, counter: { calls: number }): Promise<{ outcome: AcquireOutcome; blind: boolean }> {
     const shards = this.config.shards;
     const first = Math.floor(this.deps.random() * shards);
     const order = shards === 1 ? [first] : [first, (first + 1 + Math.floor(this.deps.random() * (shards - 1))) % shards];
@@ -154,7 +159,7 @@ export class Limiter {
     for (const shard of order) {
       const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, counter);
       if (r.admitted) {
-        return {
+        const outcome: AcquireOutcome = {
           admitted: true,
           key: req.key,
           tokens: req.tokens,
@@ -164,14 +169,15 @@ export class Limiter {
           waitUs: r.atUs - r.nowUs,
           dynamoCalls: counter.calls,
         };
+        return { outcome, blind: r.blind };
       }
       retryAfterUs = Math.min(retryAfterUs, r.retryAfterUs);
     }
-    return { admitted: false, key: req.key, tokens: req.tokens, retryAfterUs, dynamoCalls: counter.calls };
+    return { outcome: { admitted: false, key: req.key, tokens: req.tokens, retryAfterUs, dynamoCalls: counter.calls }, blind: false };
   }
 
   private async takeFromShard(pk: string, take: Take, counter: { calls: number }):
-  Promise<{ admitted: true; nowUs: number; atUs: number } | { admitted: false; retryAfterUs: number }> {
+  Promise<{ admitted: true; nowUs: number; atUs: number; blind: boolean } | { admitted: false; retryAfterUs: number }> {
     const store = this.deps.store;
     const now = this.deps.clockUs();
     // tat never decreases (both writes move it forward), so the last tat this container saw is a lower bound
@@ -198,7 +204,7 @@ export class Limiter {
         this.remember(pk, res.tat);
         if (branch.kind === 'busy') this.seenBusy.add(pk);
         else this.seenBusy.delete(pk);
-        return { admitted: true, nowUs: now, atUs: admittedAt(res.tat, now, take.toleranceUs) };
+        return { admitted: true, nowUs: now, atUs: admittedAt(res.tat, now, take.toleranceUs), blind: cached === undefined };
       }
       // `now` stays the same for every write of this take: tat only grows, so against a fixed `now` the bucket can
       // only move from idle to busy to full, never back, and three writes always reach an answer. (A fresh clock

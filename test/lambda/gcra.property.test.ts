@@ -169,6 +169,50 @@ describe('GCRA core (in-memory store, fake clock)', () => {
     expect(results.slice(11).every((r) => !r.admitted)).toBe(true);
   });
 
+  test.each([
+    ['RESERVE', 'a cold container', false],
+    ['RESERVE', 'a warm container', true],
+    ['TRY', 'a cold container', false],
+    ['TRY', 'a warm container', true],
+  ] as const)('%s on %s: a slot whose answer arrives more than T/2 late is discarded (TRY: only a blind write)', async (mode, _name, warm) => {
+    // GIVEN 10/s, burst 1 (T = 100 ms) and a store whose next write is answered 80 ms after it was made
+    const clock = { now: 1_700_000_000_000_000 };
+    const memory = new MemoryBucketStore();
+    let slowWrites = 0;
+    const slow = async <T>(write: () => Promise<T>) => {
+      const r = await write();
+      if (slowWrites-- > 0) clock.now += 80_000;
+      return r;
+    };
+    const store = {
+      takeBusy: (...a: Parameters<MemoryBucketStore['takeBusy']>) => slow(() => memory.takeBusy(...a)),
+      takeIdle: (...a: Parameters<MemoryBucketStore['takeIdle']>) => slow(() => memory.takeIdle(...a)),
+      readTat: (pk: string) => memory.readTat(pk),
+      readOverride: (pk: string) => memory.readOverride(pk),
+    };
+    const limiter = new Limiter({ limiterName: 'late', ratePerSecond: 10, burst: 1, shards: 1, maxWaitMs: 60_000 }, { store, clockUs: () => clock.now, random: () => 0 });
+    if (warm) {
+      await limiter.acquire({ key: 'k', tokens: 1, mode });
+      clock.now += 10_000_000;
+    }
+    const start = clock.now;
+    slowWrites = 1;
+
+    // WHEN one caller acquires
+    const r = await limiter.acquire({ key: 'k', tokens: 1, mode });
+
+    // THEN RESERVE never uses the 80 ms-late slot: it gets the next one, still ahead of the clock. TRY is refused
+    // until that next slot after a blind write; a warm container uses its late slot (see Limiter.acquire).
+    if (mode === 'RESERVE') {
+      expect(r).toMatchObject({ admitted: true, atUs: start + 100_000 });
+      expect(r.admitted && clock.now - r.atUs).toBeLessThanOrEqual(50_000);
+    } else if (!warm) {
+      expect(r).toMatchObject({ admitted: false, retryAfterUs: 20_000 });
+    } else {
+      expect(r).toMatchObject({ admitted: true, atUs: start });
+    }
+  });
+
   test('one write per admission when the container guesses the branch right', async () => {
     // GIVEN a busy key
     const { clock, store, limiter } = limiterWith({ ratePerSecond: 100, burst: 10, shards: 1, maxWaitMs: 60_000 });
