@@ -12,6 +12,7 @@ import { App, CfnResource, Stack, Stage } from 'aws-cdk-lib';
 import * as cxapi from 'aws-cdk-lib/cx-api';
 import type * as Alsf from 'aws-local-stepfunctions' with { 'resolution-mode': 'import' };
 import type { IConstruct } from 'constructs';
+import { type EmulatedMap, emulatedMapHandler, type ItemReaderHandler, rewriteMaps } from './distributed-map';
 import { type LocalDynamoDb, type LocalDynamoDbOptions, startDynalite, startDynaliteProcess } from './dynalite';
 
 // aws-local-stepfunctions uses Promise.withResolvers (Node >= 22).
@@ -42,6 +43,11 @@ export interface LocalRunnerOptions {
   readonly waitTimeOverrides?: Record<string, number>;
   /** Milliseconds a retrier waits instead of what its Retry says, by state name. */
   readonly retryIntervalOverrides?: Record<string, number | number[]>;
+  /**
+   * Items of Map states that read them with an ItemReader (S3 cannot be reached locally), by state name: gets
+   * the state input, returns the items.
+   */
+  readonly itemReaders?: Record<string, ItemReaderHandler>;
   /** Options of the local DynamoDB. */
   readonly dynamoDb?: LocalDynamoDbOptions;
   /**
@@ -111,6 +117,8 @@ export class LocalRunner {
   private readonly names = new Map<string, { ref: string; arn: string }>();
   private readonly handlers: Record<string, TaskHandler> = {};
   private readonly machine: Alsf.StateMachine;
+  /** Map states the runner runs itself (distributed mode, batching, item readers, tolerated failures). */
+  private readonly emulatedMaps: EmulatedMap[];
 
   private constructor(
     private readonly template: { Resources: Record<string, any> },
@@ -129,6 +137,7 @@ export class LocalRunner {
     }
     const def = this.resolve(sm.Properties.DefinitionString ?? sm.Properties.Definition);
     this.definition = typeof def === 'string' ? JSON.parse(def) : def;
+    this.emulatedMaps = rewriteMaps(this.definition.States);
     this.machine = new alsf.StateMachine(this.definition, { validationOptions: { checkArn: false } });
   }
 
@@ -141,13 +150,7 @@ export class LocalRunner {
 
   /** Runs one execution to its end. */
   public async run(input: unknown = {}): Promise<LocalExecution> {
-    const execution = this.machine.run(input as any, {
-      overrides: {
-        taskResourceLocalHandlers: this.handlers as any,
-        waitTimeOverrides: this.options.waitTimeOverrides,
-        retryIntervalOverrides: this.options.retryIntervalOverrides,
-      },
-    });
+    const execution = this.machine.run(input as any, this.runOptions());
     const events: LocalEvent[] = [];
     const collecting = (async () => {
       for await (const e of execution.eventLogs as AsyncGenerator<any>) {
@@ -180,6 +183,16 @@ export class LocalRunner {
     };
   }
 
+  private runOptions() {
+    return {
+      overrides: {
+        taskResourceLocalHandlers: this.handlers as any,
+        waitTimeOverrides: this.options.waitTimeOverrides,
+        retryIntervalOverrides: this.options.retryIntervalOverrides,
+      },
+    };
+  }
+
   /** Stops the local DynamoDB. */
   public async stop(): Promise<void> {
     await this.db.stop();
@@ -199,11 +212,24 @@ export class LocalRunner {
       if (r.Type === 'AWS::Lambda::Function') this.loadFunction(id, r.Properties);
     }
 
+    const emulated = new Map(this.emulatedMaps.map((m) => [m.name, emulatedMapHandler(m, {
+      alsf,
+      runOptions: () => this.runOptions(),
+      itemReader: this.options.itemReaders?.[m.name],
+    })]));
     const missing: string[] = [];
-    for (const [name, state] of taskStates(this.definition)) {
-      const handler = this.options.taskHandlers?.[name] ?? this.handlerFor(state);
+    const tasks = [
+      ...taskStates(this.definition),
+      ...this.emulatedMaps.flatMap((m) => taskStates(m.state.ItemProcessor ?? m.state.Iterator)),
+    ];
+    for (const [name, state] of tasks) {
+      const handler = this.options.taskHandlers?.[name] ?? emulated.get(name) ?? this.handlerFor(state);
       if (handler) this.handlers[name] = handler;
       else missing.push(`"${name}" (Resource ${state.Resource})`);
+    }
+    const unread = this.emulatedMaps.filter((m) => m.state.ItemReader && !this.options.itemReaders?.[m.name]);
+    if (unread.length > 0) {
+      throw new Error(`the local runner cannot read the items of Map state ${unread.map((m) => `"${m.name}" (ItemReader ${m.state.ItemReader.Resource})`).join(', ')}: give it one in itemReaders (nothing is read from S3)`);
     }
     if (missing.length > 0) {
       throw new Error(`the local runner has no handler for Task state ${missing.join(', ')}: give it one in taskHandlers (nothing is sent to AWS)`);

@@ -2,3 +2,4 @@ export * from './errors';
 export * from './rate-limiter';
 export * from './rate-limited-task';
 export * from './retry-policy';
+export * from './throttled-map';

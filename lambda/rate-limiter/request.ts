@@ -54,6 +54,13 @@ export function parseRequest(event: unknown): AcquireRequest {
     }
     tokens = e.tokens;
   }
+  if (e.count !== undefined) {
+    // A batch acquires `tokens` per item: `count` is its number of items (States.ArrayLength of the batch).
+    if (typeof e.count !== 'number' || !Number.isInteger(e.count) || e.count < 1 || e.count > MAX_COUNT) {
+      throw new InvalidAcquireRequest(`count must be an integer from 1 to ${MAX_COUNT}, got ${describe(e.count)}`);
+    }
+    tokens *= e.count;
+  }
 
   let mode: AcquireMode = 'RESERVE';
   if (e.mode !== undefined) {
@@ -96,6 +103,9 @@ export function parseRequest(event: unknown): AcquireRequest {
 
   return { key, tokens, mode, retry, resultField, phase: e.phase };
 }
+
+/** Most items one acquire may count (a Distributed Map batch holds at most 10,000 items). */
+const MAX_COUNT = 10_000;
 
 function describe(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v);

@@ -12,6 +12,8 @@ import { checkRange } from './validation';
 export interface AcquireStatesOptions extends AcquireOptions {
   /** Keep the original input through the Wait even with a resultPath (the function puts the result in it). */
   readonly resultInInput?: boolean;
+  /** JSONPath (or intrinsic) giving how many items share the acquire: `tokens` are taken per item. */
+  readonly countPath?: string;
 }
 
 /** A retry policy as the function's backoff step reads it. */
@@ -42,6 +44,7 @@ export function acquireStates(
   const keyField = key.startsWith('$') ? { 'key.$': key } : { key };
   const echo = options.resultPath === undefined || options.resultInInput === true;
   const payload: Record<string, unknown> = { ...keyField, tokens, mode: options.mode ?? 'RESERVE' };
+  if (options.countPath !== undefined) payload['count.$'] = options.countPath;
   if (echo) payload['input.$'] = '$';
   if (echo && options.resultPath !== undefined) {
     const field = /^\$\.([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)$/.exec(options.resultPath);

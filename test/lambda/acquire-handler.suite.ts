@@ -122,6 +122,11 @@ export function acquireHandlerSuite(emulator: string, options: LocalDynamoDbOpti
       await expect(handler({ key: 'multi', tokens: 6, mode: 'TRY' })).rejects.toMatchObject({ name: 'RateLimitExceeded' });
     });
 
+    test('a batch takes tokens × count (count = its item count)', async () => {
+      const r = await handler({ key: 'batch', tokens: 2, count: 3, mode: 'TRY' });
+      expect(r).toMatchObject({ admitted: true, tokens: 6 });
+    });
+
     test('a run-time override in the table changes one key\'s limit', async () => {
     // GIVEN an override giving key "vip" a burst of 30
       await db.client.send(new PutItemCommand({
@@ -148,6 +153,9 @@ export function acquireHandlerSuite(emulator: string, options: LocalDynamoDbOpti
       ['a lowercase mode', { mode: 'try' }],
       ['an empty key', { key: '' }],
       ['an object key', { key: { a: 1 } }],
+      ['count 0', { count: 0 }],
+      ['count 1.5', { count: 1.5 }],
+      ['tokens × count above burst', { tokens: 1, count: BURST + 1 }],
     ])('malformed event (%s) is InvalidAcquireRequest and admits nothing', async (_name, event) => {
       await expect(handler(event)).rejects.toMatchObject({ name: 'InvalidAcquireRequest' });
       const item = await db.client.send(new GetItemCommand({ TableName: 'limits', Key: { pk: { S: 'test#bucket#default#0' } }, ConsistentRead: true }));

@@ -1,0 +1,447 @@
+import { Annotations, Aspects, Duration, IAspect, Stack, Token, Validations } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { Construct, IConstruct } from 'constructs';
+import { acquireStates } from './private/acquire-task';
+import { checkRange } from './private/validation';
+import { RateLimitedTask } from './rate-limited-task';
+import { AcquireMode, IRateLimiter } from './rate-limiter';
+import { RetryPolicy } from './retry-policy';
+
+/** Most iterations an inline Map runs at once, whatever MaxConcurrency says. */
+const INLINE_MAX_CONCURRENCY = 40;
+/** Most child executions a Distributed Map runs at once. */
+const DISTRIBUTED_MAX_CONCURRENCY = 10_000;
+
+/**
+ * Options of `MapConcurrency.forThroughput()`.
+ */
+export interface ThroughputConcurrencyOptions {
+  /** The item rate to sustain, items per second. Greater than 0. */
+  readonly ratePerSecond: number;
+
+  /** How long one item takes, end to end (p50 or p90 of the item processor). At least 1 ms. */
+  readonly itemDuration: Duration;
+}
+
+/**
+ * How many items a `ThrottledMap` processes at once.
+ */
+export class MapConcurrency {
+  /**
+   * A fixed number of items at once (1 to 10,000; inline maps run at most 40 at once).
+   */
+  public static fixed(maxConcurrency: number): MapConcurrency {
+    checkRange('concurrency', maxConcurrency, { min: 1, max: DISTRIBUTED_MAX_CONCURRENCY, integer: true });
+    return new MapConcurrency(maxConcurrency, undefined, `fixed at ${maxConcurrency}`);
+  }
+
+  /**
+   * The number of items at once, read from the state input at run time (e.g. `$.concurrency`).
+   */
+  public static fromPath(path: string): MapConcurrency {
+    if (!path.startsWith('$')) throw new Error(`concurrency path must be a JSONPath starting with $, got ${path}`);
+    return new MapConcurrency(undefined, path, `from ${path}`);
+  }
+
+  /**
+   * Enough items at once to sustain `ratePerSecond` when each takes `itemDuration`: by Little's law,
+   * ceil(rate × duration). With a limiter at that rate the map neither starves it nor queues behind it.
+   */
+  public static forThroughput(options: ThroughputConcurrencyOptions): MapConcurrency {
+    checkRange('forThroughput ratePerSecond', options.ratePerSecond, { min: 0, minExclusive: true, max: 100_000 });
+    const ms = options.itemDuration.toMilliseconds();
+    checkRange('forThroughput itemDuration (ms)', ms, { min: 1, max: 86_400_000 });
+    const n = Math.max(1, Math.ceil(options.ratePerSecond * (ms / 1000) - 1e-9));
+    checkRange('concurrency derived from forThroughput (ceil(ratePerSecond × itemDuration))', n, { min: 1, max: DISTRIBUTED_MAX_CONCURRENCY, integer: true });
+    return new MapConcurrency(n, undefined,
+      `${n} = ceil(${options.ratePerSecond}/s × ${ms / 1000} s per item) by Little's law`);
+  }
+
+  private constructor(
+    /** The fixed concurrency, if any. */
+    public readonly maxConcurrency: number | undefined,
+    /** The JSONPath the concurrency is read from, if any. */
+    public readonly maxConcurrencyPath: string | undefined,
+    /** How the figure was reached, for annotations and the throttle plan. */
+    public readonly description: string,
+  ) {}
+}
+
+/**
+ * Batching of a distributed `ThrottledMap`: each child execution gets `{ Items: [...], BatchInput }`.
+ */
+export interface MapBatchOptions {
+  /**
+   * Most items per batch (1 to 100,000). Required with a limiter: the batch acquires `tokensPerItem` per item.
+   *
+   * @default - no item limit (then `maxInputBytes` must be set)
+   */
+  readonly maxItems?: number;
+
+  /**
+   * Most bytes of items per batch (1 to 262,144).
+   *
+   * @default - no byte limit (then `maxItems` must be set)
+   */
+  readonly maxInputBytes?: number;
+
+  /**
+   * A fixed JSON input added to every batch as `BatchInput`.
+   *
+   * @default - none
+   */
+  readonly batchInput?: { [key: string]: any };
+}
+
+/**
+ * Properties of `ThrottledMap`.
+ */
+export interface ThrottledMapProps {
+  /**
+   * What runs for each item (or each batch, with `batch`).
+   */
+  readonly itemProcessor: sfn.IChainable;
+
+  /**
+   * Where the items are in the state input. Not with `itemReader`.
+   *
+   * @default '$' - the state input is the array
+   */
+  readonly itemsPath?: string;
+
+  /**
+   * Reads the items from S3 (distributed mode only). Its S3 permissions are added to the state machine role.
+   *
+   * @default - items come from `itemsPath`
+   */
+  readonly itemReader?: sfn.IItemReader;
+
+  /**
+   * The input each item's processor gets, built from the item (`$$.Map.Item.Value`) and the state input.
+   *
+   * @default - the item itself
+   */
+  readonly itemSelector?: { [key: string]: any };
+
+  /**
+   * Where the array of item results goes in the state output.
+   *
+   * @default '$' - the results replace the input
+   */
+  readonly resultPath?: string;
+
+  /**
+   * How many items run at once.
+   *
+   * @default MapConcurrency.fixed(10)
+   */
+  readonly concurrency?: MapConcurrency;
+
+  /**
+   * A rate limit every item (or batch) acquires from before its processor runs.
+   *
+   * @default - no rate limit: only `concurrency` bounds the load
+   */
+  readonly limiter?: IRateLimiter;
+
+  /**
+   * Tokens each item takes from `limiter` (a batch takes `tokensPerItem` × its item count).
+   * At most floor(burst / shards) per acquire, for a batch at its `maxItems`.
+   *
+   * @default 1
+   */
+  readonly tokensPerItem?: number;
+
+  /**
+   * The limiter's bucket: a literal or a JSONPath into the item's input (e.g. `$.tenantId`).
+   *
+   * @default 'default'
+   */
+  readonly limiterKey?: string;
+
+  /**
+   * How an item acquires when no token is free: RESERVE waits for its slot; TRY fails the item with
+   * `RateLimitExceeded` (retried on the emission interval when the processor is a single task).
+   *
+   * @default AcquireMode.RESERVE
+   */
+  readonly limiterMode?: AcquireMode;
+
+  /**
+   * A Distributed Map (child executions, up to 10,000 at once, batching, S3 item readers, tolerated failures)
+   * instead of an inline Map (at most 40 iterations at once, all in the parent's history).
+   *
+   * @default false
+   */
+  readonly distributed?: boolean;
+
+  /**
+   * Child execution type of a distributed map. Express children are cheaper and faster but must finish within
+   * 5 minutes and are not redriven with the parent.
+   *
+   * @default sfn.StateMachineType.STANDARD
+   */
+  readonly mapExecutionType?: sfn.StateMachineType;
+
+  /**
+   * Batching (distributed mode only).
+   *
+   * @default - one item per child execution
+   */
+  readonly batch?: MapBatchOptions;
+
+  /**
+   * Percentage of failed items (0 to 100) the map tolerates before it fails with
+   * `States.ExceedToleratedFailureThreshold` (distributed mode only).
+   *
+   * @default - 0 unless `toleratedFailureCount` is set
+   */
+  readonly toleratedFailurePercentage?: number;
+
+  /**
+   * Number of failed items the map tolerates before it fails (distributed mode only).
+   *
+   * @default - 0 unless `toleratedFailurePercentage` is set
+   */
+  readonly toleratedFailureCount?: number;
+
+  /**
+   * Retries per item. With a limiter every retry acquires a token again; when the processor is one task this is
+   * a `RateLimitedTask` (backoff, then acquire), otherwise the item's states are retried as a whole.
+   *
+   * @default RetryPolicy.none() - only the processor's own Retry fields
+   */
+  readonly retry?: RetryPolicy;
+
+  /**
+   * Collect failed items instead of failing the map: a failed item's result is
+   * `{ "failed": true, "error": { "Error", "Cause" }, "item": <its input> }`.
+   *
+   * @default false
+   */
+  readonly catchItemFailures?: boolean;
+}
+
+/**
+ * An inline or Distributed Map with its throttles wired in: a concurrency bound, an optional rate limit per
+ * item or batch, batching, tolerated failures, retries that hold tokens and failed-item collection.
+ */
+export class ThrottledMap extends sfn.StateMachineFragment {
+  public readonly startState: sfn.State;
+  public readonly endStates: sfn.INextable[];
+  /** The Map (or DistributedMap) state. */
+  public readonly mapState: sfn.State;
+  /** The concurrency in force. */
+  public readonly concurrency: MapConcurrency;
+  /** Whether this is a Distributed Map. */
+  public readonly distributed: boolean;
+  private readonly map: sfn.Map | sfn.DistributedMap;
+
+  constructor(scope: Construct, id: string, props: ThrottledMapProps) {
+    super(scope, id);
+    const distributed = props.distributed ?? false;
+    this.distributed = distributed;
+    this.concurrency = props.concurrency ?? MapConcurrency.fixed(10);
+    validate(this, props, distributed, this.concurrency);
+
+    const itemBody = this.itemBody(id, props);
+    const common = {
+      itemsPath: props.itemReader ? undefined : props.itemsPath,
+      itemSelector: props.itemSelector,
+      resultPath: props.resultPath,
+      maxConcurrency: this.concurrency.maxConcurrency,
+      maxConcurrencyPath: this.concurrency.maxConcurrencyPath,
+    };
+    if (distributed) {
+      const batch = props.batch;
+      this.map = new sfn.DistributedMap(this, id, {
+        ...common,
+        // The label names the Map Run, and scopes the role's RedriveExecution grant to this map's children.
+        label: mapRunLabel(id),
+        itemReader: props.itemReader,
+        itemBatcher: batch ? new sfn.ItemBatcher({
+          maxItemsPerBatch: batch.maxItems,
+          maxInputBytesPerBatch: batch.maxInputBytes,
+          batchInput: batch.batchInput,
+        }) : undefined,
+        toleratedFailurePercentage: props.toleratedFailurePercentage,
+        toleratedFailureCount: props.toleratedFailureCount,
+        mapExecutionType: props.mapExecutionType ?? sfn.StateMachineType.STANDARD,
+      });
+      (this.map as sfn.DistributedMap).itemProcessor(itemBody);
+      AcknowledgeDistributedMapPolicy.addTo(Stack.of(this));
+    } else {
+      this.map = new sfn.Map(this, id, common);
+      this.map.itemProcessor(itemBody);
+    }
+    Annotations.of(this).addInfo(`ThrottledMap ${id}: concurrency ${this.concurrency.description}`);
+    this.mapState = this.map;
+    this.startState = this.map;
+    this.endStates = [this.map];
+  }
+
+  /**
+   * Routes a failure of the map as a whole (tolerated-failure threshold exceeded, an item failure without
+   * `catchItemFailures`, a missing item array) to `handler`.
+   */
+  public addCatch(handler: sfn.IChainable, props: sfn.CatchProps = {}): ThrottledMap {
+    this.map.addCatch(handler, props);
+    return this;
+  }
+
+  /** The states each item runs: [acquire → Wait →] processor, with retries and failure collection. */
+  private itemBody(id: string, props: ThrottledMapProps): sfn.IChainable {
+    const retry = props.retry ?? RetryPolicy.none();
+    const processor = props.itemProcessor;
+    const single = singleTask(processor);
+    const batched = props.batch !== undefined;
+    const limiterOptions = {
+      key: props.limiterKey,
+      tokens: props.tokensPerItem,
+      mode: props.limiterMode,
+      countPath: batched ? 'States.ArrayLength($.Items)' : undefined,
+    };
+
+    let body: sfn.IChainable;
+    let catchOn: { addCatch(handler: sfn.IChainable, props?: sfn.CatchProps): unknown } | undefined;
+    if (props.limiter && single && !batched) {
+      // One task under a limiter: RateLimitedTask (backoff, then a token for the retry).
+      const limited = new RateLimitedTask(this, `${id} Item`, {
+        limiter: props.limiter, task: single, key: props.limiterKey, tokens: props.tokensPerItem, mode: props.limiterMode, retry,
+      });
+      body = limited;
+      catchOn = limited;
+    } else {
+      let chain: sfn.IChainable = processor;
+      if (props.limiter) {
+        const { acquire, wait } = acquireStates(this, `${id} Item`, props.limiter, limiterOptions);
+        wait.next(processor);
+        chain = sfn.Chain.custom(acquire, sfn.Chain.start(processor).endStates, wait);
+      }
+      if (retry.retries || props.catchItemFailures) {
+        // The item's states as one unit: retried whole (the acquire included, so a retry holds a token) and
+        // caught whole.
+        const unit = new sfn.Parallel(this, `${id} Item Unit`, { outputPath: '$[0]' });
+        unit.branch(chain);
+        retry.applyTo(unit);
+        body = unit;
+        catchOn = unit;
+      } else {
+        body = chain;
+      }
+    }
+
+    if (props.catchItemFailures && catchOn) {
+      const failed = new sfn.Pass(this, `${id} Item Failed`, {
+        parameters: { 'failed': true, 'error.$': '$.cdkSfnThrottleItemError', 'item.$': '$' },
+      });
+      catchOn.addCatch(failed, { resultPath: '$.cdkSfnThrottleItemError' });
+      // The failure record ends the item like a success; the fragment's end states are the body's.
+      return sfn.Chain.custom(sfn.Chain.start(body).startState, [...sfn.Chain.start(body).endStates, failed], body);
+    }
+    return body;
+  }
+}
+
+/**
+ * The state machine policy aws-cdk-lib adds for Distributed Maps grants DescribeExecution, StopExecution and
+ * RedriveExecution on `execution:<machine>:*` and `execution:<machine>/<label>:*`: child execution names are
+ * generated per Map Run, so that is as narrow as those grants go. Acknowledged once per stack.
+ */
+class AcknowledgeDistributedMapPolicy implements IAspect {
+  public static addTo(stack: Stack): void {
+    if ((stack as any)[ACKNOWLEDGED]) return;
+    (stack as any)[ACKNOWLEDGED] = true;
+    Aspects.of(stack).add(new AcknowledgeDistributedMapPolicy());
+  }
+
+  public visit(node: IConstruct): void {
+    if (!(node instanceof iam.Policy && node.node.id === 'DistributedMapPolicy' && node.node.scope instanceof sfn.StateMachine)) return;
+    const doc = Stack.of(node).resolve(node.document.toJSON()) as { Statement?: { Resource?: unknown }[] };
+    const resources = (doc.Statement ?? []).flatMap((st) => (Array.isArray(st.Resource) ? st.Resource : [st.Resource]));
+    // cdk-nag names each wildcard finding after the resource, rendered as below.
+    for (const finding of new Set(resources.map(renderForNag).filter((r) => r.includes('*')))) {
+      Validations.of(node).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::${finding}]`,
+        reason: 'Distributed Map child executions get generated names: Describe/Stop/RedriveExecution are scoped to this state machine\'s executions and its Map Run labels, the narrowest ARNs they have',
+      });
+    }
+  }
+}
+
+/** A resolved IAM resource as cdk-nag prints it in finding ids. */
+function renderForNag(v: unknown): string {
+  if (typeof v === 'string') return v;
+  const o = v as Record<string, any>;
+  if (o && typeof o.Ref === 'string' && o.Ref.startsWith('AWS::')) return `<${o.Ref}>`;
+  if (o && Array.isArray(o['Fn::Join']) && o['Fn::Join'][0] === '') return (o['Fn::Join'][1] as unknown[]).map(renderForNag).join('');
+  return JSON.stringify(v);
+}
+
+const ACKNOWLEDGED = Symbol.for('cdk-sfn-throttle.distributed-map-policy-acknowledged');
+
+/** The Map Run label: letters, digits, - and _ (at most 40 characters). */
+function mapRunLabel(id: string): string {
+  return id.replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 40);
+}
+
+/** The processor when it is exactly one Task state. */
+function singleTask(processor: sfn.IChainable): sfn.TaskStateBase | undefined {
+  const chain = sfn.Chain.start(processor);
+  if (chain.startState instanceof sfn.TaskStateBase && chain.endStates.length === 1 && chain.endStates[0] === chain.startState) {
+    return chain.startState;
+  }
+  return undefined;
+}
+
+function validate(scope: Construct, props: ThrottledMapProps, distributed: boolean, concurrency: MapConcurrency): void {
+  const onlyDistributed = (prop: string, given: boolean) => {
+    if (given && !distributed) throw new Error(`${prop} needs distributed: true (inline Maps have no ${prop}), got distributed: false`);
+  };
+  onlyDistributed('batch', props.batch !== undefined);
+  onlyDistributed('itemReader', props.itemReader !== undefined);
+  onlyDistributed('toleratedFailurePercentage', props.toleratedFailurePercentage !== undefined);
+  onlyDistributed('toleratedFailureCount', props.toleratedFailureCount !== undefined);
+  onlyDistributed('mapExecutionType', props.mapExecutionType !== undefined);
+  if (props.itemReader && props.itemsPath !== undefined) {
+    throw new Error(`itemsPath and itemReader are exclusive: items come from one of them, got itemsPath ${props.itemsPath} and an itemReader`);
+  }
+  if (props.toleratedFailurePercentage !== undefined) {
+    checkRange('toleratedFailurePercentage', props.toleratedFailurePercentage, { min: 0, max: 100 });
+  }
+  if (props.toleratedFailureCount !== undefined) {
+    checkRange('toleratedFailureCount', props.toleratedFailureCount, { min: 0, max: 100_000_000, integer: true });
+  }
+  if (props.batch) {
+    if (props.batch.maxItems === undefined && props.batch.maxInputBytes === undefined) {
+      throw new Error('batch needs maxItems or maxInputBytes (or both), got neither');
+    }
+    if (props.batch.maxItems !== undefined) checkRange('batch.maxItems', props.batch.maxItems, { min: 1, max: 100_000, integer: true });
+    if (props.batch.maxInputBytes !== undefined) checkRange('batch.maxInputBytes', props.batch.maxInputBytes, { min: 1, max: 262_144, integer: true });
+  }
+  if (props.tokensPerItem !== undefined && !props.limiter) {
+    throw new Error(`tokensPerItem needs a limiter, got tokensPerItem ${props.tokensPerItem} and no limiter`);
+  }
+  if (props.limiterKey !== undefined && !props.limiter) throw new Error(`limiterKey needs a limiter, got limiterKey ${props.limiterKey} and no limiter`);
+  if (props.limiterMode !== undefined && !props.limiter) throw new Error(`limiterMode needs a limiter, got limiterMode ${props.limiterMode} and no limiter`);
+  if (props.limiter) {
+    const perAcquire = Math.floor(props.limiter.burst / props.limiter.shards);
+    const tokens = props.tokensPerItem ?? 1;
+    checkRange('tokensPerItem', tokens, { min: 1, max: perAcquire, integer: true, why: `floor(burst ${props.limiter.burst} / shards ${props.limiter.shards})` });
+    if (props.batch) {
+      if (props.batch.maxItems === undefined) {
+        throw new Error('batch.maxItems is required with a limiter (a batch acquires tokensPerItem per item), got only batch.maxInputBytes');
+      }
+      const batchTokens = tokens * props.batch.maxItems;
+      if (batchTokens > perAcquire) {
+        throw new Error(`tokensPerItem × batch.maxItems must be at most floor(burst ${props.limiter.burst} / shards ${props.limiter.shards}) = ${perAcquire} (one acquire per batch), got ${tokens} × ${props.batch.maxItems} = ${batchTokens}`);
+      }
+    }
+  }
+  const n = concurrency.maxConcurrency;
+  if (!distributed && n !== undefined && !Token.isUnresolved(n) && n > INLINE_MAX_CONCURRENCY) {
+    Annotations.of(scope).addWarningV2('cdk-sfn-throttle:inlineMapConcurrency',
+      `concurrency ${n} (${concurrency.description}) is above what an inline Map runs at once (${INLINE_MAX_CONCURRENCY}): use distributed: true, or expect at most ${INLINE_MAX_CONCURRENCY}`);
+  }
+}
