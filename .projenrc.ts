@@ -101,9 +101,9 @@ updateSnapshots.exec('jest --ci=false --updateSnapshot --coverage=false', { rece
 // `npm test` on a fresh clone: bundle the handlers, type-check with jsii, then jest + eslint.
 // jsii compiles src/; jest type-checks what tests import. This checks the rest (handlers, runner, bench).
 const typecheck = project.addTask('typecheck', {
-  description: 'Type-check the handler, local runner and bench sources',
+  description: 'Type-check the handler, local runner, bench and example sources',
 });
-for (const dir of ['lambda', 'local', 'bench']) {
+for (const dir of ['lambda', 'local', 'bench', 'examples']) {
   typecheck.exec(`tsc --noEmit -p ${dir}/tsconfig.json`);
 }
 
@@ -122,6 +122,14 @@ project.addTask('bench', {
     { exec: 'ts-node --transpile-only --project bench/tsconfig.json bench/run.ts' },
   ],
   receiveArgs: true,
+});
+
+project.addTask('demo', {
+  description: 'Runs the shipping-API example locally: 100 orders through a 5 requests/s limit, charted',
+  steps: [
+    { spawn: 'bundle' },
+    { exec: 'ts-node --transpile-only --project examples/tsconfig.json examples/demo.ts' },
+  ],
 });
 
 // `npm test` is the README's test command and what .ci/run runs.

@@ -206,7 +206,7 @@ export class LocalRunner {
     process.env.AWS_SECRET_ACCESS_KEY = process.env.AWS_SECRET_ACCESS_KEY ?? 'local';
 
     for (const [id, r] of Object.entries(this.template.Resources)) {
-      if (r.Type === 'AWS::DynamoDB::Table') await this.createTable(id, r.Properties);
+      if (r.Type === 'AWS::DynamoDB::Table' || r.Type === 'AWS::DynamoDB::GlobalTable') await this.createTable(id, r.Properties);
     }
     for (const [id, r] of Object.entries(this.template.Resources)) {
       if (r.Type === 'AWS::Lambda::Function') this.loadFunction(id, r.Properties);
@@ -334,7 +334,8 @@ export class LocalRunner {
   private localNames(id: string, r: any): { ref: string; arn: string } {
     const acct = LOCAL_ACCOUNT;
     switch (r.Type) {
-      case 'AWS::DynamoDB::Table': {
+      case 'AWS::DynamoDB::Table':
+      case 'AWS::DynamoDB::GlobalTable': {
         const name = typeof r.Properties?.TableName === 'string' ? r.Properties.TableName : id;
         return { ref: name, arn: `arn:aws:dynamodb:${this.region}:${acct}:table/${name}` };
       }

@@ -1,0 +1,56 @@
+// Scenario (c): one order fans out (Parallel) to two downstreams with limits of their own — a carrier API at
+// 2 requests/s and a CRM at 10 requests/s. Two limiters share one table; each branch waits only for its own.
+import { Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import type { Construct } from 'constructs';
+import { RateLimitedTask, RateLimiter, RetryPolicy } from '../../src';
+
+export const CARRIER_RATE = 2;
+export const CRM_RATE = 10;
+
+export class FanOutStack extends Stack {
+  public readonly machine: sfn.StateMachine;
+
+  constructor(scope: Construct, id: string, props?: StackProps) {
+    super(scope, id, props);
+    const carrierLimit = new RateLimiter(this, 'CarrierLimit', {
+      limiterName: 'carrier', ratePerSecond: CARRIER_RATE, burst: 1, maxWait: Duration.minutes(15), removalPolicy: RemovalPolicy.DESTROY,
+    });
+    const crmLimit = new RateLimiter(this, 'CrmLimit', {
+      limiterName: 'crm', ratePerSecond: CRM_RATE, burst: 2, maxWait: Duration.minutes(15), table: carrierLimit.table,
+    });
+
+    const notifyCarrier = new RateLimitedTask(this, 'Carrier', {
+      limiter: carrierLimit,
+      task: new tasks.CallAwsService(this, 'Notify Carrier', {
+        service: 'eventbridge',
+        action: 'putEvents',
+        iamResources: [this.formatArn({ service: 'events', resource: 'event-bus', resourceName: 'carrier' })],
+        parameters: { Entries: [{ 'Source': 'orders', 'DetailType': 'ShipmentBooked', 'Detail.$': 'States.JsonToString($)', 'EventBusName': 'carrier' }] },
+        resultPath: sfn.JsonPath.DISCARD,
+      }),
+      retry: RetryPolicy.throttling(),
+    });
+    const updateCrm = new RateLimitedTask(this, 'CRM', {
+      limiter: crmLimit,
+      task: new tasks.CallAwsService(this, 'Update CRM', {
+        service: 'eventbridge',
+        action: 'putEvents',
+        iamResources: [this.formatArn({ service: 'events', resource: 'event-bus', resourceName: 'crm' })],
+        parameters: { Entries: [{ 'Source': 'orders', 'DetailType': 'OrderShipped', 'Detail.$': 'States.JsonToString($)', 'EventBusName': 'crm' }] },
+        resultPath: sfn.JsonPath.DISCARD,
+      }),
+      retry: RetryPolicy.throttling(),
+    });
+
+    const fanOut = new sfn.Parallel(this, 'Fan Out', { resultPath: sfn.JsonPath.DISCARD })
+      .branch(notifyCarrier)
+      .branch(updateCrm);
+    this.machine = new sfn.StateMachine(this, 'OrderFanOut', {
+      definitionBody: sfn.DefinitionBody.fromChainable(fanOut),
+      tracingEnabled: true,
+      timeout: Duration.hours(1),
+    });
+  }
+}

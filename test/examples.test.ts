@@ -1,0 +1,125 @@
+import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { App, Stack } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { aslOf } from './support/asl';
+import { FanOutStack, CARRIER_RATE, CRM_RATE } from '../examples/fan-out/stack';
+import { InferenceBatchStack, BATCH_SIZE, ENDPOINT_CONCURRENCY } from '../examples/inference-batch/stack';
+import { ShippingApiStack, SHIPPING_API_BURST, SHIPPING_API_RATE } from '../examples/shipping-api/stack';
+import { LocalRunner } from '../local/runner';
+import { type Admission, nowUs, sleep, windowViolations } from '../local/timing';
+
+const ENV = { env: { account: '123456789012', region: 'us-east-1' } };
+
+const quiet = async <T>(fn: () => Promise<T>): Promise<T> => {
+  const out = process.stdout.write;
+  process.stdout.write = (() => true) as any; // EMF lines
+  try {
+    return await fn();
+  } finally {
+    process.stdout.write = out;
+  }
+};
+
+const expectBound = (calls: Admission[], rate: number, burst: number) => {
+  for (const w of [100_000, 1_000_000, 5_000_000]) expect([w, windowViolations(calls, rate, burst, w)]).toEqual([w, 0]);
+};
+
+describe('examples', () => {
+  test.each([
+    ['shipping-api', () => new ShippingApiStack(new App(), 'ShippingApiExample', ENV)],
+    ['inference-batch', () => new InferenceBatchStack(new App(), 'InferenceBatchExample', ENV)],
+    ['fan-out', () => new FanOutStack(new App(), 'FanOutExample', ENV)],
+  ] as [string, () => Stack][])('%s synthesizes (snapshot)', (_name, make) => {
+    expect(Template.fromStack(make()).toJSON()).toMatchSnapshot();
+  });
+
+  test('(a) inference batch: batches of 25 from the S3 reader, never more than 4 in flight at the endpoint', async () => {
+    const stack = new InferenceBatchStack(new App(), 'InferenceBatchExample', ENV);
+    expect(aslOf(Template.fromStack(stack)).States['Score Dataset']).toMatchObject({
+      ItemReader: { Resource: 'arn:<AWS::Partition>:states:::s3:getObject', ReaderConfig: { InputType: 'JSON' } },
+      ItemBatcher: { MaxItemsPerBatch: BATCH_SIZE },
+      MaxConcurrency: ENDPOINT_CONCURRENCY,
+      ToleratedFailurePercentage: 1,
+    });
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const runner = await LocalRunner.start(stack, stack.machine, {
+      itemReaders: { 'Score Dataset': () => Array.from({ length: 210 }, (_, id) => ({ id, text: `record ${id}` })) },
+      taskHandlers: {
+        'Score Batch': async (input: any) => {
+          maxInFlight = Math.max(maxInFlight, ++inFlight);
+          await sleep(50);
+          inFlight--;
+          const records = JSON.parse(input.Body);
+          return { Body: JSON.stringify(records.map((r: any) => ({ id: r.id, score: (r.id % 10) / 10 }))) };
+        },
+      },
+    });
+    try {
+      const r = await runner.run({});
+      expect(r.status).toBe('SUCCEEDED');
+      // 210 records: 8 batches of 25 and one of 10, each scored
+      expect(r.output.map((b: any) => b.scores.length)).toEqual([25, 25, 25, 25, 25, 25, 25, 25, 10]);
+      expect(maxInFlight).toBe(ENDPOINT_CONCURRENCY);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  test('(b) shipping API: 20 orders at once, 20 % answered 429 first — 5/s holds at the API, every label saved', async () => {
+    const stack = new ShippingApiStack(new App(), 'ShippingApiExample', ENV);
+    const calls: Admission[] = [];
+    const seen = new Set<string>();
+    const runner = await LocalRunner.start(stack, stack.machine, {
+      dynamoDbProcess: true,
+      taskHandlers: {
+        'Create Shipping Label': (input: any) => {
+          calls.push({ atUs: nowUs(), tokens: 1 });
+          const id: string = input.RequestBody.orderId;
+          // every fifth order is refused once with 429, the way a strict provider answers
+          if (Number(id.split('-')[1]) % 5 === 0 && !seen.has(id)) {
+            seen.add(id);
+            throw Object.assign(new Error('Too Many Requests'), { name: 'States.Http.StatusCode.429' });
+          }
+          return { ResponseBody: { trackingNumber: `TRK-${id}` }, StatusCode: 200 };
+        },
+      },
+    });
+    try {
+      const results = await quiet(() => Promise.all(Array.from({ length: 20 }, (_, i) => runner.run({ orderId: `order-${i}`, address: {} }))));
+      expect(results.filter((r) => r.status !== 'SUCCEEDED').map((r) => [r.error, r.cause])).toEqual([]);
+      expect(calls).toHaveLength(24);
+      expectBound(calls, SHIPPING_API_RATE, SHIPPING_API_BURST);
+      const labels = stack.getLogicalId(stack.labels.node.defaultChild as any);
+      const saved = await runner.db.client.send(new GetItemCommand({ TableName: runner.nameOf(labels), Key: { orderId: { S: 'order-5' } } }));
+      expect(saved.Item?.trackingNumber).toEqual({ S: 'TRK-order-5' });
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  test('(c) fan-out: each branch within its own downstream limit', async () => {
+    const stack = new FanOutStack(new App(), 'FanOutExample', ENV);
+    const carrier: Admission[] = [];
+    const crm: Admission[] = [];
+    const runner = await LocalRunner.start(stack, stack.machine, {
+      dynamoDbProcess: true,
+      taskHandlers: {
+        'Notify Carrier': () => carrier.push({ atUs: nowUs(), tokens: 1 }) && { Entries: [{ EventId: 'c' }] },
+        'Update CRM': () => crm.push({ atUs: nowUs(), tokens: 1 }) && { Entries: [{ EventId: 'r' }] },
+      },
+    });
+    try {
+      const results = await quiet(() => Promise.all(Array.from({ length: 8 }, (_, i) => runner.run({ orderId: `o-${i}` }))));
+      expect(results.filter((r) => r.status !== 'SUCCEEDED').map((r) => [r.error, r.cause])).toEqual([]);
+      expect([carrier.length, crm.length]).toEqual([8, 8]);
+      expectBound(carrier, CARRIER_RATE, 1);
+      expectBound(crm, CRM_RATE, 2);
+      // the CRM branch did not wait for the carrier's slower limit
+      const last = (xs: Admission[]) => Math.max(...xs.map((x) => x.atUs));
+      expect(last(crm)).toBeLessThan(last(carrier) - 1_000_000);
+    } finally {
+      await runner.stop();
+    }
+  });
+});
