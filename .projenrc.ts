@@ -31,6 +31,8 @@ const project = new awscdk.AwsCdkConstructLibrary({
   devDeps: [
     'cdk-nag@^3.0.2',
     '@aws-sdk/client-dynamodb@^3',
+    '@aws-sdk/client-lambda@^3',
+    '@aws-sdk/client-sfn@^3',
     'esbuild@^0.28.2',
     'fast-check@^4',
     'dynalite@4.0.0',
@@ -75,6 +77,19 @@ new awscdk.LambdaFunction(project, {
   entrypoint: 'lambda/rate-limiter/acquire.lambda.ts',
   constructFile: 'src/private/acquire-function.ts',
   constructName: 'AcquireFunction',
+  cdkDeps: project.cdkDeps,
+  runtime: awscdk.LambdaRuntime.NODEJS_24_X,
+  bundlingOptions: {
+    externals: ['@aws-sdk/*'],
+    sourcemap: false,
+  },
+});
+
+// The BufferedQueueConsumer dispatcher: shares the limiter's Limiter and store code (one implementation).
+new awscdk.LambdaFunction(project, {
+  entrypoint: 'lambda/dispatcher/dispatch.lambda.ts',
+  constructFile: 'src/private/dispatch-function.ts',
+  constructName: 'DispatchFunction',
   cdkDeps: project.cdkDeps,
   runtime: awscdk.LambdaRuntime.NODEJS_24_X,
   bundlingOptions: {

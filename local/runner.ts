@@ -12,8 +12,10 @@ import { App, CfnResource, Stack, Stage } from 'aws-cdk-lib';
 import * as cxapi from 'aws-cdk-lib/cx-api';
 import type * as Alsf from 'aws-local-stepfunctions' with { 'resolution-mode': 'import' };
 import type { IConstruct } from 'constructs';
+import { type LocalEndpoint, startLocalEndpoint } from './aws-endpoint';
 import { type EmulatedMap, emulatedMapHandler, type ItemReaderHandler, rewriteMaps } from './distributed-map';
 import { type LocalDynamoDb, type LocalDynamoDbOptions, startDynalite, startDynaliteProcess } from './dynalite';
+import { LocalEventSource, LocalQueue } from './sqs';
 
 // aws-local-stepfunctions uses Promise.withResolvers (Node >= 22).
 const P = Promise as any;
@@ -39,6 +41,11 @@ export type TaskHandler = (input: any) => unknown;
 export interface LocalRunnerOptions {
   /** Handlers for Task states, by state name. They take precedence over the runner's own. */
   readonly taskHandlers?: Record<string, TaskHandler>;
+  /**
+   * Local stand-ins for Lambda functions of the template, by logical id: run instead of the function's code,
+   * wherever it is invoked (Task states, event sources, other handlers' Lambda clients).
+   */
+  readonly functionHandlers?: Record<string, (event: any) => unknown>;
   /** Milliseconds to wait instead of what a Wait state says, by state name. */
   readonly waitTimeOverrides?: Record<string, number>;
   /** Milliseconds a retrier waits instead of what its Retry says, by state name. */
@@ -48,6 +55,11 @@ export interface LocalRunnerOptions {
    * the state input, returns the items.
    */
   readonly itemReaders?: Record<string, ItemReaderHandler>;
+  /**
+   * Milliseconds every queue keeps a received message invisible, instead of its template VisibilityTimeout
+   * (which is minutes for a consumer with a long timeout): lets redelivery and dead-lettering run in a test.
+   */
+  readonly queueVisibilityTimeoutMs?: number;
   /** Options of the local DynamoDB. */
   readonly dynamoDb?: LocalDynamoDbOptions;
   /**
@@ -101,12 +113,18 @@ export class LocalRunner {
       ? 'us-east-1' : stack.resolve(stack.region);
     const smId = typeof stateMachine === 'string' ? stateMachine : stack.getLogicalId(stateMachine.node.defaultChild as CfnResource);
     const db = options.dynamoDbProcess ? await startDynaliteProcess(options.dynamoDb) : await startDynalite(options.dynamoDb);
+    let runner: LocalRunner;
     try {
-      const runner = new LocalRunner(template, artifact, db, region, smId, options);
+      runner = new LocalRunner(template, artifact, db, region, smId, options);
+    } catch (err) {
+      await db.stop();
+      throw err;
+    }
+    try {
       await runner.prepare();
       return runner;
     } catch (err) {
-      await db.stop();
+      await runner.stop();
       throw err;
     }
   }
@@ -117,6 +135,12 @@ export class LocalRunner {
   private readonly names = new Map<string, { ref: string; arn: string }>();
   private readonly handlers: Record<string, TaskHandler> = {};
   private readonly machine: Alsf.StateMachine;
+  /** The template's SQS queues, by logical id. */
+  public readonly queues = new Map<string, LocalQueue>();
+  private readonly eventSources: LocalEventSource[] = [];
+  private endpoint?: LocalEndpoint;
+  /** Tasks waiting for a token (`.waitForTaskToken`), by token. */
+  private readonly waiting = new Map<string, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
   /** Map states the runner runs itself (distributed mode, batching, item readers, tolerated failures). */
   private readonly emulatedMaps: EmulatedMap[];
 
@@ -138,6 +162,7 @@ export class LocalRunner {
     const def = this.resolve(sm.Properties.DefinitionString ?? sm.Properties.Definition);
     this.definition = typeof def === 'string' ? JSON.parse(def) : def;
     this.emulatedMaps = rewriteMaps(this.definition.States);
+    replaceTaskTokenPaths(this.definition);
     this.machine = new alsf.StateMachine(this.definition, { validationOptions: { checkArn: false } });
   }
 
@@ -193,8 +218,22 @@ export class LocalRunner {
     };
   }
 
-  /** Stops the local DynamoDB. */
+  /** The queue of the template with this logical id. */
+  public queue(logicalId: string): LocalQueue {
+    const q = this.queues.get(logicalId);
+    if (!q) throw new Error(`no SQS queue ${logicalId} in the template`);
+    return q;
+  }
+
+  /** Event source mappings running (one per SQS mapping of the template). */
+  public get consumers(): readonly LocalEventSource[] {
+    return this.eventSources;
+  }
+
+  /** Stops the event source pollers, the local endpoint and the local DynamoDB. */
   public async stop(): Promise<void> {
+    await Promise.all(this.eventSources.map((e) => e.stop()));
+    await this.endpoint?.stop();
     await this.db.stop();
   }
 
@@ -211,6 +250,18 @@ export class LocalRunner {
     for (const [id, r] of Object.entries(this.template.Resources)) {
       if (r.Type === 'AWS::Lambda::Function') this.loadFunction(id, r.Properties);
     }
+    this.createQueues();
+    // Lambda Invoke and the task-token callbacks, for handlers' own SDK clients.
+    this.endpoint = await startLocalEndpoint({
+      invoke: (name, payload) => {
+        const fn = this.functionByArn(name);
+        return fn ? fn.handler(payload, lambdaContext(fn)) : undefined;
+      },
+      taskSuccess: (token, output) => this.settle(token, (w) => w.resolve(output)),
+      taskFailure: (token, error, cause) => this.settle(token, (w) => w.reject(Object.assign(new Error(cause), { name: error }))),
+    });
+    process.env.AWS_ENDPOINT_URL_LAMBDA = this.endpoint.url;
+    process.env.AWS_ENDPOINT_URL_SFN = this.endpoint.url;
 
     const emulated = new Map(this.emulatedMaps.map((m) => [m.name, emulatedMapHandler(m, {
       alsf,
@@ -234,10 +285,29 @@ export class LocalRunner {
     if (missing.length > 0) {
       throw new Error(`the local runner has no handler for Task state ${missing.join(', ')}: give it one in taskHandlers (nothing is sent to AWS)`);
     }
+    this.startEventSources();
   }
 
   private handlerFor(state: any): TaskHandler | undefined {
     const resource: string = state.Resource;
+    const sqsSend = /^arn:aws:states:::sqs:sendMessage(\.waitForTaskToken)?$/.exec(resource);
+    if (sqsSend) {
+      return (input) => {
+        const queue = [...this.queues.values()].find((q) => this.names.get(q.name)?.ref === input.QueueUrl);
+        if (!queue) throw Object.assign(new Error(`queue ${input.QueueUrl} is not in the template`), { name: 'SQS.QueueDoesNotExistException' });
+        if (!sqsSend[1]) {
+          const messageId = queue.send(typeof input.MessageBody === 'string' ? input.MessageBody : JSON.stringify(input.MessageBody), input.MessageGroupId);
+          return { MessageId: messageId };
+        }
+        // Wait for the token: SendTaskSuccess/Failure (from a handler, through the local endpoint) settles it.
+        const token = `local-token-${Math.random().toString(36).slice(2)}-${Date.now()}`;
+        const body = withToken(input.MessageBody, token);
+        return new Promise((resolve, reject) => {
+          this.waiting.set(token, { resolve, reject });
+          queue.send(typeof body === 'string' ? body : JSON.stringify(body), input.MessageGroupId);
+        });
+      };
+    }
     const direct = this.functionByArn(resource);
     if (direct) return (input) => direct.handler(input, lambdaContext(direct));
     if (resource === 'arn:aws:states:::lambda:invoke') {
@@ -265,6 +335,53 @@ export class LocalRunner {
     return undefined;
   }
 
+  private settle(token: string, how: (w: { resolve: (v: unknown) => void; reject: (e: unknown) => void }) => void): boolean {
+    const w = this.waiting.get(token);
+    if (!w) return false;
+    this.waiting.delete(token);
+    how(w);
+    return true;
+  }
+
+  /** Every AWS::SQS::Queue as an in-memory queue, with its redrive policy. */
+  private createQueues(): void {
+    const props = (id: string) => this.template.Resources[id].Properties ?? {};
+    for (const [id, r] of Object.entries(this.template.Resources)) {
+      if (r.Type !== 'AWS::SQS::Queue') continue;
+      const p = props(id);
+      this.queues.set(id, new LocalQueue({
+        name: id,
+        fifo: p.FifoQueue === true || p.FifoQueue === 'true',
+        visibilityTimeoutMs: this.options.queueVisibilityTimeoutMs ?? Number(p.VisibilityTimeout ?? 30) * 1000,
+      }, this.region, LOCAL_ACCOUNT));
+    }
+    for (const [id, q] of this.queues) {
+      const redrive = this.resolve(props(id).RedrivePolicy);
+      if (!redrive) continue;
+      const dlq = [...this.queues.values()].find((x) => this.names.get(x.name)?.arn === redrive.deadLetterTargetArn);
+      if (!dlq) throw new Error(`queue ${id}: dead-letter queue ${redrive.deadLetterTargetArn} is not in the template`);
+      q.setRedrive(dlq, Number(redrive.maxReceiveCount));
+    }
+  }
+
+  /** Every SQS event source mapping: pollers feeding its function, as Lambda's would. */
+  private startEventSources(): void {
+    for (const r of Object.values(this.template.Resources)) {
+      if (r.Type !== 'AWS::Lambda::EventSourceMapping') continue;
+      const p = this.resolve(r.Properties);
+      const queue = [...this.queues.values()].find((q) => this.names.get(q.name)?.arn === p.EventSourceArn);
+      if (!queue) continue;
+      const fn = this.functionByArn(p.FunctionName);
+      if (!fn) throw new Error(`event source mapping of ${p.EventSourceArn}: function ${p.FunctionName} is not in the template`);
+      this.eventSources.push(new LocalEventSource(queue, (event) => fn.handler(event, lambdaContext(fn)), {
+        batchSize: Number(p.BatchSize ?? 10),
+        maxBatchingWindowMs: Number(p.MaximumBatchingWindowInSeconds ?? 0) * 1000,
+        maxConcurrency: Number(p.ScalingConfig?.MaximumConcurrency ?? 2),
+        reportBatchItemFailures: (p.FunctionResponseTypes ?? []).includes('ReportBatchItemFailures'),
+      }));
+    }
+  }
+
   private functionByArn(arnOrName: unknown): LocalFunction | undefined {
     if (typeof arnOrName !== 'string') return undefined;
     const bare = arnOrName.replace(/:(\$LATEST|\d+)$/, '');
@@ -289,6 +406,12 @@ export class LocalRunner {
   }
 
   private loadFunction(id: string, props: any): void {
+    const standIn = this.options.functionHandlers?.[id];
+    if (standIn) {
+      const n = this.names.get(id)!;
+      this.functions.set(id, { logicalId: id, name: n.ref, arn: n.arn, handler: this.asLambda(async (e) => standIn(e)) });
+      return;
+    }
     const [file, exportName] = splitHandler(props.Handler ?? 'index.handler');
     let filename: string;
     if (props.Code?.ZipFile !== undefined) {
@@ -308,17 +431,21 @@ export class LocalRunner {
       logicalId: id,
       name: n.ref,
       arn: n.arn,
-      handler: async (e, c) => {
-        try {
-          return await handler(e, c);
-        } catch (err) {
-          // As Lambda reports it to Step Functions: Error = errorType, Cause = the JSON error envelope.
-          const name = (err as Error)?.name ?? 'Error';
-          const cause = JSON.stringify({ errorType: name, errorMessage: (err as Error)?.message ?? String(err), trace: [] });
-          throw Object.assign(new Error(cause), { name });
-        }
-      },
+      handler: this.asLambda(handler),
     });
+  }
+
+  /** A handler whose failures reach callers as Lambda reports them: Error = errorType, Cause = the JSON envelope. */
+  private asLambda(handler: (e: unknown, c: unknown) => Promise<unknown>): LocalFunction['handler'] {
+    return async (e, c) => {
+      try {
+        return await handler(e, c);
+      } catch (err) {
+        const name = (err as Error)?.name ?? 'Error';
+        const cause = JSON.stringify({ errorType: name, errorMessage: (err as Error)?.message ?? String(err), trace: [] });
+        throw Object.assign(new Error(cause), { name });
+      }
+    };
   }
 
   private assetDirOf(id: string, code: any): string {
@@ -412,6 +539,33 @@ export function taskStates(definition: any): [string, any][] {
   };
   visit(definition.States);
   return out;
+}
+
+/** Stands in for `$$.Task.Token` in the definition; the runner puts a real token in its place when it sends. */
+const TASK_TOKEN_PLACEHOLDER = '__local_task_token__';
+
+/** aws-local-stepfunctions has no task tokens: every `"x.$": "$$.Task.Token"` becomes a placeholder literal. */
+function replaceTaskTokenPaths(node: any): void {
+  if (Array.isArray(node)) {
+    node.forEach(replaceTaskTokenPaths);
+    return;
+  }
+  if (node === null || typeof node !== 'object') return;
+  for (const key of Object.keys(node)) {
+    if (key.endsWith('.$') && node[key] === '$$.Task.Token') {
+      delete node[key];
+      node[key.slice(0, -2)] = TASK_TOKEN_PLACEHOLDER;
+    } else {
+      replaceTaskTokenPaths(node[key]);
+    }
+  }
+}
+
+function withToken(v: any, token: string): any {
+  if (v === TASK_TOKEN_PLACEHOLDER) return token;
+  if (Array.isArray(v)) return v.map((x) => withToken(x, token));
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, withToken(x, token)]));
+  return v;
 }
 
 /** States entered, counted from an execution's history. */

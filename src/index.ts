@@ -3,3 +3,4 @@ export * from './rate-limiter';
 export * from './rate-limited-task';
 export * from './retry-policy';
 export * from './throttled-map';
+export * from './buffered-queue-consumer';

@@ -5,11 +5,11 @@ import { LimiterUnavailable, RateLimitExceeded } from './errors';
 import { configFromEnv, Limiter } from './limiter';
 import { type AcquireRequest, parseRequest } from './request';
 import { retryStep } from './retry';
+import { clockUs, sleepUntilUs } from '../shared/clock';
 
 // Built once per container. The client uses the default SDK configuration, so AWS_ENDPOINT_URL_DYNAMODB /
 // AWS_ENDPOINT_URL can point it at a local emulator.
 const config = configFromEnv(process.env);
-const clockUs = () => Math.floor((performance.timeOrigin + performance.now()) * 1000);
 const limiter = new Limiter(config, {
   store: new DynamoDbBucketStore(new DynamoDBClient({}), requiredEnv('TABLE_NAME')),
   clockUs,
@@ -94,10 +94,7 @@ async function backoff(event: unknown, request: AcquireRequest): Promise<Backoff
  */
 async function sleepSubSecondUntil(atUs: number): Promise<number> {
   const waitSeconds = Math.floor(Math.max(0, atUs - clockUs()) / 1_000_000);
-  const wakeAtUs = atUs - waitSeconds * 1_000_000;
-  for (let leftUs = wakeAtUs - clockUs(); leftUs > 0; leftUs = wakeAtUs - clockUs()) {
-    await new Promise((resolve) => setTimeout(resolve, Math.ceil(leftUs / 1000)));
-  }
+  await sleepUntilUs(atUs - waitSeconds * 1_000_000);
   return waitSeconds;
 }
 

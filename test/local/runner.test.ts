@@ -2,7 +2,7 @@ import * as path from 'path';
 import { App, Duration, Stack } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
-import * as sqs from 'aws-cdk-lib/aws-sqs';
+import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { LocalRunner, statesEntered } from '../../local/runner';
@@ -71,19 +71,19 @@ describe('LocalRunner', () => {
   });
 
   test('fails loudly, before running, on a task it has no handler for', async () => {
-    // GIVEN a machine that also sends to SQS, with no handler for it
-    const { stack, machine } = plainMachine((s, chain) => chain.next(new tasks.SqsSendMessage(s, 'Notify', {
-      queue: new sqs.Queue(s, 'Notifications', { enforceSSL: true }),
-      messageBody: sfn.TaskInput.fromJsonPathAt('$.orderId'),
+    // GIVEN a machine that also publishes to SNS, with no handler for it
+    const { stack, machine } = plainMachine((s, chain) => chain.next(new tasks.SnsPublish(s, 'Notify', {
+      topic: new sns.Topic(s, 'Notifications', { enforceSSL: true }),
+      message: sfn.TaskInput.fromJsonPathAt('$.orderId'),
     })));
     // WHEN / THEN
-    await expect(LocalRunner.start(stack, machine)).rejects.toThrow(/no handler for Task state "Notify" \(Resource arn:aws:states:::sqs:sendMessage\)/);
+    await expect(LocalRunner.start(stack, machine)).rejects.toThrow(/no handler for Task state "Notify" \(Resource arn:aws:states:::sns:publish\)/);
     // and with a handler it runs
     const sent: unknown[] = [];
     const runner = await LocalRunner.start(stack, machine, { taskHandlers: { Notify: (input) => { sent.push(input); return { MessageId: 'm-1' }; } } });
     try {
       expect((await runner.run({ orderId: 'o-3' })).status).toBe('SUCCEEDED');
-      expect(sent).toEqual([{ QueueUrl: expect.stringContaining('Notifications'), MessageBody: 'o-3' }]);
+      expect(sent).toEqual([{ TopicArn: expect.stringContaining('Notifications'), Message: 'o-3' }]);
     } finally {
       await runner.stop();
     }
