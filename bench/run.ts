@@ -2,6 +2,7 @@
 // npm run bench: prints figures; asserts nothing. See README "Benchmarks".
 import * as os from 'os';
 import { measureVariants } from './bundle.bench';
+import { dispatcherScenarios, runDispatcher } from './dispatcher.bench';
 import { runFixedWindow, runGcra, type Scenario } from './rate-limiter.bench';
 import { table } from './stats';
 import { runFixedWaitLoop, runMapWithRetry, runRateLimitedTask } from './workflow.bench';
@@ -53,6 +54,16 @@ async function main() {
     process.stderr.write('running the workflow scenario and its baselines…\n');
     const rows = [await runRateLimitedTask(), await runMapWithRetry(), await runFixedWaitLoop()];
     console.log('## Workflow: 60 items, downstream limit 10/s burst 1 (it rejects excess calls with a throttling error); local runner\n');
+    console.log(table(rows));
+    console.log();
+  }
+  if (want('dispatcher')) {
+    const rows = [];
+    for (const s of dispatcherScenarios) {
+      process.stderr.write(`running the dispatcher: ${s.name}…\n`);
+      rows.push(await runDispatcher(s));
+    }
+    console.log('## BufferedQueueConsumer dispatcher: a backlog drained through the local runner (target calls counted where they arrive)\n');
     console.log(table(rows));
     console.log();
   }
