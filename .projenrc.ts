@@ -33,6 +33,7 @@ const project = new awscdk.AwsCdkConstructLibrary({
     '@aws-sdk/client-dynamodb@^3',
     '@aws-sdk/client-lambda@^3',
     '@aws-sdk/client-sfn@^3',
+    'cdk-monitoring-constructs@^10',
     'esbuild@^0.28.2',
     'fast-check@^4',
     'dynalite@4.0.0',

@@ -4,3 +4,4 @@ export * from './rate-limited-task';
 export * from './retry-policy';
 export * from './throttled-map';
 export * from './buffered-queue-consumer';
+export * from './monitoring/throttle-dashboard';

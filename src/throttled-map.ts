@@ -1,4 +1,5 @@
-import { Annotations, Aspects, Duration, IAspect, Stack, Token, Validations } from 'aws-cdk-lib';
+import { Annotations, Aspects, Duration, Fn, IAspect, Stack, Token, Validations } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
@@ -236,6 +237,8 @@ export class ThrottledMap extends sfn.StateMachineFragment {
   public readonly concurrency: MapConcurrency;
   /** Whether this is a Distributed Map. */
   public readonly distributed: boolean;
+  /** The Map Run label of a distributed map (child executions' metrics are published under it). */
+  public readonly mapRunLabel?: string;
   private readonly map: sfn.Map | sfn.DistributedMap;
 
   constructor(scope: Construct, id: string, props: ThrottledMapProps) {
@@ -258,7 +261,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
       this.map = new sfn.DistributedMap(this, id, {
         ...common,
         // The label names the Map Run, and scopes the role's RedriveExecution grant to this map's children.
-        label: mapRunLabel(id),
+        label: this.mapRunLabel = mapRunLabel(id),
         itemReader: props.itemReader,
         itemBatcher: batch ? new sfn.ItemBatcher({
           maxItemsPerBatch: batch.maxItems,
@@ -288,6 +291,34 @@ export class ThrottledMap extends sfn.StateMachineFragment {
   public addCatch(handler: sfn.IChainable, props: sfn.CatchProps = {}): ThrottledMap {
     this.map.addCatch(handler, props);
     return this;
+  }
+
+  /**
+   * A metric of this distributed map's items (its child executions), as Step Functions publishes it: namespace
+   * `AWS/States`, dimension `StateMachineArn` = `<stateMachineArn>/<Map Run label>`. `metricName` is one of
+   * `ExecutionsStarted`, `ExecutionsSucceeded`, `ExecutionsFailed`, `ExecutionsTimedOut`, `ExecutionsAborted`.
+   *
+   * @default - sum over 1 minute
+   */
+  public metricItems(metricName: string, stateMachine: sfn.IStateMachine, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    if (!this.distributed || !this.mapRunLabel) throw new Error(`metricItems needs a distributed map: ${this.node.path} is inline (its items are states of the parent execution)`);
+    return new cloudwatch.Metric({
+      namespace: 'AWS/States',
+      metricName,
+      dimensionsMap: { StateMachineArn: Fn.join('', [stateMachine.stateMachineArn, '/', this.mapRunLabel]) },
+      statistic: cloudwatch.Stats.SUM,
+      period: Duration.minutes(1),
+      ...props,
+    });
+  }
+
+  /**
+   * Failed items (child executions) of this distributed map.
+   *
+   * @default - sum over 1 minute
+   */
+  public metricFailedItems(stateMachine: sfn.IStateMachine, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metricItems('ExecutionsFailed', stateMachine, props);
   }
 
   /** The states each item runs: [acquire → Wait →] processor, with retries and failure collection. */
