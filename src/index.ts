@@ -5,3 +5,4 @@ export * from './retry-policy';
 export * from './throttled-map';
 export * from './buffered-queue-consumer';
 export * from './monitoring/throttle-dashboard';
+export * from './throttle-checks';

@@ -74,11 +74,17 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
   public readonly task: sfn.TaskStateBase;
   /** The retry policy in force. */
   public readonly retry: RetryPolicy;
+  /** The limiter every call takes from. */
+  public readonly limiter: IRateLimiter;
+  /** Tokens per call. */
+  public readonly tokens: number;
   private readonly catchers: sfn.TaskStateBase[];
 
   constructor(scope: Construct, id: string, props: RateLimitedTaskProps) {
     super(scope, id);
     this.retry = props.retry ?? RetryPolicy.throttling();
+    this.limiter = props.limiter;
+    this.tokens = props.tokens ?? 1;
     const { acquire, wait } = acquireStates(this, id, props.limiter, {
       key: props.key,
       tokens: props.tokens,

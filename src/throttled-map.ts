@@ -237,6 +237,10 @@ export class ThrottledMap extends sfn.StateMachineFragment {
   public readonly concurrency: MapConcurrency;
   /** Whether this is a Distributed Map. */
   public readonly distributed: boolean;
+  /** The limiter items take from, if any. */
+  public readonly limiter?: IRateLimiter;
+  /** Tokens each item takes (a batch: per item in it). */
+  public readonly tokensPerItem: number;
   /** The Map Run label of a distributed map (child executions' metrics are published under it). */
   public readonly mapRunLabel?: string;
   private readonly map: sfn.Map | sfn.DistributedMap;
@@ -245,6 +249,8 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     super(scope, id);
     const distributed = props.distributed ?? false;
     this.distributed = distributed;
+    this.limiter = props.limiter;
+    this.tokensPerItem = props.tokensPerItem ?? 1;
     this.concurrency = props.concurrency ?? MapConcurrency.fixed(10);
     validate(this, props, distributed, this.concurrency);
 
