@@ -8,6 +8,12 @@ export interface LocalDynamoDb {
   /** e.g. http://127.0.0.1:4567 — give it to the SDK as AWS_ENDPOINT_URL_DYNAMODB. */
   readonly endpoint: string;
   readonly client: DynamoDBClient;
+  /**
+   * In-process emulator only: drops every open connection and every new one (an outage), keeping the data;
+   * `resume()` serves again.
+   */
+  pause?(): Promise<void>;
+  resume?(): Promise<void>;
   /** Creates a table with a string partition key (default `pk`), usable at once. */
   createTable(name: string, partitionKey?: string): Promise<void>;
   /** Stops the emulator; every later call fails with a connection error. */
@@ -60,10 +66,22 @@ export async function startDynalite(options: LocalDynamoDbOptions = {}): Promise
   const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const client = clientFor(endpoint);
   let stopped = false;
+  let paused = false;
+  server.prependListener('connection', (socket: { destroy(): void }) => {
+    if (paused) socket.destroy();
+  });
   return {
     endpoint,
     client,
     createTable: (name, pk) => createTable(client, name, pk),
+    // Closing the server would close dynalite's store: an outage drops every connection instead.
+    pause: async () => {
+      paused = true;
+      server.closeAllConnections?.();
+    },
+    resume: async () => {
+      paused = false;
+    },
     stop: async () => {
       if (stopped) return;
       stopped = true;

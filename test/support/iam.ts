@@ -33,3 +33,35 @@ export function logicalIdOf(template: Template, type: string, predicate: (props:
   if (found.length !== 1) throw new Error(`expected one ${type}, found ${found.length}`);
   return found[0][0];
 }
+
+/** Actions AWS authorizes on no resource ARN: "*" is the only possible resource for them. */
+const NO_RESOURCE_ACTIONS = new Set([
+  'xray:PutTraceSegments', 'xray:PutTelemetryRecords', 'xray:GetSamplingRules', 'xray:GetSamplingTargets',
+]);
+
+/**
+ * Every IAM statement of a template: no action wildcard (`service:*` or `*`), and no `*` resource for an action
+ * that takes a resource ARN. Throws with every problem found.
+ */
+export function expectLeastPrivilege(template: Template): void {
+  const statements: { where: string; s: Statement }[] = [];
+  for (const [id, p] of Object.entries(template.findResources('AWS::IAM::Policy'))) {
+    for (const s of p.Properties.PolicyDocument.Statement as Statement[]) statements.push({ where: id, s });
+  }
+  for (const [id, r] of Object.entries(template.findResources('AWS::IAM::Role'))) {
+    for (const inline of (r.Properties?.Policies ?? []) as { PolicyDocument: { Statement: Statement[] } }[]) {
+      for (const s of inline.PolicyDocument.Statement) statements.push({ where: id, s });
+    }
+  }
+  const problems: string[] = [];
+  for (const { where, s } of statements) {
+    if (s.Effect !== 'Allow') continue;
+    const actions = Array.isArray(s.Action) ? s.Action : [s.Action];
+    const resources = Array.isArray(s.Resource) ? s.Resource : [s.Resource];
+    for (const a of actions) {
+      if (a.includes('*')) problems.push(`${where}: action wildcard ${a}`);
+      if (resources.includes('*') && !NO_RESOURCE_ACTIONS.has(a)) problems.push(`${where}: ${a} on *`);
+    }
+  }
+  if (problems.length > 0) throw new Error(`IAM is not least privilege:\n${problems.join('\n')}`);
+}
