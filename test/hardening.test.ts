@@ -12,11 +12,13 @@ import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import * as fc from 'fast-check';
 import { dispatchBatch } from '../lambda/dispatcher/dispatcher';
 import { parseRequest } from '../lambda/rate-limiter/request';
+import { startDynalite } from '../local/dynalite';
 import { LocalRunner } from '../local/runner';
 import { type Admission, nowUs, sleep, windowViolations } from '../local/timing';
 import {
   AcquireMode, BufferedQueueConsumer, MapConcurrency, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard, ThrottledMap, ThrottleErrors,
 } from '../src';
+import { loadAcquireHandler } from './support/handler';
 import { expectLeastPrivilege } from './support/iam';
 import { nagFindings } from './support/nag';
 
@@ -173,6 +175,56 @@ describe('handlers fuzzed', () => {
         expect(NAMED.has((err as Error).name)).toBe(true);
       }
     }), { numRuns: 2000 });
+  });
+
+  test('the acquire handler against dynalite: random events admit only when well-formed, fail only with named errors, never over-admit', async () => {
+    const db = await startDynalite();
+    await db.createTable('fuzz');
+    const handler = loadAcquireHandler({
+      AWS_ENDPOINT_URL_DYNAMODB: db.endpoint, TABLE_NAME: 'fuzz', LIMITER_NAME: 'fuzz', RATE_PER_SECOND: '50', BURST: '5', SHARDS: '1', MAX_WAIT_MS: '0',
+    });
+    const out = process.stdout.write;
+    process.stdout.write = (() => true) as any; // EMF lines
+    const admitted: Record<string, Admission[]> = {};
+    const refused: Record<string, number> = {};
+    try {
+      await fc.assert(fc.asyncProperty(fc.oneof(
+        fc.anything(),
+        fc.record({
+          key: fc.oneof(fc.constantFrom('a', 'b'), fc.integer({ min: 0, max: 2 }), fc.string(), fc.anything()),
+          tokens: fc.oneof(fc.integer({ min: -1, max: 7 }), fc.double(), fc.anything()),
+          count: fc.oneof(fc.integer({ min: 0, max: 3 }), fc.anything()),
+          mode: fc.oneof(fc.constantFrom('RESERVE', 'TRY', 'FAST'), fc.anything()),
+        }, { requiredKeys: [] }),
+      ), async (event) => {
+        let wellFormed = true;
+        try {
+          parseRequest(event);
+        } catch {
+          wellFormed = false;
+        }
+        try {
+          const r = await handler(event);
+          expect(wellFormed).toBe(true);
+          expect(r.admitted).toBe(true);
+          (admitted[r.key] ??= []).push({ atUs: r.notBeforeUs, tokens: r.tokens });
+        } catch (err) {
+          expect(NAMED.has((err as Error).name)).toBe(true);
+          refused[(err as Error).name] = (refused[(err as Error).name] ?? 0) + 1;
+          if (!wellFormed) expect((err as Error).name).toBe(ThrottleErrors.INVALID_ACQUIRE_REQUEST);
+        }
+      }), { numRuns: 300 });
+      // not vacuous: some events were admitted, some refused as malformed, some for an empty bucket
+      expect(Object.values(admitted).flat().length).toBeGreaterThan(0);
+      expect(refused[ThrottleErrors.INVALID_ACQUIRE_REQUEST]).toBeGreaterThan(0);
+      expect(refused[ThrottleErrors.RATE_LIMIT_EXCEEDED]).toBeGreaterThan(0);
+      for (const [key, list] of Object.entries(admitted)) {
+        for (const w of [0, 100_000, 1_000_000]) expect([key, w, windowViolations(list, 50, 5, w)]).toEqual([key, w, 0]);
+      }
+    } finally {
+      process.stdout.write = out;
+      await db.stop();
+    }
   });
 
   test('dispatcher: random batches never throw; every message ends invoked-and-settled or reported failed', async () => {
