@@ -2,6 +2,7 @@ import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { App, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { aslOf } from './support/asl';
+import { quiet } from './support/quiet';
 import { FanOutStack, CARRIER_RATE, CRM_RATE } from '../examples/fan-out/stack';
 import { InferenceBatchStack, BATCH_SIZE, ENDPOINT_CONCURRENCY } from '../examples/inference-batch/stack';
 import { ShippingApiStack, SHIPPING_API_BURST, SHIPPING_API_RATE } from '../examples/shipping-api/stack';
@@ -10,15 +11,6 @@ import { type Admission, nowUs, sleep, windowViolations } from '../local/timing'
 
 const ENV = { env: { account: '123456789012', region: 'us-east-1' } };
 
-const quiet = async <T>(fn: () => Promise<T>): Promise<T> => {
-  const out = process.stdout.write;
-  process.stdout.write = (() => true) as any; // EMF lines
-  try {
-    return await fn();
-  } finally {
-    process.stdout.write = out;
-  }
-};
 
 const expectBound = (calls: Admission[], rate: number, burst: number) => {
   for (const w of [100_000, 1_000_000, 5_000_000]) expect([w, windowViolations(calls, rate, burst, w)]).toEqual([w, 0]);

@@ -5,6 +5,7 @@ import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { aslOf } from './support/asl';
 import { statementsOfRole } from './support/iam';
 import { nagFindings } from './support/nag';
+import { quiet } from './support/quiet';
 import { LocalRunner } from '../local/runner';
 import { type Admission, nowUs, windowViolations } from '../local/timing';
 import { MapConcurrency, RateLimiter, RetryPolicy, ThrottledMap, type ThrottledMapProps } from '../src';
@@ -146,16 +147,6 @@ describe('ThrottledMap', () => {
   });
 
   describe('through the local runner', () => {
-    const quiet = async <T>(fn: () => Promise<T>): Promise<T> => {
-      const out = process.stdout.write;
-      process.stdout.write = (() => true) as any; // EMF lines
-      try {
-        return await fn();
-      } finally {
-        process.stdout.write = out;
-      }
-    };
-
     test('200 items, limiter at 20/s, 10 % failing: the bound holds at the downstream, failed items are collected', async () => {
       // GIVEN an inline map of 200 items at concurrency 40 under 20/s, burst 1; every tenth item fails for good
       const { stack, machine } = build({
