@@ -31,13 +31,13 @@ async function main(): Promise<number> {
   });
   out.write(`synthesized and started locally in ${((nowUs() - started) / 1e6).toFixed(1)} s (dynalite, the acquire Lambda from its bundle)\n`);
 
-  const silence = process.stdout.write.bind(process.stdout);
+  const write = process.stdout.write.bind(process.stdout);
   const progress = () => {
     const width = 40;
     const filled = Math.round((done / ORDERS) * width);
     const line = `[${'█'.repeat(filled)}${'░'.repeat(width - filled)}] ${done}/${ORDERS} orders shipped, ${calls.length} API calls`;
-    if (tty) silence(`\r${line}`);
-    else if (done % 20 === 0 || done === ORDERS) silence(`${line}\n`);
+    if (tty) write(`\r${line}`);
+    else if (done % 20 === 0 || done === ORDERS) write(`${line}\n`);
   };
   // The acquire Lambda logs one EMF line per call: keep the terminal for the progress bar.
   (process.stdout as any).write = () => true;
@@ -54,7 +54,7 @@ async function main(): Promise<number> {
       return r;
     }));
   } finally {
-    (process.stdout as any).write = silence;
+    (process.stdout as any).write = write;
     await runner.stop();
   }
   if (tty) out.write('\n');

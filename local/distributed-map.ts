@@ -66,10 +66,17 @@ interface ChildFailure { readonly Error: string; readonly Cause: string }
 export function emulatedMapHandler(map: EmulatedMap, options: MapRunOptions): (input: any) => Promise<unknown> {
   const s = map.state;
   const processor = new options.alsf.StateMachine(s.ItemProcessor ?? s.Iterator, { validationOptions: { noValidate: true, checkArn: false } });
+  // Payload templates and paths are evaluated by aws-local-stepfunctions itself, in a one-state machine built
+  // once per template (ItemSelector runs for every item).
+  const evaluators = new Map<string, Alsf.StateMachine>();
   const evaluate = async (template: unknown, input: unknown, context: Record<string, unknown> = {}): Promise<any> => {
-    // Payload templates and paths are evaluated by aws-local-stepfunctions itself, in a one-state machine.
-    const pass = new options.alsf.StateMachine({ StartAt: 'Evaluate', States: { Evaluate: { Type: 'Pass', Parameters: template, End: true } } } as any,
-      { validationOptions: { noValidate: true } });
+    const key = JSON.stringify(template);
+    let pass = evaluators.get(key);
+    if (!pass) {
+      pass = new options.alsf.StateMachine({ StartAt: 'Evaluate', States: { Evaluate: { Type: 'Pass', Parameters: template, End: true } } } as any,
+        { validationOptions: { noValidate: true } });
+      evaluators.set(key, pass);
+    }
     return pass.run(input as any, { context } as any).result;
   };
   const path = (p: string, input: unknown) => evaluate({ 'value.$': p }, input).then((r) => r.value);

@@ -7,8 +7,8 @@ export interface Admission {
   readonly tokens: number;
 }
 
-/** Wall clock in integer microseconds, with sub-millisecond resolution (the acquire handler's clock). */
-export const nowUs = (): number => Math.floor((performance.timeOrigin + performance.now()) * 1000);
+/** Wall clock in integer microseconds, with sub-millisecond resolution: the handlers' own clock. */
+export { clockUs as nowUs } from '../lambda/shared/clock';
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 

@@ -8,6 +8,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { DispatchFunction } from './private/dispatch-function';
+import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { checkRange } from './private/validation';
 import { IRateLimiter } from './rate-limiter';
 
@@ -354,30 +355,16 @@ export class BufferedQueueConsumer extends Construct {
       retention: logs.RetentionDays.ONE_MONTH,
       removalPolicy: RemovalPolicy.DESTROY,
     });
-    const role = new iam.Role(this, 'DispatcherRole', {
-      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
-      description: `Dispatcher of ${this.node.path}`,
-    });
-    role.addToPrincipalPolicy(new iam.PolicyStatement({
-      actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-      resources: [logGroup.logGroupArn],
-    }));
+    const role = handlerRole(this, 'DispatcherRole', logGroup, `Dispatcher of ${this.node.path}`);
     const environment: Record<string, string> = { TARGET_FUNCTION: target.functionArn };
     if (props.limiter) {
       const l = props.limiter;
-      // The same configuration the limiter's own function reads, so both take from one bucket the same way.
-      Object.assign(environment, {
-        TABLE_NAME: l.table.tableName,
-        LIMITER_NAME: l.limiterName,
+      // The configuration the limiter's own function reads, so both take from one bucket the same way; a slot
+      // must come within this invocation: at most the limiter's maxWait and half the timeout.
+      Object.assign(environment, limiterEnvironment(l, Math.min(l.maxWait.toMilliseconds(), timeout.toMilliseconds() / 2)), {
         LIMITER_KEY: props.limiterKey ?? 'default',
-        RATE_PER_SECOND: String(l.ratePerSecond),
-        BURST: String(l.burst),
-        SHARDS: String(l.shards),
-        // A slot must come within this invocation: at most the limiter's maxWait and half the timeout.
-        MAX_WAIT_MS: String(Math.min(l.maxWait.toMilliseconds(), timeout.toMilliseconds() / 2)),
       });
-      l.table.grant(role, 'dynamodb:UpdateItem', 'dynamodb:GetItem');
-      l.table.encryptionKey?.grantEncryptDecrypt(role);
+      grantBucketAccess(l, role);
       const backlogS = (this.maxConcurrency * this.batchSize) / l.ratePerSecond;
       if (backlogS > timeout.toSeconds() / 2) {
         Annotations.of(this).addWarningV2('cdk-sfn-throttle:dispatcherBacklog',
@@ -397,10 +384,6 @@ export class BufferedQueueConsumer extends Construct {
     });
     // Exactly the target, no version or alias wildcard.
     role.addToPrincipalPolicy(new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [target.functionArn] }));
-    Validations.of(role).acknowledge({
-      id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'only xray:PutTraceSegments and xray:PutTelemetryRecords (added by Tracing.ACTIVE) use "*": they support no resource-level permissions',
-    });
     Validations.of(fn).acknowledge({
       id: 'Serverless-LambdaDLQ',
       reason: 'the dispatcher is invoked by an SQS event source mapping: failed messages go to the queue\'s own DLQ',

@@ -8,6 +8,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
+import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/metric-names';
 import { checkRange } from './private/validation';
 
@@ -281,15 +282,7 @@ export class RateLimiter extends Construct implements IRateLimiter {
       removalPolicy: RemovalPolicy.DESTROY,
     });
 
-    // An explicit role instead of AWSLambdaBasicExecutionRole: logs only to its own log group.
-    const role = new iam.Role(this, 'ServiceRole', {
-      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
-      description: `Acquire function of rate limiter ${this.node.path}`,
-    });
-    role.addToPrincipalPolicy(new iam.PolicyStatement({
-      actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
-      resources: [this.logGroup.logGroupArn],
-    }));
+    const role = handlerRole(this, 'ServiceRole', this.logGroup, `Acquire function of rate limiter ${this.node.path}`);
 
     this.function = new AcquireFunction(this, 'Function', {
       description: `cdk-sfn-throttle rate limiter ${this.node.path}: acquire tokens (GCRA on DynamoDB)`,
@@ -301,24 +294,10 @@ export class RateLimiter extends Construct implements IRateLimiter {
       // DynamoDB calls (at most 3 writes and 2 reads) plus a sub-second sleep.
       timeout: Duration.seconds(10),
       reservedConcurrentExecutions: props.reservedConcurrency,
-      environment: {
-        TABLE_NAME: this.table.tableName,
-        LIMITER_NAME: this.limiterName,
-        RATE_PER_SECOND: String(this.ratePerSecond),
-        BURST: String(this.burst),
-        SHARDS: String(this.shards),
-        MAX_WAIT_MS: String(maxWaitMs),
-      },
+      environment: limiterEnvironment(this, maxWaitMs),
     });
+    grantBucketAccess(this, role);
 
-    // Exactly the calls the handler makes, on the table ARN.
-    this.table.grant(role, 'dynamodb:UpdateItem', 'dynamodb:GetItem');
-    this.table.encryptionKey?.grantEncryptDecrypt(role);
-
-    Validations.of(role).acknowledge({
-      id: 'AwsSolutions-IAM5[Resource::*]',
-      reason: 'only xray:PutTraceSegments and xray:PutTelemetryRecords (added by Tracing.ACTIVE) use "*": they support no resource-level permissions',
-    });
     Validations.of(this.function).acknowledge({
       id: 'Serverless-LambdaDLQ',
       reason: 'the acquire function is only invoked synchronously (Step Functions, callers): a DLQ applies to asynchronous invocations only',

@@ -21,28 +21,21 @@ export class FanOutStack extends Stack {
       limiterName: 'crm', ratePerSecond: CRM_RATE, burst: 2, maxWait: Duration.minutes(15), table: carrierLimit.table,
     });
 
-    const notifyCarrier = new RateLimitedTask(this, 'Carrier', {
-      limiter: carrierLimit,
-      task: new tasks.CallAwsService(this, 'Notify Carrier', {
-        service: 'eventbridge',
-        action: 'putEvents',
-        iamResources: [this.formatArn({ service: 'events', resource: 'event-bus', resourceName: 'carrier' })],
-        parameters: { Entries: [{ 'Source': 'orders', 'DetailType': 'ShipmentBooked', 'Detail.$': 'States.JsonToString($)', 'EventBusName': 'carrier' }] },
-        resultPath: sfn.JsonPath.DISCARD,
-      }),
-      retry: RetryPolicy.throttling(),
-    });
-    const updateCrm = new RateLimitedTask(this, 'CRM', {
-      limiter: crmLimit,
-      task: new tasks.CallAwsService(this, 'Update CRM', {
-        service: 'eventbridge',
-        action: 'putEvents',
-        iamResources: [this.formatArn({ service: 'events', resource: 'event-bus', resourceName: 'crm' })],
-        parameters: { Entries: [{ 'Source': 'orders', 'DetailType': 'OrderShipped', 'Detail.$': 'States.JsonToString($)', 'EventBusName': 'crm' }] },
-        resultPath: sfn.JsonPath.DISCARD,
-      }),
-      retry: RetryPolicy.throttling(),
-    });
+    // Each branch publishes to its downstream's event bus under that downstream's own limit.
+    const limitedPublish = (branchId: string, stateName: string, limiter: RateLimiter, bus: string, detailType: string) =>
+      new RateLimitedTask(this, branchId, {
+        limiter,
+        task: new tasks.CallAwsService(this, stateName, {
+          service: 'eventbridge',
+          action: 'putEvents',
+          iamResources: [this.formatArn({ service: 'events', resource: 'event-bus', resourceName: bus })],
+          parameters: { Entries: [{ 'Source': 'orders', 'DetailType': detailType, 'Detail.$': 'States.JsonToString($)', 'EventBusName': bus }] },
+          resultPath: sfn.JsonPath.DISCARD,
+        }),
+        retry: RetryPolicy.throttling(),
+      });
+    const notifyCarrier = limitedPublish('Carrier', 'Notify Carrier', carrierLimit, 'carrier', 'ShipmentBooked');
+    const updateCrm = limitedPublish('CRM', 'Update CRM', crmLimit, 'crm', 'OrderShipped');
 
     const fanOut = new sfn.Parallel(this, 'Fan Out', { resultPath: sfn.JsonPath.DISCARD })
       .branch(notifyCarrier)

@@ -289,12 +289,12 @@ export class ThrottleDashboard extends Construct {
       left: [
         map.metricItems('ExecutionsStarted', stateMachine, { label: 'started' }),
         map.metricItems('ExecutionsSucceeded', stateMachine, { label: 'succeeded' }),
-        map.metricItems('ExecutionsFailed', stateMachine, { label: 'failed' }),
+        map.metricFailedItems(stateMachine, { label: 'failed' }),
       ],
       width: 12,
     }));
     this.alarm(`${path} failed items`, 'FailedItems', alarms.failedItems, { threshold: 1, evaluationPeriods: 1 },
-      map.metricItems('ExecutionsFailed', stateMachine), `${path}: Map Run items fail`, map);
+      map.metricFailedItems(stateMachine), `${path}: Map Run items fail`, map);
     return this;
   }
 

@@ -1,0 +1,46 @@
+import { Validations } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import { Construct } from 'constructs';
+import type { IRateLimiter } from '../rate-limiter';
+
+/**
+ * The role of a bundled handler: it may log only to its own log group (instead of
+ * AWSLambdaBasicExecutionRole's logs on every group). The only "*" it gets later is X-Ray's, acknowledged here.
+ */
+export function handlerRole(scope: Construct, id: string, logGroup: logs.ILogGroup, description: string): iam.Role {
+  const role = new iam.Role(scope, id, {
+    assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+    description,
+  });
+  role.addToPrincipalPolicy(new iam.PolicyStatement({
+    actions: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+    resources: [logGroup.logGroupArn],
+  }));
+  Validations.of(role).acknowledge({
+    id: 'AwsSolutions-IAM5[Resource::*]',
+    reason: 'only xray:PutTraceSegments and xray:PutTelemetryRecords (added by Tracing.ACTIVE) use "*": they support no resource-level permissions',
+  });
+  return role;
+}
+
+/**
+ * The environment a handler reads to take tokens from a limiter's buckets (`configFromEnv` in
+ * lambda/rate-limiter/limiter.ts): the acquire function and the dispatcher read the same one.
+ */
+export function limiterEnvironment(limiter: IRateLimiter, maxWaitMs: number): Record<string, string> {
+  return {
+    TABLE_NAME: limiter.table.tableName,
+    LIMITER_NAME: limiter.limiterName,
+    RATE_PER_SECOND: String(limiter.ratePerSecond),
+    BURST: String(limiter.burst),
+    SHARDS: String(limiter.shards),
+    MAX_WAIT_MS: String(maxWaitMs),
+  };
+}
+
+/** Exactly the calls the limiter code makes on the limiter's table (and its key, if any). */
+export function grantBucketAccess(limiter: IRateLimiter, grantee: iam.IGrantable): void {
+  limiter.table.grant(grantee, 'dynamodb:UpdateItem', 'dynamodb:GetItem');
+  limiter.table.encryptionKey?.grantEncryptDecrypt(grantee);
+}
