@@ -81,6 +81,14 @@ export interface LocalEvent {
   readonly cause?: unknown;
 }
 
+/** Options of one `LocalRunner.run()`. */
+export interface LocalRunOptions {
+  /** Start at this top-level state instead of StartAt (a redrive restarts at the state that failed). */
+  readonly startAt?: string;
+  /** `$$.Execution.RedriveCount` for this run. @default 0 */
+  readonly redriveCount?: number;
+}
+
 export interface LocalExecution {
   readonly status: 'SUCCEEDED' | 'FAILED';
   readonly output?: any;
@@ -173,9 +181,14 @@ export class LocalRunner {
     return n.ref;
   }
 
-  /** Runs one execution to its end. */
-  public async run(input: unknown = {}): Promise<LocalExecution> {
-    const execution = this.machine.run(input as any, this.runOptions());
+  /**
+   * Runs one execution to its end. `startAt` and `redriveCount` stand in for a redrive: Step Functions restarts a
+   * redriven execution at the state that failed, with that state's input, and `$$.Execution.RedriveCount` counts
+   * the redrives.
+   */
+  public async run(input: unknown = {}, options: LocalRunOptions = {}): Promise<LocalExecution> {
+    const machine = options.startAt === undefined ? this.machine : this.machineStartingAt(options.startAt);
+    const execution = machine.run(input as any, this.runOptions(options.redriveCount ?? 0));
     const events: LocalEvent[] = [];
     const collecting = (async () => {
       for await (const e of execution.eventLogs as AsyncGenerator<any>) {
@@ -208,8 +221,14 @@ export class LocalRunner {
     };
   }
 
-  private runOptions() {
+  private machineStartingAt(state: string): Alsf.StateMachine {
+    if (!this.definition.States[state]) throw new Error(`no top-level state "${state}" to start at`);
+    return new alsf.StateMachine({ ...this.definition, StartAt: state }, { validationOptions: { checkArn: false } });
+  }
+
+  private runOptions(redriveCount = 0) {
     return {
+      context: { Execution: { RedriveCount: redriveCount } },
       overrides: {
         taskResourceLocalHandlers: this.handlers as any,
         waitTimeOverrides: this.options.waitTimeOverrides,

@@ -15,8 +15,9 @@ export interface RateLimitedTaskProps {
   readonly limiter: IRateLimiter;
 
   /**
-   * The protected task (LambdaInvoke, CallAwsService, HttpInvoke, SqsSendMessage, …). Do not give it a Retry
-   * on the errors `retry` handles: those retries would skip the limiter.
+   * The protected task (LambdaInvoke, CallAwsService, HttpInvoke, SqsSendMessage, …). It must have no `Retry` of
+   * its own: Step Functions would run it again without a token (synth fails naming it). A `LambdaInvoke` adds one
+   * by default: give it `retryOnServiceExceptions: false`; `retry` retries those errors, each call with a token.
    */
   readonly task: sfn.TaskStateBase;
 
@@ -47,12 +48,14 @@ export interface RateLimitedTaskProps {
    * goes to a backoff step (the function draws the delay, exponential with full jitter), a Wait, then acquire,
    * so the backoff comes first and the token is taken for the moment the call really happens.
    *
-   * @default RetryPolicy.throttling()
+   * @default RetryPolicy.throttling() - the throttling errors of the task's kind (see `ThrottlingRetryOptions.errors`)
    */
   readonly retry?: RetryPolicy;
 
   /**
-   * Where the acquire result (`waitSeconds`, `waitMs`, `notBefore`, `shard`) is put in the task's input.
+   * Where the acquire result (`waitSeconds`, `waitMs`, `notBefore`, `shard`) is put in the task's input: a path
+   * like `$.acquired` (the input must then be a JSON object; any other input fails the acquire with
+   * `InvalidAcquireRequest` before a token is taken), or `JsonPath.DISCARD`.
    *
    * @default - discarded: the task sees its original input
    */
@@ -61,19 +64,29 @@ export interface RateLimitedTaskProps {
 
 /**
  * Runs a task under a `RateLimiter`: acquire → Wait (whole seconds, only what is left) → task. Every call of the
- * task, retries included, holds a token; a retryable error goes through backoff → Wait → acquire.
+ * task, retries included, holds a token:
+ * - the task's only `Catch` is `States.ALL` → `<id> Backoff`, so the task never ends an execution: a redrive
+ *   restarts at Backoff (or Acquire), never at the task. Backoff retries an error of the policy (backoff → Wait →
+ *   acquire), raises any other error again under its own name (for `addCatch`), and gives a redriven execution a
+ *   fresh retry budget (`$$.Execution.RedriveCount`);
+ * - the task may have no `Retry` of its own (checked at synth, also for retriers added after wrapping).
  *
- * On a retry the task's input carries one extra field, `cdkSfnThrottleAttempt` (the attempt number).
+ * On a retry the task's input carries one extra field, `cdkSfnThrottleAttempt`: `{ task, attempt, redrive }`,
+ * owned by this RateLimitedTask (a second one downstream starts its own count).
  */
 export class RateLimitedTask extends sfn.StateMachineFragment {
   public readonly startState: sfn.State;
   public readonly endStates: sfn.INextable[];
   /** The acquire state (catches added with `addCatch` apply to it too). */
   public readonly acquireState: sfn.TaskStateBase;
+  /** The backoff state: every error of the task passes through it. */
+  public readonly backoffState: sfn.TaskStateBase;
   /** The protected task. */
   public readonly task: sfn.TaskStateBase;
   /** The retry policy in force. */
   public readonly retry: RetryPolicy;
+  /** The error names retried (each retry with a token). */
+  public readonly retryErrors: string[];
   /** The limiter every call takes from. */
   public readonly limiter: IRateLimiter;
   /** Tokens per call. */
@@ -83,14 +96,17 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
   constructor(scope: Construct, id: string, props: RateLimitedTaskProps) {
     super(scope, id);
     this.retry = props.retry ?? RetryPolicy.throttling();
+    this.retryErrors = this.retry.errorsFor(props.task);
     this.limiter = props.limiter;
     this.tokens = props.tokens ?? 1;
+    const backoffName = `${id} Backoff`;
     const { acquire, wait } = acquireStates(this, id, props.limiter, {
       key: props.key,
       tokens: props.tokens,
       mode: props.mode,
       resultPath: props.resultPath,
       resultInInput: true,
+      owner: backoffName,
     });
     if (props.mode === AcquireMode.TRY) {
       // Step Functions cannot wait the retryAfterMs the error carries: retry on the emission interval instead,
@@ -106,36 +122,57 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
       });
     }
     wait.next(props.task);
-    const catchers: sfn.TaskStateBase[] = [acquire, props.task];
-    if (this.retry.retries) {
-      // Error path only: count the attempt and sit out the backoff (drawn with full jitter by the function),
-      // then acquire a token for the call that follows.
-      const backoff = new AcquireTask(this, `${id} Backoff`, props.limiter.function, {
-        'phase': 'backoff',
-        'input.$': '$',
-        'retry': retryPayload(this.retry),
-      }, {});
-      const backoffWait = sfn.Wait.jsonPath(this, `${id} Backoff Wait`, {
-        time: sfn.WaitTime.secondsPath('$.waitSeconds'),
-        outputPath: '$.input',
-      });
-      props.task.addCatch(backoff, { errors: this.retry.errors, resultPath: `$.${ERROR_FIELD}` });
-      backoff.next(backoffWait).next(acquire);
-      catchers.push(backoff);
-    }
-    this.catchers = catchers;
+    // Every error of the task: count the attempt and sit out the backoff (drawn with full jitter by the
+    // function), then acquire a token for the call that follows — or raise the error again, from a state that is
+    // not the task, so neither a Catch nor a redrive can reach the task without an acquire.
+    const backoff = new AcquireTask(this, backoffName, props.limiter.function, {
+      'phase': 'backoff',
+      'task': backoffName,
+      'input.$': '$',
+      'retry': { ...retryPayload(this.retry), errors: this.retry.retries ? this.retryErrors : [] },
+      'redriveCount.$': '$$.Execution.RedriveCount',
+    }, {});
+    const backoffWait = sfn.Wait.jsonPath(this, `${id} Backoff Wait`, {
+      time: sfn.WaitTime.secondsPath('$.waitSeconds'),
+      outputPath: '$.input',
+    });
+    props.task.addCatch(backoff, { errors: [sfn.Errors.ALL], resultPath: `$.${ERROR_FIELD}` });
+    backoff.next(backoffWait).next(acquire);
+    this.catchers = [acquire, backoff];
     this.acquireState = acquire;
+    this.backoffState = backoff;
     this.task = props.task;
     this.startState = acquire;
     this.endStates = [props.task];
+    this.node.addValidation({ validate: () => this.validateTask() });
   }
 
   /**
-   * Routes errors of the acquire call and of the task (non-retryable ones, and retryable ones once `retry` is
-   * exhausted) to `handler`.
+   * Routes errors of the acquire call and of the task (non-retryable ones, raised again by the backoff state under
+   * their own name, and `RetriesExhausted` once `retry` is used up) to `handler`.
    */
   public addCatch(handler: sfn.IChainable, props: sfn.CatchProps = {}): RateLimitedTask {
     for (const state of this.catchers) state.addCatch(handler, props);
     return this;
+  }
+
+  /** The task may not call its downstream again on its own, nor leave the execution past the backoff state. */
+  private validateTask(): string[] {
+    const errors: string[] = [];
+    const json = this.task.toStateJson() as { Retry?: { ErrorEquals: string[] }[]; Catch?: { ErrorEquals: string[]; Next: string }[] };
+    const retried = (json.Retry ?? []).flatMap((r) => r.ErrorEquals);
+    if (retried.length > 0) {
+      const overlap = retried.filter((e) => this.retryErrors.includes(e));
+      errors.push(`task "${this.task.stateId}" of RateLimitedTask ${this.node.path} has its own Retry on ${retried.join(', ')}: `
+        + 'Step Functions would call it again without a token'
+        + (overlap.length > 0 ? ` (${overlap.join(', ')} are already retried by the RetryPolicy, each call with a token)` : '')
+        + '. Remove the task\'s Retry (LambdaInvoke: retryOnServiceExceptions: false) and put the errors in `retry` (RetryPolicy.throttling({ errors }))');
+    }
+    const foreign = (json.Catch ?? []).filter((c) => c.Next !== this.backoffState.stateId);
+    if (foreign.length > 0) {
+      errors.push(`task "${this.task.stateId}" of RateLimitedTask ${this.node.path} has its own Catch (${foreign.map((c) => `${c.ErrorEquals.join(', ')} → ${c.Next}`).join('; ')}): `
+        + 'every error of the task must pass the backoff state, which retries it with a token or raises it again. Use RateLimitedTask.addCatch()');
+    }
+    return errors;
   }
 }

@@ -1,15 +1,21 @@
 import { Duration, Token } from 'aws-cdk-lib';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { checkRange } from './private/validation';
+import { throttlingErrorsOf } from './private/task-kind';
 
 /**
  * Options of `RetryPolicy.throttling()`.
  */
 export interface ThrottlingRetryOptions {
   /**
-   * Error names that are retried.
+   * Error names that are retried: exact names (Step Functions' `ErrorEquals` has no patterns; `States.ALL` and
+   * `States.TaskFailed` are its only wildcards).
    *
-   * @default - RetryPolicy.DEFAULT_THROTTLING_ERRORS: Lambda's throttling and transient service errors
+   * @default - the throttling and transient errors of the task the policy is applied to:
+   * `RetryPolicy.LAMBDA_THROTTLING_ERRORS` for Lambda invokes, `RetryPolicy.HTTP_THROTTLING_ERRORS` for HttpInvoke,
+   * and `<Service>.ThrottlingException`, `<Service>.TooManyRequestsException`,
+   * `<Service>.ServiceUnavailableException` (plus the service's own, e.g.
+   * `DynamoDb.ProvisionedThroughputExceededException`) for CallAwsService. Other task kinds need `errors`.
    */
   readonly errors?: string[];
 
@@ -57,10 +63,10 @@ export interface ThrottlingRetryOptions {
  */
 export class RetryPolicy {
   /**
-   * Errors a throttled downstream typically raises through Step Functions. `States.Timeout` is not among them:
-   * a timed-out call may have happened.
+   * Errors a throttled Lambda invoke raises through Step Functions: throttling and transient service errors.
+   * `States.Timeout` is not among them: a timed-out call may have happened.
    */
-  public static readonly DEFAULT_THROTTLING_ERRORS: string[] = [
+  public static readonly LAMBDA_THROTTLING_ERRORS: string[] = [
     'Lambda.TooManyRequestsException',
     'Lambda.ServiceException',
     'Lambda.AWSLambdaException',
@@ -68,12 +74,39 @@ export class RetryPolicy {
     'Lambda.ClientExecutionTimeoutException',
   ];
 
+  /** Errors of an HttpInvoke task whose endpoint throttles (429) or is overloaded (503). */
+  public static readonly HTTP_THROTTLING_ERRORS: string[] = [
+    'States.Http.StatusCode.429',
+    'States.Http.StatusCode.503',
+  ];
+
+  /**
+   * The Lambda errors (kept for compatibility).
+   *
+   * @deprecated use `LAMBDA_THROTTLING_ERRORS`, or leave `errors` unset to get the errors of the task kind
+   */
+  public static readonly DEFAULT_THROTTLING_ERRORS: string[] = RetryPolicy.LAMBDA_THROTTLING_ERRORS;
+
+  /**
+   * The throttling errors `RetryPolicy.throttling()` retries on `state` when no `errors` are given: see
+   * `ThrottlingRetryOptions.errors`. Throws for a task kind that has no known throttling errors.
+   */
+  public static throttlingErrorsFor(state: sfn.State): string[] {
+    return throttlingErrorsOf(state);
+  }
+
   /**
    * Exponential backoff with full jitter on throttling errors.
    */
   public static throttling(options: ThrottlingRetryOptions = {}): RetryPolicy {
+    if (options.errors !== undefined) {
+      if (options.errors.length === 0) throw new Error('errors must name at least one error, got an empty list (use RetryPolicy.none() for no retries)');
+      for (const e of options.errors) {
+        if (e.includes('*')) throw new Error(`errors must be exact error names (ErrorEquals has no patterns), got ${e}`);
+      }
+    }
     return new RetryPolicy(
-      options.errors ?? RetryPolicy.DEFAULT_THROTTLING_ERRORS,
+      options.errors,
       options.maxAttempts ?? 6,
       options.interval ?? Duration.seconds(1),
       options.backoffRate ?? 2,
@@ -100,8 +133,8 @@ export class RetryPolicy {
   }
 
   private constructor(
-    /** Error names retried. */
-    public readonly errors: string[],
+    /** Error names retried; undefined: the throttling errors of the task it is applied to (`errorsFor`). */
+    public readonly errors: string[] | undefined,
     /** Attempts in all, the first included. */
     public readonly maxAttempts: number,
     /** Delay cap before the first retry. */
@@ -123,20 +156,43 @@ export class RetryPolicy {
 
   /** Whether this policy retries anything. */
   public get retries(): boolean {
-    return this.errors.length > 0 && this.maxAttempts > 1;
+    return (this.errors === undefined || this.errors.length > 0) && this.maxAttempts > 1;
+  }
+
+  /**
+   * The error names this policy retries on `state`: `errors` when given, else the throttling errors of the
+   * task kind; for a Parallel or Map, those of every task reachable in `states`.
+   */
+  public errorsFor(state: sfn.State, states?: sfn.State[]): string[] {
+    if (this.errors !== undefined) return this.errors;
+    if (!this.retries) return [];
+    const kinds = states ?? [state];
+    return [...new Set(kinds.flatMap((s) => (s instanceof sfn.TaskStateBase ? throttlingErrorsOf(s) : [])))];
   }
 
   /**
    * Adds this policy as a `Retry` on a Task, Parallel or Map state.
    */
   public applyTo(state: sfn.State): void {
+    this.applyToStates(state);
+  }
+
+  /**
+   * Adds this policy as a `Retry` on a Parallel or Map state whose branch holds `states`: without `errors`, the
+   * throttling errors of those tasks are retried.
+   */
+  public applyToStates(state: sfn.State, states?: sfn.State[]): void {
     if (!this.retries) return;
+    const errors = this.errorsFor(state, states);
+    if (errors.length === 0) {
+      throw new Error(`RetryPolicy.throttling() has no errors to retry on ${state.stateId}: it holds no task, give errors`);
+    }
     const target = state as unknown as { addRetry?: (props: sfn.RetryProps) => unknown };
     if (typeof target.addRetry !== 'function') {
       throw new Error(`state ${state.stateId} cannot retry: only Task, Parallel and Map states have a Retry field`);
     }
     target.addRetry({
-      errors: this.errors,
+      errors,
       maxAttempts: this.maxAttempts - 1,
       interval: this.interval,
       backoffRate: this.backoffRate,

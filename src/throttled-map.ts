@@ -3,7 +3,7 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
-import { acquireStates } from './private/acquire-task';
+import { AcquireTask, acquireStates } from './private/acquire-task';
 import { checkRange } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
 import { AcquireMode, IRateLimiter } from './rate-limiter';
@@ -354,6 +354,11 @@ export class ThrottledMap extends sfn.StateMachineFragment {
       if (props.limiter) {
         const { acquire, wait } = acquireStates(this, `${id} Item`, props.limiter, limiterOptions);
         wait.next(processor);
+        const start = sfn.Chain.start(processor).startState;
+        this.node.addValidation({ validate: () => ownRetries(start).map((r) =>
+          `state "${r.state}" in the item processor of ThrottledMap ${this.node.path} has its own Retry on ${r.errors.join(', ')}: `
+          + 'Step Functions would run it again without a token. Remove it (LambdaInvoke: retryOnServiceExceptions: false) and give the map '
+          + '`retry` (RetryPolicy.throttling({ errors })): the whole item is retried, acquire included') });
         chain = sfn.Chain.custom(acquire, sfn.Chain.start(processor).endStates, wait);
       }
       if (retry.retries || props.catchItemFailures) {
@@ -361,7 +366,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
         // caught whole.
         const unit = new sfn.Parallel(this, `${id} Item Unit`, { outputPath: '$[0]' });
         unit.branch(chain);
-        retry.applyTo(unit);
+        retry.applyToStates(unit, sfn.State.findReachableStates(sfn.Chain.start(processor).startState));
         body = unit;
         catchOn = unit;
       } else {
@@ -379,6 +384,22 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     }
     return body;
   }
+}
+
+/** States reachable from `start` (and inside their Parallel branches and Map processors) that carry a Retry. */
+function ownRetries(start: sfn.State): { state: string; errors: string[] }[] {
+  // The limiter's own calls (acquire and backoff of a RateLimitedTask inside the processor) call no downstream.
+  const limiterStates = new Set(Stack.of(start).node.findAll().filter((c) => c instanceof AcquireTask).map((c) => (c as AcquireTask).stateId));
+  const found: { state: string; errors: string[] }[] = [];
+  const visit = (name: string, json: any) => {
+    const errors = ((json.Retry ?? []) as { ErrorEquals: string[] }[]).flatMap((r) => r.ErrorEquals);
+    if (errors.length > 0 && !limiterStates.has(name)) found.push({ state: name, errors });
+    for (const branch of [...(json.Branches ?? []), ...(json.ItemProcessor ? [json.ItemProcessor] : []), ...(json.Iterator ? [json.Iterator] : [])]) {
+      for (const [n, st] of Object.entries(branch.States ?? {})) visit(n, st);
+    }
+  };
+  for (const state of sfn.State.findReachableStates(start)) visit(state.stateId, state.toStateJson());
+  return found;
 }
 
 /**

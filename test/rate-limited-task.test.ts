@@ -1,5 +1,6 @@
 import { App, Duration, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { aslOf } from './support/asl';
@@ -48,7 +49,7 @@ async function runItems(b: Built, items: { tenant: string }[], opts: { failRate?
         (calls[input.Tenant] ??= []).push({ atUs: arrivedUs, tokens: 1 });
         // Deterministic 30 % failures: every call whose sequence number ends in 0, 3 or 6 (of ten) fails.
         if (opts.failAll || (opts.failRate && [0, 3, 6].includes(n++ % 10))) {
-          throw Object.assign(new Error('Rate exceeded'), { name: 'Lambda.TooManyRequestsException' });
+          throw Object.assign(new Error('Rate exceeded'), { name: 'Sts.ThrottlingException' });
         }
         return { ok: true };
       },
@@ -76,38 +77,51 @@ function expectBound(calls: Admission[]) {
 
 describe('RateLimitedTask', () => {
   describe('template', () => {
-    test('acquire → Wait → task; retryable task errors go through backoff → Wait → acquire', () => {
+    test('acquire → Wait → task; every task error goes to backoff → Wait → acquire (or is raised again there)', () => {
       const { stack } = build();
       const asl = aslOf(Template.fromStack(stack));
       expect(asl.StartAt).toBe('Limited Acquire');
       expect(asl.States['Limited Acquire']).toMatchObject({
         Type: 'Task',
-        Parameters: { 'key.$': '$.tenant', 'tokens': 1, 'mode': 'RESERVE', 'input.$': '$' },
+        Parameters: { 'key.$': '$.tenant', 'tokens': 1, 'mode': 'RESERVE', 'input.$': '$', 'task': 'Limited Backoff', 'redriveCount.$': '$$.Execution.RedriveCount' },
         Next: 'Limited Wait',
       });
       expect(asl.States['Limited Wait']).toEqual({ Type: 'Wait', SecondsPath: '$.waitSeconds', OutputPath: '$.input', Next: 'Call API' });
+      // the task never ends the execution itself: one catch-all to the backoff state, no Retry of its own
       expect(asl.States['Call API'].Catch).toEqual([{
-        ErrorEquals: RetryPolicy.DEFAULT_THROTTLING_ERRORS, ResultPath: '$.cdkSfnThrottleError', Next: 'Limited Backoff',
+        ErrorEquals: ['States.ALL'], ResultPath: '$.cdkSfnThrottleError', Next: 'Limited Backoff',
       }]);
       expect(asl.States['Call API'].Retry).toBeUndefined();
-      // the error path: backoff (drawn by the function) → Wait → acquire
+      // the error path: backoff (drawn by the function) → Wait → acquire; the policy's errors fit the task (STS)
       expect(asl.States['Limited Backoff']).toMatchObject({
-        Parameters: { 'phase': 'backoff', 'input.$': '$', 'retry': { maxAttempts: 6, intervalMs: 1000, backoffRate: 2, maxDelayMs: 60000, jitter: true } },
+        Parameters: {
+          'phase': 'backoff',
+          'task': 'Limited Backoff',
+          'input.$': '$',
+          'redriveCount.$': '$$.Execution.RedriveCount',
+          'retry': {
+            maxAttempts: 6, intervalMs: 1000, backoffRate: 2, maxDelayMs: 60000, jitter: true,
+            errors: ['Sts.ThrottlingException', 'Sts.TooManyRequestsException', 'Sts.ServiceUnavailableException'],
+          },
+        },
         Next: 'Limited Backoff Wait',
       });
       expect(asl.States['Limited Backoff Wait']).toEqual({ Type: 'Wait', SecondsPath: '$.waitSeconds', OutputPath: '$.input', Next: 'Limited Acquire' });
     });
 
-    test('TRY retries RateLimitExceeded on the acquire state with full jitter; addCatch covers acquire and task', () => {
+    test('TRY retries RateLimitExceeded on the acquire state with full jitter; addCatch covers acquire and backoff', () => {
       const { stack } = build({ mode: AcquireMode.TRY, catchAll: true, retry: RetryPolicy.none() });
       const asl = aslOf(Template.fromStack(stack));
       expect(asl.States['Limited Acquire'].Retry).toContainEqual({
         ErrorEquals: ['RateLimitExceeded'], IntervalSeconds: 1, MaxAttempts: 1000, BackoffRate: 1.5, MaxDelaySeconds: 30, JitterStrategy: 'FULL',
       });
-      for (const s of ['Limited Acquire', 'Call API']) {
+      for (const s of ['Limited Acquire', 'Limited Backoff']) {
         expect(asl.States[s].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'Failed Item' }]);
       }
+      expect(asl.States['Call API'].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.cdkSfnThrottleError', Next: 'Limited Backoff' }]);
       expect(asl.States['Limited Acquire'].Parameters.retry).toBeUndefined();
+      // RetryPolicy.none(): the backoff state retries nothing and raises every error again
+      expect(asl.States['Limited Backoff'].Parameters.retry).toMatchObject({ maxAttempts: 1, errors: [] });
     });
 
     test('snapshot and cdk-nag: the state machine role may invoke only the acquire function', () => {
@@ -134,7 +148,7 @@ describe('RateLimitedTask', () => {
       RetryPolicy.throttling({ maxAttempts: 3, interval: Duration.seconds(2) }).applyTo(task);
       new sfn.StateMachine(stack, 'M', { definitionBody: sfn.DefinitionBody.fromChainable(task) });
       expect(aslOf(Template.fromStack(stack)).States.T.Retry).toEqual([{
-        ErrorEquals: RetryPolicy.DEFAULT_THROTTLING_ERRORS, MaxAttempts: 2, IntervalSeconds: 2, BackoffRate: 2, MaxDelaySeconds: 60, JitterStrategy: 'FULL',
+        ErrorEquals: ['Sts.ThrottlingException', 'Sts.TooManyRequestsException', 'Sts.ServiceUnavailableException'], MaxAttempts: 2, IntervalSeconds: 2, BackoffRate: 2, MaxDelaySeconds: 60, JitterStrategy: 'FULL',
       }]);
     });
 
@@ -143,7 +157,13 @@ describe('RateLimitedTask', () => {
       ['backoffRate 0.5', () => RetryPolicy.throttling({ backoffRate: 0.5 }), /backoffRate must be from 1 to 10, got 0.5/],
       ['maxDelay below interval', () => RetryPolicy.throttling({ interval: Duration.seconds(10), maxDelay: Duration.seconds(5) }), /maxDelay \(s\) must be an integer from 10 to 3600 \(at least interval\), got 5/],
       ['custom without errors', () => RetryPolicy.custom({}), /errors must name at least one error/],
-      ['a Pass state', () => RetryPolicy.throttling().applyTo(new sfn.Pass(new Stack(new App(), 'S'), 'P')), /cannot retry/],
+      ['a Pass state', () => RetryPolicy.throttling({ errors: ['E'] }).applyTo(new sfn.Pass(new Stack(new App(), 'S'), 'P')), /cannot retry/],
+      ['a wildcard pattern', () => RetryPolicy.throttling({ errors: ['Lambda.*'] }), /exact error names \(ErrorEquals has no patterns\), got Lambda\.\*/],
+      ['no errors for an unknown task kind', () => {
+        const stack = new Stack(new App(), 'S');
+        const table = new dynamodb.Table(stack, 'Tb', { partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING } });
+        return RetryPolicy.throttling().applyTo(new tasks.DynamoGetItem(stack, 'G', { table, key: { pk: tasks.DynamoAttributeValue.fromString('a') } }));
+      }, /does not know the throttling errors of G .*give errors/],
     ])('fails if %s', (_name, make, message) => {
       expect(make).toThrow(message);
     });
@@ -205,7 +225,7 @@ describe('RateLimitedTask', () => {
       const { results } = await runItems(build({ retry: RetryPolicy.throttling({ maxAttempts: 2 }), catchAll: true }), items(1), { failAll: true });
       expect([results[0].status, results[0].output]).toEqual(['SUCCEEDED', expect.anything()]);
       expect(results[0].output.error.Error).toBe(ThrottleErrors.RETRIES_EXHAUSTED);
-      expect(JSON.parse(JSON.parse(results[0].output.error.Cause).errorMessage)).toMatchObject({ attempts: 2, error: 'Lambda.TooManyRequestsException' });
+      expect(JSON.parse(JSON.parse(results[0].output.error.Cause).errorMessage)).toMatchObject({ attempts: 2, error: 'Sts.ThrottlingException' });
     });
   });
 });

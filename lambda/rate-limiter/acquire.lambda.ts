@@ -1,10 +1,11 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDbBucketStore } from './dynamodb-store';
 import { emfLine, metricsOf } from './emf';
-import { LimiterUnavailable, RateLimitExceeded } from './errors';
+import { InvalidAcquireRequest, LimiterUnavailable, RateLimitExceeded } from './errors';
 import { configFromEnv, Limiter } from './limiter';
 import { type AcquireRequest, parseRequest } from './request';
 import { retryStep } from './retry';
+import { ATTEMPT_FIELD } from '../../src/private/retry-fields';
 import { clockUs, sleepUntilUs } from '../shared/clock';
 
 // Built once per container. The client uses the default SDK configuration, so AWS_ENDPOINT_URL_DYNAMODB /
@@ -49,6 +50,8 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
   if (request.phase === 'backoff') {
     return backoff(event, request);
   }
+  // A resultPath that cannot be applied fails before a token is taken (a token taken is a token spent).
+  if (request.resultField && hasInput(event)) withField(event.input, request.resultField, null);
   let outcome;
   try {
     outcome = await limiter.acquire(request);
@@ -74,7 +77,8 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
     notBefore: new Date(Math.ceil(outcome.atUs / 1000)).toISOString(),
   };
   if (!hasInput(event)) return result;
-  return { ...result, input: request.resultField ? withField(event.input, request.resultField, result) : event.input };
+  const input = stampRedrive(event.input, request);
+  return { ...result, input: request.resultField ? withField(input, request.resultField, result) : input };
 };
 
 /**
@@ -83,7 +87,10 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
  * taken here: the acquire after the Wait takes one at the time the call will really happen.
  */
 async function backoff(event: unknown, request: AcquireRequest): Promise<BackoffResult> {
-  const step = retryStep(hasInput(event) ? event.input : undefined, request.retry, Math.random);
+  const step = retryStep(hasInput(event) ? event.input : undefined, request.retry, Math.random, {
+    task: request.task,
+    redriveCount: request.redriveCount,
+  });
   const waitSeconds = await sleepSubSecondUntil(clockUs() + step.delayUs);
   return { attempt: step.attempt, waitSeconds, waitMs: step.delayUs / 1000, input: step.input };
 }
@@ -98,17 +105,46 @@ async function sleepSubSecondUntil(atUs: number): Promise<number> {
   return waitSeconds;
 }
 
-/** A copy of `input` with `value` at a dotted path. */
-function withField(input: unknown, dotted: string, value: unknown): unknown {
-  const root: Record<string, any> = input !== null && typeof input === 'object' && !Array.isArray(input) ? { ...input } : {};
+/**
+ * In a redriven execution, the acquire of a RateLimitedTask records the redrive count its attempts start at, so
+ * an error of this run is not mistaken for the one the redrive restarted from (which gets a fresh budget).
+ */
+function stampRedrive(input: unknown, request: AcquireRequest): unknown {
+  if (!request.task || !request.redriveCount || !isObject(input)) return input;
+  const own = input[ATTEMPT_FIELD] as { task?: unknown } | undefined;
+  if (isObject(own) && own.task === request.task) return input;
+  return { ...input, [ATTEMPT_FIELD]: { task: request.task, attempt: 1, redrive: request.redriveCount } };
+}
+
+/**
+ * A copy of `input` with `value` at a dotted path, as Step Functions applies a ResultPath: the input and every
+ * object on the way must be JSON objects (missing ones are created); anything else fails, never replaced.
+ */
+export function withField(input: unknown, dotted: string, value: unknown): unknown {
   const parts = dotted.split('.');
+  if (!isObject(input)) {
+    throw new InvalidAcquireRequest(`resultPath $.${dotted} needs a JSON object as the state input, got ${kindOf(input)}: set no resultPath, or give the task an object input`);
+  }
+  const root: Record<string, unknown> = { ...input };
   let node = root;
-  for (const p of parts.slice(0, -1)) {
-    node[p] = node[p] !== null && typeof node[p] === 'object' ? { ...node[p] } : {};
-    node = node[p];
+  for (const [i, p] of parts.slice(0, -1).entries()) {
+    const child = node[p];
+    if (child !== undefined && !isObject(child)) {
+      throw new InvalidAcquireRequest(`resultPath $.${dotted}: $.${parts.slice(0, i + 1).join('.')} is ${kindOf(child)}, not a JSON object`);
+    }
+    node[p] = { ...(child ?? {}) };
+    node = node[p] as Record<string, unknown>;
   }
   node[parts[parts.length - 1]] = value;
   return root;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function kindOf(v: unknown): string {
+  return Array.isArray(v) ? 'an array' : v === null ? 'null' : `a ${typeof v}`;
 }
 
 function hasInput(event: unknown): event is { input: unknown } {

@@ -9,6 +9,8 @@ export interface RetryConfig {
   readonly backoffRate: number;
   readonly maxDelayMs: number;
   readonly jitter: boolean;
+  /** Error names the policy retries (exact names; `States.ALL` and `States.TaskFailed` as in ErrorEquals). */
+  readonly errors?: readonly string[];
 }
 
 /** A validated acquire request. */
@@ -21,6 +23,10 @@ export interface AcquireRequest {
   readonly resultField?: string;
   /** `backoff`: a RateLimitedTask's retry step — count the attempt and draw the backoff, take no token. */
   readonly phase?: 'backoff';
+  /** The RateLimitedTask the attempt count belongs to (its backoff state's name). */
+  readonly task?: string;
+  /** `$$.Execution.RedriveCount`: a redriven execution starts a fresh retry budget. */
+  readonly redriveCount?: number;
 }
 
 export const DEFAULT_KEY = 'default';
@@ -86,6 +92,7 @@ export function parseRequest(event: unknown): AcquireRequest {
       backoffRate: num('backoffRate', 1),
       maxDelayMs: num('maxDelayMs', 0),
       jitter: r.jitter !== false,
+      errors: errorList(r.errors),
     };
   }
 
@@ -101,7 +108,31 @@ export function parseRequest(event: unknown): AcquireRequest {
     throw new InvalidAcquireRequest(`phase must be backoff when given, got ${describe(e.phase)}`);
   }
 
-  return { key, tokens, mode, retry, resultField, phase: e.phase };
+  let task: string | undefined;
+  if (e.task !== undefined) {
+    if (typeof e.task !== 'string' || e.task.length < 1 || e.task.length > 80) {
+      throw new InvalidAcquireRequest(`task must be a state name of 1 to 80 characters, got ${describe(e.task)}`);
+    }
+    task = e.task;
+  }
+
+  let redriveCount: number | undefined;
+  if (e.redriveCount !== undefined) {
+    if (typeof e.redriveCount !== 'number' || !Number.isInteger(e.redriveCount) || e.redriveCount < 0) {
+      throw new InvalidAcquireRequest(`redriveCount must be an integer >= 0, got ${describe(e.redriveCount)}`);
+    }
+    redriveCount = e.redriveCount;
+  }
+
+  return { key, tokens, mode, retry, resultField, phase: e.phase, task, redriveCount };
+}
+
+function errorList(v: unknown): string[] | undefined {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || x.length === 0)) {
+    throw new InvalidAcquireRequest(`retry.errors must be a list of error names, got ${describe(v)}`);
+  }
+  return v;
 }
 
 /** Most items one acquire may count (a Distributed Map batch holds at most 10,000 items). */

@@ -14,6 +14,11 @@ export interface AcquireStatesOptions extends AcquireOptions {
   readonly resultInInput?: boolean;
   /** JSONPath (or intrinsic) giving how many items share the acquire: `tokens` are taken per item. */
   readonly countPath?: string;
+  /**
+   * The RateLimitedTask these states belong to (its backoff state's name): in a redriven execution the acquire
+   * records where that task's attempts start.
+   */
+  readonly owner?: string;
 }
 
 /** A retry policy as the function's backoff step reads it. */
@@ -42,19 +47,23 @@ export function acquireStates(
   checkRange('tokens', tokens, { min: 1, max: maxTokens, integer: true, why: `floor(burst ${limiter.burst} / shards ${limiter.shards})` });
   const key = options.key ?? 'default';
   const keyField = key.startsWith('$') ? { 'key.$': key } : { key };
-  const echo = options.resultPath === undefined || options.resultInInput === true;
+  const resultPath = options.resultPath === sfn.JsonPath.DISCARD ? undefined : options.resultPath;
+  const echo = resultPath === undefined || options.resultInInput === true;
+  if (echo && resultPath !== undefined && !/^\$\.([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)$/.test(resultPath)) {
+    throw new Error(`resultPath must be a simple path like $.acquired, or JsonPath.DISCARD, got ${resultPath}`);
+  }
   const payload: Record<string, unknown> = { ...keyField, tokens, mode: options.mode ?? 'RESERVE' };
   if (options.countPath !== undefined) payload['count.$'] = options.countPath;
   if (echo) payload['input.$'] = '$';
-  if (echo && options.resultPath !== undefined) {
-    const field = /^\$\.([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)$/.exec(options.resultPath);
-    if (!field) throw new Error(`resultPath must be a simple path like $.acquired, got ${options.resultPath}`);
-    payload.resultField = field[1];
+  if (echo && resultPath !== undefined) payload.resultField = resultPath.slice(2);
+  if (options.owner !== undefined) {
+    payload.task = options.owner;
+    payload['redriveCount.$'] = '$$.Execution.RedriveCount';
   }
   // No ResultPath means "$": the result (with the echoed input) replaces the state's data.
-  const acquire = new AcquireTask(scope, `${id} Acquire`, limiter.function, payload, { resultPath: echo ? undefined : options.resultPath });
+  const acquire = new AcquireTask(scope, `${id} Acquire`, limiter.function, payload, { resultPath: echo ? undefined : resultPath });
   const wait = sfn.Wait.jsonPath(scope, `${id} Wait`, {
-    time: sfn.WaitTime.secondsPath(echo ? '$.waitSeconds' : `${options.resultPath}.waitSeconds`),
+    time: sfn.WaitTime.secondsPath(echo ? '$.waitSeconds' : `${resultPath}.waitSeconds`),
     outputPath: echo ? '$.input' : undefined,
   });
   acquire.next(wait);
