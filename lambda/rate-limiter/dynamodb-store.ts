@@ -6,63 +6,45 @@ import {
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
 import { LimiterUnavailable } from './errors';
-import { UNKNOWN, type BucketStore, type WriteResult } from './store';
+import { ITEM_VERSION, UNKNOWN, type BucketStore, type StoredBucket, type WriteResult } from './store';
 
 /**
- * Bucket state in a DynamoDB table with partition key `pk` (S), `tat` (N, µs) and TTL attribute `exp` (N, s).
- * One conditional UpdateItem per take; a failed condition returns the old item (ALL_OLD) where DynamoDB
- * supports it, and `UNKNOWN` where it does not (the caller then reads the item).
+ * Bucket state in a DynamoDB table with partition key `pk` (S): `tat` (N, µs), `iv` (N, the emission interval the
+ * tat is counted in, µs), `v` (N, format version) and TTL attribute `exp` (N, s). One conditional UpdateItem per
+ * take; a failed condition returns the old item (ALL_OLD) where DynamoDB supports it, and `UNKNOWN` where it does
+ * not (the caller then reads the item).
  */
 export class DynamoDbBucketStore implements BucketStore {
   constructor(private readonly client: DynamoDBClient, private readonly tableName: string) {}
 
-  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number): Promise<WriteResult> {
-    return this.update(new UpdateItemCommand({
-      TableName: this.tableName,
-      Key: { pk: { S: pk } },
-      UpdateExpression: 'SET tat = tat + :inc, #exp = :exp',
-      ConditionExpression: 'tat BETWEEN :lo AND :hi',
-      ExpressionAttributeNames: { '#exp': 'exp' },
-      ExpressionAttributeValues: {
-        ':inc': { N: String(incUs) },
-        ':lo': { N: String(lowerUs) },
-        ':hi': { N: String(upperUs) },
-        ':exp': { N: String(expS) },
-      },
-      ReturnValues: 'UPDATED_NEW',
-      ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-    }));
+  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number): Promise<WriteResult> {
+    return this.update(pk, 'SET tat = tat + :inc, #exp = :exp, #iv = :iv, #v = :v',
+      `tat BETWEEN :lo AND :hi AND (attribute_not_exists(#iv) OR #iv = :iv) AND ${VERSION_OK}`,
+      { ':inc': num(incUs), ':lo': num(lowerUs), ':hi': num(upperUs), ':exp': num(expS), ':iv': num(ivUs) });
   }
 
-  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number): Promise<WriteResult> {
-    return this.update(new UpdateItemCommand({
-      TableName: this.tableName,
-      Key: { pk: { S: pk } },
-      UpdateExpression: 'SET tat = :tat, #exp = :exp',
-      ConditionExpression: 'attribute_not_exists(tat) OR tat <= :now',
-      ExpressionAttributeNames: { '#exp': 'exp' },
-      ExpressionAttributeValues: {
-        ':tat': { N: String(newTatUs) },
-        ':now': { N: String(nowUs) },
-        ':exp': { N: String(expS) },
-      },
-      ReturnValues: 'UPDATED_NEW',
-      ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-    }));
+  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number): Promise<WriteResult> {
+    return this.update(pk, 'SET tat = :tat, #exp = :exp, #iv = :iv, #v = :v',
+      `(attribute_not_exists(tat) OR tat <= :now) AND ${VERSION_OK}`,
+      { ':tat': num(newTatUs), ':now': num(nowUs), ':exp': num(expS), ':iv': num(ivUs) });
   }
 
-  async readTat(pk: string): Promise<number | undefined> {
+  rescale(pk: string, oldTatUs: number, oldIvUs: number, newTatUs: number, ivUs: number, expS: number): Promise<WriteResult> {
+    return this.update(pk, 'SET tat = :tat, #exp = :exp, #iv = :iv, #v = :v',
+      `tat = :old AND #iv = :oldiv AND ${VERSION_OK}`,
+      { ':tat': num(newTatUs), ':old': num(oldTatUs), ':oldiv': num(oldIvUs), ':exp': num(expS), ':iv': num(ivUs) });
+  }
+
+  async readBucket(pk: string): Promise<StoredBucket | undefined> {
     const item = await this.get(pk);
-    return numberOf(item?.tat);
+    return item && bucketOf(item);
   }
 
   async readOverride(pk: string): Promise<Record<string, unknown> | undefined> {
     const item = await this.get(pk);
     if (!item) return undefined;
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(item)) {
-      out[k] = v.N !== undefined ? Number(v.N) : v.S ?? v.BOOL ?? v;
-    }
+    for (const [k, v] of Object.entries(item)) out[k] = plain(v);
     return out;
   }
 
@@ -79,24 +61,52 @@ export class DynamoDbBucketStore implements BucketStore {
     }
   }
 
-  private async update(cmd: UpdateItemCommand): Promise<WriteResult> {
+  private async update(pk: string, update: string, condition: string, values: Record<string, AttributeValue>): Promise<WriteResult> {
     try {
-      const res = await this.client.send(cmd);
+      const res = await this.client.send(new UpdateItemCommand({
+        TableName: this.tableName,
+        Key: { pk: { S: pk } },
+        UpdateExpression: update,
+        ConditionExpression: condition,
+        ExpressionAttributeNames: { '#exp': 'exp', '#iv': 'iv', '#v': 'v' },
+        ExpressionAttributeValues: { ...values, ':v': num(ITEM_VERSION) },
+        ReturnValues: 'UPDATED_NEW',
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      }));
       const tat = numberOf(res.Attributes?.tat);
       if (tat === undefined) {
-        throw new LimiterUnavailable('UpdateItem returned no tat');
+        throw new LimiterUnavailable(`UpdateItem on ${pk} returned no numeric tat`);
       }
       return { ok: true, tat };
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException || (err as Error)?.name === 'ConditionalCheckFailedException') {
-        // ALL_OLD: a bucket item always has tat. No tat means the old item was not returned (emulators ignore
-        // ReturnValuesOnConditionCheckFailure and the SDK may still hand back an empty Item): the caller reads.
-        const oldTat = numberOf((err as ConditionalCheckFailedException).Item?.tat);
-        return { ok: false, tat: oldTat ?? UNKNOWN };
+        // ALL_OLD: a bucket item that fails a condition exists. No Item means the old item was not returned
+        // (emulators ignore ReturnValuesOnConditionCheckFailure and the SDK may still hand back an empty Item).
+        const old = (err as ConditionalCheckFailedException).Item;
+        return { ok: false, item: old && Object.keys(old).length > 0 ? bucketOf(old) : UNKNOWN };
       }
       throw unavailable(err);
     }
   }
+}
+
+/** The stored version is ours, or absent (items written before versions were stored). */
+const VERSION_OK = '(attribute_not_exists(#v) OR #v = :v)';
+
+function num(n: number): AttributeValue {
+  return { N: String(n) };
+}
+
+function bucketOf(item: Record<string, AttributeValue>): StoredBucket {
+  return { tat: item.tat && plain(item.tat), iv: item.iv && plain(item.iv), v: item.v && plain(item.v) };
+}
+
+/** An attribute value as plain data: numbers as numbers, anything else as it is (for the limiter to reject). */
+function plain(v: AttributeValue): unknown {
+  if (v.N !== undefined) return Number(v.N);
+  if (v.S !== undefined) return v.S;
+  if (v.BOOL !== undefined) return v.BOOL;
+  return v;
 }
 
 function numberOf(v: AttributeValue | undefined): number | undefined {

@@ -1,7 +1,7 @@
 import { LimiterUnavailable, InvalidAcquireRequest } from './errors';
 import { bucketParams, busyCeiling, plan, admittedAt, type Plan, type Take } from './gcra';
 import type { AcquireRequest } from './request';
-import { UNKNOWN, type BucketStore, type KeyOverride } from './store';
+import { ITEM_VERSION, UNKNOWN, type BucketStore, type KeyOverride, type StoredBucket } from './store';
 
 /** The deployed limit, from the function's environment. */
 export interface LimiterConfig {
@@ -21,6 +21,12 @@ export interface LimiterDeps {
   readonly random: () => number;
   /** How long an override (or its absence) is cached. At most 10 s. */
   readonly overrideTtlMs?: number;
+  /**
+   * How far ahead of its clock a container reserves before it has measured a round trip to the store, µs: the
+   * first call of a cold container (TLS handshake, credentials) is its slowest.
+   * @default 100 ms
+   */
+  readonly initialLookaheadUs?: number;
 }
 
 export type AcquireOutcome =
@@ -45,15 +51,20 @@ export type AcquireOutcome =
   };
 
 /**
- * Most conditional writes one take may make (DESIGN §3: usually 1, at most 3). Against a fixed `now` the branch
- * only moves idle → busy → full, so busy, idle, busy always reaches an answer.
+ * Most conditional writes one take may make. Against a fixed arrival time the branch only moves idle → busy →
+ * full, so busy, idle, busy always reaches an answer (DESIGN §3: usually 1, at most 3); a limit change adds one
+ * rescale write, and a rescale that races another container's adds one more.
  */
-const MAX_WRITES = 3;
+const MAX_WRITES = 6;
 /** Item lifetime past the last possible tat: an expired bucket is idle anyway. */
 const TTL_SLACK_S = 3600;
 const MAX_OVERRIDE_TTL_MS = 10_000;
-/** Most slots one acquire discards for having arrived too late (bounded waste). */
-const MAX_STALE_RETAKES = 3;
+/** Lookahead before the first measured round trip, and its bounds (a store that slows to seconds is an outage). */
+const INITIAL_LOOKAHEAD_US = 100_000;
+const MIN_LOOKAHEAD_US = 0;
+const MAX_LOOKAHEAD_US = 500_000;
+/** Slowest limit an item can hold: one token per 1,000 s (0.001/s); T × burst stays a safe integer. */
+export const MIN_RATE_PER_SECOND = 0.001;
 /** Bound on the per-container caches (keys are caller-controlled). */
 const MAX_CACHED_KEYS = 10_000;
 
@@ -98,68 +109,103 @@ export function configFromEnv(env: Record<string, string | undefined>): LimiterC
 function checkLimit(rate: number, burst: number, shards: number): string | undefined {
   if (!Number.isInteger(shards) || shards < 1) return `shards must be a positive integer, got ${shards}`;
   // T must be at least 1 µs per shard.
-  if (!(rate > 0) || rate > 1_000_000 * shards) return `ratePerSecond must be > 0 and <= ${1_000_000 * shards}, got ${rate}`;
-  if (!Number.isInteger(burst) || burst < shards) return `burst must be an integer >= shards (${shards}), got ${burst}`;
+  if (!(rate >= MIN_RATE_PER_SECOND) || rate > 1_000_000 * shards) {
+    return `ratePerSecond must be from ${MIN_RATE_PER_SECOND} to ${1_000_000 * shards}, got ${rate}`;
+  }
+  if (!Number.isInteger(burst) || burst < shards || burst > 1_000_000) return `burst must be an integer from shards (${shards}) to 1000000, got ${burst}`;
+  const { toleranceUs } = bucketParams(rate, burst, shards);
+  if (!Number.isSafeInteger(toleranceUs * 4)) return `burst ${burst} at ${rate}/s spans ${toleranceUs} µs, more than the limiter can count`;
   return undefined;
 }
 
 /**
+ * A container's estimate of a store round trip (Jacobson/Karels, as TCP estimates its RTO): smoothed mean plus
+ * four mean deviations, so an answer rarely arrives after the slot it was reserved for.
+ */
+export class RoundTrip {
+  private srttUs: number | undefined;
+  private rttvarUs = 0;
+
+  constructor(private readonly initialUs: number) {}
+
+  sample(us: number): void {
+    const r = Math.max(0, us);
+    if (this.srttUs === undefined) {
+      this.srttUs = r;
+      this.rttvarUs = r / 2;
+    } else {
+      this.rttvarUs = 0.75 * this.rttvarUs + 0.25 * Math.abs(this.srttUs - r);
+      this.srttUs = 0.875 * this.srttUs + 0.125 * r;
+    }
+  }
+
+  /** How far ahead of its clock the next take reserves, µs. */
+  lookaheadUs(): number {
+    if (this.srttUs === undefined) return this.initialUs;
+    return Math.round(Math.min(MAX_LOOKAHEAD_US, Math.max(MIN_LOOKAHEAD_US, this.srttUs + 4 * this.rttvarUs)));
+  }
+}
+
+/**
  * The acquire algorithm (DESIGN §3) over an injectable store and clock. One instance per container: it keeps
- * the last tat seen per bucket (to guess the branch) and the override cache.
+ * the last tat seen per bucket (to guess the branch), the override cache and its round-trip estimate.
+ *
+ * Latency: a take reserves for the moment its answer is expected back, `now + lookahead` (the round-trip
+ * estimate), not for the moment it was sent. The caller's slot is then usually still ahead when the answer
+ * arrives, so it starts on its slot, and a slot is never thrown away for being late: a token taken is a token
+ * spent. An answer later than the estimate (a tail latency) starts its caller late by that much.
  */
 export class Limiter {
-  private readonly lastTat = new Map<string, number>();
+  private readonly lastTat = new Map<string, { readonly tat: number; readonly iv: number }>();
   /** Buckets whose last sight (a busy write, or a failed idle one) showed them busy. */
   private readonly seenBusy = new Set<string>();
   private readonly overrides = new Map<string, { readonly value: KeyOverride | undefined; readonly untilUs: number }>();
   private readonly overrideTtlUs: number;
+  /** This container's round trip to the store. */
+  readonly roundTrip: RoundTrip;
 
   constructor(readonly config: LimiterConfig, private readonly deps: LimiterDeps) {
     this.overrideTtlUs = Math.min(deps.overrideTtlMs ?? MAX_OVERRIDE_TTL_MS, MAX_OVERRIDE_TTL_MS) * 1000;
+    this.roundTrip = new RoundTrip(deps.initialLookaheadUs ?? INITIAL_LOOKAHEAD_US);
   }
 
-  /** Takes `req.tokens` from the key's bucket (one of its shards). */
-  async acquire(req: AcquireRequest): Promise<AcquireOutcome> {
+  /**
+   * Takes `req.tokens` from the key's bucket (one of its shards). `options.maxWaitMs` narrows the configured
+   * maxWait for this call (RESERVE): a caller with a deadline asks only for a slot it can still use, so no token
+   * is spent on one it would have to give up.
+   */
+  async acquire(req: AcquireRequest, options: { readonly maxWaitMs?: number } = {}): Promise<AcquireOutcome> {
     const counter = { calls: 0 };
     const limit = await this.limitFor(req.key, counter);
     const params = bucketParams(limit.ratePerSecond, limit.burst, this.config.shards);
     if (req.tokens > params.shardBurst) {
+      if (limit.overridden) {
+        // Valid against the deployed limit, not against the override in force: retryable, the override may go.
+        throw new LimiterUnavailable(`the override of key ${JSON.stringify(req.key)} (burst ${limit.burst} over ${this.config.shards} shards) `
+          + `holds at most ${params.shardBurst} tokens per acquire, got ${req.tokens}: raise the override's burst or clear it`);
+      }
       throw new InvalidAcquireRequest(
         `tokens must be at most the burst per shard (${params.shardBurst} = floor(burst ${limit.burst} / shards ${this.config.shards})), got ${req.tokens}`);
     }
     const take: Take = {
       incUs: req.tokens * params.intervalUs,
       toleranceUs: params.toleranceUs,
-      maxWaitUs: req.mode === 'RESERVE' ? this.config.maxWaitMs * 1000 : 0,
+      maxWaitUs: req.mode === 'RESERVE' ? Math.floor(Math.max(0, Math.min(this.config.maxWaitMs, options.maxWaitMs ?? Number.POSITIVE_INFINITY)) * 1000) : 0,
     };
-
-    // A slot that is already well in the past when the answer arrives (the write sat in a queue, or a cold
-    // client was slow) would start its caller late, closer to the next caller than the rate allows. RESERVE
-    // discards it and takes another (at most three times): never more calls than the bound, at the cost of an
-    // unused token. Lateness up to half the key's emission interval (at least 5 ms) is accepted, so callers start
-    // within that margin of their slots. TRY discards a late slot only when the container wrote blind (it had not
-    // seen the bucket: a cold start, typically in a herd of them), and the new take is then usually refused: at
-    // most one token per container and bucket is spent that way. Discarding every late TRY slot starves TRY
-    // callers when the store is slower than the margin (tried: 0.4 % of the limit admitted at 50/s, 100 callers).
-    const maxLateUs = Math.max(5_000, params.intervalUs / this.config.shards / 2);
-    for (let take_ = 0; ; take_++) {
-      const { outcome, blind } = await this.takeOnce(req, take, counter);
-      const late = outcome.admitted && this.deps.clockUs() - outcome.atUs > maxLateUs;
-      if (!late || take_ >= MAX_STALE_RETAKES || (req.mode === 'TRY' && !blind)) return outcome;
-    }
+    return this.takeOnce(req, take, params.intervalUs, counter);
   }
 
-  /** One take on one or two shards; `blind` when the admitting write was made with no cached tat. */
-  private async takeOnce(req: AcquireRequest, take: Take, counter: { calls: number }): Promise<{ outcome: AcquireOutcome; blind: boolean }> {
+  /** One take on one or two shards. */
+  private async takeOnce(req: AcquireRequest, take: Take, ivUs: number, counter: { calls: number }): Promise<AcquireOutcome> {
     const shards = this.config.shards;
     const first = Math.floor(this.deps.random() * shards);
     const order = shards === 1 ? [first] : [first, (first + 1 + Math.floor(this.deps.random() * (shards - 1))) % shards];
 
     let retryAfterUs = Number.POSITIVE_INFINITY;
     for (const shard of order) {
-      const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, counter);
+      const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, ivUs, counter);
       if (r.admitted) {
-        const outcome: AcquireOutcome = {
+        return {
           admitted: true,
           key: req.key,
           tokens: req.tokens,
@@ -169,61 +215,69 @@ export class Limiter {
           waitUs: r.atUs - r.nowUs,
           dynamoCalls: counter.calls,
         };
-        return { outcome, blind: r.blind };
       }
       retryAfterUs = Math.min(retryAfterUs, r.retryAfterUs);
     }
-    return { outcome: { admitted: false, key: req.key, tokens: req.tokens, retryAfterUs, dynamoCalls: counter.calls }, blind: false };
+    return { admitted: false, key: req.key, tokens: req.tokens, retryAfterUs, dynamoCalls: counter.calls };
   }
 
-  private async takeFromShard(pk: string, take: Take, counter: { calls: number }):
-  Promise<{ admitted: true; nowUs: number; atUs: number; blind: boolean } | { admitted: false; retryAfterUs: number }> {
+  private async takeFromShard(pk: string, take: Take, ivUs: number, counter: { calls: number }):
+  Promise<{ admitted: true; nowUs: number; atUs: number } | { admitted: false; retryAfterUs: number }> {
     const store = this.deps.store;
     const now = this.deps.clockUs();
-    // tat never decreases (both writes move it forward), so the last tat this container saw is a lower bound
-    // of the stored one: when even that leaves no room, the answer is a denial without a DynamoDB call.
-    const cached = this.lastTat.get(pk);
+    // The arrival time of this take: when its answer is expected back. Every write of the take uses it.
+    const arrival = now + this.roundTrip.lookaheadUs();
+    // tat never decreases under one limit (both writes move it forward), so the last tat this container saw is
+    // a lower bound of the stored one: when even that leaves no room, the answer is a denial without a call.
+    // A tat seen under another limit (another emission interval) says nothing: guess again.
+    const seen = this.lastTat.get(pk);
+    const cached = seen && seen.iv === ivUs ? seen.tat : undefined;
     // Guess the write shape. A container that has not seen this bucket guesses busy (new containers appear when
     // load rises), and so does one that last saw it busy, unless a whole tolerance has passed since: its cached
     // tat is older than the other containers' writes, which keep a loaded bucket ahead of now.
-    let branch: Plan = cached === undefined ? { kind: 'busy' } : plan(cached, now, take);
-    if (branch.kind === 'idle' && this.seenBusy.has(pk) && now - cached! < take.toleranceUs) {
+    let branch: Plan = cached === undefined ? { kind: 'busy' } : plan(cached, arrival, take);
+    if (branch.kind === 'idle' && this.seenBusy.has(pk) && arrival - cached! < take.toleranceUs) {
       branch = { kind: 'busy' };
     }
     if (branch.kind === 'deny') {
       return { admitted: false, retryAfterUs: branch.retryAfterUs };
     }
 
-    for (let write = 0; write < MAX_WRITES; write++) {
-      const expS = Math.ceil((now + take.toleranceUs + take.maxWaitUs) / 1_000_000) + TTL_SLACK_S;
-      counter.calls++;
-      const res = branch.kind === 'idle'
-        ? await store.takeIdle(pk, now, now + take.incUs, expS)
-        : await store.takeBusy(pk, take.incUs, now, busyCeiling(now, take), expS);
+    const expS = Math.ceil((arrival + take.toleranceUs + take.maxWaitUs) / 1_000_000) + TTL_SLACK_S;
+    let writes = 0;
+    while (writes < MAX_WRITES) {
+      writes++;
+      const b = branch;
+      const res = await this.timed(counter, () => (b.kind === 'idle'
+        ? store.takeIdle(pk, arrival, arrival + take.incUs, expS, ivUs)
+        : store.takeBusy(pk, take.incUs, arrival, busyCeiling(arrival, take), expS, ivUs)));
       if (res.ok) {
-        this.remember(pk, res.tat);
+        this.remember(pk, res.tat, ivUs);
         if (branch.kind === 'busy') this.seenBusy.add(pk);
         else this.seenBusy.delete(pk);
-        return { admitted: true, nowUs: now, atUs: admittedAt(res.tat, now, take.toleranceUs), blind: cached === undefined };
+        return { admitted: true, nowUs: now, atUs: admittedAt(res.tat, arrival, take.toleranceUs) };
       }
-      // `now` stays the same for every write of this take: tat only grows, so against a fixed `now` the bucket can
-      // only move from idle to busy to full, never back, and three writes always reach an answer. (A fresh clock
-      // per write would let a bucket a few ms ahead look idle again and flip-flop under latency.) Any fixed
-      // arrival time keeps the bound: each write is a GCRA step for its own `now`.
       if (branch.kind === 'idle') this.seenBusy.add(pk);
-      let old = res.tat;
-      if (old === UNKNOWN && branch.kind === 'idle') {
-        // A failed idle write means tat was past `now` when it ran: the bucket is busy, so try that branch
-        // rather than spend a read to learn it.
+      if (res.item === UNKNOWN && branch.kind === 'idle') {
+        // A failed idle write usually means tat was past the arrival time: the bucket is busy, so try that branch
+        // rather than spend a read to learn it (a malformed or foreign item fails that write too, and is read then).
         branch = { kind: 'busy' };
         continue;
       }
-      if (old === UNKNOWN) {
-        counter.calls++;
-        old = await store.readTat(pk);
+      let state = await this.learn(pk, res.item, counter);
+      // A debt counted under another limit (the limit changed: an override, or a redeploy) is re-counted in this
+      // limit's interval before anything is taken: the same number of tokens stays owed, so the new limit
+      // applies to new admissions at once. Reservations already handed out keep their slots.
+      while (state.tat !== undefined && state.iv !== undefined && state.iv !== ivUs && state.tat > arrival && writes < MAX_WRITES) {
+        writes++;
+        const old = state;
+        const rescaled = arrival + Math.ceil(((old.tat! - arrival) * ivUs) / old.iv!);
+        const r = await this.timed(counter, () => store.rescale(pk, old.tat!, old.iv!, rescaled, ivUs, expS));
+        state = r.ok ? { tat: r.tat, iv: ivUs } : await this.learn(pk, r.item, counter);
       }
-      if (old !== undefined) this.remember(pk, old);
-      branch = plan(old, now, take);
+      if (state.tat !== undefined && state.iv !== undefined && state.iv !== ivUs && state.tat > arrival) break;
+      if (state.tat !== undefined) this.remember(pk, state.tat, ivUs);
+      branch = plan(state.tat, arrival, take);
       if (branch.kind === 'deny') {
         // The wait is counted from the current time: a slot that has freed up since makes it shorter.
         return { admitted: false, retryAfterUs: Math.max(0, branch.retryAfterUs - (this.deps.clockUs() - now)) };
@@ -234,17 +288,33 @@ export class Limiter {
     return { admitted: false, retryAfterUs: take.incUs };
   }
 
-  private remember(pk: string, tat: number): void {
+  /** One store call, counted, its round trip fed to the estimate. */
+  private async timed<T>(counter: { calls: number }, call: () => Promise<T>): Promise<T> {
+    counter.calls++;
+    const t0 = this.deps.clockUs();
+    const out = await call();
+    this.roundTrip.sample(this.deps.clockUs() - t0);
+    return out;
+  }
+
+  /** The stored state after a failed write: the returned old item, or a consistent read; checked before use. */
+  private async learn(pk: string, item: StoredBucket | undefined | typeof UNKNOWN, counter: { calls: number }): Promise<{ tat?: number; iv?: number }> {
+    const stored = item === UNKNOWN ? await this.timed(counter, () => this.deps.store.readBucket(pk)) : item;
+    return checkBucket(pk, stored);
+  }
+
+  private remember(pk: string, tat: number, iv: number): void {
     if (this.lastTat.size >= MAX_CACHED_KEYS && !this.lastTat.has(pk)) {
       this.lastTat.clear();
       this.seenBusy.clear();
     }
-    this.lastTat.set(pk, Math.max(tat, this.lastTat.get(pk) ?? tat));
+    const prev = this.lastTat.get(pk);
+    this.lastTat.set(pk, { tat: prev && prev.iv === iv ? Math.max(tat, prev.tat) : tat, iv });
   }
 
   /** The key's limit: its override item when valid (cached ≤ 10 s), else the deployed limit. */
-  private async limitFor(key: string, counter: { calls: number }): Promise<{ ratePerSecond: number; burst: number }> {
-    const deployed = { ratePerSecond: this.config.ratePerSecond, burst: this.config.burst };
+  private async limitFor(key: string, counter: { calls: number }): Promise<{ ratePerSecond: number; burst: number; overridden: boolean }> {
+    const deployed = { ratePerSecond: this.config.ratePerSecond, burst: this.config.burst, overridden: false };
     const now = this.deps.clockUs();
     let cached = this.overrides.get(key);
     if (!cached || cached.untilUs <= now) {
@@ -254,13 +324,18 @@ export class Limiter {
       if (this.overrides.size >= MAX_CACHED_KEYS) this.overrides.clear();
       this.overrides.set(key, cached);
     }
-    return cached.value ?? deployed;
+    return cached.value ? { ...cached.value, overridden: true } : deployed;
   }
 
   private parseOverride(key: string, item: Record<string, unknown> | undefined): KeyOverride | undefined {
     if (!item) return undefined;
+    if (item.v !== undefined && item.v !== ITEM_VERSION) {
+      // Written by a handler of another format: its meaning is unknown here, so admit nothing under it.
+      throw new LimiterUnavailable(`override item ${overrideItemKey(this.config.limiterName, key)} has format version v=${JSON.stringify(item.v)}; this handler reads v=${ITEM_VERSION}`);
+    }
     const rate = item.ratePerSecond;
-    const burst = item.burst ?? Math.max(this.config.shards, Math.ceil(Number(rate)));
+    // Without a burst the deployed one stands: requests valid at synth stay valid.
+    const burst = item.burst ?? this.config.burst;
     const problem = typeof rate !== 'number' ? `ratePerSecond must be a number, got ${JSON.stringify(rate)}`
       : typeof burst !== 'number' ? `burst must be a number, got ${JSON.stringify(burst)}`
         : checkLimit(rate, burst, this.config.shards);
@@ -271,4 +346,22 @@ export class Limiter {
     }
     return { ratePerSecond: rate as number, burst: burst as number };
   }
+}
+
+/**
+ * A stored bucket item, checked: an unknown format version or a malformed attribute fails closed (admit nothing,
+ * a retryable LimiterUnavailable naming the item and the attribute), never an endless denial.
+ */
+export function checkBucket(pk: string, item: StoredBucket | undefined): { tat?: number; iv?: number } {
+  if (!item) return {};
+  if (item.v !== undefined && item.v !== ITEM_VERSION) {
+    throw new LimiterUnavailable(`bucket item ${pk} has format version v=${JSON.stringify(item.v)}; this handler reads v=${ITEM_VERSION}`);
+  }
+  if (item.tat !== undefined && !(typeof item.tat === 'number' && Number.isSafeInteger(item.tat) && item.tat >= 0)) {
+    throw new LimiterUnavailable(`bucket item ${pk}: attribute tat is ${JSON.stringify(item.tat)}, expected a whole number of microseconds`);
+  }
+  if (item.iv !== undefined && !(typeof item.iv === 'number' && Number.isSafeInteger(item.iv) && item.iv >= 1)) {
+    throw new LimiterUnavailable(`bucket item ${pk}: attribute iv is ${JSON.stringify(item.iv)}, expected a whole number of microseconds >= 1`);
+  }
+  return { tat: item.tat as number | undefined, iv: item.iv as number | undefined };
 }

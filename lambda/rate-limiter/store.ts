@@ -1,8 +1,24 @@
+/** The format version every item this limiter writes carries (`v`). A handler meeting another fails closed. */
+export const ITEM_VERSION = 1;
+
+/** A bucket item as stored: raw attribute values, checked by the limiter before it trusts them. */
+export interface StoredBucket {
+  /** Theoretical arrival time, µs (a number on a well-formed item). */
+  readonly tat?: unknown;
+  /** The emission interval, µs per token, the tat was counted in (absent on items of older handlers). */
+  readonly iv?: unknown;
+  /** Format version (absent on items of older handlers: version 1). */
+  readonly v?: unknown;
+}
+
 /** Outcome of one conditional write. */
 export type WriteResult =
   | { readonly ok: true; readonly tat: number }
-  /** The condition failed. `tat` is the stored value when the store returned it, `unknown` otherwise. */
-  | { readonly ok: false; readonly tat: number | undefined | typeof UNKNOWN };
+  /**
+   * The condition failed. `item` is the stored item when the store returned it (undefined: no item), `UNKNOWN`
+   * when it did not (DynamoDB emulators ignore ReturnValuesOnConditionCheckFailure): the caller reads it.
+   */
+  | { readonly ok: false; readonly item: StoredBucket | undefined | typeof UNKNOWN };
 
 export const UNKNOWN = Symbol('unknown');
 
@@ -14,15 +30,18 @@ export interface KeyOverride {
 
 /**
  * Where bucket state lives. Every method is one round trip; a DynamoDB failure other than a failed condition
- * rejects with `LimiterUnavailable`.
+ * rejects with `LimiterUnavailable`. Every write sets `v` and `iv` and requires the stored `v` to be absent or
+ * `ITEM_VERSION`.
  */
 export interface BucketStore {
-  /** Branch A: SET tat = tat + inc IF tat BETWEEN lower AND upper. */
-  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number): Promise<WriteResult>;
-  /** Branch B: SET tat = newTat IF attribute_not_exists(tat) OR tat <= now. */
-  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number): Promise<WriteResult>;
-  /** Strongly consistent read of a bucket's tat. */
-  readTat(pk: string): Promise<number | undefined>;
+  /** Branch A: SET tat = tat + inc IF tat BETWEEN lower AND upper AND iv is absent or `ivUs`. */
+  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number): Promise<WriteResult>;
+  /** Branch B: SET tat = newTat IF attribute_not_exists(tat) OR tat <= now (an idle bucket holds no debt: any iv). */
+  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number): Promise<WriteResult>;
+  /** A limit change: SET tat = newTat, iv = ivUs IF tat = oldTat AND iv = oldIv (the debt, re-counted). */
+  rescale(pk: string, oldTatUs: number, oldIvUs: number, newTatUs: number, ivUs: number, expS: number): Promise<WriteResult>;
+  /** Strongly consistent read of a bucket item. */
+  readBucket(pk: string): Promise<StoredBucket | undefined>;
   /** Reads a key's override item, if any. */
   readOverride(pk: string): Promise<Record<string, unknown> | undefined>;
 }
@@ -32,33 +51,50 @@ export class MemoryBucketStore implements BucketStore {
   readonly items = new Map<string, Record<string, unknown>>();
   calls = 0;
 
-  async takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number): Promise<WriteResult> {
+  async takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number): Promise<WriteResult> {
     this.calls++;
-    const tat = this.items.get(pk)?.tat as number | undefined;
-    if (tat !== undefined && tat >= lowerUs && tat <= upperUs) {
-      this.items.set(pk, { ...this.items.get(pk), tat: tat + incUs });
+    const item = this.items.get(pk);
+    const tat = item?.tat;
+    if (versionOk(item) && typeof tat === 'number' && tat >= lowerUs && tat <= upperUs && (item!.iv === undefined || item!.iv === ivUs)) {
+      this.items.set(pk, { ...item, tat: tat + incUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
       return { ok: true, tat: tat + incUs };
     }
-    return { ok: false, tat };
+    return { ok: false, item: item && { ...item } };
   }
 
-  async takeIdle(pk: string, nowUs: number, newTatUs: number): Promise<WriteResult> {
+  async takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number): Promise<WriteResult> {
     this.calls++;
-    const tat = this.items.get(pk)?.tat as number | undefined;
-    if (tat === undefined || tat <= nowUs) {
-      this.items.set(pk, { ...this.items.get(pk), tat: newTatUs });
+    const item = this.items.get(pk);
+    const tat = item?.tat;
+    if (versionOk(item) && (tat === undefined || (typeof tat === 'number' && tat <= nowUs))) {
+      this.items.set(pk, { ...item, tat: newTatUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
       return { ok: true, tat: newTatUs };
     }
-    return { ok: false, tat };
+    return { ok: false, item: item && { ...item } };
   }
 
-  async readTat(pk: string): Promise<number | undefined> {
+  async rescale(pk: string, oldTatUs: number, oldIvUs: number, newTatUs: number, ivUs: number, expS: number): Promise<WriteResult> {
     this.calls++;
-    return this.items.get(pk)?.tat as number | undefined;
+    const item = this.items.get(pk);
+    if (versionOk(item) && item?.tat === oldTatUs && item?.iv === oldIvUs) {
+      this.items.set(pk, { ...item, tat: newTatUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
+      return { ok: true, tat: newTatUs };
+    }
+    return { ok: false, item: item && { ...item } };
+  }
+
+  async readBucket(pk: string): Promise<StoredBucket | undefined> {
+    this.calls++;
+    const item = this.items.get(pk);
+    return item && { ...item };
   }
 
   async readOverride(pk: string): Promise<Record<string, unknown> | undefined> {
     this.calls++;
     return this.items.get(pk);
   }
+}
+
+function versionOk(item: Record<string, unknown> | undefined): boolean {
+  return item?.v === undefined || item.v === ITEM_VERSION;
 }

@@ -14,7 +14,8 @@ function limiterWith(config: Omit<LimiterConfig, 'limiterName'>, seed = 1) {
     return (s - 1) / 2147483646;
   };
   const store = new MemoryBucketStore();
-  const limiter = new Limiter({ limiterName: 'prop', ...config }, { store, clockUs: () => clock.now, random });
+  // No lookahead: the fake clock does not move during a store call, so these tests see the algorithm at `now`.
+  const limiter = new Limiter({ limiterName: 'prop', ...config }, { store, clockUs: () => clock.now, random, initialLookaheadUs: 0 });
   return { clock, store, limiter };
 }
 
@@ -68,7 +69,7 @@ describe('GCRA core (in-memory store, fake clock)', () => {
 
   // T is rounded up to a whole microsecond, which costs up to rate/1e6 of the rate: below 0.1 % for the
   // per-item rates a DynamoDB item can take (the construct warns above 700/s per shard).
-  test('concurrent acquires with stale clocks and interleaved writes stay within the bound; RESERVE is never refused', async () => {
+  test('concurrent acquires with stale clocks, lookaheads and interleaved writes stay within the bound; RESERVE is never refused', async () => {
     await fc.assert(fc.asyncProperty(
       limitArb,
       fc.array(fc.record({
@@ -76,6 +77,8 @@ describe('GCRA core (in-memory store, fake clock)', () => {
         delays: fc.array(fc.integer({ min: 0, max: 6 }), { minLength: 8, maxLength: 8 }),
         mode: fc.constantFrom<AcquireMode>('RESERVE', 'TRY'),
         fresh: fc.boolean(),
+        // a fresh container reserves this far ahead of its clock (its round-trip estimate)
+        lookaheadUs: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 200_000 })),
       }), { minLength: 2, maxLength: 60 }),
       async (limit, calls) => {
         // GIVEN a store whose every call yields a random number of turns, so writes of concurrent acquires
@@ -97,10 +100,13 @@ describe('GCRA core (in-memory store, fake clock)', () => {
           const store = {
             takeBusy: async (...a: Parameters<MemoryBucketStore['takeBusy']>) => { await pause(); return memory.takeBusy(...a); },
             takeIdle: async (...a: Parameters<MemoryBucketStore['takeIdle']>) => { await pause(); return memory.takeIdle(...a); },
-            readTat: async (pk: string) => { await pause(); return memory.readTat(pk); },
+            rescale: async (...a: Parameters<MemoryBucketStore['rescale']>) => { await pause(); return memory.rescale(...a); },
+            readBucket: async (pk: string) => { await pause(); return memory.readBucket(pk); },
             readOverride: async (pk: string) => memory.readOverride(pk),
           };
-          const limiter = c.fresh ? new Limiter(config, { store, clockUs: () => clock.now, random: Math.random }) : shared;
+          const limiter = c.fresh
+            ? new Limiter(config, { store, clockUs: () => clock.now, random: Math.random, initialLookaheadUs: c.lookaheadUs })
+            : shared;
           await pause();
           clock.now += c.clockStepUs;
           const r = await limiter.acquire({ key: 'k', tokens: 1, mode: c.mode });
@@ -169,16 +175,11 @@ describe('GCRA core (in-memory store, fake clock)', () => {
     expect(results.slice(11).every((r) => !r.admitted)).toBe(true);
   });
 
-  test.each([
-    ['RESERVE', 'a cold container', false],
-    ['RESERVE', 'a warm container', true],
-    ['TRY', 'a cold container', false],
-    ['TRY', 'a warm container', true],
-  ] as const)('%s on %s: a slot whose answer arrives more than T/2 late is discarded (TRY: only a blind write)', async (mode, _name, warm) => {
-    // GIVEN 10/s, burst 1 (T = 100 ms) and a store whose next write is answered 80 ms after it was made
+  test.each(['RESERVE', 'TRY'] as const)('%s never throws a slot away: an answer later than the estimate is used, one write, one token', async (mode) => {
+    // GIVEN 10/s, burst 1 (T = 100 ms), no lookahead yet, and a store whose next write is answered 80 ms after it was made
     const clock = { now: 1_700_000_000_000_000 };
     const memory = new MemoryBucketStore();
-    let slowWrites = 0;
+    let slowWrites = 1;
     const slow = async <T>(write: () => Promise<T>) => {
       const r = await write();
       if (slowWrites-- > 0) clock.now += 80_000;
@@ -187,30 +188,145 @@ describe('GCRA core (in-memory store, fake clock)', () => {
     const store = {
       takeBusy: (...a: Parameters<MemoryBucketStore['takeBusy']>) => slow(() => memory.takeBusy(...a)),
       takeIdle: (...a: Parameters<MemoryBucketStore['takeIdle']>) => slow(() => memory.takeIdle(...a)),
-      readTat: (pk: string) => memory.readTat(pk),
+      rescale: (...a: Parameters<MemoryBucketStore['rescale']>) => memory.rescale(...a),
+      readBucket: (pk: string) => memory.readBucket(pk),
       readOverride: (pk: string) => memory.readOverride(pk),
     };
-    const limiter = new Limiter({ limiterName: 'late', ratePerSecond: 10, burst: 1, shards: 1, maxWaitMs: 60_000 }, { store, clockUs: () => clock.now, random: () => 0 });
-    if (warm) {
-      await limiter.acquire({ key: 'k', tokens: 1, mode });
-      clock.now += 10_000_000;
-    }
+    const limiter = new Limiter({ limiterName: 'late', ratePerSecond: 10, burst: 1, shards: 1, maxWaitMs: 60_000 },
+      { store, clockUs: () => clock.now, random: () => 0, initialLookaheadUs: 0 });
     const start = clock.now;
-    slowWrites = 1;
+    memory.items.set('late#bucket#k#0', { tat: start - 1_000_000 }); // idle, seen by nobody yet: the cold guess (busy) fails first
 
     // WHEN one caller acquires
     const r = await limiter.acquire({ key: 'k', tokens: 1, mode });
 
-    // THEN RESERVE never uses the 80 ms-late slot: it gets the next one, still ahead of the clock. TRY is refused
-    // until that next slot after a blind write; a warm container uses its late slot (see Limiter.acquire).
-    if (mode === 'RESERVE') {
-      expect(r).toMatchObject({ admitted: true, atUs: start + 100_000 });
-      expect(r.admitted && clock.now - r.atUs).toBeLessThanOrEqual(50_000);
-    } else if (!warm) {
-      expect(r).toMatchObject({ admitted: false, retryAfterUs: 20_000 });
-    } else {
-      expect(r).toMatchObject({ admitted: true, atUs: start });
+    // THEN it is admitted at its slot (the answer came 80 ms after it): no second slot, no second token
+    expect(r).toMatchObject({ admitted: true, atUs: start });
+    expect(memory.items.get('late#bucket#k#0')!.tat).toBe(start + 100_000);
+  });
+
+  test('reserving ahead by the measured round trip: with an 8 ms store the answer arrives before its slot', async () => {
+    // GIVEN a store that takes 8 ms per call on the container's clock, and an idle bucket
+    const clock = { now: 1_700_000_000_000_000 };
+    const memory = new MemoryBucketStore();
+    const rtt = async <T>(call: () => Promise<T>) => {
+      clock.now += 4_000;
+      const r = await call();
+      clock.now += 4_000;
+      return r;
+    };
+    const store = {
+      takeBusy: (...a: Parameters<MemoryBucketStore['takeBusy']>) => rtt(() => memory.takeBusy(...a)),
+      takeIdle: (...a: Parameters<MemoryBucketStore['takeIdle']>) => rtt(() => memory.takeIdle(...a)),
+      rescale: (...a: Parameters<MemoryBucketStore['rescale']>) => rtt(() => memory.rescale(...a)),
+      readBucket: (pk: string) => rtt(() => memory.readBucket(pk)),
+      readOverride: (pk: string) => rtt(() => memory.readOverride(pk)),
+    };
+    const limiter = new Limiter({ limiterName: 'rtt', ratePerSecond: 50, burst: 1, shards: 1, maxWaitMs: 60_000 },
+      { store, clockUs: () => clock.now, random: () => 0, initialLookaheadUs: 20_000 });
+    const lateness: number[] = [];
+    let calls = 0;
+    // WHEN a caller acquires every 100 ms (the bucket idle each time), 20 times
+    for (let i = 0; i < 20; i++) {
+      const r = await limiter.acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+      if (!r.admitted) throw new Error('refused');
+      calls += r.dynamoCalls;
+      lateness.push(clock.now - r.atUs);
+      clock.now += 100_000;
     }
+    // THEN no answer came after its slot, and a warm container spends one write per admission (plus the
+    // override read, cached 10 s)
+    expect(lateness.filter((l) => l > 0)).toEqual([]);
+    expect(limiter.roundTrip.lookaheadUs()).toBeGreaterThanOrEqual(8_000);
+    expect(calls).toBeLessThanOrEqual(20 + 1 + 1);
+  });
+
+  test('a live limit change: the stored debt is re-counted, so 100/s → 1/s admits no burst of 99 more', async () => {
+    // GIVEN 100/s, burst 100, 100 admissions at once, overrides read on every call
+    const clock = { now: 1_700_000_000_000_000 };
+    const store = new MemoryBucketStore();
+    const limiter = new Limiter({ limiterName: 'chg', ratePerSecond: 100, burst: 100, shards: 1, maxWaitMs: 0 },
+      { store, clockUs: () => clock.now, random: () => 0, overrideTtlMs: 0, initialLookaheadUs: 0 });
+    let admitted = 0;
+    for (let i = 0; i < 100; i++) if ((await limiter.acquire({ key: 'k', tokens: 1, mode: 'TRY' })).admitted) admitted++;
+    expect(admitted).toBe(100);
+    // WHEN an operator lowers the key to 1/s (same burst) and callers keep coming for 10 ms
+    store.items.set('chg#config#k', { ratePerSecond: 1, burst: 100 });
+    for (let i = 0; i < 100; i++) {
+      clock.now += 100;
+      if ((await limiter.acquire({ key: 'k', tokens: 1, mode: 'TRY' })).admitted) admitted++;
+    }
+    // THEN nothing more: the 100 tokens owed at 100/s are owed at 1/s too (before: 199 in 10 ms)
+    expect(admitted).toBe(100);
+    expect(store.items.get('chg#bucket#k#0')).toMatchObject({ iv: 1_000_000, v: 1 });
+  });
+
+  test('random limit changes mid-stream: every window stays within the larger of the limits in force', async () => {
+    const limitOf = fc.record({ ratePerSecond: fc.oneof(fc.double({ min: 0.5, max: 2000, noNaN: true }), fc.integer({ min: 1, max: 500 })), burst: fc.integer({ min: 1, max: 40 }) });
+    await fc.assert(fc.asyncProperty(
+      limitOf,
+      fc.array(fc.record({
+        gapUs: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 5_000 }), fc.integer({ min: 0, max: 2_000_000 })),
+        mode: fc.constantFrom<AcquireMode>('RESERVE', 'TRY'),
+        change: fc.option(fc.option(limitOf, { freq: 4 }), { freq: 8 }),
+        container: fc.integer({ min: 0, max: 2 }),
+      }), { minLength: 1, maxLength: 250 }),
+      async (deployed, arrivals) => {
+        // GIVEN three containers of one limiter, each with its own caches, overrides read on every call
+        const clock = { now: 1_700_000_000_000_000 };
+        const store = new MemoryBucketStore();
+        const config = { limiterName: 'live', ratePerSecond: deployed.ratePerSecond, burst: deployed.burst, shards: 1, maxWaitMs: 2_000 };
+        const containers = [0, 1, 2].map(() => new Limiter(config, { store, clockUs: () => clock.now, random: () => 0, overrideTtlMs: 0, initialLookaheadUs: 0 }));
+        const inForce = [deployed];
+        const admitted: Admission[] = [];
+        // WHEN arrivals come, and now and then the limit changes (an override set, or cleared)
+        for (const a of arrivals) {
+          clock.now += a.gapUs;
+          if (a.change !== null) {
+            if (a.change === null || a.change === undefined) store.items.delete('live#config#k');
+            else {
+              store.items.set('live#config#k', { ...a.change });
+              inForce.push(a.change);
+            }
+          }
+          const r = await containers[a.container].acquire({ key: 'k', tokens: 1, mode: a.mode });
+          if (r.admitted) admitted.push({ atUs: r.atUs, tokens: 1 });
+        }
+        // THEN in any window, no more than the larger of the limits: max burst + max rate × w
+        const rate = Math.max(...inForce.map((l) => l.ratePerSecond));
+        const burst = Math.max(...inForce.map((l) => l.burst));
+        for (const w of [0, 1_000, 100_000, 1_000_000, 10_000_000]) {
+          expect(windowViolations(admitted, rate, burst, w)).toBe(0);
+        }
+      }), { numRuns: 300 });
+  });
+
+  test.each([
+    ['an unknown format version', { tat: 1, v: 2 }, /bucket item fmt#bucket#k#0 has format version v=2; this handler reads v=1/],
+    ['tat stored as a string', { tat: '1700000000000000' }, /bucket item fmt#bucket#k#0: attribute tat is "1700000000000000", expected a whole number of microseconds/],
+    ['a negative interval', { tat: 1, iv: -5 }, /attribute iv is -5/],
+  ])('a bucket item with %s fails closed with LimiterUnavailable naming it, in both modes', async (_name, item, message) => {
+    for (const mode of ['TRY', 'RESERVE'] as const) {
+      const { store, limiter } = limiterWith({ ratePerSecond: 10, burst: 1, shards: 1, maxWaitMs: 1000 });
+      store.items.set('fmt#bucket#k#0'.replace('fmt', 'prop'), item);
+      const err = await limiter.acquire({ key: 'k', tokens: 1, mode }).then(() => undefined, (e) => e);
+      expect(err).toMatchObject({ name: 'LimiterUnavailable', message: expect.stringMatching(new RegExp(message.source.replace('fmt', 'prop'))) });
+    }
+  });
+
+  test('an override item of another format version fails closed', async () => {
+    const { store, limiter } = limiterWith({ ratePerSecond: 10, burst: 1, shards: 1, maxWaitMs: 1000 });
+    store.items.set('prop#config#k', { ratePerSecond: 1000, burst: 1000, v: 7 });
+    await expect(limiter.acquire({ key: 'k', tokens: 1, mode: 'TRY' })).rejects.toMatchObject({ name: 'LimiterUnavailable', message: expect.stringContaining('override item prop#config#k has format version v=7') });
+  });
+
+  test('an override without burst keeps the deployed burst: requests valid at synth stay valid', async () => {
+    const { store, limiter } = limiterWith({ ratePerSecond: 10, burst: 5, shards: 1, maxWaitMs: 1000 });
+    store.items.set('prop#config#k', { ratePerSecond: 2 });
+    await expect(limiter.acquire({ key: 'k', tokens: 5, mode: 'TRY' })).resolves.toMatchObject({ admitted: true });
+    // an override with a smaller burst than a request needs: retryable LimiterUnavailable, not InvalidAcquireRequest
+    store.items.set('prop#config#j', { ratePerSecond: 2, burst: 2 });
+    await expect(limiter.acquire({ key: 'j', tokens: 5, mode: 'TRY' })).rejects.toMatchObject({ name: 'LimiterUnavailable', message: expect.stringContaining('raise the override\'s burst or clear it') });
   });
 
   test('one write per admission when the container guesses the branch right', async () => {
@@ -247,10 +363,15 @@ describe('GCRA core (in-memory store, fake clock)', () => {
     expect(await burstOf('vip')).toBe(1);
   });
 
-  test('an invalid override is ignored, never admits more', async () => {
+  test.each([
+    ['a rate that is not a number', { ratePerSecond: 'lots' }],
+    ['an absurdly small rate', { ratePerSecond: 1e-121 }],
+    ['a rate above a microsecond per token', { ratePerSecond: 5e6 }],
+    ['a fractional burst', { ratePerSecond: 1, burst: 2.5 }],
+  ])('an override with %s is ignored (logged), never admits more', async (_name, override) => {
     const { store, limiter } = limiterWith({ ratePerSecond: 1, burst: 2, shards: 1, maxWaitMs: 0 });
     const stderr = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    store.items.set('prop#config#k', { pk: 'prop#config#k', ratePerSecond: 'lots' });
+    store.items.set('prop#config#k', { pk: 'prop#config#k', ...override });
     let n = 0;
     while ((await limiter.acquire({ key: 'k', tokens: 1, mode: 'TRY' })).admitted) n++;
     expect(n).toBe(2);
