@@ -3,7 +3,7 @@ import { percentile } from './stats';
 import { DynamoDbBucketStore } from '../lambda/rate-limiter/dynamodb-store';
 import { Limiter } from '../lambda/rate-limiter/limiter';
 import type { AcquireMode } from '../lambda/rate-limiter/request';
-import type { BucketStore } from '../lambda/rate-limiter/store';
+import { MemoryBucketStore, type BucketStore, type StoredBucket } from '../lambda/rate-limiter/store';
 import type { LocalDynamoDb } from '../local/dynalite';
 import { type Admission, maxInWindow, nowUs, sleep } from '../local/timing';
 
@@ -34,37 +34,83 @@ class CountingStore implements BucketStore {
   conditionalFailures = 0;
   /** Idle write found the bucket busy. */
   idleFoundBusy = 0;
-  /** Busy write found the bucket idle (tat < now) or absent. */
+  /** Busy write found the bucket idle (tat < arrival) or absent. */
   busyFoundIdle = 0;
   /** Busy write found the bucket beyond its ceiling (a denial). */
   busyFoundFull = 0;
+  rescales = 0;
   overrideReads = 0;
   onOverrideRead?: () => void;
   constructor(private readonly inner: BucketStore) {}
-  async takeBusy(pk: string, inc: number, lo: number, hi: number, exp: number) {
-    const r = await this.inner.takeBusy(pk, inc, lo, hi, exp);
+  async takeBusy(pk: string, inc: number, lo: number, hi: number, exp: number, iv: number) {
+    const r = await this.inner.takeBusy(pk, inc, lo, hi, exp, iv);
     if (!r.ok) {
       this.conditionalFailures++;
-      if (typeof r.tat === 'number' && r.tat > hi) this.busyFoundFull++;
-      else if (typeof r.tat === 'number' || r.tat === undefined) this.busyFoundIdle++;
+      const tat = typeof r.item === 'object' ? (r.item as StoredBucket).tat : undefined;
+      if (typeof tat === 'number' && tat > hi) this.busyFoundFull++;
+      else this.busyFoundIdle++;
     }
     return r;
   }
-  async takeIdle(pk: string, now: number, tat: number, exp: number) {
-    const r = await this.inner.takeIdle(pk, now, tat, exp);
+  async takeIdle(pk: string, now: number, tat: number, exp: number, iv: number) {
+    const r = await this.inner.takeIdle(pk, now, tat, exp, iv);
     if (!r.ok) {
       this.conditionalFailures++;
       this.idleFoundBusy++;
     }
     return r;
   }
-  readTat(pk: string) { return this.inner.readTat(pk); }
+  rescale(pk: string, oldTat: number, oldIv: number, newTat: number, iv: number, exp: number) {
+    this.rescales++;
+    return this.inner.rescale(pk, oldTat, oldIv, newTat, iv, exp);
+  }
+  readBucket(pk: string) { return this.inner.readBucket(pk); }
   readOverride(pk: string) {
     this.overrideReads++;
     this.onOverrideRead?.();
     return this.inner.readOverride(pk);
   }
 }
+
+/** Round-trip latency of a store: half on the way there, half on the way back (the write happens in between). */
+export type Latency = () => number;
+
+/** A constant round trip, ms. */
+export const constantLatency = (ms: number): Latency => () => ms;
+
+/** A log-normal round trip with the given median and 99th percentile, ms (DynamoDB from Lambda: 5 / 40). */
+export function logNormalLatency(p50Ms: number, p99Ms: number): Latency {
+  const mu = Math.log(p50Ms);
+  const sigma = (Math.log(p99Ms) - mu) / 2.3263;
+  return () => {
+    // Box–Muller
+    const u = 1 - Math.random();
+    const v = Math.random();
+    return Math.exp(mu + sigma * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v));
+  };
+}
+
+/** A store whose every call takes `latency()`: DynamoDB's round trip from a Lambda function, without dynalite. */
+export class LatencyStore implements BucketStore {
+  constructor(private readonly inner: BucketStore, private readonly latency: Latency) {}
+  private async trip<T>(call: () => Promise<T>): Promise<T> {
+    const ms = this.latency();
+    await sleep(ms / 2);
+    const r = await call();
+    await sleep(ms / 2);
+    return r;
+  }
+  takeBusy(...a: Parameters<BucketStore['takeBusy']>) { return this.trip(() => this.inner.takeBusy(...a)); }
+  takeIdle(...a: Parameters<BucketStore['takeIdle']>) { return this.trip(() => this.inner.takeIdle(...a)); }
+  rescale(...a: Parameters<BucketStore['rescale']>) { return this.trip(() => this.inner.rescale(...a)); }
+  readBucket(pk: string) { return this.trip(() => this.inner.readBucket(pk)); }
+  readOverride(pk: string) { return this.trip(() => this.inner.readOverride(pk)); }
+}
+
+/** Where a run's buckets live: dynalite through the SDK, or an in-memory store behind an injected latency. */
+export type StoreTarget =
+  | { readonly kind: 'dynalite'; readonly db: LocalDynamoDb; readonly table: string; readonly name: string }
+  | { readonly kind: 'latency'; readonly latency: Latency; readonly name: string };
 
 /**
  * Lambda-like containers: a call takes an idle container or starts a new one, and holds it until it returns
@@ -88,12 +134,18 @@ class ContainerPool {
  * GCRA under load. TRY callers come back after retryAfter (+ up to 2 ms jitter); RESERVE callers wait out
  * their reservation and reserve again.
  */
-export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode, table: string, emulator: string): Promise<Figures> {
-  const client = clientFor(db);
-  const store = new CountingStore(new DynamoDbBucketStore(client, table));
+export async function runGcra(target: StoreTarget, s: Scenario, mode: AcquireMode): Promise<Figures> {
+  const emulator = target.name;
+  const client = target.kind === 'dynalite' ? clientFor(target.db) : undefined;
+  const store = new CountingStore(client && target.kind === 'dynalite'
+    ? new DynamoDbBucketStore(client, target.table)
+    : new LatencyStore(new MemoryBucketStore(), (target as { latency: Latency }).latency));
   const config = { limiterName: `bench-${mode}-${s.ratePerSecond}-${emulator.length}`, ratePerSecond: s.ratePerSecond, burst: s.burst, shards: s.shards, maxWaitMs: 300_000 };
   const pool = new ContainerPool(() => new Limiter(config, { store, clockUs: nowUs, random: Math.random }));
   const admitted: Admission[] = [];
+  /** When each admitted caller really starts: max(its answer, its notBefore). */
+  const starts: Admission[] = [];
+  let lateAnswers = 0;
   const latenciesMs: number[] = [];
   /** [time, DynamoDB calls, admitted?] per attempt, for the steady-state (second half) figures. */
   const log: [number, number, boolean][] = [];
@@ -102,7 +154,7 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
   let calls = 0;
   let denied = 0;
   const errors: Record<string, number> = {};
-  await client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: 'warm-up' } } }));
+  if (client && target.kind === 'dynalite') await client.send(new GetItemCommand({ TableName: target.table, Key: { pk: { S: 'warm-up' } } }));
   store.onOverrideRead = () => overrideReadsAt.push(nowUs());
   const start = nowUs();
   const end = start + s.durationS * 1e6;
@@ -114,6 +166,11 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
           const t0 = performance.now();
           const out = await limiter.acquire({ key: 'api', tokens: 1, mode });
           latenciesMs.push(performance.now() - t0);
+          if (out.admitted) {
+            const answeredUs = nowUs();
+            if (answeredUs > out.atUs) lateAnswers++;
+            starts.push({ atUs: Math.max(answeredUs, out.atUs), tokens: 1 });
+          }
           // The handler sleeps the sub-second part of a wait before it returns.
           if (out.admitted) await sleep((out.waitUs % 1e6) / 1000);
           return out;
@@ -135,7 +192,7 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
     }
   };
   await Promise.all(Array.from({ length: s.callers }, caller));
-  client.destroy();
+  client?.destroy();
 
   const inRun = admitted.filter((a) => a.atUs <= end).length;
   // Ideal from the first admission: the bucket starts full then, not when the bench started its clock.
@@ -152,6 +209,8 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
     'emulator': emulator,
     'admitted': inRun,
     ...windowFigures(admitted, s),
+    'windows over at start': windowFigures(starts, s)['windows over bound'],
+    'answers after slot': `${lateAnswers} (${((100 * lateAnswers) / Math.max(1, admitted.length)).toFixed(1)} %)`,
     'utilization %': (100 * inRun) / ideal,
     'attempts': attempts,
     'calls/attempt': calls / attempts,
@@ -161,6 +220,7 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
     'override reads': store.overrideReads,
     'bucket calls/admitted (all / 2nd half)': `${((calls - store.overrideReads) / admitted.length).toFixed(2)} / ${((lateCalls - lateOverrideReads) / lateAdmitted).toFixed(2)}`,
     'cond. failures': store.conditionalFailures,
+    'rescales': store.rescales,
     'failures idle/busy-low/busy-full': `${store.idleFoundBusy}/${store.busyFoundIdle}/${store.busyFoundFull}`,
     'denied': denied,
     'containers': pool.created,
@@ -175,6 +235,7 @@ export async function runGcra(db: LocalDynamoDb, s: Scenario, mode: AcquireMode,
  * Callers that are refused poll again after 50 ms.
  */
 export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: string, emulator: string): Promise<Figures> {
+  // (the hand-written baseline: starts are at the answer, so both window counts are the same)
   const client = clientFor(db);
   const admitted: Admission[] = [];
   const latenciesMs: number[] = [];
@@ -216,6 +277,8 @@ export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: stri
     'emulator': emulator,
     'admitted': inRun,
     ...windowFigures(admitted, s),
+    'windows over at start': '-',
+    'answers after slot': '-',
     'utilization %': (100 * inRun) / (s.burst + s.ratePerSecond * s.durationS),
     'attempts': attempts,
     'calls/attempt': 1,
@@ -225,6 +288,7 @@ export async function runFixedWindow(db: LocalDynamoDb, s: Scenario, table: stri
     'override reads': '-',
     'bucket calls/admitted (all / 2nd half)': '-',
     'cond. failures': failures,
+    'rescales': '-',
     'failures idle/busy-low/busy-full': '-',
     'denied': failures,
     'containers': '-',

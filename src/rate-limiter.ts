@@ -107,7 +107,7 @@ export interface RateLimiterProps {
   /**
    * Sustained rate, in tokens per second, shared by every caller of one key across all executions.
    *
-   * Valid range: greater than 0, at most 1,000,000.
+   * Valid range: 0.001 (one token per 1,000 s) to 1,000,000.
    */
   readonly ratePerSecond: number;
 
@@ -237,7 +237,8 @@ export class RateLimiter extends Construct implements IRateLimiter {
     super(scope, id);
 
     this.ratePerSecond = props.ratePerSecond;
-    checkRange('ratePerSecond', props.ratePerSecond, { min: 0, minExclusive: true, max: 1_000_000 });
+    // The handler's own floor (lambda/rate-limiter/limiter.ts MIN_RATE_PER_SECOND): one token per 1,000 s.
+    checkRange('ratePerSecond', props.ratePerSecond, { min: 0.001, max: 1_000_000 });
 
     this.burst = props.burst ?? Math.max(1, Math.ceil(props.ratePerSecond));
     checkRange('burst', this.burst, { min: 1, max: 1_000_000, integer: true });

@@ -147,10 +147,29 @@ describe('RateLimiter', () => {
       PolicyDocument: {
         Statement: Match.arrayWith([Match.objectLike({
           Action: ['dynamodb:UpdateItem', 'dynamodb:GetItem'],
-          Resource: Match.arrayWith([{ 'Fn::Join': ['', Match.arrayWith([':table/limits'])] }]),
+          Resource: { 'Fn::Join': ['', Match.arrayWith([':table/limits'])] },
+          Condition: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['shipping#*'] } },
         })]),
       },
     });
+  });
+
+  test('limiters sharing a table may each touch only their own items (dynamodb:LeadingKeys)', () => {
+    // GIVEN two limiters and a dispatcher on one table
+    const app = new App();
+    const stack = new Stack(app, 'Stack');
+    const table = dynamodb.Table.fromTableName(stack, 'Shared', 'limits');
+    new RateLimiter(stack, 'Shipping', { ratePerSecond: 5, table, limiterName: 'shipping' });
+    new RateLimiter(stack, 'Billing', { ratePerSecond: 5, table, limiterName: 'billing' });
+    // WHEN
+    const policies = Object.values(Template.fromStack(stack).findResources('AWS::IAM::Policy'));
+    const dynamo = policies.flatMap((p: any) => p.Properties.PolicyDocument.Statement)
+      .filter((st: any) => [st.Action].flat().some((a: string) => a.startsWith('dynamodb:')));
+    // THEN every DynamoDB statement is scoped to one limiter's prefix
+    expect(dynamo.map((st: any) => st.Condition)).toEqual([
+      { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['shipping#*'] } },
+      { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['billing#*'] } },
+    ]);
   });
 
   test('default shards keep each item at or below 500 writes/s; a hot shard warns', () => {
@@ -206,7 +225,8 @@ describe('RateLimiter', () => {
 
   describe('validation', () => {
     test.each<[string, RateLimiterProps, RegExp]>([
-      ['fails if ratePerSecond is 0', { ratePerSecond: 0 }, /ratePerSecond must be greater than 0 and at most 1000000, got 0/],
+      ['fails if ratePerSecond is 0', { ratePerSecond: 0 }, /ratePerSecond must be from 0.001 to 1000000, got 0/],
+      ['fails if ratePerSecond is absurdly small', { ratePerSecond: 1e-121 }, /ratePerSecond must be from 0.001 to 1000000, got 1e-121/],
       ['fails if ratePerSecond is negative', { ratePerSecond: -1 }, /ratePerSecond must be .*got -1/],
       ['fails if ratePerSecond is NaN', { ratePerSecond: NaN }, /ratePerSecond must be .*got NaN/],
       ['fails if burst is fractional', { ratePerSecond: 5, burst: 2.5 }, /burst must be an integer from 1 to 1000000, got 2.5/],

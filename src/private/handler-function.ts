@@ -39,8 +39,17 @@ export function limiterEnvironment(limiter: IRateLimiter, maxWaitMs: number): Re
   };
 }
 
-/** Exactly the calls the limiter code makes on the limiter's table (and its key, if any). */
+/**
+ * Exactly the calls the limiter code makes on the limiter's table (and its key, if any), on its own items only:
+ * every item it reads or writes has a partition key starting `<limiterName>#`, so on a table shared by several
+ * limiters each role can touch its own items and no other (`dynamodb:LeadingKeys`).
+ */
 export function grantBucketAccess(limiter: IRateLimiter, grantee: iam.IGrantable): void {
-  limiter.table.grant(grantee, 'dynamodb:UpdateItem', 'dynamodb:GetItem');
+  iam.Grant.addToPrincipal({
+    grantee,
+    actions: ['dynamodb:UpdateItem', 'dynamodb:GetItem'],
+    resourceArns: [limiter.table.tableArn],
+    conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${limiter.limiterName}#*`] } },
+  });
   limiter.table.encryptionKey?.grantEncryptDecrypt(grantee);
 }
