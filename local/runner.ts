@@ -16,6 +16,7 @@ import { type LocalEndpoint, startLocalEndpoint } from './aws-endpoint';
 import { type EmulatedMap, emulatedMapHandler, type ItemReaderHandler, rewriteMaps } from './distributed-map';
 import { type LocalDynamoDb, type LocalDynamoDbOptions, startDynalite, startDynaliteProcess } from './dynalite';
 import { LocalEventSource, LocalQueue } from './sqs';
+import { nowUs as clockUs } from './timing';
 
 // aws-local-stepfunctions uses Promise.withResolvers (Node >= 22).
 const P = Promise as any;
@@ -81,6 +82,17 @@ export interface LocalEvent {
   readonly cause?: unknown;
 }
 
+/** One admission granted by a limiter's acquire function during a run. */
+export interface LocalGrant {
+  readonly functionLogicalId: string;
+  readonly key: string;
+  /** The slot: the caller may start at this instant (epoch µs) and not before. */
+  readonly atUs: number;
+  readonly tokens: number;
+  /** When the function returned (epoch µs). */
+  readonly returnedAtUs: number;
+}
+
 /** Options of one `LocalRunner.run()`. */
 export interface LocalRunOptions {
   /** Start at this top-level state instead of StartAt (a redrive restarts at the state that failed). */
@@ -137,6 +149,8 @@ export class LocalRunner {
     }
   }
 
+  /** Every admission the template's limiter functions granted, in the order they returned. */
+  public readonly grants: LocalGrant[] = [];
   /** The ASL that runs, with every intrinsic resolved to its local value. */
   public readonly definition: any;
   private readonly functions = new Map<string, LocalFunction>();
@@ -446,11 +460,20 @@ export class LocalRunner {
     const handler = exported[exportName];
     if (typeof handler !== 'function') throw new Error(`${filename} exports no function ${exportName} (function ${id})`);
     const n = this.names.get(id)!;
+    // Every admission a limiter function grants is recorded: tests judge the limit at these decisions, which a
+    // loaded machine cannot move (the downstream's own clock can be late by any scheduling delay).
+    const recording = async (e: unknown, c: unknown) => {
+      const out: any = await handler(e, c);
+      if (out && out.admitted === true && typeof out.notBeforeUs === 'number') {
+        this.grants.push({ functionLogicalId: id, key: String(out.key), atUs: out.notBeforeUs, tokens: Number(out.tokens), returnedAtUs: clockUs() });
+      }
+      return out;
+    };
     this.functions.set(id, {
       logicalId: id,
       name: n.ref,
       arn: n.arn,
-      handler: this.asLambda(handler),
+      handler: this.asLambda(recording),
     });
   }
 

@@ -1,5 +1,5 @@
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
-import { App, Stack } from 'aws-cdk-lib';
+import { App, CfnResource, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { aslOf } from './support/asl';
 import { quiet } from './support/quiet';
@@ -7,14 +7,11 @@ import { FanOutStack, CARRIER_RATE, CRM_RATE } from '../examples/fan-out/stack';
 import { InferenceBatchStack, BATCH_SIZE, ENDPOINT_CONCURRENCY } from '../examples/inference-batch/stack';
 import { ShippingApiStack, SHIPPING_API_BURST, SHIPPING_API_RATE } from '../examples/shipping-api/stack';
 import { LocalRunner } from '../local/runner';
-import { type Admission, nowUs, sleep, windowViolations } from '../local/timing';
+import { type Admission, nowUs, sleep } from '../local/timing';
+import { RateLimiter } from '../src';
+import { expectCallsHoldSlots } from './support/decisions';
 
 const ENV = { env: { account: '123456789012', region: 'us-east-1' } };
-
-
-const expectBound = (calls: Admission[], rate: number, burst: number) => {
-  for (const w of [100_000, 1_000_000, 5_000_000]) expect([w, windowViolations(calls, rate, burst, w)]).toEqual([w, 0]);
-};
 
 describe('examples', () => {
   test.each([
@@ -81,7 +78,7 @@ describe('examples', () => {
       const results = await quiet(() => Promise.all(Array.from({ length: 20 }, (_, i) => runner.run({ orderId: `order-${i}`, address: {} }))));
       expect(results.filter((r) => r.status !== 'SUCCEEDED').map((r) => [r.error, r.cause])).toEqual([]);
       expect(calls).toHaveLength(24);
-      expectBound(calls, SHIPPING_API_RATE, SHIPPING_API_BURST);
+      expectCallsHoldSlots(calls.map((c) => c.atUs), runner.grants, SHIPPING_API_RATE, SHIPPING_API_BURST);
       const labels = stack.getLogicalId(stack.labels.node.defaultChild as any);
       const saved = await runner.db.client.send(new GetItemCommand({ TableName: runner.nameOf(labels), Key: { orderId: { S: 'order-5' } } }));
       expect(saved.Item?.trackingNumber).toEqual({ S: 'TRK-order-5' });
@@ -105,11 +102,13 @@ describe('examples', () => {
       const results = await quiet(() => Promise.all(Array.from({ length: 8 }, (_, i) => runner.run({ orderId: `o-${i}` }))));
       expect(results.filter((r) => r.status !== 'SUCCEEDED').map((r) => [r.error, r.cause])).toEqual([]);
       expect([carrier.length, crm.length]).toEqual([8, 8]);
-      expectBound(carrier, CARRIER_RATE, 1);
-      expectBound(crm, CRM_RATE, 2);
-      // the CRM branch did not wait for the carrier's slower limit
-      const last = (xs: Admission[]) => Math.max(...xs.map((x) => x.atUs));
-      expect(last(crm)).toBeLessThan(last(carrier) - 1_000_000);
+      const limiterId = (id: string) => stack.getLogicalId((stack.node.findChild(id) as RateLimiter).function.node.defaultChild as CfnResource);
+      const grantsOf = (id: string) => runner.grants.filter((g) => g.functionLogicalId === limiterId(id));
+      expectCallsHoldSlots(carrier.map((c) => c.atUs), grantsOf('CarrierLimit'), CARRIER_RATE, 1);
+      expectCallsHoldSlots(crm.map((c) => c.atUs), grantsOf('CrmLimit'), CRM_RATE, 2);
+      // the CRM branch did not wait for the carrier's slower limit (at the limiter's decisions)
+      const last = (xs: { atUs: number }[]) => Math.max(...xs.map((x) => x.atUs));
+      expect(last(grantsOf('CrmLimit'))).toBeLessThan(last(grantsOf('CarrierLimit')) - 1_000_000);
     } finally {
       await runner.stop();
     }
