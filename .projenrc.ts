@@ -33,6 +33,7 @@ const project = new awscdk.AwsCdkConstructLibrary({
     '@aws-sdk/client-dynamodb@^3',
     '@aws-sdk/client-lambda@^3',
     '@aws-sdk/client-sfn@^3',
+    '@aws-sdk/client-sqs@^3',
     'cdk-monitoring-constructs@^10',
     'esbuild@^0.28.2',
     'fast-check@^4',
@@ -91,6 +92,20 @@ new awscdk.LambdaFunction(project, {
   entrypoint: 'lambda/dispatcher/dispatch.lambda.ts',
   constructFile: 'src/private/dispatch-function.ts',
   constructName: 'DispatchFunction',
+  cdkDeps: project.cdkDeps,
+  runtime: awscdk.LambdaRuntime.NODEJS_24_X,
+  bundlingOptions: {
+    externals: ['@aws-sdk/*'],
+    sourcemap: false,
+  },
+});
+
+// The BufferedQueueConsumer dead-letter reporter: fails the waiting executions of dead-lettered messages
+// (SendTaskFailure DispatchFailed) and forwards the messages to the consumer's dead-letter queue.
+new awscdk.LambdaFunction(project, {
+  entrypoint: 'lambda/dead-letter-reporter/report.lambda.ts',
+  constructFile: 'src/private/dead-letter-reporter-function.ts',
+  constructName: 'DeadLetterReporterFunction',
   cdkDeps: project.cdkDeps,
   runtime: awscdk.LambdaRuntime.NODEJS_24_X,
   bundlingOptions: {

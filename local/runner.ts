@@ -12,7 +12,7 @@ import { App, CfnResource, Stack, Stage } from 'aws-cdk-lib';
 import * as cxapi from 'aws-cdk-lib/cx-api';
 import type * as Alsf from 'aws-local-stepfunctions' with { 'resolution-mode': 'import' };
 import type { IConstruct } from 'constructs';
-import { type LocalEndpoint, startLocalEndpoint } from './aws-endpoint';
+import { type LocalEndpoint, serviceErrorStatus, startLocalEndpoint } from './aws-endpoint';
 import { type EmulatedMap, emulatedMapHandler, type ItemReaderHandler, rewriteMaps } from './distributed-map';
 import { type LocalDynamoDb, type LocalDynamoDbOptions, startDynalite, startDynaliteProcess } from './dynalite';
 import { LocalEventSource, LocalQueue } from './sqs';
@@ -113,6 +113,8 @@ interface LocalFunction {
   readonly logicalId: string;
   readonly name: string;
   readonly arn: string;
+  /** The template's Timeout (Lambda's default 3 s when unset): what `getRemainingTimeInMillis()` counts down from. */
+  readonly timeoutMs: number;
   readonly handler: (event: unknown, context: unknown) => Promise<unknown>;
 }
 
@@ -292,9 +294,11 @@ export class LocalRunner {
       },
       taskSuccess: (token, output) => this.settle(token, (w) => w.resolve(output)),
       taskFailure: (token, error, cause) => this.settle(token, (w) => w.reject(Object.assign(new Error(cause), { name: error }))),
+      sendMessage: (queueUrl, body, groupId, attributes) => this.queueByUrl(queueUrl)?.send(body, groupId, attributes),
     });
     process.env.AWS_ENDPOINT_URL_LAMBDA = this.endpoint.url;
     process.env.AWS_ENDPOINT_URL_SFN = this.endpoint.url;
+    process.env.AWS_ENDPOINT_URL_SQS = this.endpoint.url;
 
     const emulated = new Map(this.emulatedMaps.map((m) => [m.name, emulatedMapHandler(m, {
       alsf,
@@ -326,7 +330,7 @@ export class LocalRunner {
     const sqsSend = /^arn:aws:states:::sqs:sendMessage(\.waitForTaskToken)?$/.exec(resource);
     if (sqsSend) {
       return (input) => {
-        const queue = [...this.queues.values()].find((q) => this.names.get(q.name)?.ref === input.QueueUrl);
+        const queue = this.queueByUrl(input.QueueUrl);
         if (!queue) throw Object.assign(new Error(`queue ${input.QueueUrl} is not in the template`), { name: 'SQS.QueueDoesNotExistException' });
         if (!sqsSend[1]) {
           const messageId = queue.send(typeof input.MessageBody === 'string' ? input.MessageBody : JSON.stringify(input.MessageBody), input.MessageGroupId);
@@ -347,7 +351,13 @@ export class LocalRunner {
       return async (input) => {
         const fn = this.functionByArn(input.FunctionName);
         if (!fn) throw Object.assign(new Error(`function ${input.FunctionName} is not in the template`), { name: 'Lambda.ResourceNotFoundException' });
-        return { StatusCode: 200, ExecutedVersion: '$LATEST', Payload: await fn.handler(input.Payload, lambdaContext(fn)) };
+        try {
+          return { StatusCode: 200, ExecutedVersion: '$LATEST', Payload: await fn.handler(input.Payload, lambdaContext(fn)) };
+        } catch (err) {
+          // Step Functions names the Lambda service's own errors Lambda.<Exception>.
+          if (serviceErrorStatus(err) !== undefined) throw Object.assign(new Error((err as Error).message), { name: `Lambda.${(err as Error).name}` });
+          throw err;
+        }
       };
     }
     const m = /^arn:aws:states:::(?:aws-sdk:)?dynamodb:([a-zA-Z]+)$/.exec(resource);
@@ -366,6 +376,11 @@ export class LocalRunner {
       };
     }
     return undefined;
+  }
+
+  /** The queue of the template with this URL (its Ref). */
+  private queueByUrl(url: unknown): LocalQueue | undefined {
+    return [...this.queues.values()].find((q) => this.names.get(q.name)?.ref === url);
   }
 
   private settle(token: string, how: (w: { resolve: (v: unknown) => void; reject: (e: unknown) => void }) => void): boolean {
@@ -440,9 +455,10 @@ export class LocalRunner {
 
   private loadFunction(id: string, props: any): void {
     const standIn = this.options.functionHandlers?.[id];
+    const timeoutMs = Number(this.resolve(props.Timeout) ?? 3) * 1000;
     if (standIn) {
       const n = this.names.get(id)!;
-      this.functions.set(id, { logicalId: id, name: n.ref, arn: n.arn, handler: this.asLambda(async (e) => standIn(e)) });
+      this.functions.set(id, { logicalId: id, name: n.ref, arn: n.arn, timeoutMs, handler: this.asLambda(async (e) => standIn(e)) });
       return;
     }
     const [file, exportName] = splitHandler(props.Handler ?? 'index.handler');
@@ -473,6 +489,7 @@ export class LocalRunner {
       logicalId: id,
       name: n.ref,
       arn: n.arn,
+      timeoutMs,
       handler: this.asLambda(recording),
     });
   }
@@ -483,6 +500,7 @@ export class LocalRunner {
       try {
         return await handler(e, c);
       } catch (err) {
+        if (serviceErrorStatus(err) !== undefined) throw err; // the Lambda service's answer, not the function's error
         const name = (err as Error)?.name ?? 'Error';
         const cause = JSON.stringify({ errorType: name, errorMessage: (err as Error)?.message ?? String(err), trace: [] });
         throw Object.assign(new Error(cause), { name });
@@ -642,11 +660,13 @@ function splitHandler(handler: string): [string, string] {
   return [handler.slice(0, i), handler.slice(i + 1)];
 }
 
+/** The context of one invocation: the time left counts down from the function's timeout, as Lambda's does. */
 function lambdaContext(fn: LocalFunction) {
+  const deadline = Date.now() + fn.timeoutMs;
   return {
     functionName: fn.name,
     invokedFunctionArn: fn.arn,
     awsRequestId: `local-${Math.random().toString(16).slice(2)}`,
-    getRemainingTimeInMillis: () => 60_000,
+    getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
   };
 }

@@ -14,15 +14,32 @@ export interface LocalQueueOptions {
   readonly redrive?: { readonly deadLetterQueue: LocalQueue; readonly maxReceiveCount: number };
 }
 
+/** A message attribute, as SendMessage takes it. */
+export interface LocalMessageAttribute {
+  readonly DataType: string;
+  readonly StringValue?: string;
+  readonly BinaryValue?: Uint8Array;
+}
+
 export interface LocalMessage {
   readonly messageId: string;
   readonly body: string;
   readonly groupId?: string;
+  readonly attributes?: Record<string, LocalMessageAttribute>;
   readonly sentAtMs: number;
   receiveCount: number;
   /** Epoch ms before which the message is not delivered. */
   visibleAtMs: number;
   receiptHandle?: string;
+}
+
+/** A message attribute as the SQS event source passes it to Lambda. */
+export interface ReceivedAttribute {
+  readonly dataType: string;
+  readonly stringValue?: string;
+  readonly binaryValue?: string;
+  readonly stringListValues: [];
+  readonly binaryListValues: [];
 }
 
 /** What a receive hands out: the message as the SQS event source passes it to Lambda. */
@@ -31,6 +48,7 @@ export interface ReceivedMessage {
   readonly receiptHandle: string;
   readonly body: string;
   readonly attributes: { ApproximateReceiveCount: string; SentTimestamp: string; MessageGroupId?: string };
+  readonly messageAttributes: Record<string, ReceivedAttribute>;
   readonly eventSource: 'aws:sqs';
   readonly eventSourceARN: string;
 }
@@ -67,11 +85,16 @@ export class LocalQueue {
     return this.messages.map((m) => m.body);
   }
 
-  public send(body: string, groupId?: string): string {
+  /** A snapshot of the stored messages (id, body, group, message attributes), in order. */
+  public stored(): { messageId: string; body: string; groupId?: string; attributes?: Record<string, LocalMessageAttribute> }[] {
+    return this.messages.map(({ messageId, body, groupId, attributes }) => ({ messageId, body, groupId, attributes }));
+  }
+
+  public send(body: string, groupId?: string, attributes?: Record<string, LocalMessageAttribute>): string {
     if (this.options.fifo && groupId === undefined) throw Object.assign(new Error(`queue ${this.name} is FIFO: MessageGroupId is required`), { name: 'MissingParameter' });
     if (!this.options.fifo && groupId !== undefined) throw Object.assign(new Error(`queue ${this.name} is not FIFO: MessageGroupId is not allowed`), { name: 'InvalidParameterValue' });
     const messageId = `local-${++sequence}`;
-    this.messages.push({ messageId, body, groupId, sentAtMs: Date.now(), receiveCount: 0, visibleAtMs: 0 });
+    this.messages.push({ messageId, body, groupId, attributes, sentAtMs: Date.now(), receiveCount: 0, visibleAtMs: 0 });
     this.notify();
     return messageId;
   }
@@ -106,6 +129,12 @@ export class LocalQueue {
           SentTimestamp: String(m.sentAtMs),
           ...(m.groupId !== undefined ? { MessageGroupId: m.groupId } : {}),
         },
+        messageAttributes: Object.fromEntries(Object.entries(m.attributes ?? {}).map(([name, a]) => [name, {
+          dataType: a.DataType,
+          ...(a.BinaryValue !== undefined ? { binaryValue: Buffer.from(a.BinaryValue).toString('base64') } : { stringValue: a.StringValue }),
+          stringListValues: [] as [],
+          binaryListValues: [] as [],
+        }])),
         eventSource: 'aws:sqs',
         eventSourceARN: this.arn,
       });

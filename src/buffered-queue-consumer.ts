@@ -7,15 +7,19 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
+import { DeadLetterReporterFunction } from './private/dead-letter-reporter-function';
+import { DEADLINE_MARGIN_MS, DispatcherEnv, ReporterEnv, TASK_TOKEN_FIELD } from './private/dispatch-contract';
 import { DispatchFunction } from './private/dispatch-function';
 import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { checkRange } from './private/validation';
 import { IRateLimiter } from './rate-limiter';
 
-/** The field of a `waitForResult` message that carries the task token (the dispatcher reads it). */
-const TASK_TOKEN_FIELD = 'cdkSfnThrottleTaskToken';
-/** Lambda's default timeout, for a consumer whose timeout is not known. */
+/** Lambda's default timeout, for a function whose timeout is not known. */
 const LAMBDA_DEFAULT_TIMEOUT = Duration.seconds(3);
+/** The dead-letter reporter's timeout: a SendTaskFailure and a SendMessage per message of a batch of 10. */
+const REPORTER_TIMEOUT = Duration.seconds(30);
+/** Receives the reporter gets for a message before the internal queue hands it to the DLQ itself. */
+const REPORTER_RECEIVES = 5;
 
 /**
  * Properties of `BufferedQueueConsumer`. Give exactly one of `consumer` and `target`.
@@ -112,10 +116,22 @@ export interface BufferedQueueConsumerProps {
   readonly deadLetterRetention?: Duration;
 
   /**
-   * The dispatcher's timeout (target mode): long enough for a batch of invocations and the waits for their
-   * tokens.
+   * The target's timeout, when the target is an imported function (its timeout is not known here). The
+   * dispatcher starts an invoke (and takes its token) only while this plus a 3 s margin still fits in what is left
+   * of its own run, so a target that may run longer than this can be cut off and run again: give its real
+   * timeout. Target mode only.
    *
-   * @default Duration.minutes(1)
+   * @default - the target's own timeout when it is a `lambda.Function` of this app (3 s when it sets none);
+   * for an imported function, 3 s (Lambda's default timeout) with a synth warning
+   */
+  readonly targetTimeout?: Duration;
+
+  /**
+   * The dispatcher's timeout (target mode): long enough for a batch of invocations and the waits for their
+   * tokens. At least the target's timeout + 3 s (a synth error otherwise); messages the dispatcher cannot start
+   * in time are returned to the queue.
+   *
+   * @default - 1 minute, or 2 × the target's timeout + 3 s when that is longer (at most 15 minutes)
    */
   readonly dispatcherTimeout?: Duration;
 
@@ -136,7 +152,10 @@ export interface SendMessageTaskOptions {
 
   /**
    * Wait for the target's result: the task gets a task token, the dispatcher reports the target's output
-   * (`SendTaskSuccess`) or error (`SendTaskFailure`) back to the execution. Target mode only.
+   * (`SendTaskSuccess`) or error (`SendTaskFailure`) back to the execution. A message that ends in the
+   * dead-letter queue instead fails its execution with `DispatchFailed` (a dead-letter reporter this construct
+   * adds does it), and so does a result Step Functions cannot take (over 256 KiB). Target mode only, and not with
+   * `existingQueue` (its dead-letter queue is not known here: a synth error).
    *
    * @default false
    */
@@ -185,6 +204,13 @@ export class BufferedQueueConsumer extends Construct {
   private readonly dispatcherRole?: iam.IRole;
   private waitingTasks = 0;
   private readonly resultsFrom = new Set<string>();
+  /** The state machines allowed to receive results (the reporter may fail their tasks too). */
+  private readonly resultMachines: sfn.IStateMachine[] = [];
+  private readonly maxReceiveCount: number;
+  private readonly removalPolicy: RemovalPolicy;
+  private readonly deadLetterRetention: Duration;
+  /** The dead-letter reporter's role, once a task waits for results. */
+  private reporterRole?: iam.IRole;
 
   constructor(scope: Construct, id: string, props: BufferedQueueConsumerProps) {
     super(scope, id);
@@ -205,6 +231,10 @@ export class BufferedQueueConsumer extends Construct {
     if (this.fifo && props.maxBatchingWindow) throw new Error('maxBatchingWindow is not supported on FIFO queues, got fifo: true with a batching window');
     const maxReceiveCount = props.maxReceiveCount ?? 5;
     checkRange('maxReceiveCount', maxReceiveCount, { min: 1, max: 1000, integer: true });
+    this.maxReceiveCount = maxReceiveCount;
+    this.removalPolicy = props.removalPolicy ?? RemovalPolicy.DESTROY;
+    this.deadLetterRetention = props.deadLetterRetention ?? Duration.days(14);
+    if (props.targetTimeout !== undefined && !props.target) throw new Error('targetTimeout applies to target mode, got a consumer');
     if (props.existingQueue) {
       for (const [name, given] of [['visibilityTimeout', props.visibilityTimeout], ['maxReceiveCount', props.maxReceiveCount], ['deadLetterRetention', props.deadLetterRetention]] as const) {
         if (given !== undefined) throw new Error(`${name} configures the queue this construct creates: set it on existingQueue instead`);
@@ -226,11 +256,22 @@ export class BufferedQueueConsumer extends Construct {
           + 'counting receives — good messages can reach the DLQ. Use maxConcurrency alone as the throttle.');
       }
     } else {
-      const dispatcherTimeout = props.dispatcherTimeout ?? Duration.minutes(1);
+      const targetTimeout = this.targetTimeoutOf(props.target!, props.targetTimeout);
+      // The dispatcher starts an invoke only with the target's timeout plus the margin left: it must have that much.
+      const neededS = Math.ceil((targetTimeout.toMilliseconds() + DEADLINE_MARGIN_MS) / 1000);
+      if (neededS > 900) {
+        throw new Error(`the target's timeout (${targetTimeout.toSeconds()} s) + a ${DEADLINE_MARGIN_MS / 1000} s margin = ${neededS} s is more than a dispatcher may run (900 s): `
+          + 'lower the target\'s timeout, or give it as consumer (your function handles the batches)');
+      }
+      const dispatcherTimeout = props.dispatcherTimeout ?? Duration.seconds(Math.min(900, Math.max(60, 2 * neededS - DEADLINE_MARGIN_MS / 1000)));
       checkRange('dispatcherTimeout (s)', dispatcherTimeout.toSeconds(), { min: 1, max: 900, integer: true });
+      if (dispatcherTimeout.toSeconds() < neededS) {
+        throw new Error(`dispatcherTimeout must be at least the target's timeout (${targetTimeout.toSeconds()} s) + a ${DEADLINE_MARGIN_MS / 1000} s margin = ${neededS} s, `
+          + `got ${dispatcherTimeout.toSeconds()} s: the dispatcher could never start an invoke`);
+      }
       consumerTimeout = dispatcherTimeout;
       this.target = props.target;
-      const dispatcher = this.dispatcher(props, dispatcherTimeout);
+      const dispatcher = this.dispatcher(props, dispatcherTimeout, targetTimeout);
       this.consumerFunction = dispatcher;
       this.dispatcherRole = dispatcher.role;
     }
@@ -245,7 +286,7 @@ export class BufferedQueueConsumer extends Construct {
         throw new Error(`visibilityTimeout must be at least 6 × the consumer's timeout (${consumerTimeout.toSeconds()} s) = ${minimum} s, got ${visibilityTimeout.toSeconds()} s`);
       }
       checkRange('visibilityTimeout (s)', visibilityTimeout.toSeconds(), { min: 0, max: 43_200, integer: true, why: '12 hours at most' });
-      const retention = props.deadLetterRetention ?? Duration.days(14);
+      const retention = this.deadLetterRetention;
       checkRange('deadLetterRetention (s)', retention.toSeconds(), { min: 60, max: 1_209_600, integer: true, why: '1 minute to 14 days' });
       const dlq = new sqs.Queue(this, 'DeadLetterQueue', {
         fifo: this.fifo || undefined,
@@ -299,9 +340,16 @@ export class BufferedQueueConsumer extends Construct {
     if (options.waitForResult && !this.target) {
       throw new Error('waitForResult needs target mode: only the dispatcher reports results back, got a consumer');
     }
+    if (options.waitForResult && !this.deadLetterQueue) {
+      throw new Error('waitForResult needs the queue this construct creates, got existingQueue: its dead-letter queue is not known here, so a message '
+        + 'it dead-letters could never fail its waiting execution (which would wait until its timeout). Leave existingQueue unset, or hand off without waitForResult.');
+    }
     if (this.fifo && options.messageGroupId === undefined) throw new Error('messageGroupId is required on a FIFO queue, got none');
     if (!this.fifo && options.messageGroupId !== undefined) throw new Error(`messageGroupId applies to FIFO queues only, got ${options.messageGroupId}`);
-    if (options.waitForResult) this.waitingTasks++;
+    if (options.waitForResult) {
+      this.waitingTasks++;
+      this.reportDeadLetters();
+    }
     const body = options.waitForResult
       ? sfn.TaskInput.fromObject({ [TASK_TOKEN_FIELD]: sfn.JsonPath.taskToken, input: options.messageBody.value })
       : options.messageBody;
@@ -321,8 +369,11 @@ export class BufferedQueueConsumer extends Construct {
    */
   public allowResultsFrom(stateMachine: sfn.IStateMachine): void {
     if (!this.dispatcherRole) throw new Error('allowResultsFrom needs target mode (the dispatcher reports results), got a consumer');
+    if (this.resultsFrom.has(stateMachine.node.path)) return;
     stateMachine.grantTaskResponse(this.dispatcherRole);
+    if (this.reporterRole) stateMachine.grant(this.reporterRole, 'states:SendTaskFailure');
     this.resultsFrom.add(stateMachine.node.path);
+    this.resultMachines.push(stateMachine);
   }
 
   /** Grants sending messages to the buffer (and using its key, if any). */
@@ -348,28 +399,50 @@ export class BufferedQueueConsumer extends Construct {
     });
   }
 
+  /** The target's timeout: its own when known, else the prop, else Lambda's default with a warning. */
+  private targetTimeoutOf(target: lambda.IFunction, given: Duration | undefined): Duration {
+    const known = target instanceof lambda.Function ? target.timeout ?? LAMBDA_DEFAULT_TIMEOUT : undefined;
+    if (given !== undefined) {
+      checkRange('targetTimeout (s)', given.toSeconds(), { min: 1, max: 900, integer: true });
+      if (known !== undefined && !Token.isUnresolved(known.toSeconds()) && given.toSeconds() < known.toSeconds()) {
+        throw new Error(`targetTimeout must be at least the target's own timeout (${known.toSeconds()} s), got ${given.toSeconds()} s`);
+      }
+      return given;
+    }
+    if (known !== undefined) return known;
+    Annotations.of(this).addWarningV2('cdk-sfn-throttle:targetTimeoutUnknown',
+      `the target ${target.node.path} is imported: its timeout is not known here, so the dispatcher assumes Lambda's default (${LAMBDA_DEFAULT_TIMEOUT.toSeconds()} s) `
+      + 'when it decides whether an invoke still fits before its own deadline. Set targetTimeout to the function\'s timeout.');
+    return LAMBDA_DEFAULT_TIMEOUT;
+  }
+
   /** The dispatcher: invokes exactly the target, takes tokens from the limiter's table, reports to workflows. */
-  private dispatcher(props: BufferedQueueConsumerProps, timeout: Duration): lambda.Function {
+  private dispatcher(props: BufferedQueueConsumerProps, timeout: Duration, targetTimeout: Duration): lambda.Function {
     const target = props.target!;
     const logGroup = new logs.LogGroup(this, 'DispatcherLogGroup', {
       retention: logs.RetentionDays.ONE_MONTH,
       removalPolicy: RemovalPolicy.DESTROY,
     });
     const role = handlerRole(this, 'DispatcherRole', logGroup, `Dispatcher of ${this.node.path}`);
-    const environment: Record<string, string> = { TARGET_FUNCTION: target.functionArn };
+    const environment: Record<string, string> = {
+      [DispatcherEnv.TARGET_FUNCTION]: target.functionArn,
+      [DispatcherEnv.TARGET_TIMEOUT_MS]: String(targetTimeout.toMilliseconds()),
+      [DispatcherEnv.DEADLINE_MARGIN_MS]: String(DEADLINE_MARGIN_MS),
+    };
     if (props.limiter) {
       const l = props.limiter;
-      // The configuration the limiter's own function reads, so both take from one bucket the same way; a slot
-      // must come within this invocation: at most the limiter's maxWait and half the timeout.
-      Object.assign(environment, limiterEnvironment(l, Math.min(l.maxWait.toMilliseconds(), timeout.toMilliseconds() / 2)), {
-        LIMITER_KEY: props.limiterKey ?? 'default',
+      // The configuration the limiter's own function reads, so both take from one bucket the same way. Each
+      // acquire narrows the wait further to what the dispatcher's deadline leaves (the slot plus the target's
+      // timeout must fit), so no token is taken for a slot it could not use.
+      Object.assign(environment, limiterEnvironment(l, Math.min(l.maxWait.toMilliseconds(), timeout.toMilliseconds())), {
+        [DispatcherEnv.LIMITER_KEY]: props.limiterKey ?? 'default',
       });
       grantBucketAccess(l, role);
       const backlogS = (this.maxConcurrency * this.batchSize) / l.ratePerSecond;
       if (backlogS > timeout.toSeconds() / 2) {
         Annotations.of(this).addWarningV2('cdk-sfn-throttle:dispatcherBacklog',
           `maxConcurrency ${this.maxConcurrency} × batchSize ${this.batchSize} messages at ${l.ratePerSecond}/s take ${backlogS.toFixed(1)} s of tokens, more than half the dispatcher timeout (${timeout.toSeconds()} s): `
-          + 'messages refused a slot are redelivered and count receives. Lower maxConcurrency or batchSize, or raise dispatcherTimeout.');
+          + 'messages that cannot get a slot in time are redelivered and count receives. Lower maxConcurrency or batchSize, or raise dispatcherTimeout.');
       }
     }
     const fn = new DispatchFunction(this, 'Dispatcher', {
@@ -389,5 +462,69 @@ export class BufferedQueueConsumer extends Construct {
       reason: 'the dispatcher is invoked by an SQS event source mapping: failed messages go to the queue\'s own DLQ',
     });
     return fn;
+  }
+  /**
+   * Makes sure every dead-lettered message fails its waiting execution: the buffer's redrive policy points at an
+   * internal queue whose consumer (the dead-letter reporter) sends `SendTaskFailure` (`DispatchFailed`) for a
+   * message carrying a task token, then forwards the message to `deadLetterQueue`. Not a consumer on the DLQ
+   * itself: that would empty it under the DLQ-depth alarm (and SQS filter criteria would delete what they do not
+   * match). The internal queue's own redrive policy sends a message the reporter cannot handle to the DLQ too.
+   */
+  private reportDeadLetters(): void {
+    if (this.reporterRole) return;
+    const dlq = this.deadLetterQueue!;
+    const reports = new sqs.Queue(this, 'DeadLetterReports', {
+      fifo: this.fifo || undefined,
+      retentionPeriod: this.deadLetterRetention,
+      visibilityTimeout: Duration.seconds(REPORTER_TIMEOUT.toSeconds() * 6),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      // The receive count a message brings from the buffer may count here too: give the reporter its receives on top.
+      deadLetterQueue: { queue: dlq, maxReceiveCount: Math.min(1000, this.maxReceiveCount + REPORTER_RECEIVES) },
+      removalPolicy: this.removalPolicy,
+    });
+    (this.queue.node.defaultChild as sqs.CfnQueue).redrivePolicy = {
+      deadLetterTargetArn: reports.queueArn,
+      maxReceiveCount: this.maxReceiveCount,
+    };
+
+    const logGroup = new logs.LogGroup(this, 'DeadLetterReporterLogGroup', {
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    const role = handlerRole(this, 'DeadLetterReporterRole', logGroup, `Dead-letter reporter of ${this.node.path}`);
+    this.reporterRole = role;
+    const fn = new DeadLetterReporterFunction(this, 'DeadLetterReporter', {
+      description: `cdk-sfn-throttle ${this.node.path}: fails the waiting executions of dead-lettered messages, forwards them to the DLQ`,
+      role,
+      timeout: REPORTER_TIMEOUT,
+      memorySize: 128,
+      architecture: lambda.Architecture.ARM_64,
+      tracing: lambda.Tracing.ACTIVE,
+      logGroup,
+      environment: {
+        [ReporterEnv.DEAD_LETTER_QUEUE_URL]: dlq.queueUrl,
+        [ReporterEnv.MAX_RECEIVE_COUNT]: String(this.maxReceiveCount),
+        [ReporterEnv.FIFO]: String(this.fifo),
+      },
+    });
+    const mapping = new lambda.EventSourceMapping(this, 'DeadLetterReportsSource', {
+      target: fn,
+      eventSourceArn: reports.queueArn,
+      batchSize: 10,
+      maxConcurrency: 2,
+      reportBatchItemFailures: true,
+    });
+    reports.grantConsumeMessages(role);
+    dlq.grantSendMessages(role);
+    for (const machine of this.resultMachines) machine.grant(role, 'states:SendTaskFailure');
+    Validations.of(fn).acknowledge({
+      id: 'Serverless-LambdaDLQ',
+      reason: 'the reporter is invoked by an SQS event source mapping: messages it fails go to its queue\'s DLQ (the consumer\'s dead-letter queue)',
+    });
+    Validations.of(mapping).acknowledge({
+      id: 'Serverless-LambdaEventSourceMappingDestination',
+      reason: 'an SQS event source hands failed messages back to the queue, whose redrive policy sends them to the consumer\'s dead-letter queue',
+    });
   }
 }

@@ -26,6 +26,14 @@ export class ThrottleErrors {
   public static readonly RETRIES_EXHAUSTED = 'RetriesExhausted';
 
   /**
+   * A message handed to a BufferedQueueConsumer with `waitForResult` could not be dispatched or its result could
+   * not be reported: it reached the dead-letter queue (every receive failed, or the dispatcher crashed or timed
+   * out), or the target's result is too large or not valid JSON for Step Functions (the target is not run again).
+   * The cause says which, with the message id. Not retried by the library.
+   */
+  public static readonly DISPATCH_FAILED = 'DispatchFailed';
+
+  /**
    * Errors a caller should retry: the limiter admitted nothing and may admit later.
    */
   public static readonly RETRYABLE: string[] = [ThrottleErrors.RATE_LIMIT_EXCEEDED, ThrottleErrors.LIMITER_UNAVAILABLE];

@@ -1,7 +1,7 @@
 import { Duration, Token } from 'aws-cdk-lib';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import { checkRange } from './private/validation';
 import { throttlingErrorsOf } from './private/task-kind';
+import { checkRange } from './private/validation';
 
 /**
  * Options of `RetryPolicy.throttling()`.

@@ -355,10 +355,12 @@ export class ThrottledMap extends sfn.StateMachineFragment {
         const { acquire, wait } = acquireStates(this, `${id} Item`, props.limiter, limiterOptions);
         wait.next(processor);
         const start = sfn.Chain.start(processor).startState;
-        this.node.addValidation({ validate: () => ownRetries(start).map((r) =>
-          `state "${r.state}" in the item processor of ThrottledMap ${this.node.path} has its own Retry on ${r.errors.join(', ')}: `
+        this.node.addValidation({
+          validate: () => ownRetries(start).map((r) =>
+            `state "${r.state}" in the item processor of ThrottledMap ${this.node.path} has its own Retry on ${r.errors.join(', ')}: `
           + 'Step Functions would run it again without a token. Remove it (LambdaInvoke: retryOnServiceExceptions: false) and give the map '
-          + '`retry` (RetryPolicy.throttling({ errors })): the whole item is retried, acquire included') });
+          + '`retry` (RetryPolicy.throttling({ errors })): the whole item is retried, acquire included'),
+        });
         chain = sfn.Chain.custom(acquire, sfn.Chain.start(processor).endStates, wait);
       }
       if (retry.retries || props.catchItemFailures) {

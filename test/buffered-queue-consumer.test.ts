@@ -6,11 +6,13 @@ import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import { statementsOfRole } from './support/iam';
+import { actionsOf, expectLeastPrivilege, statementsOfRole } from './support/iam';
 import { nagFindings } from './support/nag';
+import { localServiceError } from '../local/aws-endpoint';
 import { LocalRunner } from '../local/runner';
 import { type Admission, nowUs, sleep, windowViolations } from '../local/timing';
-import { BufferedQueueConsumer, type BufferedQueueConsumerProps, RateLimiter } from '../src';
+import { BufferedQueueConsumer, type BufferedQueueConsumerProps, RateLimiter, ThrottleErrors } from '../src';
+import { DeadLetterAttributes } from '../src/private/dispatch-contract';
 
 const ENV = { env: { account: '123456789012', region: 'us-east-1' } };
 
@@ -36,6 +38,19 @@ function build(props: Partial<BufferedQueueConsumerProps> & { consumerMode?: boo
   });
   return { stack, fn, buffer, limiter };
 }
+
+/** A machine that hands its input to the buffer and waits for the target's result. */
+function waitingMachine(stack: Stack, buffer: BufferedQueueConsumer, options: { allow?: boolean; messageGroupId?: string } = {}) {
+  const machine = new sfn.StateMachine(stack, 'Machine', {
+    definitionBody: sfn.DefinitionBody.fromChainable(buffer.sendMessageTask(stack, 'Hand Off', {
+      messageBody: sfn.TaskInput.fromJsonPathAt('$'), waitForResult: true, resultPath: '$.result', messageGroupId: options.messageGroupId,
+    })),
+  });
+  if (options.allow ?? true) buffer.allowResultsFrom(machine);
+  return machine;
+}
+
+const logicalId = (stack: Stack, c: { node: { defaultChild?: unknown } }) => stack.getLogicalId(c.node.defaultChild as any);
 
 const roleOf = (template: Template, fnLogicalIdPrefix: string) => {
   const fns = template.findResources('AWS::Lambda::Function');
@@ -73,7 +88,7 @@ describe('BufferedQueueConsumer', () => {
       const byAction = (a: string) => statements.filter((s) => ([] as string[]).concat(s.Action).includes(a)).map((s) => s.Resource);
       expect(byAction('lambda:InvokeFunction')).toEqual([{ 'Fn::GetAtt': [expect.stringMatching(/^Target/), 'Arn'] }]);
       expect(byAction('sqs:ReceiveMessage')).toEqual([{ 'Fn::GetAtt': [expect.stringMatching(/^BufferQueue/), 'Arn'] }]);
-      expect(byAction('dynamodb:UpdateItem')).toEqual([[{ 'Fn::GetAtt': [expect.stringMatching(/^LimiterTable/), 'Arn'] }]]);
+      expect(byAction('dynamodb:UpdateItem')).toEqual([{ 'Fn::GetAtt': [expect.stringMatching(/^LimiterTable/), 'Arn'] }]);
       expect(byAction('states:SendTaskSuccess')).toEqual([{ Ref: expect.stringMatching(/^Machine/) }]);
       // no wildcard resource except X-Ray's, which has none
       const wild = statements.filter((s) => s.Resource === '*').flatMap((s) => ([] as string[]).concat(s.Action));
@@ -86,6 +101,90 @@ describe('BufferedQueueConsumer', () => {
         definitionBody: sfn.DefinitionBody.fromChainable(buffer.sendMessageTask(stack, 'Hand Off', { messageBody: sfn.TaskInput.fromJsonPathAt('$'), waitForResult: true })),
       });
       expect(() => Template.fromStack(stack)).toThrow(/call allowResultsFrom\(stateMachine\)/);
+    });
+
+    test('waitForResult: dead letters pass through an internal DeadLetterReports queue (SSE, SSL) consumed by the DeadLetterReporter, then reach the DLQ', () => {
+      const { stack, buffer } = build({ maxReceiveCount: 3 });
+      waitingMachine(stack, buffer);
+      const t = Template.fromStack(stack);
+      const dlqArn = { 'Fn::GetAtt': [Match.stringLikeRegexp('^BufferDeadLetterQueue'), 'Arn'] };
+      const reportsArn = { 'Fn::GetAtt': [Match.stringLikeRegexp('^BufferDeadLetterReports'), 'Arn'] };
+      // the buffer dead-letters into the reports queue; the reports queue into the DLQ
+      t.hasResourceProperties('AWS::SQS::Queue', { VisibilityTimeout: 360, RedrivePolicy: { deadLetterTargetArn: reportsArn, maxReceiveCount: 3 } });
+      t.hasResourceProperties('AWS::SQS::Queue', {
+        VisibilityTimeout: 180,
+        MessageRetentionPeriod: 1_209_600,
+        SqsManagedSseEnabled: true,
+        RedrivePolicy: { deadLetterTargetArn: dlqArn, maxReceiveCount: 8 },
+      });
+      t.resourceCountIs('AWS::SQS::Queue', 3);
+      t.hasResourceProperties('AWS::SQS::QueuePolicy', {
+        Queues: [{ Ref: Match.stringLikeRegexp('^BufferDeadLetterReports') }],
+        PolicyDocument: { Statement: [Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })] },
+      });
+      const reporterId = Object.keys(t.findResources('AWS::Lambda::Function')).find((k) => k.startsWith('BufferDeadLetterReporter'))!;
+      t.hasResourceProperties('AWS::Lambda::Function', {
+        Description: Match.stringLikeRegexp('fails the waiting executions of dead-lettered messages'),
+        Timeout: 30,
+        Environment: { Variables: Match.objectLike({ DEAD_LETTER_QUEUE_URL: { Ref: Match.stringLikeRegexp('^BufferDeadLetterQueue') }, MAX_RECEIVE_COUNT: '3', FIFO: 'false' }) },
+      });
+      t.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+        EventSourceArn: reportsArn, FunctionName: { Ref: reporterId }, FunctionResponseTypes: ['ReportBatchItemFailures'],
+      });
+      // the dispatcher knows the target's timeout (10 s) and its margin
+      t.hasResourceProperties('AWS::Lambda::Function', {
+        Environment: { Variables: Match.objectLike({ TARGET_TIMEOUT_MS: '10000', DEADLINE_MARGIN_MS: '3000' }) },
+      });
+    });
+
+    test('IAM: the reporter may consume only the reports queue, send only to the DLQ, and fail tasks of the allowed machines only', () => {
+      const { stack, buffer } = build();
+      const machine = waitingMachine(stack, buffer, { allow: false });
+      // allowed after the reporter exists, and a second machine allowed too: both get SendTaskFailure, nothing else
+      buffer.allowResultsFrom(machine);
+      const other = new sfn.StateMachine(stack, 'Other', {
+        definitionBody: sfn.DefinitionBody.fromChainable(buffer.sendMessageTask(stack, 'Hand Off 2', { messageBody: sfn.TaskInput.fromJsonPathAt('$'), waitForResult: true })),
+      });
+      buffer.allowResultsFrom(other);
+      const t = Template.fromStack(stack);
+      const statements = statementsOfRole(t, roleOf(t, 'BufferDeadLetterReporter'));
+      const resourcesOf = (a: string) => statements.filter((st) => ([] as string[]).concat(st.Action).includes(a)).map((st) => st.Resource);
+      expect(resourcesOf('sqs:ReceiveMessage')).toEqual([{ 'Fn::GetAtt': [expect.stringMatching(/^BufferDeadLetterReports/), 'Arn'] }]);
+      expect(resourcesOf('sqs:DeleteMessage')).toEqual([{ 'Fn::GetAtt': [expect.stringMatching(/^BufferDeadLetterReports/), 'Arn'] }]);
+      expect(resourcesOf('sqs:SendMessage')).toEqual([{ 'Fn::GetAtt': [expect.stringMatching(/^BufferDeadLetterQueue/), 'Arn'] }]);
+      expect(resourcesOf('states:SendTaskFailure')).toEqual([{ Ref: expect.stringMatching(/^Machine/) }, { Ref: expect.stringMatching(/^Other/) }]);
+      expect(resourcesOf('logs:PutLogEvents')).toEqual([{ 'Fn::GetAtt': [expect.stringMatching(/^BufferDeadLetterReporterLogGroup/), 'Arn'] }]);
+      expect([...new Set(actionsOf(statements))]).toEqual([
+        'logs:CreateLogStream', 'logs:PutLogEvents',
+        'sqs:ChangeMessageVisibility', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl', 'sqs:ReceiveMessage', 'sqs:SendMessage',
+        'states:SendTaskFailure', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments',
+      ]);
+      expectLeastPrivilege(t);
+    });
+
+    test('without waitForResult there is no reporter: the buffer dead-letters straight into the DLQ', () => {
+      const { stack, buffer } = build();
+      new sfn.StateMachine(stack, 'Machine', {
+        definitionBody: sfn.DefinitionBody.fromChainable(buffer.sendMessageTask(stack, 'Enqueue', { messageBody: sfn.TaskInput.fromJsonPathAt('$') })),
+      });
+      const t = Template.fromStack(stack);
+      t.resourceCountIs('AWS::SQS::Queue', 2);
+      t.hasResourceProperties('AWS::SQS::Queue', { RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [Match.stringLikeRegexp('^BufferDeadLetterQueue'), 'Arn'] }, maxReceiveCount: 5 } });
+    });
+
+    test('an imported target: its timeout is assumed 3 s with a warning, or taken from targetTimeout', () => {
+      const stack = new Stack(new App(), 'Stack', ENV);
+      const imported = lambda.Function.fromFunctionArn(stack, 'Imported', 'arn:aws:lambda:us-east-1:123456789012:function:labels');
+      new BufferedQueueConsumer(stack, 'Buffer', { target: imported });
+      expect(Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('imported: its timeout is not known here.*Set targetTimeout'))).toHaveLength(1);
+      Template.fromStack(stack).hasResourceProperties('AWS::Lambda::Function', { Environment: { Variables: Match.objectLike({ TARGET_TIMEOUT_MS: '3000' }) } });
+
+      const stack2 = new Stack(new App(), 'Stack', ENV);
+      const imported2 = lambda.Function.fromFunctionArn(stack2, 'Imported', 'arn:aws:lambda:us-east-1:123456789012:function:labels');
+      new BufferedQueueConsumer(stack2, 'Buffer', { target: imported2, targetTimeout: Duration.seconds(40) });
+      expect(Annotations.fromStack(stack2).findWarning('*', Match.stringLikeRegexp('imported'))).toHaveLength(0);
+      // the default dispatcher timeout makes room for two calls: 2 × 40 + 3 s
+      Template.fromStack(stack2).hasResourceProperties('AWS::Lambda::Function', { Timeout: 83, Environment: { Variables: Match.objectLike({ TARGET_TIMEOUT_MS: '40000' }) } });
     });
 
     test('reserved concurrency on the consumer warns (the poller over-pulls)', () => {
@@ -123,6 +222,20 @@ describe('BufferedQueueConsumer', () => {
         /messageGroupId applies to FIFO queues only, got g/],
       ['waitForResult with a consumer', () => build({ consumerMode: true }).buffer.sendMessageTask(new Stack(), 'S', { messageBody: sfn.TaskInput.fromText('x'), waitForResult: true }),
         /waitForResult needs target mode/],
+      ['waitForResult with an existing queue (its DLQ is unknown)', () => {
+        const s = new Stack();
+        const b = new BufferedQueueConsumer(s, 'B', { target: fixtureFunction(s, 'F'), existingQueue: new sqs.Queue(s, 'Q', { enforceSSL: true }) });
+        return b.sendMessageTask(s, 'S', { messageBody: sfn.TaskInput.fromText('x'), waitForResult: true });
+      }, /waitForResult needs the queue this construct creates, got existingQueue: its dead-letter queue is not known here/],
+      ['dispatcherTimeout below the target timeout + margin', () => build({ dispatcherTimeout: Duration.seconds(12) }),
+        /dispatcherTimeout must be at least the target's timeout \(10 s\) \+ a 3 s margin = 13 s, got 12 s/],
+      ['targetTimeout below the target\'s own timeout', () => build({ targetTimeout: Duration.seconds(5) }),
+        /targetTimeout must be at least the target's own timeout \(10 s\), got 5 s/],
+      ['a target whose timeout leaves no room in a dispatcher', () => {
+        const s = new Stack();
+        return new BufferedQueueConsumer(s, 'B', { target: fixtureFunction(s, 'F', { timeout: Duration.seconds(899) }) });
+      }, /the target's timeout \(899 s\) \+ a 3 s margin = 902 s is more than a dispatcher may run \(900 s\)/],
+      ['targetTimeout with a consumer', () => build({ consumerMode: true, targetTimeout: Duration.seconds(5) }), /targetTimeout applies to target mode/],
     ])('fails at synth: %s', (_name, make, message) => {
       expect(make).toThrow(message);
     });
@@ -130,8 +243,15 @@ describe('BufferedQueueConsumer', () => {
     test.each([
       ['consumer mode', { consumerMode: true }],
       ['target mode with a limiter, FIFO', { rate: 20, fifo: true }],
-    ] as [string, any][])('snapshot and cdk-nag: %s', (_name, props) => {
-      const { stack, fn } = build(props);
+      ['target mode, FIFO, waitForResult (the dead-letter reporter)', { fifo: true, waitForResult: true }],
+    ] as [string, any][])('snapshot and cdk-nag: %s', (_name, { waitForResult, ...props }) => {
+      const { stack, fn, buffer } = build(props);
+      if (waitForResult) {
+        const machine = waitingMachine(stack, buffer, { messageGroupId: 'g' });
+        for (const id of ['AwsSolutions-SF1', 'AwsSolutions-SF2', 'Serverless-StepFunctionStateMachineAllLogging', 'Serverless-StepFunctionStateMachineXray']) {
+          Validations.of(machine).acknowledge({ id, reason: 'test fixture state machine: its configuration is the application\'s' });
+        }
+      }
       for (const id of ['Serverless-LambdaDLQ', 'Serverless-LambdaTracing', 'AwsSolutions-L1', 'Serverless-LambdaLatestVersion', 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]']) {
         Validations.of(fn).acknowledge({ id, reason: 'test fixture function: its configuration is the application\'s' });
       }
@@ -202,6 +322,142 @@ describe('BufferedQueueConsumer', () => {
         expect(results.filter((r) => r.status === 'SUCCEEDED')).toHaveLength(59);
       } finally {
         process.stdout.write = out;
+        await runner.stop();
+      }
+    });
+    /** Waits until `done()` holds (checked every 20 ms), at most `ms`; the run's own events decide, not the clock. */
+    async function until(done: () => boolean, ms = 60_000): Promise<void> {
+      for (const end = Date.now() + ms; !done() && Date.now() < end;) await sleep(20);
+    }
+
+    /** Runs one execution; fails plainly (instead of hanging) if nobody reports its outcome within `ms`. */
+    async function runReported(runner: LocalRunner, input: unknown, ms = 30_000) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`the execution still waits after ${ms / 1000} s: nobody reported its outcome`)), ms);
+      });
+      try {
+        return await Promise.race([runner.run(input), late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+
+    test('the Lambda service answers 429 to message 2 of a 3-message batch: 1 and 3 run once in that delivery, only 2 is redelivered', async () => {
+      const { stack, buffer, fn } = build({ batchSize: 3 });
+      const machine = new sfn.StateMachine(stack, 'Machine', {
+        definitionBody: sfn.DefinitionBody.fromChainable(buffer.sendMessageTask(stack, 'Enqueue', { messageBody: sfn.TaskInput.fromJsonPathAt('$') })),
+      });
+      const calls: string[] = [];
+      let throttled = 0;
+      const runner = await LocalRunner.start(stack, machine, {
+        queueVisibilityTimeoutMs: 100,
+        functionHandlers: {
+          [logicalId(stack, fn)]: (event: any) => {
+            // the service refuses message 2 three times (as many as the SDK's default retries would make in one delivery)
+            if (event.n === 2 && throttled < 3) {
+              throttled++;
+              calls.push('2:429');
+              throw localServiceError('TooManyRequestsException', 429, 'Rate Exceeded.');
+            }
+            calls.push(String(event.n));
+            return { ok: true };
+          },
+        },
+      });
+      const err = process.stderr.write;
+      process.stderr.write = (() => true) as any; // the dispatcher's warnings
+      try {
+        const queue = runner.queue(logicalId(stack, buffer.queue));
+        for (const n of [1, 2, 3]) queue.send(JSON.stringify({ n })); // one tick: the first batch holds all three
+        await until(() => queue.depth === 0);
+        expect(queue.depth).toBe(0);
+        // delivery 1: 1, 2 (refused), 3; then only 2 comes back, until the service takes it
+        expect(calls).toEqual(['1', '2:429', '3', '2:429', '2:429', '2']);
+        expect(runner.consumers[0].invocations).toBe(4);
+      } finally {
+        process.stderr.write = err;
+        await runner.stop();
+      }
+    });
+
+    test('waitForResult, a poison message (the target is always throttled): once it reaches the DLQ, the execution fails with DispatchFailed', async () => {
+      const { stack, buffer, fn } = build({ maxReceiveCount: 2 });
+      const machine = waitingMachine(stack, buffer);
+      let calls = 0;
+      const runner = await LocalRunner.start(stack, machine, {
+        queueVisibilityTimeoutMs: 100,
+        functionHandlers: {
+          [logicalId(stack, fn)]: () => {
+            calls++;
+            throw localServiceError('TooManyRequestsException', 429, 'Rate Exceeded.');
+          },
+        },
+      });
+      const err = process.stderr.write;
+      process.stderr.write = (() => true) as any;
+      try {
+        const dlq = runner.queue(logicalId(stack, buffer.deadLetterQueue!));
+        const result = await runReported(runner, { order: 7 });
+        expect(result.status).toBe('FAILED');
+        expect(result.error).toBe(ThrottleErrors.DISPATCH_FAILED);
+        expect(result.cause).toMatch(/^message local-\d+ was not dispatched within 2 receive\(s\) \(every delivery failed, or the dispatcher crashed or timed out\) and was moved to the dead-letter queue/);
+        expect(calls).toBe(2); // one call per receive, none after
+        await until(() => dlq.depth === 1);
+        const [dead] = dlq.stored();
+        expect(JSON.parse(dead.body).input).toEqual({ order: 7 });
+        expect(dead.attributes?.[DeadLetterAttributes.ERROR]).toEqual({ DataType: 'String', StringValue: 'DispatchFailed' });
+        expect(dead.attributes?.[DeadLetterAttributes.CAUSE]?.StringValue).toBe(result.cause);
+        expect(runner.queue(logicalId(stack, buffer.queue)).depth).toBe(0);
+      } finally {
+        process.stderr.write = err;
+        await runner.stop();
+      }
+    });
+
+    test('waitForResult, a dispatcher that crashes on every delivery: the execution still fails with DispatchFailed', async () => {
+      const { stack, buffer, fn } = build({ maxReceiveCount: 1 });
+      const machine = waitingMachine(stack, buffer);
+      const dispatcherId = logicalId(stack, buffer.consumerFunction);
+      let calls = 0;
+      const runner = await LocalRunner.start(stack, machine, {
+        queueVisibilityTimeoutMs: 100,
+        functionHandlers: {
+          [dispatcherId]: () => { throw new Error('Runtime.OutOfMemory'); },
+          [logicalId(stack, fn)]: () => { calls++; return {}; },
+        },
+      });
+      try {
+        const result = await runReported(runner, { order: 8 });
+        expect([result.status, result.error]).toEqual(['FAILED', 'DispatchFailed']);
+        expect(calls).toBe(0);
+        await until(() => runner.queue(logicalId(stack, buffer.deadLetterQueue!)).depth === 1);
+        expect(runner.queue(logicalId(stack, buffer.deadLetterQueue!)).depth).toBe(1);
+      } finally {
+        await runner.stop();
+      }
+    });
+
+    test('waitForResult, a result over 256 KiB: the execution fails with DispatchFailed and the target runs once', async () => {
+      const { stack, buffer, fn } = build();
+      const machine = waitingMachine(stack, buffer);
+      let calls = 0;
+      const runner = await LocalRunner.start(stack, machine, {
+        queueVisibilityTimeoutMs: 100,
+        functionHandlers: { [logicalId(stack, fn)]: () => { calls++; return { label: 'x'.repeat(300_000) }; } },
+      });
+      const err = process.stderr.write;
+      process.stderr.write = (() => true) as any;
+      try {
+        const queue = runner.queue(logicalId(stack, buffer.queue));
+        const result = await runReported(runner, { order: 9 });
+        expect([result.status, result.error]).toEqual(['FAILED', 'DispatchFailed']);
+        expect(result.cause).toMatch(/the target succeeded but its result cannot be reported: it is 300012 bytes of JSON, over Step Functions' limit of 262144 bytes/);
+        await until(() => queue.depth === 0); // settled: deleted, never delivered again
+        expect(queue.depth).toBe(0);
+        expect(calls).toBe(1);
+      } finally {
+        process.stderr.write = err;
         await runner.stop();
       }
     });

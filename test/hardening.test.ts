@@ -15,10 +15,10 @@ import { parseRequest } from '../lambda/rate-limiter/request';
 import { startDynalite } from '../local/dynalite';
 import { LocalRunner } from '../local/runner';
 import { type Admission, nowUs, sleep, windowViolations } from '../local/timing';
-import { expectCallsHoldSlots } from './support/decisions';
 import {
   AcquireMode, BufferedQueueConsumer, MapConcurrency, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard, ThrottledMap, ThrottleErrors,
 } from '../src';
+import { expectCallsHoldSlots } from './support/decisions';
 import { loadAcquireHandler } from './support/handler';
 import { expectLeastPrivilege } from './support/iam';
 import { nagFindings } from './support/nag';

@@ -7,8 +7,8 @@ import { aslOf } from './support/asl';
 import { nagFindings } from './support/nag';
 import { LocalExecution, type LocalGrant, LocalRunner, statesEntered } from '../local/runner';
 import { type Admission, nowUs } from '../local/timing';
-import { expectCallsHoldSlots, grantsOf } from './support/decisions';
 import { AcquireMode, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleErrors } from '../src';
+import { expectCallsHoldSlots, grantsOf } from './support/decisions';
 
 const RATE = 10;
 const BURST = 1;
@@ -101,7 +101,11 @@ describe('RateLimitedTask', () => {
           'input.$': '$',
           'redriveCount.$': '$$.Execution.RedriveCount',
           'retry': {
-            maxAttempts: 6, intervalMs: 1000, backoffRate: 2, maxDelayMs: 60000, jitter: true,
+            maxAttempts: 6,
+            intervalMs: 1000,
+            backoffRate: 2,
+            maxDelayMs: 60000,
+            jitter: true,
             errors: ['Sts.ThrottlingException', 'Sts.TooManyRequestsException', 'Sts.ServiceUnavailableException'],
           },
         },

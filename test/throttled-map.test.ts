@@ -2,6 +2,7 @@ import { App, Duration, Stack, Validations } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { MapConcurrency, RateLimiter, RetryPolicy, ThrottledMap, type ThrottledMapProps } from '../src';
 import { aslOf } from './support/asl';
 import { statementsOfRole } from './support/iam';
 import { nagFindings } from './support/nag';
@@ -9,7 +10,6 @@ import { quiet } from './support/quiet';
 import { LocalRunner } from '../local/runner';
 import { type Admission, nowUs } from '../local/timing';
 import { expectCallsHoldSlots } from './support/decisions';
-import { MapConcurrency, RateLimiter, RetryPolicy, ThrottledMap, type ThrottledMapProps } from '../src';
 
 const ENV = { account: '123456789012', region: 'us-east-1' };
 

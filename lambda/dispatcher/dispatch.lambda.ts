@@ -1,18 +1,23 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { SendTaskFailureCommand, SendTaskSuccessCommand, SFNClient } from '@aws-sdk/client-sfn';
-import { dispatchBatch, type InvokeResult, type QueueRecord } from './dispatcher';
+import { dispatchBatch, type InvokeResult, limiterAcquire, type QueueRecord } from './dispatcher';
+import { ThrottleErrors } from '../../src/errors';
+import { DEADLINE_MARGIN_MS, DispatcherEnv } from '../../src/private/dispatch-contract';
 import { DynamoDbBucketStore } from '../rate-limiter/dynamodb-store';
 import { emfLine, metricsOf } from '../rate-limiter/emf';
-import { RateLimitExceeded } from '../rate-limiter/errors';
 import { configFromEnv, Limiter } from '../rate-limiter/limiter';
 import { clockUs, sleepUntilUs } from '../shared/clock';
 
 // Built once per container, with the default SDK configuration (AWS_ENDPOINT_URL_* can point the clients at
 // local emulators). With LIMITER_NAME set, every message takes a token from the same GCRA bucket the
 // RateLimiter's acquire function uses, through the same Limiter and store code.
-const target = requiredEnv('TARGET_FUNCTION');
-const lambda = new LambdaClient({});
+const target = requiredEnv(DispatcherEnv.TARGET_FUNCTION);
+const targetTimeoutMs = numberEnv(DispatcherEnv.TARGET_TIMEOUT_MS, 0);
+const marginMs = numberEnv(DispatcherEnv.DEADLINE_MARGIN_MS, DEADLINE_MARGIN_MS);
+// One attempt per invoke: a call the SDK retried by itself would reach the target without its own token (and a
+// retried network error may run the target twice). A failed call fails its message, which is redelivered.
+const lambda = new LambdaClient({ maxAttempts: 1 });
 const sfn = new SFNClient({});
 const limiterConfig = process.env.LIMITER_NAME ? configFromEnv(process.env) : undefined;
 const limiter = limiterConfig && new Limiter(limiterConfig, {
@@ -20,15 +25,14 @@ const limiter = limiterConfig && new Limiter(limiterConfig, {
   clockUs,
   random: Math.random,
 });
-const limiterKey = process.env.LIMITER_KEY ?? 'default';
+const limiterKey = process.env[DispatcherEnv.LIMITER_KEY] ?? 'default';
 const decoder = new TextDecoder();
 
-async function acquire(): Promise<void> {
-  const outcome = await limiter!.acquire({ key: limiterKey, tokens: 1, mode: 'RESERVE' });
-  process.stdout.write(`${emfLine(limiterConfig!.limiterName, metricsOf(outcome), Date.now())}\n`);
-  if (!outcome.admitted) throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
-  await sleepUntilUs(outcome.atUs);
-}
+/** One token, RESERVE, its slot no later than `maxWaitMs` from now (and within the limiter's own maxWait). */
+const acquire = limiter && limiterAcquire(limiter, limiterKey, {
+  sleepUntilUs,
+  onOutcome: (outcome) => process.stdout.write(`${emfLine(limiterConfig!.limiterName, metricsOf(outcome), Date.now())}\n`),
+});
 
 async function invoke(payload: unknown): Promise<InvokeResult> {
   const res = await lambda.send(new InvokeCommand({
@@ -44,21 +48,30 @@ async function invoke(payload: unknown): Promise<InvokeResult> {
     } catch { /* keep the generic name */ }
     return { ok: false, error, cause: text };
   }
-  return { ok: true, output: text === '' ? null : JSON.parse(text) };
+  try {
+    return { ok: true, output: text === '' ? null : JSON.parse(text) };
+  } catch (err) {
+    // The target ran: an unreadable response is its outcome, not a reason to run it again.
+    return { ok: false, error: ThrottleErrors.DISPATCH_FAILED, cause: `the target's response is not JSON (${(err as Error).message})` };
+  }
 }
 
 /** An SQS event source batch, with partial batch failures. */
-export const handler = async (event: { Records: QueueRecord[] }) => {
+export const handler = async (event: { Records: QueueRecord[] }, context?: { getRemainingTimeInMillis?: () => number }) => {
+  const remaining = context?.getRemainingTimeInMillis;
   const summary = await dispatchBatch(event.Records ?? [], {
-    acquire: limiter ? acquire : undefined,
+    acquire,
     invoke,
     sendTaskSuccess: async (taskToken, output) => {
-      await sfn.send(new SendTaskSuccessCommand({ taskToken, output: JSON.stringify(output ?? null) }));
+      await sfn.send(new SendTaskSuccessCommand({ taskToken, output }));
     },
     sendTaskFailure: async (taskToken, error, cause) => {
       await sfn.send(new SendTaskFailureCommand({ taskToken, error: error.slice(0, 256), cause: cause.slice(0, 32_768) }));
     },
     warn: (message) => process.stderr.write(`${JSON.stringify({ level: 'WARN', message })}\n`),
+    remainingMs: remaining ? () => remaining.call(context) : undefined,
+    targetTimeoutMs,
+    marginMs,
   });
   return { batchItemFailures: summary.batchItemFailures };
 };
@@ -66,5 +79,13 @@ export const handler = async (event: { Records: QueueRecord[] }) => {
 function requiredEnv(name: string): string {
   const v = process.env[name];
   if (!v) throw new Error(`environment variable ${name} is required`);
+  return v;
+}
+
+function numberEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v < 0) throw new Error(`environment variable ${name} must be a number >= 0, got ${JSON.stringify(raw)}`);
   return v;
 }

@@ -1,14 +1,57 @@
 // The dispatcher's core: takes an SQS batch, and for each message (in order) acquires a token when a limiter is
 // configured, waits for its slot, invokes the target once, synchronously, and settles the message — deleted on
 // success, left for redelivery (a batch item failure) on error, or reported back to a waiting workflow.
+//
+// What it promises:
+// - A message's failure (acquire, invoke — SDK and service errors included, such as Lambda's 429 — or reporting)
+//   fails that message only: the batch response lists it, the others are settled. Nothing escapes as a rejected
+//   batch, which would make SQS deliver (and the target run) again the messages already handled.
+// - FIFO: once a message of a group fails, the group's later messages fail unprocessed, keeping their order.
+// - Deadline: no token is taken and no invoke starts unless the target's timeout plus a margin still fits in
+//   what is left of this invocation; a slot is only reserved if it comes early enough. Messages not reached are
+//   returned as failures (redelivered, not lost, not run twice).
+// - A waiting workflow hears the outcome; a result Step Functions cannot take (over 256 KiB, not JSON) becomes
+//   `DispatchFailed` and the message is settled, so the target is not run again for it.
+import { ThrottleErrors } from '../../src/errors';
+import { DEADLINE_MARGIN_MS, MAX_TASK_OUTPUT_BYTES, TASK_TOKEN_FIELD } from '../../src/private/dispatch-contract';
+import { RateLimitExceeded } from '../rate-limiter/errors';
+import type { AcquireOutcome, Limiter } from '../rate-limiter/limiter';
 
-/** The envelope `BufferedQueueConsumer.sendMessageTask({ waitForResult: true })` sends. */
-export const TASK_TOKEN_FIELD = 'cdkSfnThrottleTaskToken';
+export { TASK_TOKEN_FIELD };
+
+/**
+ * Time an acquire call itself may take (its DynamoDB round trips), kept apart from the wait for the slot: the
+ * slot is capped so that after the call the target's timeout plus the margin still fit.
+ */
+export const ACQUIRE_ALLOWANCE_MS = 500;
+
+/**
+ * The dispatcher's `acquire`: one token from `limiter` (RESERVE), whose slot comes within `maxWaitMs` of now,
+ * then a sleep until the slot. The limiter reserves for when its answer is expected back (now + its round-trip
+ * estimate, the lookahead) plus the wait it is allowed, so the wait asked for is `maxWaitMs` less the lookahead.
+ * Refused (no slot that early): `RateLimitExceeded`, and no token is taken.
+ */
+export function limiterAcquire(
+  limiter: Pick<Limiter, 'acquire' | 'roundTrip'>,
+  key: string,
+  hooks: { readonly sleepUntilUs: (atUs: number) => Promise<void>; readonly onOutcome?: (outcome: AcquireOutcome) => void },
+): (maxWaitMs: number) => Promise<void> {
+  return async (maxWaitMs) => {
+    const wait = Math.max(0, maxWaitMs - limiter.roundTrip.lookaheadUs() / 1000);
+    const outcome = await limiter.acquire({ key, tokens: 1, mode: 'RESERVE' }, { maxWaitMs: wait });
+    hooks.onOutcome?.(outcome);
+    if (!outcome.admitted) throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
+    await hooks.sleepUntilUs(outcome.atUs);
+  };
+}
+
+/** Errors of a task-token callback that mean nobody waits for the token any more. */
+const GONE = new Set(['TaskTimedOut', 'TaskDoesNotExist', 'InvalidToken']);
 
 export interface QueueRecord {
   readonly messageId: string;
   readonly body: string;
-  readonly attributes?: { readonly MessageGroupId?: string };
+  readonly attributes?: { readonly MessageGroupId?: string; readonly ApproximateReceiveCount?: string };
 }
 
 export type InvokeResult =
@@ -16,22 +59,34 @@ export type InvokeResult =
   | { readonly ok: false; readonly error: string; readonly cause: string };
 
 export interface DispatchDeps {
-  /** Takes one token and resolves at its slot; rejects (the message is retried later) when refused. */
-  readonly acquire?: () => Promise<void>;
-  /** Invokes the target with one message's payload. */
+  /**
+   * Takes one token and resolves at its slot, which must come within `maxWaitMs`; rejects when refused (the
+   * message is retried later).
+   */
+  readonly acquire?: (maxWaitMs: number) => Promise<void>;
+  /** Invokes the target with one message's payload; rejects when the call fails (throttled, unreachable...). */
   readonly invoke: (payload: unknown) => Promise<InvokeResult>;
-  readonly sendTaskSuccess: (token: string, output: unknown) => Promise<void>;
+  /** Reports a result, already serialized (JSON, at most 256 KiB). */
+  readonly sendTaskSuccess: (token: string, outputJson: string) => Promise<void>;
   readonly sendTaskFailure: (token: string, error: string, cause: string) => Promise<void>;
   /** Logs a problem that does not change a message's fate. */
   readonly warn: (message: string) => void;
+  /** Milliseconds left in this invocation (`context.getRemainingTimeInMillis()`). Default: no deadline. */
+  readonly remainingMs?: () => number;
+  /** The target's timeout: an invoke may take this long. Default 0. */
+  readonly targetTimeoutMs?: number;
+  /** Kept beyond the target's timeout. Default `DEADLINE_MARGIN_MS`. */
+  readonly marginMs?: number;
 }
 
 export interface DispatchSummary {
   readonly batchItemFailures: { itemIdentifier: string }[];
-  /** Target invocations made. */
+  /** Target invocations started. */
   readonly invoked: number;
   /** Messages answered to a waiting workflow (success or failure). */
   readonly reported: number;
+  /** Messages not reached before the deadline (returned as failures, no token taken for them). */
+  readonly unreached: number;
 }
 
 /** A message body: the workflow envelope, or the payload itself (JSON when it parses, else the raw string). */
@@ -48,6 +103,8 @@ export function parseBody(body: string): { payload: unknown; taskToken?: string 
   return { payload: parsed };
 }
 
+const describe = (err: unknown): string => `${(err as Error)?.name ?? 'Error'}: ${(err as Error)?.message ?? String(err)}`;
+
 /**
  * Dispatches one batch. Messages run one after another; with FIFO, once a message of a group fails, the group's
  * later messages are failed unprocessed so they keep their order on redelivery.
@@ -55,9 +112,14 @@ export function parseBody(body: string): { payload: unknown; taskToken?: string 
 export async function dispatchBatch(records: readonly QueueRecord[], deps: DispatchDeps): Promise<DispatchSummary> {
   const failures: { itemIdentifier: string }[] = [];
   const failedGroups = new Set<string>();
+  const remaining = deps.remainingMs ?? (() => Number.POSITIVE_INFINITY);
+  const needMs = (deps.targetTimeoutMs ?? 0) + (deps.marginMs ?? DEADLINE_MARGIN_MS);
   let invoked = 0;
   let reported = 0;
-  for (const record of records) {
+  let unreached = 0;
+
+  for (let i = 0; i < records.length; i++) {
+    const record = records[i];
     const group = record.attributes?.MessageGroupId;
     if (group !== undefined && failedGroups.has(group)) {
       failures.push({ itemIdentifier: record.messageId });
@@ -67,35 +129,101 @@ export async function dispatchBatch(records: readonly QueueRecord[], deps: Dispa
       failures.push({ itemIdentifier: record.messageId });
       if (group !== undefined) failedGroups.add(group);
     };
+    const outOfTime = (why: string) => {
+      const rest = records.slice(i);
+      unreached += rest.length;
+      failures.push(...rest.map((r) => ({ itemIdentifier: r.messageId })));
+      deps.warn(`${rest.length} message(s) from ${record.messageId} on not dispatched: ${why}; they will be redelivered`);
+    };
+
+    // Before a token: the slot may only be as late as leaves room for the call and the target's timeout.
+    const spareMs = remaining() - needMs - (deps.acquire ? ACQUIRE_ALLOWANCE_MS : 0);
+    if (spareMs < 0) {
+      outOfTime(`${Math.max(0, Math.floor(remaining()))} ms left, an invoke needs the target's timeout plus margin (${needMs} ms)`);
+      break;
+    }
     const { payload, taskToken } = parseBody(record.body);
+    if (deps.acquire) {
+      try {
+        await deps.acquire(Math.floor(spareMs));
+      } catch (err) {
+        deps.warn(`message ${record.messageId}: no token (${describe(err)}); it will be redelivered`);
+        fail();
+        continue;
+      }
+      if (remaining() < needMs) {
+        // The acquire call took longer than its allowance: the token is spent, but starting now could be cut off.
+        deps.warn(`message ${record.messageId}: its slot came too late (${Math.floor(remaining())} ms left, an invoke needs ${needMs} ms); its token is unused`);
+        outOfTime('the deadline');
+        break;
+      }
+    }
+
+    invoked++;
+    let result: InvokeResult;
     try {
-      if (deps.acquire) await deps.acquire();
+      result = await deps.invoke(payload);
     } catch (err) {
-      deps.warn(`message ${record.messageId}: no token (${(err as Error).name}: ${(err as Error).message}); it will be redelivered`);
+      // The call failed (throttled, unreachable): the message is redelivered and tried again with a new token.
+      deps.warn(`message ${record.messageId}: the invoke failed (${describe(err)}); it will be redelivered`);
       fail();
       continue;
     }
-    invoked++;
-    const result = await deps.invoke(payload);
     if (taskToken === undefined) {
       if (!result.ok) fail();
       continue;
     }
+
     // A waiting workflow gets the outcome, success or failure: the message is settled either way.
-    try {
-      if (result.ok) await deps.sendTaskSuccess(taskToken, result.output);
-      else await deps.sendTaskFailure(taskToken, result.error, result.cause);
-      reported++;
-    } catch (err) {
-      const name = (err as Error).name;
-      if (name === 'TaskTimedOut' || name === 'TaskDoesNotExist' || name === 'InvalidToken') {
-        // The workflow stopped waiting: nobody is left to tell, and retrying the target would not change that.
-        deps.warn(`message ${record.messageId}: the waiting task is gone (${name}); the message is dropped`);
-      } else {
-        deps.warn(`message ${record.messageId}: could not report to the workflow (${name}); it will be redelivered`);
-        fail();
-      }
-    }
+    const outcome = await report(record.messageId, taskToken, result, deps);
+    if (outcome === 'reported') reported++;
+    else if (outcome === 'retry') fail();
   }
-  return { batchItemFailures: failures, invoked, reported };
+  return { batchItemFailures: failures, invoked, reported, unreached };
+}
+
+/** Reports a result to the workflow waiting on `token`: 'reported', 'gone' (nobody waits) or 'retry'. */
+async function report(messageId: string, token: string, result: InvokeResult, deps: DispatchDeps): Promise<'reported' | 'gone' | 'retry'> {
+  const attempt = async (send: () => Promise<void>): Promise<'reported' | 'gone' | 'retry' | { invalidOutput: string }> => {
+    try {
+      await send();
+      return 'reported';
+    } catch (err) {
+      const name = (err as Error)?.name;
+      if (GONE.has(name)) {
+        // The workflow stopped waiting: nobody is left to tell, and retrying the target would not change that.
+        deps.warn(`message ${messageId}: the waiting task is gone (${name}); the message is dropped`);
+        return 'gone';
+      }
+      if (name === 'InvalidOutput') return { invalidOutput: describe(err) };
+      deps.warn(`message ${messageId}: could not report to the workflow (${describe(err)}); it will be redelivered`);
+      return 'retry';
+    }
+  };
+
+  if (!result.ok) {
+    const r = await attempt(() => deps.sendTaskFailure(token, result.error, result.cause));
+    return typeof r === 'string' ? r : 'retry';
+  }
+  let problem: string | undefined;
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(result.output ?? null) ?? 'null';
+  } catch (err) {
+    problem = `it is not JSON-serializable (${describe(err)})`;
+  }
+  if (json !== undefined) {
+    const bytes = Buffer.byteLength(json, 'utf8');
+    if (bytes > MAX_TASK_OUTPUT_BYTES) problem = `it is ${bytes} bytes of JSON, over Step Functions' limit of ${MAX_TASK_OUTPUT_BYTES} bytes for a task's output`;
+  }
+  if (problem === undefined) {
+    const r = await attempt(() => deps.sendTaskSuccess(token, json!));
+    if (typeof r === 'string') return r;
+    problem = `Step Functions refused it (${r.invalidOutput})`;
+  }
+  // The target ran and succeeded: running it again would not make its result reportable. Settle the message.
+  const cause = `message ${messageId}: the target succeeded but its result cannot be reported: ${problem}. The target is not run again for this message.`;
+  deps.warn(cause);
+  const r = await attempt(() => deps.sendTaskFailure(token, ThrottleErrors.DISPATCH_FAILED, cause));
+  return typeof r === 'string' ? r : 'retry';
 }

@@ -298,7 +298,8 @@ export class Limiter {
   }
 
   /** The stored state after a failed write: the returned old item, or a consistent read; checked before use. */
-  private async learn(pk: string, item: StoredBucket | undefined | typeof UNKNOWN, counter: { calls: number }): Promise<{ tat?: number; iv?: number }> {
+  private async learn(pk: string, item: StoredBucket | undefined | typeof UNKNOWN, counter: { calls: number }):
+  Promise<{ tat?: number; iv?: number }> {
     const stored = item === UNKNOWN ? await this.timed(counter, () => this.deps.store.readBucket(pk)) : item;
     return checkBucket(pk, stored);
   }

@@ -262,39 +262,55 @@ describe('GCRA core (in-memory store, fake clock)', () => {
   });
 
   test('random limit changes mid-stream: every window stays within the larger of the limits in force', async () => {
-    const limitOf = fc.record({ ratePerSecond: fc.oneof(fc.double({ min: 0.5, max: 2000, noNaN: true }), fc.integer({ min: 1, max: 500 })), burst: fc.integer({ min: 1, max: 40 }) });
+    const limitOf = fc.record({
+      ratePerSecond: fc.oneof(fc.double({ min: 0.5, max: 2000, noNaN: true }), fc.integer({ min: 1, max: 500 })),
+      burst: fc.integer({ min: 1, max: 40 }),
+    });
     await fc.assert(fc.asyncProperty(
+      limitOf,
       limitOf,
       fc.array(fc.record({
         gapUs: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 5_000 }), fc.integer({ min: 0, max: 2_000_000 })),
         mode: fc.constantFrom<AcquireMode>('RESERVE', 'TRY'),
-        change: fc.option(fc.option(limitOf, { freq: 4 }), { freq: 8 }),
+        change: fc.oneof({ arbitrary: fc.constant('none' as const), weight: 8 }, { arbitrary: fc.constant('clear' as const), weight: 1 }, { arbitrary: limitOf, weight: 2 }),
         container: fc.integer({ min: 0, max: 2 }),
-      }), { minLength: 1, maxLength: 250 }),
-      async (deployed, arrivals) => {
-        // GIVEN three containers of one limiter, each with its own caches, overrides read on every call
+        // simultaneous callers: bursts are where a limit change could let too many through
+        count: fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 60 })),
+      }), { minLength: 1, maxLength: 120 }),
+      async (deployed, firstChange, rest) => {
+        // GIVEN three containers of one limiter, each with its own caches, overrides read on every call; the run
+        // opens with the bucket drained at once and the limit changed right after, then goes on at random
+        const opening = [
+          { gapUs: 0, mode: 'TRY' as const, change: 'none' as const, container: 0, count: deployed.burst },
+          { gapUs: 0, mode: 'TRY' as const, change: firstChange, container: 1, count: 60 },
+        ];
+        const arrivals = [...opening, ...rest];
         const clock = { now: 1_700_000_000_000_000 };
         const store = new MemoryBucketStore();
         const config = { limiterName: 'live', ratePerSecond: deployed.ratePerSecond, burst: deployed.burst, shards: 1, maxWaitMs: 2_000 };
-        const containers = [0, 1, 2].map(() => new Limiter(config, { store, clockUs: () => clock.now, random: () => 0, overrideTtlMs: 0, initialLookaheadUs: 0 }));
+        const containers = [0, 1, 2].map(() => new Limiter(config, {
+          store, clockUs: () => clock.now, random: () => 0, overrideTtlMs: 0, initialLookaheadUs: 0,
+        }));
         const inForce = [deployed];
         const admitted: Admission[] = [];
         // WHEN arrivals come, and now and then the limit changes (an override set, or cleared)
         for (const a of arrivals) {
           clock.now += a.gapUs;
-          if (a.change !== null) {
-            if (a.change === null || a.change === undefined) store.items.delete('live#config#k');
-            else {
-              store.items.set('live#config#k', { ...a.change });
-              inForce.push(a.change);
-            }
+          if (a.change === 'clear') {
+            store.items.delete('live#config#k');
+          } else if (a.change !== 'none') {
+            store.items.set('live#config#k', { ...a.change });
+            inForce.push(a.change);
           }
-          const r = await containers[a.container].acquire({ key: 'k', tokens: 1, mode: a.mode });
-          if (r.admitted) admitted.push({ atUs: r.atUs, tokens: 1 });
+          for (let i = 0; i < a.count; i++) {
+            const r = await containers[(a.container + i) % 3].acquire({ key: 'k', tokens: 1, mode: a.mode });
+            if (r.admitted) admitted.push({ atUs: r.atUs, tokens: 1 });
+          }
         }
         // THEN in any window, no more than the larger of the limits: max burst + max rate × w
         const rate = Math.max(...inForce.map((l) => l.ratePerSecond));
         const burst = Math.max(...inForce.map((l) => l.burst));
+        expect([Number.isFinite(rate), Number.isFinite(burst), admitted.length > 0]).toEqual([true, true, true]);
         for (const w of [0, 1_000, 100_000, 1_000_000, 10_000_000]) {
           expect(windowViolations(admitted, rate, burst, w)).toBe(0);
         }

@@ -7,8 +7,8 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { LocalRunner, statesEntered } from '../../local/runner';
 import { type Admission, nowUs } from '../../local/timing';
-import { expectCallsHoldSlots } from '../support/decisions';
 import { AcquireMode, RateLimiter } from '../../src';
+import { expectCallsHoldSlots } from '../support/decisions';
 
 function plainMachine(extra?: (stack: Stack, chain: sfn.Chain) => sfn.Chain) {
   const app = new App();
