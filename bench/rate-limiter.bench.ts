@@ -42,8 +42,8 @@ class CountingStore implements BucketStore {
   overrideReads = 0;
   onOverrideRead?: () => void;
   constructor(private readonly inner: BucketStore) {}
-  async takeBusy(pk: string, inc: number, lo: number, hi: number, exp: number, iv: number) {
-    const r = await this.inner.takeBusy(pk, inc, lo, hi, exp, iv);
+  async takeBusy(pk: string, inc: number, lo: number, hi: number, exp: number, iv: number, tol: number) {
+    const r = await this.inner.takeBusy(pk, inc, lo, hi, exp, iv, tol);
     if (!r.ok) {
       this.conditionalFailures++;
       const tat = typeof r.item === 'object' ? (r.item as StoredBucket).tat : undefined;
@@ -52,17 +52,17 @@ class CountingStore implements BucketStore {
     }
     return r;
   }
-  async takeIdle(pk: string, now: number, tat: number, exp: number, iv: number) {
-    const r = await this.inner.takeIdle(pk, now, tat, exp, iv);
+  async takeIdle(pk: string, now: number, tat: number, exp: number, iv: number, tol: number) {
+    const r = await this.inner.takeIdle(pk, now, tat, exp, iv, tol);
     if (!r.ok) {
       this.conditionalFailures++;
       this.idleFoundBusy++;
     }
     return r;
   }
-  rescale(pk: string, oldTat: number, oldIv: number, newTat: number, iv: number, exp: number) {
+  rescale(pk: string, oldTat: number, oldIv: number | undefined, newTat: number, iv: number, exp: number, tol: number) {
     this.rescales++;
-    return this.inner.rescale(pk, oldTat, oldIv, newTat, iv, exp);
+    return this.inner.rescale(pk, oldTat, oldIv, newTat, iv, exp, tol);
   }
   readBucket(pk: string) { return this.inner.readBucket(pk); }
   readOverride(pk: string) {

@@ -17,22 +17,26 @@ import { ITEM_VERSION, UNKNOWN, type BucketStore, type StoredBucket, type WriteR
 export class DynamoDbBucketStore implements BucketStore {
   constructor(private readonly client: DynamoDBClient, private readonly tableName: string) {}
 
-  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number): Promise<WriteResult> {
-    return this.update(pk, 'SET tat = tat + :inc, #exp = :exp, #iv = :iv, #v = :v',
-      `tat BETWEEN :lo AND :hi AND (attribute_not_exists(#iv) OR #iv = :iv) AND ${VERSION_OK}`,
+  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult> {
+    return this.update(pk, tolUs, 'SET tat = tat + :inc, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
+      'tat BETWEEN :lo AND :hi AND #iv = :iv AND #v = :v',
       { ':inc': num(incUs), ':lo': num(lowerUs), ':hi': num(upperUs), ':exp': num(expS), ':iv': num(ivUs) });
   }
 
-  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number): Promise<WriteResult> {
-    return this.update(pk, 'SET tat = :tat, #exp = :exp, #iv = :iv, #v = :v',
-      `(attribute_not_exists(tat) OR tat <= :now) AND ${VERSION_OK}`,
+  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult> {
+    return this.update(pk, tolUs, 'SET tat = :tat, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
+      '(attribute_not_exists(tat) AND attribute_not_exists(#v) AND attribute_not_exists(#iv)) OR (tat <= :now AND #v = :v)',
       { ':tat': num(newTatUs), ':now': num(nowUs), ':exp': num(expS), ':iv': num(ivUs) });
   }
 
-  rescale(pk: string, oldTatUs: number, oldIvUs: number, newTatUs: number, ivUs: number, expS: number): Promise<WriteResult> {
-    return this.update(pk, 'SET tat = :tat, #exp = :exp, #iv = :iv, #v = :v',
-      `tat = :old AND #iv = :oldiv AND ${VERSION_OK}`,
-      { ':tat': num(newTatUs), ':old': num(oldTatUs), ':oldiv': num(oldIvUs), ':exp': num(expS), ':iv': num(ivUs) });
+  rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number): Promise<WriteResult> {
+    return oldIvUs === undefined
+      ? this.update(pk, tolUs, 'SET tat = :tat, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
+        'tat = :old AND attribute_not_exists(#iv) AND attribute_not_exists(#v)',
+        { ':tat': num(newTatUs), ':old': num(oldTatUs), ':exp': num(expS), ':iv': num(ivUs) })
+      : this.update(pk, tolUs, 'SET tat = :tat, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
+        'tat = :old AND #iv = :oldiv AND #v = :v',
+        { ':tat': num(newTatUs), ':old': num(oldTatUs), ':oldiv': num(oldIvUs), ':exp': num(expS), ':iv': num(ivUs) });
   }
 
   async readBucket(pk: string): Promise<StoredBucket | undefined> {
@@ -61,15 +65,15 @@ export class DynamoDbBucketStore implements BucketStore {
     }
   }
 
-  private async update(pk: string, update: string, condition: string, values: Record<string, AttributeValue>): Promise<WriteResult> {
+  private async update(pk: string, tolUs: number, update: string, condition: string, values: Record<string, AttributeValue>): Promise<WriteResult> {
     try {
       const res = await this.client.send(new UpdateItemCommand({
         TableName: this.tableName,
         Key: { pk: { S: pk } },
         UpdateExpression: update,
         ConditionExpression: condition,
-        ExpressionAttributeNames: { '#exp': 'exp', '#iv': 'iv', '#v': 'v' },
-        ExpressionAttributeValues: { ...values, ':v': num(ITEM_VERSION) },
+        ExpressionAttributeNames: { '#exp': 'exp', '#iv': 'iv', '#tol': 'tol', '#v': 'v' },
+        ExpressionAttributeValues: { ...values, ':tol': num(tolUs), ':v': num(ITEM_VERSION) },
         ReturnValues: 'UPDATED_NEW',
         ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
       }));
@@ -90,15 +94,12 @@ export class DynamoDbBucketStore implements BucketStore {
   }
 }
 
-/** The stored version is ours, or absent (items written before versions were stored). */
-const VERSION_OK = '(attribute_not_exists(#v) OR #v = :v)';
-
 function num(n: number): AttributeValue {
   return { N: String(n) };
 }
 
 function bucketOf(item: Record<string, AttributeValue>): StoredBucket {
-  return { tat: item.tat && plain(item.tat), iv: item.iv && plain(item.iv), v: item.v && plain(item.v) };
+  return { tat: item.tat && plain(item.tat), iv: item.iv && plain(item.iv), v: item.v && plain(item.v), tol: item.tol && plain(item.tol) };
 }
 
 /** An attribute value as plain data: numbers as numbers, anything else as it is (for the limiter to reject). */

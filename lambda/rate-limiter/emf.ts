@@ -9,6 +9,10 @@ export interface AcquireMetrics {
   readonly waitMs?: number;
   readonly dynamoCalls: number;
   readonly unavailable: number;
+  /** The admitted slot, epoch µs: a log field (not a metric), so each admission's start can be traced in the logs. */
+  readonly notBeforeUs?: number;
+  /** The bucket key (a log field). */
+  readonly key?: string;
 }
 
 export function metricsOf(outcome: AcquireOutcome): AcquireMetrics {
@@ -22,6 +26,8 @@ export function metricsOf(outcome: AcquireOutcome): AcquireMetrics {
     waitMs: outcome.waitUs / 1000,
     dynamoCalls: outcome.dynamoCalls,
     unavailable: 0,
+    notBeforeUs: outcome.atUs,
+    key: outcome.key,
   };
 }
 
@@ -55,5 +61,6 @@ export function emfLine(limiterName: string, m: AcquireMetrics, timestampMs: num
     },
     [LIMITER_DIMENSION]: limiterName,
     ...values,
+    ...(m.notBeforeUs !== undefined ? { NotBeforeUs: m.notBeforeUs, Key: m.key } : {}),
   });
 }

@@ -1,5 +1,5 @@
 import { LimiterUnavailable, InvalidAcquireRequest } from './errors';
-import { bucketParams, busyCeiling, plan, admittedAt, type Plan, type Take } from './gcra';
+import { bucketParams, busyCeiling, plan, admittedAt, type BucketParams, type Plan, type Take } from './gcra';
 import type { AcquireRequest } from './request';
 import { ITEM_VERSION, UNKNOWN, type BucketStore, type KeyOverride, type StoredBucket } from './store';
 
@@ -159,7 +159,7 @@ export class Limiter {
   private readonly lastTat = new Map<string, { readonly tat: number; readonly iv: number }>();
   /** Buckets whose last sight (a busy write, or a failed idle one) showed them busy. */
   private readonly seenBusy = new Set<string>();
-  private readonly overrides = new Map<string, { readonly value: KeyOverride | undefined; readonly untilUs: number }>();
+  private readonly overrides = new Map<string, { readonly value: KeyOverride | undefined; readonly untilUs: number; readonly readUs: number }>();
   private readonly overrideTtlUs: number;
   /** This container's round trip to the store. */
   readonly roundTrip: RoundTrip;
@@ -176,34 +176,49 @@ export class Limiter {
    */
   async acquire(req: AcquireRequest, options: { readonly maxWaitMs?: number } = {}): Promise<AcquireOutcome> {
     const counter = { calls: 0 };
-    const limit = await this.limitFor(req.key, counter);
-    const params = bucketParams(limit.ratePerSecond, limit.burst, this.config.shards);
-    if (req.tokens > params.shardBurst) {
-      if (limit.overridden) {
-        // Valid against the deployed limit, not against the override in force: retryable, the override may go.
-        throw new LimiterUnavailable(`the override of key ${JSON.stringify(req.key)} (burst ${limit.burst} over ${this.config.shards} shards) `
-          + `holds at most ${params.shardBurst} tokens per acquire, got ${req.tokens}: raise the override's burst or clear it`);
+    let refresh = false;
+    for (;;) {
+      const limit = await this.limitFor(req.key, counter, refresh);
+      const params = bucketParams(limit.ratePerSecond, limit.burst, this.config.shards);
+      if (req.tokens > params.shardBurst) {
+        if (limit.overridden) {
+          // Valid against the deployed limit, not against the override in force: retryable, the override may go.
+          throw new LimiterUnavailable(`the override of key ${JSON.stringify(req.key)} (burst ${limit.burst} over ${this.config.shards} shards) `
+            + `holds at most ${params.shardBurst} tokens per acquire, got ${req.tokens}: raise the override's burst or clear it`);
+        }
+        throw new InvalidAcquireRequest(
+          `tokens must be at most the burst per shard (${params.shardBurst} = floor(burst ${limit.burst} / shards ${this.config.shards})), got ${req.tokens}`);
       }
-      throw new InvalidAcquireRequest(
-        `tokens must be at most the burst per shard (${params.shardBurst} = floor(burst ${limit.burst} / shards ${this.config.shards})), got ${req.tokens}`);
+      const take: Take = {
+        incUs: req.tokens * params.intervalUs,
+        toleranceUs: params.toleranceUs,
+        maxWaitUs: req.mode === 'RESERVE' ? Math.floor(Math.max(0, Math.min(this.config.maxWaitMs, options.maxWaitMs ?? Number.POSITIVE_INFINITY)) * 1000) : 0,
+      };
+      const out = await this.takeOnce(req, take, params, counter, !refresh);
+      if (out !== FOREIGN_LIMIT) return out;
+      // The bucket is counted under another limit than the one this container holds: the override may have
+      // changed since it was cached. Read it again before re-counting anyone's debt (containers that disagree
+      // would otherwise re-count the same item back and forth for up to the cache's 10 s).
+      refresh = true;
     }
-    const take: Take = {
-      incUs: req.tokens * params.intervalUs,
-      toleranceUs: params.toleranceUs,
-      maxWaitUs: req.mode === 'RESERVE' ? Math.floor(Math.max(0, Math.min(this.config.maxWaitMs, options.maxWaitMs ?? Number.POSITIVE_INFINITY)) * 1000) : 0,
-    };
-    return this.takeOnce(req, take, params.intervalUs, counter);
   }
 
   /** One take on one or two shards. */
-  private async takeOnce(req: AcquireRequest, take: Take, ivUs: number, counter: { calls: number }): Promise<AcquireOutcome> {
+  private async takeOnce(req: AcquireRequest, take: Take, params: BucketParams, counter: { calls: number }, mayRefresh: boolean):
+  Promise<AcquireOutcome | typeof FOREIGN_LIMIT> {
+    const ivUs = params.intervalUs;
     const shards = this.config.shards;
     const first = Math.floor(this.deps.random() * shards);
     const order = shards === 1 ? [first] : [first, (first + 1 + Math.floor(this.deps.random() * (shards - 1))) % shards];
 
     let retryAfterUs = Number.POSITIVE_INFINITY;
+    const callsBefore = counter.calls;
     for (const shard of order) {
-      const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, ivUs, counter);
+      // TRY spends at most one contended write per attempt: when the first shard's write found it full, the other
+      // shard (its cache said it had room, or it is unknown) is left for the retry, which the retry-after points at.
+      if (req.mode === 'TRY' && shard !== first && counter.calls > callsBefore) break;
+      const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, ivUs, counter, mayRefresh);
+      if (r === FOREIGN_LIMIT) return r;
       if (r.admitted) {
         return {
           admitted: true,
@@ -221,8 +236,8 @@ export class Limiter {
     return { admitted: false, key: req.key, tokens: req.tokens, retryAfterUs, dynamoCalls: counter.calls };
   }
 
-  private async takeFromShard(pk: string, take: Take, ivUs: number, counter: { calls: number }):
-  Promise<{ admitted: true; nowUs: number; atUs: number } | { admitted: false; retryAfterUs: number }> {
+  private async takeFromShard(pk: string, take: Take, ivUs: number, counter: { calls: number }, mayRefresh: boolean):
+  Promise<{ admitted: true; nowUs: number; atUs: number } | { admitted: false; retryAfterUs: number } | typeof FOREIGN_LIMIT> {
     const store = this.deps.store;
     const now = this.deps.clockUs();
     // The arrival time of this take: when its answer is expected back. Every write of the take uses it.
@@ -249,8 +264,8 @@ export class Limiter {
       writes++;
       const b = branch;
       const res = await this.timed(counter, () => (b.kind === 'idle'
-        ? store.takeIdle(pk, arrival, arrival + take.incUs, expS, ivUs)
-        : store.takeBusy(pk, take.incUs, arrival, busyCeiling(arrival, take), expS, ivUs)));
+        ? store.takeIdle(pk, arrival, arrival + take.incUs, expS, ivUs, take.toleranceUs)
+        : store.takeBusy(pk, take.incUs, arrival, busyCeiling(arrival, take), expS, ivUs, take.toleranceUs)));
       if (res.ok) {
         this.remember(pk, res.tat, ivUs);
         if (branch.kind === 'busy') this.seenBusy.add(pk);
@@ -267,15 +282,18 @@ export class Limiter {
       let state = await this.learn(pk, res.item, counter);
       // A debt counted under another limit (the limit changed: an override, or a redeploy) is re-counted in this
       // limit's interval before anything is taken: the same number of tokens stays owed, so the new limit
-      // applies to new admissions at once. Reservations already handed out keep their slots.
-      while (state.tat !== undefined && state.iv !== undefined && state.iv !== ivUs && state.tat > arrival && writes < MAX_WRITES) {
+      // applies to new admissions at once. Reservations already handed out keep their slots. An item of the
+      // format before versions (no iv, no v) is given them, its debt unchanged.
+      const stale = (st: { tat?: number; iv?: number; tol?: number }) => st.tat !== undefined && (st.iv === undefined || (st.iv !== ivUs && st.tat > arrival));
+      if (stale(state) && state.iv !== undefined && mayRefresh) return FOREIGN_LIMIT;
+      while (stale(state) && writes < MAX_WRITES) {
         writes++;
         const old = state;
-        const rescaled = arrival + Math.ceil(((old.tat! - arrival) * ivUs) / old.iv!);
-        const r = await this.timed(counter, () => store.rescale(pk, old.tat!, old.iv!, rescaled, ivUs, expS));
-        state = r.ok ? { tat: r.tat, iv: ivUs } : await this.learn(pk, r.item, counter);
+        const tat = rescaledTat(old.tat!, old.iv, old.tol, ivUs, take.toleranceUs, arrival);
+        const r = await this.timed(counter, () => store.rescale(pk, old.tat!, old.iv, tat, ivUs, expS, take.toleranceUs));
+        state = r.ok ? { tat: r.tat, iv: ivUs, tol: take.toleranceUs } : await this.learn(pk, r.item, counter);
       }
-      if (state.tat !== undefined && state.iv !== undefined && state.iv !== ivUs && state.tat > arrival) break;
+      if (stale(state)) break;
       if (state.tat !== undefined) this.remember(pk, state.tat, ivUs);
       branch = plan(state.tat, arrival, take);
       if (branch.kind === 'deny') {
@@ -284,8 +302,9 @@ export class Limiter {
       }
     }
 
-    // Unreachable with a consistent store (see MAX_WRITES); refusing is the safe answer if it ever happens.
-    return { admitted: false, retryAfterUs: take.incUs };
+    // Only when containers holding different limits keep re-counting the same item (a limit change, for at most the
+    // override cache's 10 s, or a redeploy while old containers drain): nothing was admitted, and a retry settles.
+    throw new LimiterUnavailable(`bucket item ${pk}: ${MAX_WRITES} writes without an answer (containers disagree on the limit while it changes); retry`);
   }
 
   /** One store call, counted, its round trip fed to the estimate. */
@@ -299,7 +318,7 @@ export class Limiter {
 
   /** The stored state after a failed write: the returned old item, or a consistent read; checked before use. */
   private async learn(pk: string, item: StoredBucket | undefined | typeof UNKNOWN, counter: { calls: number }):
-  Promise<{ tat?: number; iv?: number }> {
+  Promise<{ tat?: number; iv?: number; tol?: number }> {
     const stored = item === UNKNOWN ? await this.timed(counter, () => this.deps.store.readBucket(pk)) : item;
     return checkBucket(pk, stored);
   }
@@ -314,14 +333,17 @@ export class Limiter {
   }
 
   /** The key's limit: its override item when valid (cached ≤ 10 s), else the deployed limit. */
-  private async limitFor(key: string, counter: { calls: number }): Promise<{ ratePerSecond: number; burst: number; overridden: boolean }> {
+  private async limitFor(key: string, counter: { calls: number }, refresh = false): Promise<{ ratePerSecond: number; burst: number; overridden: boolean }> {
     const deployed = { ratePerSecond: this.config.ratePerSecond, burst: this.config.burst, overridden: false };
     const now = this.deps.clockUs();
     let cached = this.overrides.get(key);
-    if (!cached || cached.untilUs <= now) {
+    // A refresh re-reads an override older than a second (at most one read per second per key and container).
+    if (!cached || cached.untilUs <= now || (refresh && cached.readUs < now - 1_000_000)) {
+      // Not fed to the round-trip estimate: on a cold container this is the call that sets up the connection,
+      // slower than the writes that follow on it.
       counter.calls++;
       const item = await this.deps.store.readOverride(overrideItemKey(this.config.limiterName, key));
-      cached = { value: this.parseOverride(key, item), untilUs: now + this.overrideTtlUs };
+      cached = { value: this.parseOverride(key, item), untilUs: now + this.overrideTtlUs, readUs: now };
       if (this.overrides.size >= MAX_CACHED_KEYS) this.overrides.clear();
       this.overrides.set(key, cached);
     }
@@ -349,11 +371,28 @@ export class Limiter {
   }
 }
 
+/** Returned by a take that met a bucket counted under another limit while its container may re-read the override. */
+const FOREIGN_LIMIT = Symbol('foreign limit');
+
+/**
+ * The tat of a bucket counted in `oldIv` (µs per token), re-counted in `ivUs`: the tokens owed from `arrival` on
+ * stay owed (a lower rate makes them last longer, so a lower limit applies at once). It is never earlier than
+ * `tat − oldTol + toleranceUs`: no slot was handed out under the old limit before `tat − oldTol`, so new
+ * admissions (slot ≥ new tat + inc − tolerance) follow the old limit's own schedule — a higher rate does not
+ * squeeze new slots between reservations already handed out. Without a recorded old tolerance, one old interval
+ * (the smallest it can have been) is assumed: the safe floor. An item of the format before versions keeps its tat.
+ */
+export function rescaledTat(tat: number, oldIv: number | undefined, oldTol: number | undefined, ivUs: number, toleranceUs: number, arrival: number): number {
+  if (oldIv === undefined) return tat;
+  const recounted = arrival + Math.ceil(((tat - arrival) * ivUs) / oldIv);
+  return Math.max(recounted, tat - (oldTol ?? oldIv) + toleranceUs);
+}
+
 /**
  * A stored bucket item, checked: an unknown format version or a malformed attribute fails closed (admit nothing,
  * a retryable LimiterUnavailable naming the item and the attribute), never an endless denial.
  */
-export function checkBucket(pk: string, item: StoredBucket | undefined): { tat?: number; iv?: number } {
+export function checkBucket(pk: string, item: StoredBucket | undefined): { tat?: number; iv?: number; tol?: number } {
   if (!item) return {};
   if (item.v !== undefined && item.v !== ITEM_VERSION) {
     throw new LimiterUnavailable(`bucket item ${pk} has format version v=${JSON.stringify(item.v)}; this handler reads v=${ITEM_VERSION}`);
@@ -364,5 +403,8 @@ export function checkBucket(pk: string, item: StoredBucket | undefined): { tat?:
   if (item.iv !== undefined && !(typeof item.iv === 'number' && Number.isSafeInteger(item.iv) && item.iv >= 1)) {
     throw new LimiterUnavailable(`bucket item ${pk}: attribute iv is ${JSON.stringify(item.iv)}, expected a whole number of microseconds >= 1`);
   }
-  return { tat: item.tat as number | undefined, iv: item.iv as number | undefined };
+  if (item.tol !== undefined && !(typeof item.tol === 'number' && Number.isSafeInteger(item.tol) && item.tol >= 0)) {
+    throw new LimiterUnavailable(`bucket item ${pk}: attribute tol is ${JSON.stringify(item.tol)}, expected a whole number of microseconds >= 0`);
+  }
+  return { tat: item.tat as number | undefined, iv: item.iv as number | undefined, tol: item.tol as number | undefined };
 }

@@ -9,6 +9,8 @@ export interface StoredBucket {
   readonly iv?: unknown;
   /** Format version (absent on items of older handlers: version 1). */
   readonly v?: unknown;
+  /** The tolerance (burst × interval, µs) the tat was counted with. */
+  readonly tol?: unknown;
 }
 
 /** Outcome of one conditional write. */
@@ -30,16 +32,22 @@ export interface KeyOverride {
 
 /**
  * Where bucket state lives. Every method is one round trip; a DynamoDB failure other than a failed condition
- * rejects with `LimiterUnavailable`. Every write sets `v` and `iv` and requires the stored `v` to be absent or
- * `ITEM_VERSION`.
+ * rejects with `LimiterUnavailable`. Every write sets `v` and `iv` and requires the stored `v` to be `ITEM_VERSION`
+ * (conditions with no OR of attribute checks: one comparison each, cheap for DynamoDB and for emulators).
  */
 export interface BucketStore {
-  /** Branch A: SET tat = tat + inc IF tat BETWEEN lower AND upper AND iv is absent or `ivUs`. */
-  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number): Promise<WriteResult>;
-  /** Branch B: SET tat = newTat IF attribute_not_exists(tat) OR tat <= now (an idle bucket holds no debt: any iv). */
-  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number): Promise<WriteResult>;
-  /** A limit change: SET tat = newTat, iv = ivUs IF tat = oldTat AND iv = oldIv (the debt, re-counted). */
-  rescale(pk: string, oldTatUs: number, oldIvUs: number, newTatUs: number, ivUs: number, expS: number): Promise<WriteResult>;
+  /** Branch A: SET tat = tat + inc IF tat BETWEEN lower AND upper AND iv = ivUs AND v = ITEM_VERSION. */
+  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult>;
+  /**
+   * Branch B: SET tat = newTat IF (no tat and no v) OR (tat <= now AND v = ITEM_VERSION): an idle bucket holds no
+   * debt, so any iv; an item not written by this format is read and checked first.
+   */
+  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult>;
+  /**
+   * A limit change: SET tat = newTat, iv = ivUs IF tat = oldTat AND iv = oldIv (the debt, re-counted). With
+   * `oldIvUs` undefined, an item of the format before versions (no `iv`, no `v`) is given them.
+   */
+  rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number): Promise<WriteResult>;
   /** Strongly consistent read of a bucket item. */
   readBucket(pk: string): Promise<StoredBucket | undefined>;
   /** Reads a key's override item, if any. */
@@ -51,33 +59,34 @@ export class MemoryBucketStore implements BucketStore {
   readonly items = new Map<string, Record<string, unknown>>();
   calls = 0;
 
-  async takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number): Promise<WriteResult> {
+  async takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult> {
     this.calls++;
     const item = this.items.get(pk);
     const tat = item?.tat;
-    if (versionOk(item) && typeof tat === 'number' && tat >= lowerUs && tat <= upperUs && (item!.iv === undefined || item!.iv === ivUs)) {
-      this.items.set(pk, { ...item, tat: tat + incUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
+    if (item?.v === ITEM_VERSION && typeof tat === 'number' && tat >= lowerUs && tat <= upperUs && item.iv === ivUs) {
+      this.items.set(pk, { ...item, tat: tat + incUs, exp: expS, iv: ivUs, tol: tolUs, v: ITEM_VERSION });
       return { ok: true, tat: tat + incUs };
     }
     return { ok: false, item: item && { ...item } };
   }
 
-  async takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number): Promise<WriteResult> {
+  async takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult> {
     this.calls++;
     const item = this.items.get(pk);
     const tat = item?.tat;
-    if (versionOk(item) && (tat === undefined || (typeof tat === 'number' && tat <= nowUs))) {
-      this.items.set(pk, { ...item, tat: newTatUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
+    if ((tat === undefined && item?.v === undefined && item?.iv === undefined) || (typeof tat === 'number' && tat <= nowUs && item?.v === ITEM_VERSION)) {
+      this.items.set(pk, { ...item, tat: newTatUs, exp: expS, iv: ivUs, tol: tolUs, v: ITEM_VERSION });
       return { ok: true, tat: newTatUs };
     }
     return { ok: false, item: item && { ...item } };
   }
 
-  async rescale(pk: string, oldTatUs: number, oldIvUs: number, newTatUs: number, ivUs: number, expS: number): Promise<WriteResult> {
+  async rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number): Promise<WriteResult> {
     this.calls++;
     const item = this.items.get(pk);
-    if (versionOk(item) && item?.tat === oldTatUs && item?.iv === oldIvUs) {
-      this.items.set(pk, { ...item, tat: newTatUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
+    const sameFormat = oldIvUs === undefined ? item?.iv === undefined && item?.v === undefined : item?.iv === oldIvUs && item?.v === ITEM_VERSION;
+    if (item?.tat === oldTatUs && sameFormat) {
+      this.items.set(pk, { ...item, tat: newTatUs, exp: expS, iv: ivUs, tol: tolUs, v: ITEM_VERSION });
       return { ok: true, tat: newTatUs };
     }
     return { ok: false, item: item && { ...item } };
@@ -93,8 +102,4 @@ export class MemoryBucketStore implements BucketStore {
     this.calls++;
     return this.items.get(pk);
   }
-}
-
-function versionOk(item: Record<string, unknown> | undefined): boolean {
-  return item?.v === undefined || item.v === ITEM_VERSION;
 }

@@ -330,6 +330,17 @@ describe('GCRA core (in-memory store, fake clock)', () => {
     }
   });
 
+  test('a bucket item written before versions (no iv, no v) is given them, its debt unchanged', async () => {
+    // GIVEN 10/s burst 1 and a legacy item 300 ms in the future (3 tokens owed)
+    const { clock, store, limiter } = limiterWith({ ratePerSecond: 10, burst: 1, shards: 1, maxWaitMs: 60_000 });
+    store.items.set('prop#bucket#k#0', { tat: clock.now + 300_000 });
+    // WHEN one reserves
+    const r = await limiter.acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+    // THEN its slot follows the owed tokens, and the item now carries its interval and version
+    expect(r).toMatchObject({ admitted: true, atUs: clock.now + 300_000 });
+    expect(store.items.get('prop#bucket#k#0')).toMatchObject({ tat: clock.now + 400_000, iv: 100_000, v: 1 });
+  });
+
   test('an override item of another format version fails closed', async () => {
     const { store, limiter } = limiterWith({ ratePerSecond: 10, burst: 1, shards: 1, maxWaitMs: 1000 });
     store.items.set('prop#config#k', { ratePerSecond: 1000, burst: 1000, v: 7 });
