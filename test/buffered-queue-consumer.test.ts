@@ -11,8 +11,8 @@ import { nagFindings } from './support/nag';
 import { localServiceError } from '../local/aws-endpoint';
 import { type LocalGrant, LocalRunner } from '../local/runner';
 import { type Admission, nowUs, sleep } from '../local/timing';
-import { expectCallsHoldSlots } from './support/decisions';
 import { BufferedQueueConsumer, type BufferedQueueConsumerProps, RateLimiter, ThrottleErrors } from '../src';
+import { expectCallsHoldSlots } from './support/decisions';
 import { DeadLetterAttributes } from '../src/private/dispatch-contract';
 
 const ENV = { env: { account: '123456789012', region: 'us-east-1' } };

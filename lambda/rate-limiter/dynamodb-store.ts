@@ -29,7 +29,8 @@ export class DynamoDbBucketStore implements BucketStore {
       { ':tat': num(newTatUs), ':now': num(nowUs), ':exp': num(expS), ':iv': num(ivUs) });
   }
 
-  rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number): Promise<WriteResult> {
+  rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number):
+  Promise<WriteResult> {
     return oldIvUs === undefined
       ? this.update(pk, tolUs, 'SET tat = :tat, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
         'tat = :old AND attribute_not_exists(#iv) AND attribute_not_exists(#v)',

@@ -284,7 +284,8 @@ export class Limiter {
       // limit's interval before anything is taken: the same number of tokens stays owed, so the new limit
       // applies to new admissions at once. Reservations already handed out keep their slots. An item of the
       // format before versions (no iv, no v) is given them, its debt unchanged.
-      const stale = (st: { tat?: number; iv?: number; tol?: number }) => st.tat !== undefined && (st.iv === undefined || (st.iv !== ivUs && st.tat > arrival));
+      const stale = (st: { tat?: number; iv?: number; tol?: number }) =>
+        st.tat !== undefined && (st.iv === undefined || (st.iv !== ivUs && st.tat > arrival));
       if (stale(state) && state.iv !== undefined && mayRefresh) return FOREIGN_LIMIT;
       while (stale(state) && writes < MAX_WRITES) {
         writes++;
@@ -333,7 +334,8 @@ export class Limiter {
   }
 
   /** The key's limit: its override item when valid (cached ≤ 10 s), else the deployed limit. */
-  private async limitFor(key: string, counter: { calls: number }, refresh = false): Promise<{ ratePerSecond: number; burst: number; overridden: boolean }> {
+  private async limitFor(key: string, counter: { calls: number }, refresh = false):
+  Promise<{ ratePerSecond: number; burst: number; overridden: boolean }> {
     const deployed = { ratePerSecond: this.config.ratePerSecond, burst: this.config.burst, overridden: false };
     const now = this.deps.clockUs();
     let cached = this.overrides.get(key);
@@ -382,7 +384,9 @@ const FOREIGN_LIMIT = Symbol('foreign limit');
  * squeeze new slots between reservations already handed out. Without a recorded old tolerance, one old interval
  * (the smallest it can have been) is assumed: the safe floor. An item of the format before versions keeps its tat.
  */
-export function rescaledTat(tat: number, oldIv: number | undefined, oldTol: number | undefined, ivUs: number, toleranceUs: number, arrival: number): number {
+export function rescaledTat(
+  tat: number, oldIv: number | undefined, oldTol: number | undefined, ivUs: number, toleranceUs: number, arrival: number,
+): number {
   if (oldIv === undefined) return tat;
   const recounted = arrival + Math.ceil(((tat - arrival) * ivUs) / oldIv);
   return Math.max(recounted, tat - (oldTol ?? oldIv) + toleranceUs);

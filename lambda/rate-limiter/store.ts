@@ -47,7 +47,8 @@ export interface BucketStore {
    * A limit change: SET tat = newTat, iv = ivUs IF tat = oldTat AND iv = oldIv (the debt, re-counted). With
    * `oldIvUs` undefined, an item of the format before versions (no `iv`, no `v`) is given them.
    */
-  rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number): Promise<WriteResult>;
+  rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number):
+  Promise<WriteResult>;
   /** Strongly consistent read of a bucket item. */
   readBucket(pk: string): Promise<StoredBucket | undefined>;
   /** Reads a key's override item, if any. */
@@ -81,7 +82,8 @@ export class MemoryBucketStore implements BucketStore {
     return { ok: false, item: item && { ...item } };
   }
 
-  async rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number): Promise<WriteResult> {
+  async rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number):
+  Promise<WriteResult> {
     this.calls++;
     const item = this.items.get(pk);
     const sameFormat = oldIvUs === undefined ? item?.iv === undefined && item?.v === undefined : item?.iv === oldIvUs && item?.v === ITEM_VERSION;

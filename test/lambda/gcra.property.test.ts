@@ -261,6 +261,67 @@ describe('GCRA core (in-memory store, fake clock)', () => {
     expect(store.items.get('chg#bucket#k#0')).toMatchObject({ iv: 1_000_000, v: 1 });
   });
 
+  test('a raised limit does not squeeze new slots between reservations already handed out', async () => {
+    // GIVEN 1/s, burst 1, and 100 reservations: slots t0 … t0 + 99 s
+    const clock = { now: 1_700_000_000_000_000 };
+    const store = new MemoryBucketStore();
+    const limiter = new Limiter({ limiterName: 'up', ratePerSecond: 1, burst: 1, shards: 1, maxWaitMs: 300_000 },
+      { store, clockUs: () => clock.now, random: () => 0, overrideTtlMs: 0, initialLookaheadUs: 0 });
+    const slots: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const r = await limiter.acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+      if (r.admitted) slots.push(r.atUs);
+    }
+    // WHEN the key is raised to 2/s and 20 more reserve
+    store.items.set('up#config#k', { ratePerSecond: 2, burst: 1 });
+    const raised: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const r = await limiter.acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+      if (r.admitted) raised.push(r.atUs);
+    }
+    // THEN the new slots follow the old ones at the new rate (before: they started at t0 + 49.5 s, among them)
+    expect(Math.min(...raised)).toBeGreaterThan(Math.max(...slots));
+    const all = [...slots, ...raised].map((atUs) => ({ atUs, tokens: 1 }));
+    for (const w of [0, 1_000_000, 10_000_000, 50_000_000]) expect(windowViolations(all, 2, 1, w)).toBe(0);
+  });
+
+  test('containers holding different limits while an override changes: the one that meets a foreign limit re-reads it', async () => {
+    // GIVEN two containers that cached the deployed 100/s, then an override of 25/s
+    const clock = { now: 1_700_000_000_000_000 };
+    const store = new MemoryBucketStore();
+    let rescales = 0;
+    const rescale = store.rescale.bind(store);
+    store.rescale = (...a) => { rescales++; return rescale(...a); };
+    const config = { limiterName: 'mix', ratePerSecond: 100, burst: 10, shards: 1, maxWaitMs: 3_600_000 };
+    const [a, b] = [0, 1].map(() => new Limiter(config, { store, clockUs: () => clock.now, random: () => 0, initialLookaheadUs: 0 }));
+    await a.acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+    clock.now += 1_500_000;
+    await b.acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+    clock.now += 500_000;
+    store.items.set('mix#config#k', { ratePerSecond: 25, burst: 10 });
+    // WHEN a's cache has expired (it reads 25/s) and b's has not (it holds 100/s), and both keep reserving
+    clock.now += 8_200_000;
+    await a.acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+    const outcomes = [];
+    for (let i = 0; i < 40; i++) outcomes.push(await (i % 2 ? a : b).acquire({ key: 'k', tokens: 1, mode: 'RESERVE' }));
+    // THEN b adopts the new limit on its first conflict: at most one re-count in all (not one per turn), no refusal, and
+    // the item stays counted at 25/s
+    expect(outcomes.filter((o) => !o.admitted)).toEqual([]);
+    expect(rescales).toBeLessThanOrEqual(1);
+    expect(store.items.get('mix#bucket#k#0')).toMatchObject({ iv: 40_000 });
+  });
+
+  test('a warm container whose cache says idle still refuses an item not written in this format', async () => {
+    const { clock, store, limiter } = limiterWith({ ratePerSecond: 10, burst: 1, shards: 1, maxWaitMs: 1000 });
+    await limiter.acquire({ key: 'k', tokens: 1, mode: 'TRY' });
+    clock.now += 10_000_000;
+    for (const bad of [{ tat: 1, iv: -5 }, { tat: -7 }, { tat: 2.5 }, { iv: -1 }]) {
+      store.items.set('prop#bucket#k#0', bad);
+      await expect(limiter.acquire({ key: 'k', tokens: 1, mode: 'TRY' })).rejects.toMatchObject({ name: 'LimiterUnavailable' });
+      expect(store.items.get('prop#bucket#k#0')).toEqual(bad);
+    }
+  });
+
   test('random limit changes mid-stream: every window stays within the larger of the limits in force', async () => {
     const limitOf = fc.record({
       ratePerSecond: fc.oneof(fc.double({ min: 0.5, max: 2000, noNaN: true }), fc.integer({ min: 1, max: 500 })),
