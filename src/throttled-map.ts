@@ -3,7 +3,8 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
-import { AcquireTask, acquireStates } from './private/acquire-task';
+import { AcquireTask, acquireStates, retryPayload } from './private/acquire-task';
+import { ERROR_FIELD } from './private/retry-fields';
 import { checkRange } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
 import { AcquireMode, IRateLimiter } from './rate-limiter';
@@ -208,10 +209,14 @@ export interface ThrottledMapProps {
   readonly toleratedFailureCount?: number;
 
   /**
-   * Retries per item. With a limiter every retry acquires a token again; when the processor is one task this is
-   * a `RateLimitedTask` (backoff, then acquire), otherwise the item's states are retried as a whole.
+   * Retries per item. With a limiter every retry acquires a token again: when the processor is one task this is
+   * a `RateLimitedTask` (backoff, then acquire); otherwise the item's states (acquire first) are one unit whose every
+   * failure passes a backoff state that retries the unit per this policy or raises the error again, so no task of
+   * the item ever ends an execution and a redrive goes back through the acquire. With a limiter the item (or
+   * batch) must be a JSON object: the caught error is put in it. Without a limiter, the item's states are retried
+   * as a whole.
    *
-   * @default RetryPolicy.none() - only the processor's own Retry fields
+   * @default RetryPolicy.none() - no retries (with a limiter, a redrive still acquires again)
    */
   readonly retry?: RetryPolicy;
 
@@ -349,31 +354,49 @@ export class ThrottledMap extends sfn.StateMachineFragment {
       });
       body = limited;
       catchOn = limited;
+    } else if (props.limiter) {
+      const limiter = props.limiter;
+      const { acquire, wait } = acquireStates(this, `${id} Item`, limiter, limiterOptions);
+      wait.next(processor);
+      const start = sfn.Chain.start(processor).startState;
+      this.node.addValidation({
+        validate: () => ownRetries(start).map((r) =>
+          `state "${r.state}" in the item processor of ThrottledMap ${this.node.path} has its own Retry on ${r.errors.join(', ')}: `
+        + 'Step Functions would run it again without a token. Remove it (LambdaInvoke: retryOnServiceExceptions: false) and give the map '
+        + '`retry` (RetryPolicy.throttling({ errors })): the whole item is retried, acquire included'),
+      });
+      // The item's states as one unit whose every failure passes a backoff state, as in RateLimitedTask: a retry
+      // (per `retry`) or a redrive goes back to the unit, which starts with the acquire; any other error is raised
+      // again from the backoff state. So no task of the item ever ends an execution (a Distributed Map child is
+      // one), and a redrive never restarts inside the item without a token.
+      const unit = new sfn.Parallel(this, `${id} Item Unit`, { outputPath: '$[0]' });
+      unit.branch(sfn.Chain.custom(acquire, sfn.Chain.start(processor).endStates, wait));
+      const backoffName = `${id} Item Backoff`;
+      const errors = retry.retries ? retry.errorsFor(unit, sfn.State.findReachableStates(start)) : [];
+      const backoff = new AcquireTask(this, backoffName, limiter.function, {
+        'phase': 'backoff',
+        'task': backoffName,
+        'input.$': '$',
+        'retry': { ...retryPayload(retry), errors },
+        'redriveCount.$': '$$.Execution.RedriveCount',
+      }, {});
+      const backoffWait = sfn.Wait.jsonPath(this, `${id} Item Backoff Wait`, {
+        time: sfn.WaitTime.secondsPath('$.waitSeconds'),
+        outputPath: '$.input',
+      });
+      unit.addCatch(backoff, { errors: [sfn.Errors.ALL], resultPath: `$.${ERROR_FIELD}` });
+      backoff.next(backoffWait).next(unit);
+      body = unit;
+      catchOn = backoff;
+    } else if (retry.retries || props.catchItemFailures) {
+      // The item's states as one unit: retried whole and caught whole.
+      const unit = new sfn.Parallel(this, `${id} Item Unit`, { outputPath: '$[0]' });
+      unit.branch(processor);
+      retry.applyToStates(unit, sfn.State.findReachableStates(sfn.Chain.start(processor).startState));
+      body = unit;
+      catchOn = unit;
     } else {
-      let chain: sfn.IChainable = processor;
-      if (props.limiter) {
-        const { acquire, wait } = acquireStates(this, `${id} Item`, props.limiter, limiterOptions);
-        wait.next(processor);
-        const start = sfn.Chain.start(processor).startState;
-        this.node.addValidation({
-          validate: () => ownRetries(start).map((r) =>
-            `state "${r.state}" in the item processor of ThrottledMap ${this.node.path} has its own Retry on ${r.errors.join(', ')}: `
-          + 'Step Functions would run it again without a token. Remove it (LambdaInvoke: retryOnServiceExceptions: false) and give the map '
-          + '`retry` (RetryPolicy.throttling({ errors })): the whole item is retried, acquire included'),
-        });
-        chain = sfn.Chain.custom(acquire, sfn.Chain.start(processor).endStates, wait);
-      }
-      if (retry.retries || props.catchItemFailures) {
-        // The item's states as one unit: retried whole (the acquire included, so a retry holds a token) and
-        // caught whole.
-        const unit = new sfn.Parallel(this, `${id} Item Unit`, { outputPath: '$[0]' });
-        unit.branch(chain);
-        retry.applyToStates(unit, sfn.State.findReachableStates(sfn.Chain.start(processor).startState));
-        body = unit;
-        catchOn = unit;
-      } else {
-        body = chain;
-      }
+      body = processor;
     }
 
     if (props.catchItemFailures && catchOn) {
@@ -395,7 +418,8 @@ function ownRetries(start: sfn.State): { state: string; errors: string[] }[] {
   const found: { state: string; errors: string[] }[] = [];
   const visit = (name: string, json: any) => {
     const errors = ((json.Retry ?? []) as { ErrorEquals: string[] }[]).flatMap((r) => r.ErrorEquals);
-    if (errors.length > 0 && !limiterStates.has(name)) found.push({ state: name, errors });
+    const ours = limiterStates.has(name) && json.Parameters !== undefined && ('tokens' in json.Parameters || json.Parameters.phase === 'backoff');
+    if (errors.length > 0 && !ours) found.push({ state: name, errors });
     for (const branch of [...(json.Branches ?? []), ...(json.ItemProcessor ? [json.ItemProcessor] : []), ...(json.Iterator ? [json.Iterator] : [])]) {
       for (const [n, st] of Object.entries(branch.States ?? {})) visit(n, st);
     }

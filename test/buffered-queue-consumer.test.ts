@@ -270,7 +270,9 @@ describe('BufferedQueueConsumer', () => {
       const machine = new sfn.StateMachine(stack, 'Machine', {
         definitionBody: sfn.DefinitionBody.fromChainable(buffer.sendMessageTask(stack, 'Enqueue', { messageBody: sfn.TaskInput.fromJsonPathAt('$') })),
       });
-      const runner = await LocalRunner.start(stack, machine, { queueVisibilityTimeoutMs: 100 });
+      // A visibility timeout well above a batch's time even on a loaded machine: a good message must not come
+      // back (and count receives) while it is being processed; poison messages still reach the DLQ in ~6 s.
+      const runner = await LocalRunner.start(stack, machine, { queueVisibilityTimeoutMs: 1500 });
       try {
         const queue = runner.queue(stack.getLogicalId(buffer.queue.node.defaultChild as sqs.CfnQueue));
         const dlq = runner.queue(stack.getLogicalId(buffer.deadLetterQueue!.node.defaultChild as sqs.CfnQueue));

@@ -242,6 +242,56 @@ describe('through the local runner', () => {
     }
   });
 
+  test('a limited ThrottledMap whose processor is several tasks: each retry re-acquires, a final error is raised from the backoff state', async () => {
+    const { stack, limiter, fn } = stackWithLimiter();
+    const enrich = new tasks.LambdaInvoke(stack, 'Enrich', { lambdaFunction: fn, retryOnServiceExceptions: false, resultPath: '$.enriched' });
+    const ship = new tasks.LambdaInvoke(stack, 'Ship', { lambdaFunction: fn, retryOnServiceExceptions: false, resultPath: '$.shipped' });
+    const map = new ThrottledMap(stack, 'Orders', {
+      itemsPath: '$.orders',
+      itemProcessor: enrich.next(ship),
+      limiter,
+      concurrency: MapConcurrency.fixed(4),
+      retry: RetryPolicy.throttling({ maxAttempts: 3 }),
+      catchItemFailures: true,
+    });
+    const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(map) });
+    const asl = aslOf(Template.fromStack(stack));
+    const item = asl.States.Orders.ItemProcessor.States;
+    // every failure of the item unit goes to the backoff state, which loops back to the unit (acquire first)
+    expect(item['Orders Item Unit'].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.cdkSfnThrottleError', Next: 'Orders Item Backoff' }]);
+    expect(item['Orders Item Unit'].Retry).toBeUndefined();
+    expect(item['Orders Item Unit'].Branches[0].StartAt).toBe('Orders Item Acquire');
+    expect(item['Orders Item Backoff Wait'].Next).toBe('Orders Item Unit');
+    let calls = 0;
+    const seen = new Map<number, number>();
+    const runner = await LocalRunner.start(stack, machine, {
+      taskHandlers: {
+        Enrich: (input: any) => ({ Payload: { order: input.Payload.order } }),
+        Ship: (input: any) => {
+          calls++;
+          const order = input.Payload.order;
+          const n = (seen.get(order) ?? 0) + 1;
+          seen.set(order, n);
+          if (n === 1) throw Object.assign(new Error('hiccup'), { name: 'Lambda.ServiceException' });
+          if (order === 3) throw Object.assign(new Error('no such order'), { name: 'Orders.NotFound' });
+          return { Payload: 'ok' };
+        },
+      },
+      waitTimeOverrides: { 'Orders Item Backoff Wait': 0 },
+    });
+    try {
+      const r = await quiet(() => runner.run({ orders: [1, 2, 3, 4].map((order) => ({ order })) }));
+      // order 3 fails for good: its error keeps its name, raised from the backoff state and collected
+      expect([r.status, r.error]).toEqual(['SUCCEEDED', undefined]);
+      expect(r.output.filter((x: any) => x.failed).map((x: any) => x.error.Error)).toEqual(['Orders.NotFound']);
+      // every Ship call came after an acquire of its own: 4 items × 2 attempts = 8 calls, 8 admissions
+      expect(calls).toBe(8);
+      expect(runner.grants).toHaveLength(8);
+    } finally {
+      await runner.stop();
+    }
+  });
+
   test('resultPath on a non-object input fails with InvalidAcquireRequest before a token is taken', async () => {
     const { stack, limiter, fn } = stackWithLimiter();
     const limited = new RateLimitedTask(stack, 'Ship', {

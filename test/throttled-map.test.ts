@@ -75,7 +75,10 @@ describe('ThrottledMap', () => {
         ToleratedFailurePercentage: 5,
       });
       expect(map.ItemProcessor.ProcessorConfig).toEqual({ Mode: 'DISTRIBUTED', ExecutionType: 'STANDARD' });
-      expect(map.ItemProcessor.States['Orders Item Acquire'].Parameters).toMatchObject({ 'tokens': 1, 'count.$': 'States.ArrayLength($.Items)' });
+      // the batch is one unit: acquire (tokens × its item count) first, every failure through the backoff state
+      const unit = map.ItemProcessor.States['Orders Item Unit'];
+      expect(unit.Branches[0].States['Orders Item Acquire'].Parameters).toMatchObject({ 'tokens': 1, 'count.$': 'States.ArrayLength($.Items)' });
+      expect(unit.Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.cdkSfnThrottleError', Next: 'Orders Item Backoff' }]);
       const info = Annotations.fromStack(stack).findInfo('*', Match.stringLikeRegexp("30 = ceil\\(20/s × 1.5 s per item\\) by Little's law"));
       expect(info).toHaveLength(1);
     });
