@@ -36,7 +36,7 @@ export class ThrottleErrors {
   /**
    * Errors a caller should retry: the limiter admitted nothing and may admit later.
    */
-  public static readonly RETRYABLE: string[] = [ThrottleErrors.RATE_LIMIT_EXCEEDED, ThrottleErrors.LIMITER_UNAVAILABLE];
+  public static readonly RETRYABLE: string[] = Object.freeze([ThrottleErrors.RATE_LIMIT_EXCEEDED, ThrottleErrors.LIMITER_UNAVAILABLE]) as string[];
 
   private constructor() {}
 }

@@ -98,6 +98,45 @@ export interface IRateLimiter extends IConstruct {
   metricRejected(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
   /** Wait handed out with admissions, milliseconds. */
   metricWaitTime(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** DynamoDB calls made by acquire calls. */
+  metricDynamoDbCalls(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Acquire calls that failed closed (DynamoDB unreachable or throttling, or an item it cannot read). */
+  metricUnavailable(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+}
+
+/**
+ * A limiter defined elsewhere (another stack or app): what `RateLimiter.fromRateLimiterAttributes` needs to let
+ * more state machines take from the same limit.
+ */
+export interface RateLimiterAttributes {
+  /** The limiter's name (`RateLimiter.limiterName`): its items' prefix and its metrics' `LimiterName`. */
+  readonly limiterName: string;
+  /** ARN of the limiter's acquire function (`RateLimiter.function.functionArn`). */
+  readonly functionArn: string;
+  /** ARN of the limiter's table (`RateLimiter.table.tableArn`). */
+  readonly tableArn: string;
+  /**
+   * The limiter's rate (used at synth for checks and the throttle plan; the deployed function enforces its own).
+   */
+  readonly ratePerSecond: number;
+  /**
+   * The limiter's burst: must match the deployed limiter (a request's tokens are checked against it at synth).
+   *
+   * @default - max(1, ceil(ratePerSecond)), as RateLimiter's default
+   */
+  readonly burst?: number;
+  /**
+   * The limiter's shards: must match the deployed limiter.
+   *
+   * @default - RateLimiter's default for this rate: ceil(ratePerSecond / 500), at most `burst`
+   */
+  readonly shards?: number;
+  /**
+   * The limiter's maxWait.
+   *
+   * @default Duration.minutes(5)
+   */
+  readonly maxWait?: Duration;
 }
 
 /**
@@ -153,7 +192,7 @@ export interface RateLimiterProps {
 
   /**
    * Removal policy of the table this construct creates. The table holds bucket state (seconds of history)
-   * and operators' per-key overrides.
+   * and operators' per-key overrides. Not with `table` (a synth error: that table's policy is its owner's).
    *
    * @default RemovalPolicy.DESTROY
    */
@@ -216,94 +255,16 @@ export interface RateLimiterProps {
 }
 
 /**
- * A shared TPS limit enforced across all executions: a DynamoDB table and a small Node.js function that
- * implements GCRA (a token bucket kept as one number per key), with one conditional write per acquire.
- *
- * Acquire from a state machine with `acquire()`; the function never admits on malformed input or when
- * DynamoDB is unavailable.
+ * What every limiter, created here or imported, does: grants, the acquire states and metrics.
  */
-export class RateLimiter extends Construct implements IRateLimiter {
-  public readonly limiterName: string;
-  public readonly ratePerSecond: number;
-  public readonly burst: number;
-  public readonly shards: number;
-  public readonly maxWait: Duration;
-  public readonly table: dynamodb.ITable;
-  public readonly function: lambda.IFunction;
-  /** The acquire function's log group. */
-  public readonly logGroup: logs.ILogGroup;
-
-  constructor(scope: Construct, id: string, props: RateLimiterProps) {
-    super(scope, id);
-
-    this.ratePerSecond = props.ratePerSecond;
-    // The handler's own floor (lambda/rate-limiter/limiter.ts MIN_RATE_PER_SECOND): one token per 1,000 s.
-    checkRange('ratePerSecond', props.ratePerSecond, { min: 0.001, max: 1_000_000 });
-
-    this.burst = props.burst ?? Math.max(1, Math.ceil(props.ratePerSecond));
-    checkRange('burst', this.burst, { min: 1, max: 1_000_000, integer: true });
-
-    this.shards = props.shards ?? Math.max(1, Math.min(Math.ceil(props.ratePerSecond / 500), this.burst));
-    checkRange('shards', this.shards, { min: 1, max: 1000, integer: true });
-    if (this.burst < this.shards) {
-      throw new Error(`burst must be at least shards (${this.shards}) so every shard holds a token, got ${this.burst}`);
-    }
-    const perShard = this.ratePerSecond / this.shards;
-    if (perShard > 700) {
-      Annotations.of(this).addWarningV2('cdk-sfn-throttle:hotShard',
-        `each of the ${this.shards} shards takes ${perShard.toFixed(0)} writes/s, above ~700 (a DynamoDB item takes about 1,000 writes/s): raise shards to at least ${Math.ceil(this.ratePerSecond / 500)}`);
-    }
-
-    this.maxWait = props.maxWait ?? Duration.minutes(5);
-    const maxWaitMs = this.maxWait.toMilliseconds();
-    checkRange('maxWait (ms)', maxWaitMs, { min: 0, max: Duration.hours(24).toMilliseconds(), integer: true });
-
-    if (props.reservedConcurrency !== undefined) {
-      checkRange('reservedConcurrency', props.reservedConcurrency, { min: 1, max: 1000, integer: true });
-    }
-    const memorySize = props.memorySize ?? 128;
-    checkRange('memorySize', memorySize, { min: 128, max: 10_240, integer: true });
-
-    this.limiterName = props.limiterName ?? Names.uniqueResourceName(this, { maxLength: 64, separator: '-' });
-    if (!Token.isUnresolved(this.limiterName) && !/^[A-Za-z0-9._-]{1,64}$/.test(this.limiterName)) {
-      throw new Error(`limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(this.limiterName)}`);
-    }
-
-    this.table = props.table ?? new dynamodb.Table(this, 'Table', {
-      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
-      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
-      timeToLiveAttribute: 'exp',
-      encryption: dynamodb.TableEncryption.AWS_MANAGED,
-      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-      removalPolicy: props.removalPolicy ?? RemovalPolicy.DESTROY,
-    });
-
-    this.logGroup = props.logGroup ?? new logs.LogGroup(this, 'LogGroup', {
-      retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
-
-    const role = handlerRole(this, 'ServiceRole', this.logGroup, `Acquire function of rate limiter ${this.node.path}`);
-
-    this.function = new AcquireFunction(this, 'Function', {
-      description: `cdk-sfn-throttle rate limiter ${this.node.path}: acquire tokens (GCRA on DynamoDB)`,
-      role,
-      memorySize,
-      architecture: props.architecture ?? lambda.Architecture.ARM_64,
-      tracing: props.tracing ?? lambda.Tracing.ACTIVE,
-      logGroup: this.logGroup,
-      // DynamoDB calls (at most 3 writes and 2 reads) plus a sub-second sleep.
-      timeout: Duration.seconds(10),
-      reservedConcurrentExecutions: props.reservedConcurrency,
-      environment: limiterEnvironment(this, maxWaitMs),
-    });
-    grantBucketAccess(this, role);
-
-    Validations.of(this.function).acknowledge({
-      id: 'Serverless-LambdaDLQ',
-      reason: 'the acquire function is only invoked synchronously (Step Functions, callers): a DLQ applies to asynchronous invocations only',
-    });
-  }
+export abstract class RateLimiterBase extends Construct implements IRateLimiter {
+  public abstract readonly limiterName: string;
+  public abstract readonly ratePerSecond: number;
+  public abstract readonly burst: number;
+  public abstract readonly shards: number;
+  public abstract readonly maxWait: Duration;
+  public abstract readonly table: dynamodb.ITable;
+  public abstract readonly function: lambda.IFunction;
 
   /**
    * Grants permission to invoke the acquire function (its exact ARN, no version wildcard).
@@ -392,6 +353,139 @@ export class RateLimiter extends Construct implements IRateLimiter {
    */
   public metricUnavailable(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
     return this.metric(LimiterMetricNames.UNAVAILABLE, props);
+  }
+}
+
+
+/**
+ * A shared TPS limit enforced across all executions: a DynamoDB table and a small Node.js function that
+ * implements GCRA (a token bucket kept as one number per key), with one conditional write per acquire.
+ *
+ * Acquire from a state machine with `acquire()`; the function never admits on malformed input or when
+ * DynamoDB is unavailable.
+ */
+export class RateLimiter extends RateLimiterBase {
+  /**
+   * A limiter defined in another stack or app, so that more state machines take from the same limit (one
+   * third-party API, many workflows). Grants, `acquire()` and metrics work as on the original; the limit itself
+   * (rate, burst, shards, overrides) is the deployed function's.
+   */
+  public static fromRateLimiterAttributes(scope: Construct, id: string, attrs: RateLimiterAttributes): IRateLimiter {
+    return new ImportedRateLimiter(scope, id, attrs);
+  }
+
+  public readonly limiterName: string;
+  public readonly ratePerSecond: number;
+  public readonly burst: number;
+  public readonly shards: number;
+  public readonly maxWait: Duration;
+  public readonly table: dynamodb.ITable;
+  public readonly function: lambda.IFunction;
+  /** The acquire function's log group. */
+  public readonly logGroup: logs.ILogGroup;
+
+  constructor(scope: Construct, id: string, props: RateLimiterProps) {
+    super(scope, id);
+
+    this.ratePerSecond = props.ratePerSecond;
+    // The handler's own floor (lambda/rate-limiter/limiter.ts MIN_RATE_PER_SECOND): one token per 1,000 s.
+    checkRange('ratePerSecond', props.ratePerSecond, { min: 0.001, max: 1_000_000 });
+
+    this.burst = props.burst ?? Math.max(1, Math.ceil(props.ratePerSecond));
+    checkRange('burst', this.burst, { min: 1, max: 1_000_000, integer: true });
+
+    this.shards = props.shards ?? Math.max(1, Math.min(Math.ceil(props.ratePerSecond / 500), this.burst));
+    checkRange('shards', this.shards, { min: 1, max: 1000, integer: true });
+    if (this.burst < this.shards) {
+      throw new Error(`burst must be at least shards (${this.shards}) so every shard holds a token, got ${this.burst}`);
+    }
+    const perShard = this.ratePerSecond / this.shards;
+    if (perShard > 700) {
+      Annotations.of(this).addWarningV2('cdk-sfn-throttle:hotShard',
+        `each of the ${this.shards} shards takes ${perShard.toFixed(0)} writes/s, above ~700 (a DynamoDB item takes about 1,000 writes/s): raise shards to at least ${Math.ceil(this.ratePerSecond / 500)}`);
+    }
+
+    this.maxWait = props.maxWait ?? Duration.minutes(5);
+    const maxWaitMs = this.maxWait.toMilliseconds();
+    checkRange('maxWait (ms)', maxWaitMs, { min: 0, max: Duration.hours(24).toMilliseconds(), integer: true });
+
+    if (props.reservedConcurrency !== undefined) {
+      checkRange('reservedConcurrency', props.reservedConcurrency, { min: 1, max: 1000, integer: true });
+    }
+    const memorySize = props.memorySize ?? 128;
+    checkRange('memorySize', memorySize, { min: 128, max: 10_240, integer: true });
+
+    this.limiterName = props.limiterName ?? Names.uniqueResourceName(this, { maxLength: 64, separator: '-' });
+    if (!Token.isUnresolved(this.limiterName) && !/^[A-Za-z0-9._-]{1,64}$/.test(this.limiterName)) {
+      throw new Error(`limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(this.limiterName)}`);
+    }
+
+    if (props.table && props.removalPolicy !== undefined) {
+      throw new Error(`removalPolicy applies to the table this construct creates: provide either table or removalPolicy, but not both (got table ${props.table.node.path} and removalPolicy ${props.removalPolicy})`);
+    }
+    this.table = props.table ?? new dynamodb.Table(this, 'Table', {
+      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      timeToLiveAttribute: 'exp',
+      encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      removalPolicy: props.removalPolicy ?? RemovalPolicy.DESTROY,
+    });
+
+    this.logGroup = props.logGroup ?? new logs.LogGroup(this, 'LogGroup', {
+      retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
+    const role = handlerRole(this, 'ServiceRole', this.logGroup, `Acquire function of rate limiter ${this.node.path}`);
+
+    this.function = new AcquireFunction(this, 'Function', {
+      description: `cdk-sfn-throttle rate limiter ${this.node.path}: acquire tokens (GCRA on DynamoDB)`,
+      role,
+      memorySize,
+      architecture: props.architecture ?? lambda.Architecture.ARM_64,
+      tracing: props.tracing ?? lambda.Tracing.ACTIVE,
+      logGroup: this.logGroup,
+      // DynamoDB calls (at most 3 writes and 2 reads) plus a sub-second sleep.
+      timeout: Duration.seconds(10),
+      reservedConcurrentExecutions: props.reservedConcurrency,
+      environment: limiterEnvironment(this, maxWaitMs),
+    });
+    grantBucketAccess(this, role);
+
+    Validations.of(this.function).acknowledge({
+      id: 'Serverless-LambdaDLQ',
+      reason: 'the acquire function is only invoked synchronously (Step Functions, callers): a DLQ applies to asynchronous invocations only',
+    });
+  }
+
+}
+
+/** A RateLimiter defined elsewhere, by its attributes. */
+class ImportedRateLimiter extends RateLimiterBase {
+  public readonly limiterName: string;
+  public readonly ratePerSecond: number;
+  public readonly burst: number;
+  public readonly shards: number;
+  public readonly maxWait: Duration;
+  public readonly table: dynamodb.ITable;
+  public readonly function: lambda.IFunction;
+
+  constructor(scope: Construct, id: string, attrs: RateLimiterAttributes) {
+    super(scope, id);
+    if (!Token.isUnresolved(attrs.limiterName) && !/^[A-Za-z0-9._-]{1,64}$/.test(attrs.limiterName)) {
+      throw new Error(`[${this.node.path}] limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(attrs.limiterName)}`);
+    }
+    checkRange('ratePerSecond', attrs.ratePerSecond, { min: 0.001, max: 1_000_000 });
+    this.limiterName = attrs.limiterName;
+    this.ratePerSecond = attrs.ratePerSecond;
+    this.burst = attrs.burst ?? Math.max(1, Math.ceil(attrs.ratePerSecond));
+    checkRange('burst', this.burst, { min: 1, max: 1_000_000, integer: true });
+    this.shards = attrs.shards ?? Math.max(1, Math.min(Math.ceil(attrs.ratePerSecond / 500), this.burst));
+    checkRange('shards', this.shards, { min: 1, max: Math.min(1000, this.burst), integer: true, why: 'at most burst' });
+    this.maxWait = attrs.maxWait ?? Duration.minutes(5);
+    this.table = dynamodb.Table.fromTableArn(this, 'Table', attrs.tableArn);
+    this.function = lambda.Function.fromFunctionArn(this, 'Function', attrs.functionArn);
   }
 }
 

@@ -66,19 +66,19 @@ export class RetryPolicy {
    * Errors a throttled Lambda invoke raises through Step Functions: throttling and transient service errors.
    * `States.Timeout` is not among them: a timed-out call may have happened.
    */
-  public static readonly LAMBDA_THROTTLING_ERRORS: string[] = [
+  public static readonly LAMBDA_THROTTLING_ERRORS: string[] = Object.freeze([
     'Lambda.TooManyRequestsException',
     'Lambda.ServiceException',
     'Lambda.AWSLambdaException',
     'Lambda.SdkClientException',
     'Lambda.ClientExecutionTimeoutException',
-  ];
+  ]) as string[];
 
   /** Errors of an HttpInvoke task whose endpoint throttles (429) or is overloaded (503). */
-  public static readonly HTTP_THROTTLING_ERRORS: string[] = [
+  public static readonly HTTP_THROTTLING_ERRORS: string[] = Object.freeze([
     'States.Http.StatusCode.429',
     'States.Http.StatusCode.503',
-  ];
+  ]) as string[];
 
   /**
    * The Lambda errors (kept for compatibility).
@@ -106,7 +106,8 @@ export class RetryPolicy {
       }
     }
     return new RetryPolicy(
-      options.errors,
+      // A copy, frozen: neither the caller's array nor a later push changes a policy in use.
+      options.errors && (Object.freeze([...options.errors]) as string[]),
       options.maxAttempts ?? 6,
       options.interval ?? Duration.seconds(1),
       options.backoffRate ?? 2,

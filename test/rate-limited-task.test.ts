@@ -157,6 +157,16 @@ describe('RateLimitedTask', () => {
       }]);
     });
 
+    test('shared defaults are not mutable, and a policy does not follow later changes to the caller\'s array', () => {
+      expect(() => RetryPolicy.LAMBDA_THROTTLING_ERRORS.push('Oops')).toThrow(TypeError);
+      expect(() => RetryPolicy.DEFAULT_THROTTLING_ERRORS.push('Oops')).toThrow(TypeError);
+      expect(() => ThrottleErrors.RETRYABLE.push('Oops')).toThrow(TypeError);
+      const mine = ['Api.Throttled'];
+      const policy = RetryPolicy.throttling({ errors: mine });
+      mine.push('Api.Other');
+      expect(policy.errors).toEqual(['Api.Throttled']);
+    });
+
     test.each<[string, () => unknown, RegExp]>([
       ['maxAttempts 0', () => RetryPolicy.throttling({ maxAttempts: 0 }), /maxAttempts must be an integer from 1 to 100, got 0/],
       ['backoffRate 0.5', () => RetryPolicy.throttling({ backoffRate: 0.5 }), /backoffRate must be from 1 to 10, got 0.5/],

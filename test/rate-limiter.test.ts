@@ -1,11 +1,12 @@
-import { App, Duration, Stack } from 'aws-cdk-lib';
+import { App, RemovalPolicy, Duration, Stack } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import { AcquireMode, RateLimiter, RateLimiterProps } from '../src';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { AcquireMode, RateLimitedTask, RateLimiter, RateLimiterProps } from '../src';
 import { aslOf } from './support/asl';
 import { actionsOf, logicalIdOf, statementsOfRole } from './support/iam';
 import { nagFindings } from './support/nag';
@@ -152,6 +153,41 @@ describe('RateLimiter', () => {
         })]),
       },
     });
+  });
+
+  test('fromRateLimiterAttributes: another stack\'s state machine takes from the same limit, least privilege on exact ARNs', () => {
+    // GIVEN a limiter in one stack, imported by its attributes in another app
+    const app = new App();
+    const stack = new Stack(app, 'Workflows', { env: { account: '123456789012', region: 'us-east-1' } });
+    const limiter = RateLimiter.fromRateLimiterAttributes(stack, 'ShippingApi', {
+      limiterName: 'shipping',
+      ratePerSecond: 5,
+      functionArn: 'arn:aws:lambda:us-east-1:123456789012:function:shipping-acquire',
+      tableArn: 'arn:aws:dynamodb:us-east-1:123456789012:table/limits',
+    });
+    // WHEN a RateLimitedTask uses it
+    const fn = lambda.Function.fromFunctionArn(stack, 'Api', 'arn:aws:lambda:us-east-1:123456789012:function:api');
+    const limited = new RateLimitedTask(stack, 'Ship', {
+      limiter, task: new tasks.LambdaInvoke(stack, 'Call', { lambdaFunction: fn, retryOnServiceExceptions: false }),
+    });
+    new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(limited) });
+    const template = Template.fromStack(stack);
+    // THEN the acquire state invokes exactly the imported function, and its defaults match RateLimiter's
+    expect(aslOf(template).States['Ship Acquire'].Resource).toBe('arn:aws:lambda:us-east-1:123456789012:function:shipping-acquire');
+    expect([limiter.burst, limiter.shards, limiter.maxWait.toMinutes()]).toEqual([5, 1, 5]);
+    const statements = Object.values(template.findResources('AWS::IAM::Policy')).flatMap((p: any) => p.Properties.PolicyDocument.Statement);
+    expect(statements.filter((st: any) => [st.Action].flat().includes('lambda:InvokeFunction')).map((st: any) => st.Resource))
+      .toContainEqual('arn:aws:lambda:us-east-1:123456789012:function:shipping-acquire');
+    expect(limiter.metricAdmitted().dimensions).toEqual({ LimiterName: 'shipping' });
+    expect(() => RateLimiter.fromRateLimiterAttributes(stack, 'Bad', { limiterName: 'a#b', ratePerSecond: 5, functionArn: 'x', tableArn: 'y' }))
+      .toThrow(/\[Workflows\/Bad\] limiterName must be/);
+  });
+
+  test('fails if removalPolicy is given with an existing table', () => {
+    const stack = new Stack(new App(), 'Stack');
+    const table = dynamodb.Table.fromTableName(stack, 'Existing', 'limits');
+    expect(() => new RateLimiter(stack, 'Limiter', { ratePerSecond: 5, table, removalPolicy: RemovalPolicy.RETAIN }))
+      .toThrow(/provide either table or removalPolicy, but not both \(got table Stack\/Existing and removalPolicy retain\)/);
   });
 
   test('limiters sharing a table may each touch only their own items (dynamodb:LeadingKeys)', () => {
