@@ -18,13 +18,14 @@ export class DynamoDbBucketStore implements BucketStore {
   constructor(private readonly client: DynamoDBClient, private readonly tableName: string) {}
 
   takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult> {
-    return this.update(pk, tolUs, 'SET tat = tat + :inc, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
+    // The right-hand `tat` is the value before the update: hz = old tat + inc − tolerance = new tat − tolerance.
+    return this.update(pk, tolUs, 'SET tat = tat + :inc, #hz = tat + :hzoff, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
       'tat BETWEEN :lo AND :hi AND #iv = :iv AND #v = :v',
-      { ':inc': num(incUs), ':lo': num(lowerUs), ':hi': num(upperUs), ':exp': num(expS), ':iv': num(ivUs) });
+      { ':inc': num(incUs), ':hzoff': num(incUs - tolUs), ':lo': num(lowerUs), ':hi': num(upperUs), ':exp': num(expS), ':iv': num(ivUs) });
   }
 
   takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult> {
-    return this.update(pk, tolUs, 'SET tat = :tat, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
+    return this.update(pk, tolUs, 'SET tat = :tat, #hz = :now, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
       '(attribute_not_exists(tat) AND attribute_not_exists(#v) AND attribute_not_exists(#iv)) OR (tat <= :now AND #v = :v)',
       { ':tat': num(newTatUs), ':now': num(nowUs), ':exp': num(expS), ':iv': num(ivUs) });
   }
@@ -73,7 +74,7 @@ export class DynamoDbBucketStore implements BucketStore {
         Key: { pk: { S: pk } },
         UpdateExpression: update,
         ConditionExpression: condition,
-        ExpressionAttributeNames: { '#exp': 'exp', '#iv': 'iv', '#tol': 'tol', '#v': 'v' },
+        ExpressionAttributeNames: { '#exp': 'exp', '#iv': 'iv', '#tol': 'tol', '#v': 'v', ...(update.includes('#hz') ? { '#hz': 'hz' } : {}) },
         ExpressionAttributeValues: { ...values, ':tol': num(tolUs), ':v': num(ITEM_VERSION) },
         ReturnValues: 'UPDATED_NEW',
         ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
@@ -100,7 +101,13 @@ function num(n: number): AttributeValue {
 }
 
 function bucketOf(item: Record<string, AttributeValue>): StoredBucket {
-  return { tat: item.tat && plain(item.tat), iv: item.iv && plain(item.iv), v: item.v && plain(item.v), tol: item.tol && plain(item.tol) };
+  return {
+    tat: item.tat && plain(item.tat),
+    iv: item.iv && plain(item.iv),
+    v: item.v && plain(item.v),
+    hz: item.hz && plain(item.hz),
+    tol: item.tol && plain(item.tol),
+  };
 }
 
 /** An attribute value as plain data: numbers as numbers, anything else as it is (for the limiter to reject). */

@@ -284,15 +284,15 @@ export class Limiter {
       // limit's interval before anything is taken: the same number of tokens stays owed, so the new limit
       // applies to new admissions at once. Reservations already handed out keep their slots. An item of the
       // format before versions (no iv, no v) is given them, its debt unchanged.
-      const stale = (st: { tat?: number; iv?: number; tol?: number }) =>
+      const stale = (st: { tat?: number; iv?: number; hz?: number; tol?: number }) =>
         st.tat !== undefined && (st.iv === undefined || (st.iv !== ivUs && st.tat > arrival));
       if (stale(state) && state.iv !== undefined && mayRefresh) return FOREIGN_LIMIT;
       while (stale(state) && writes < MAX_WRITES) {
         writes++;
         const old = state;
-        const tat = rescaledTat(old.tat!, old.iv, old.tol, ivUs, take.toleranceUs, arrival);
+        const tat = rescaledTat(old.tat!, old.iv, old.hz, ivUs, take.toleranceUs, arrival, old.tol);
         const r = await this.timed(counter, () => store.rescale(pk, old.tat!, old.iv, tat, ivUs, expS, take.toleranceUs));
-        state = r.ok ? { tat: r.tat, iv: ivUs, tol: take.toleranceUs } : await this.learn(pk, r.item, counter);
+        state = r.ok ? { tat: r.tat, iv: ivUs, hz: old.hz, tol: take.toleranceUs } : await this.learn(pk, r.item, counter);
       }
       if (stale(state)) break;
       if (state.tat !== undefined) this.remember(pk, state.tat, ivUs);
@@ -319,7 +319,7 @@ export class Limiter {
 
   /** The stored state after a failed write: the returned old item, or a consistent read; checked before use. */
   private async learn(pk: string, item: StoredBucket | undefined | typeof UNKNOWN, counter: { calls: number }):
-  Promise<{ tat?: number; iv?: number; tol?: number }> {
+  Promise<{ tat?: number; iv?: number; hz?: number; tol?: number }> {
     const stored = item === UNKNOWN ? await this.timed(counter, () => this.deps.store.readBucket(pk)) : item;
     return checkBucket(pk, stored);
   }
@@ -377,26 +377,37 @@ export class Limiter {
 const FOREIGN_LIMIT = Symbol('foreign limit');
 
 /**
- * The tat of a bucket counted in `oldIv` (µs per token), re-counted in `ivUs`: the tokens owed from `arrival` on
- * stay owed (a lower rate makes them last longer, so a lower limit applies at once). It is never earlier than
- * `tat − oldTol + toleranceUs`: no slot was handed out under the old limit before `tat − oldTol`, so new
- * admissions (slot ≥ new tat + inc − tolerance) follow the old limit's own schedule — a higher rate does not
- * squeeze new slots between reservations already handed out. Without a recorded old tolerance, one old interval
- * (the smallest it can have been) is assumed: the safe floor. An item of the format before versions keeps its tat.
+ * The tat of a bucket counted in `oldIv` (µs per token), re-counted in `ivUs` with tolerance `toleranceUs`.
+ * Reservations already handed out keep their slots: up to `hz`, the latest slot the item records, nothing moves;
+ * only the debt beyond it is re-counted (its tokens stay owed), and the next new slot comes at least one new
+ * interval after `hz` — so a lower limit applies to new admissions at once, following the last reservation at the
+ * new rate, and a higher limit (or burst) does not squeeze new slots between reservations already handed out. With
+ * no reservation ahead (`hz` not after the arrival), the whole debt is re-counted from the arrival. Re-counting
+ * back and forth (containers that still disagree on the limit) does not inflate the debt: `hz` only moves with real
+ * admissions. An item of the format before versions keeps its tat.
  */
 export function rescaledTat(
-  tat: number, oldIv: number | undefined, oldTol: number | undefined, ivUs: number, toleranceUs: number, arrival: number,
+  tat: number, oldIv: number | undefined, hz: number | undefined, ivUs: number, toleranceUs: number, arrival: number, oldTol?: number,
 ): number {
   if (oldIv === undefined) return tat;
-  const recounted = arrival + Math.ceil(((tat - arrival) * ivUs) / oldIv);
-  return Math.max(recounted, tat - (oldTol ?? oldIv) + toleranceUs);
+  const reserved = hz !== undefined && hz > arrival ? Math.min(hz, tat) : undefined;
+  const base = reserved ?? arrival;
+  // No credit is handed out by the change itself: a larger burst than the old one accrues at the new rate.
+  const extraBurst = oldTol === undefined ? 0 : Math.max(0, toleranceUs - Math.ceil((oldTol / oldIv) * ivUs));
+  const recounted = base + Math.ceil(((tat - base) * ivUs) / oldIv) + extraBurst;
+  let floor = reserved === undefined ? recounted : reserved + toleranceUs;
+  if (ivUs > oldIv && oldTol !== undefined) {
+    // A lower rate: the credit used under the old limit (its tolerance less what is left) stays used.
+    floor = Math.max(floor, tat - oldTol + toleranceUs);
+  }
+  return Math.max(recounted, floor);
 }
 
 /**
  * A stored bucket item, checked: an unknown format version or a malformed attribute fails closed (admit nothing,
  * a retryable LimiterUnavailable naming the item and the attribute), never an endless denial.
  */
-export function checkBucket(pk: string, item: StoredBucket | undefined): { tat?: number; iv?: number; tol?: number } {
+export function checkBucket(pk: string, item: StoredBucket | undefined): { tat?: number; iv?: number; hz?: number; tol?: number } {
   if (!item) return {};
   if (item.v !== undefined && item.v !== ITEM_VERSION) {
     throw new LimiterUnavailable(`bucket item ${pk} has format version v=${JSON.stringify(item.v)}; this handler reads v=${ITEM_VERSION}`);
@@ -407,8 +418,12 @@ export function checkBucket(pk: string, item: StoredBucket | undefined): { tat?:
   if (item.iv !== undefined && !(typeof item.iv === 'number' && Number.isSafeInteger(item.iv) && item.iv >= 1)) {
     throw new LimiterUnavailable(`bucket item ${pk}: attribute iv is ${JSON.stringify(item.iv)}, expected a whole number of microseconds >= 1`);
   }
+  if (item.hz !== undefined && !(typeof item.hz === 'number' && Number.isSafeInteger(item.hz))) {
+    throw new LimiterUnavailable(`bucket item ${pk}: attribute hz is ${JSON.stringify(item.hz)}, expected a whole number of microseconds`);
+  }
   if (item.tol !== undefined && !(typeof item.tol === 'number' && Number.isSafeInteger(item.tol) && item.tol >= 0)) {
     throw new LimiterUnavailable(`bucket item ${pk}: attribute tol is ${JSON.stringify(item.tol)}, expected a whole number of microseconds >= 0`);
   }
-  return { tat: item.tat as number | undefined, iv: item.iv as number | undefined, tol: item.tol as number | undefined };
+  const n = (v: unknown) => v as number | undefined;
+  return { tat: n(item.tat), iv: n(item.iv), hz: n(item.hz), tol: n(item.tol) };
 }

@@ -9,7 +9,12 @@ export interface StoredBucket {
   readonly iv?: unknown;
   /** Format version (absent on items of older handlers: version 1). */
   readonly v?: unknown;
-  /** The tolerance (burst × interval, µs) the tat was counted with. */
+  /**
+   * The latest slot handed out, µs, as the writes can record it: exact for an idle write and a queued busy one
+   * (tat − tolerance), below the true slot by less than one tolerance for a busy write that did not queue.
+   */
+  readonly hz?: unknown;
+  /** The tolerance (burst × interval, µs) the tat is counted with. */
   readonly tol?: unknown;
 }
 
@@ -65,7 +70,7 @@ export class MemoryBucketStore implements BucketStore {
     const item = this.items.get(pk);
     const tat = item?.tat;
     if (item?.v === ITEM_VERSION && typeof tat === 'number' && tat >= lowerUs && tat <= upperUs && item.iv === ivUs) {
-      this.items.set(pk, { ...item, tat: tat + incUs, exp: expS, iv: ivUs, tol: tolUs, v: ITEM_VERSION });
+      this.items.set(pk, { ...item, tat: tat + incUs, hz: tat + incUs - tolUs, tol: tolUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
       return { ok: true, tat: tat + incUs };
     }
     return { ok: false, item: item && { ...item } };
@@ -76,7 +81,7 @@ export class MemoryBucketStore implements BucketStore {
     const item = this.items.get(pk);
     const tat = item?.tat;
     if ((tat === undefined && item?.v === undefined && item?.iv === undefined) || (typeof tat === 'number' && tat <= nowUs && item?.v === ITEM_VERSION)) {
-      this.items.set(pk, { ...item, tat: newTatUs, exp: expS, iv: ivUs, tol: tolUs, v: ITEM_VERSION });
+      this.items.set(pk, { ...item, tat: newTatUs, hz: nowUs, tol: tolUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
       return { ok: true, tat: newTatUs };
     }
     return { ok: false, item: item && { ...item } };
@@ -88,7 +93,7 @@ export class MemoryBucketStore implements BucketStore {
     const item = this.items.get(pk);
     const sameFormat = oldIvUs === undefined ? item?.iv === undefined && item?.v === undefined : item?.iv === oldIvUs && item?.v === ITEM_VERSION;
     if (item?.tat === oldTatUs && sameFormat) {
-      this.items.set(pk, { ...item, tat: newTatUs, exp: expS, iv: ivUs, tol: tolUs, v: ITEM_VERSION });
+      this.items.set(pk, { ...item, tat: newTatUs, tol: tolUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
       return { ok: true, tat: newTatUs };
     }
     return { ok: false, item: item && { ...item } };

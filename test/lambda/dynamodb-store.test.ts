@@ -18,10 +18,12 @@ describe('DynamoDbBucketStore', () => {
     expect(input).toMatchObject({
       TableName: 'limits',
       Key: { pk: { S: 'pk1' } },
-      UpdateExpression: 'SET tat = tat + :inc, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
+      UpdateExpression: 'SET tat = tat + :inc, #hz = tat + :hzoff, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
       ConditionExpression: 'tat BETWEEN :lo AND :hi AND #iv = :iv AND #v = :v',
-      ExpressionAttributeNames: { '#exp': 'exp', '#iv': 'iv', '#tol': 'tol', '#v': 'v' },
-      ExpressionAttributeValues: { ':inc': { N: '100' }, ':lo': { N: '1000' }, ':hi': { N: '1900' }, ':exp': { N: '42' }, ':iv': { N: '100' }, ':tol': { N: '1000' }, ':v': { N: '1' } },
+      ExpressionAttributeNames: { '#exp': 'exp', '#iv': 'iv', '#tol': 'tol', '#v': 'v', '#hz': 'hz' },
+      ExpressionAttributeValues: {
+        ':inc': { N: '100' }, ':hzoff': { N: '-900' }, ':lo': { N: '1000' }, ':hi': { N: '1900' }, ':exp': { N: '42' }, ':iv': { N: '100' }, ':tol': { N: '1000' }, ':v': { N: '1' },
+      },
       ReturnValues: 'UPDATED_NEW',
       ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
     });
@@ -32,7 +34,7 @@ describe('DynamoDbBucketStore', () => {
     const store = new DynamoDbBucketStore(client, 'limits');
     await store.takeIdle('pk1', 1000, 1100, 42, 100, 1000);
     expect((client.send as jest.Mock).mock.calls[0][0].input).toMatchObject({
-      UpdateExpression: 'SET tat = :tat, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
+      UpdateExpression: 'SET tat = :tat, #hz = :now, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
       ConditionExpression: '(attribute_not_exists(tat) AND attribute_not_exists(#v) AND attribute_not_exists(#iv)) OR (tat <= :now AND #v = :v)',
     });
   });
@@ -55,10 +57,10 @@ describe('DynamoDbBucketStore', () => {
 
   test('a failed condition returns the old item when DynamoDB sends it (ALL_OLD) and UNKNOWN when not', async () => {
     const withItem = new DynamoDbBucketStore(fakeClient(async () => { throw conditionFailed({ pk: { S: 'p' }, tat: { N: '5000' }, iv: { N: '20' }, v: { N: '1' } }); }), 't');
-    await expect(withItem.takeBusy('p', 1, 0, 1, 1, 20, 20)).resolves.toEqual({ ok: false, item: { tat: 5000, iv: 20, v: 1, tol: undefined } });
+    await expect(withItem.takeBusy('p', 1, 0, 1, 1, 20, 20)).resolves.toEqual({ ok: false, item: { tat: 5000, iv: 20, v: 1, hz: undefined, tol: undefined } });
     // a malformed attribute comes back as it is stored, for the limiter to reject
     const malformed = new DynamoDbBucketStore(fakeClient(async () => { throw conditionFailed({ pk: { S: 'p' }, tat: { S: 'soon' } }); }), 't');
-    await expect(malformed.takeBusy('p', 1, 0, 1, 1, 20, 20)).resolves.toEqual({ ok: false, item: { tat: 'soon', iv: undefined, v: undefined, tol: undefined } });
+    await expect(malformed.takeBusy('p', 1, 0, 1, 1, 20, 20)).resolves.toEqual({ ok: false, item: { tat: 'soon', iv: undefined, v: undefined, hz: undefined, tol: undefined } });
     const withoutItem = new DynamoDbBucketStore(fakeClient(async () => { throw conditionFailed(); }), 't');
     await expect(withoutItem.takeBusy('p', 1, 0, 1, 1, 20, 20)).resolves.toEqual({ ok: false, item: UNKNOWN });
     const emptyItem = new DynamoDbBucketStore(fakeClient(async () => { throw conditionFailed({}); }), 't');

@@ -311,6 +311,49 @@ describe('GCRA core (in-memory store, fake clock)', () => {
     expect(store.items.get('mix#bucket#k#0')).toMatchObject({ iv: 40_000 });
   });
 
+  test('a lowered limit reverted a second later leaves the bucket where it was', async () => {
+    // GIVEN 100/s burst 10 and 1,000 reservations (10 at t0, then every 10 ms: the last at t0 + 9.90 s)
+    const clock = { now: 1_700_000_000_000_000 };
+    const t0 = clock.now;
+    const store = new MemoryBucketStore();
+    const limiter = new Limiter({ limiterName: 'rev', ratePerSecond: 100, burst: 10, shards: 1, maxWaitMs: 60_000 },
+      { store, clockUs: () => clock.now, random: () => 0, overrideTtlMs: 0, initialLookaheadUs: 0 });
+    for (let i = 0; i < 1000; i++) await limiter.acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+    // WHEN an override of 1/s is set at t0 + 1 s, then removed at t0 + 2 s
+    clock.now = t0 + 1_000_000;
+    store.items.set('rev#config#k', { ratePerSecond: 1, burst: 10 });
+    const lowered = await limiter.acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+    clock.now = t0 + 2_000_000;
+    store.items.delete('rev#config#k');
+    const after = await limiter.acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+    // THEN under 1/s the next slot followed the last reservation by a second, and after the revert the bucket is
+    // back at 100/s behind it (before: the 1/s debt stood, refusing for 14 minutes)
+    expect(lowered).toMatchObject({ admitted: true });
+    expect(lowered.admitted && (lowered.atUs - t0) / 1e6).toBeCloseTo(10.90, 2);
+    expect(after).toMatchObject({ admitted: true });
+    expect(after.admitted && (after.atUs - t0) / 1e6).toBeLessThan(11);
+  });
+
+  test('containers of two deployments (100/s and 50/s) taking in turn do not inflate the debt', async () => {
+    const clock = { now: 1_700_000_000_000_000 };
+    const store = new MemoryBucketStore();
+    const make = (rate: number) => new Limiter({ limiterName: 'dep', ratePerSecond: rate, burst: 10, shards: 1, maxWaitMs: 60_000 },
+      { store, clockUs: () => clock.now, random: () => 0, initialLookaheadUs: 0 });
+    const [fast, slow] = [make(100), make(50)];
+    let refused = 0;
+    let maxAheadS = 0;
+    // 80/s offered for 2 s, alternating containers
+    for (let i = 0; i < 160; i++) {
+      clock.now += 12_500;
+      const r = await (i % 2 ? fast : slow).acquire({ key: 'k', tokens: 1, mode: 'RESERVE' });
+      if (!r.admitted) refused++;
+      maxAheadS = Math.max(maxAheadS, ((store.items.get('dep#bucket#k#0')!.tat as number) - clock.now) / 1e6);
+    }
+    // at most 2 s of demand at 50/s is owed: the debt stays within a few seconds (before: 405 s, then refusals)
+    expect(refused).toBe(0);
+    expect(maxAheadS).toBeLessThan(2);
+  });
+
   test('a warm container whose cache says idle still refuses an item not written in this format', async () => {
     const { clock, store, limiter } = limiterWith({ ratePerSecond: 10, burst: 1, shards: 1, maxWaitMs: 1000 });
     await limiter.acquire({ key: 'k', tokens: 1, mode: 'TRY' });
