@@ -168,7 +168,7 @@ export interface RateLimiterProps {
    * Valid range: an integer from 1 to 1,000, and at most `burst`.
    *
    * @see https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-design.html
-   * @default - enough shards that no item sees more than 500 writes/s: ceil(ratePerSecond / 500), at most `burst`
+   * @default - enough shards that no item sees more than 500 writes/s: ceil(ratePerSecond / 500), at most `burst` and 1,000
    */
   readonly shards?: number;
 
@@ -394,7 +394,7 @@ export class RateLimiter extends RateLimiterBase {
     this.burst = props.burst ?? Math.max(1, Math.ceil(props.ratePerSecond));
     checkRange('burst', this.burst, { min: 1, max: 1_000_000, integer: true });
 
-    this.shards = props.shards ?? Math.max(1, Math.min(Math.ceil(props.ratePerSecond / 500), this.burst));
+    this.shards = props.shards ?? defaultShards(props.ratePerSecond, this.burst);
     checkRange('shards', this.shards, { min: 1, max: 1000, integer: true });
     if (this.burst < this.shards) {
       throw new Error(`burst must be at least shards (${this.shards}) so every shard holds a token, got ${this.burst}`);
@@ -461,6 +461,11 @@ export class RateLimiter extends RateLimiterBase {
 
 }
 
+/** ceil(rate / 500) shards (≤ 500 writes/s per item), at most burst and at most 1,000 (the `shards` maximum). */
+function defaultShards(ratePerSecond: number, burst: number): number {
+  return Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), burst, 1000));
+}
+
 /** A RateLimiter defined elsewhere, by its attributes. */
 class ImportedRateLimiter extends RateLimiterBase {
   public readonly limiterName: string;
@@ -481,7 +486,7 @@ class ImportedRateLimiter extends RateLimiterBase {
     this.ratePerSecond = attrs.ratePerSecond;
     this.burst = attrs.burst ?? Math.max(1, Math.ceil(attrs.ratePerSecond));
     checkRange('burst', this.burst, { min: 1, max: 1_000_000, integer: true });
-    this.shards = attrs.shards ?? Math.max(1, Math.min(Math.ceil(attrs.ratePerSecond / 500), this.burst));
+    this.shards = attrs.shards ?? defaultShards(attrs.ratePerSecond, this.burst);
     checkRange('shards', this.shards, { min: 1, max: Math.min(1000, this.burst), integer: true, why: 'at most burst' });
     this.maxWait = attrs.maxWait ?? Duration.minutes(5);
     this.table = dynamodb.Table.fromTableArn(this, 'Table', attrs.tableArn);

@@ -212,6 +212,8 @@ describe('RateLimiter', () => {
     expect(synth({ ratePerSecond: 1000 }).limiter.shards).toBe(2);
     expect(synth({ ratePerSecond: 1001 }).limiter.shards).toBe(3);
     expect(synth({ ratePerSecond: 10.5 }).limiter.burst).toBe(11);
+    // the default stays within the shards maximum at the highest rate
+    expect(synth({ ratePerSecond: 600_000 }).limiter.shards).toBe(1000);
     const { stack } = synth({ ratePerSecond: 2000, shards: 2 });
     Annotations.fromStack(stack).hasWarning('/Stack/Limiter', Match.stringLikeRegexp('each of the 2 shards takes 1000 writes/s'));
   });
