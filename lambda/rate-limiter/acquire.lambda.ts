@@ -101,9 +101,15 @@ async function backoff(event: unknown, request: AcquireRequest): Promise<Backoff
  */
 async function sleepSubSecondUntil(atUs: number): Promise<number> {
   const waitSeconds = Math.floor(Math.max(0, atUs - clockUs()) / 1_000_000);
-  await sleepUntilUs(atUs - waitSeconds * 1_000_000);
+  // The Wait state that follows counts its whole seconds on another clock than this one (Step Functions', or the
+  // runner's timers), which can run a little slower than the wall clock read here: a margin keeps the call from
+  // starting before its slot.
+  await sleepUntilUs(atUs - waitSeconds * 1_000_000 + (waitSeconds > 0 ? WAIT_STATE_MARGIN_US : 0));
   return waitSeconds;
 }
+
+/** Kept after a sub-second sleep that a Wait state of whole seconds follows. */
+const WAIT_STATE_MARGIN_US = 2_000;
 
 /**
  * In a redriven execution, the acquire of a RateLimitedTask records the redrive count its attempts start at, so
