@@ -387,18 +387,7 @@ export class RateLimiter extends RateLimiterBase {
   constructor(scope: Construct, id: string, props: RateLimiterProps) {
     super(scope, id);
 
-    this.ratePerSecond = props.ratePerSecond;
-    // The handler's own floor (lambda/rate-limiter/limiter.ts MIN_RATE_PER_SECOND): one token per 1,000 s.
-    checkRange('ratePerSecond', props.ratePerSecond, { min: 0.001, max: 1_000_000 });
-
-    this.burst = props.burst ?? Math.max(1, Math.ceil(props.ratePerSecond));
-    checkRange('burst', this.burst, { min: 1, max: 1_000_000, integer: true });
-
-    this.shards = props.shards ?? defaultShards(props.ratePerSecond, this.burst);
-    checkRange('shards', this.shards, { min: 1, max: 1000, integer: true });
-    if (this.burst < this.shards) {
-      throw new Error(`burst must be at least shards (${this.shards}) so every shard holds a token, got ${this.burst}`);
-    }
+    ({ ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards } = checkedLimit(props.ratePerSecond, props.burst, props.shards));
     const perShard = this.ratePerSecond / this.shards;
     if (perShard > 700) {
       Annotations.of(this).addWarningV2('cdk-sfn-throttle:hotShard',
@@ -415,10 +404,7 @@ export class RateLimiter extends RateLimiterBase {
     const memorySize = props.memorySize ?? 128;
     checkRange('memorySize', memorySize, { min: 128, max: 10_240, integer: true });
 
-    this.limiterName = props.limiterName ?? Names.uniqueResourceName(this, { maxLength: 64, separator: '-' });
-    if (!Token.isUnresolved(this.limiterName) && !/^[A-Za-z0-9._-]{1,64}$/.test(this.limiterName)) {
-      throw new Error(`limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(this.limiterName)}`);
-    }
+    this.limiterName = checkedLimiterName(props.limiterName ?? Names.uniqueResourceName(this, { maxLength: 64, separator: '-' }));
 
     if (props.table && props.removalPolicy !== undefined) {
       throw new Error(`removalPolicy applies to the table this construct creates: provide either table or removalPolicy, but not both (got table ${props.table.node.path} and removalPolicy ${props.removalPolicy})`);
@@ -461,9 +447,27 @@ export class RateLimiter extends RateLimiterBase {
 
 }
 
-/** ceil(rate / 500) shards (≤ 500 writes/s per item), at most burst and at most 1,000 (the `shards` maximum). */
-function defaultShards(ratePerSecond: number, burst: number): number {
-  return Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), burst, 1000));
+/**
+ * A limiter's rate, burst and shards, with their defaults, checked: one place for a RateLimiter and an imported one.
+ * Default shards: ceil(rate / 500) (≤ 500 writes/s per item), at most burst and at most 1,000.
+ */
+function checkedLimit(ratePerSecond: number, burst?: number, shards?: number): { ratePerSecond: number; burst: number; shards: number } {
+  // The handler's own floor (lambda/rate-limiter/limiter.ts MIN_RATE_PER_SECOND): one token per 1,000 s.
+  checkRange('ratePerSecond', ratePerSecond, { min: 0.001, max: 1_000_000 });
+  const b = burst ?? Math.max(1, Math.ceil(ratePerSecond));
+  checkRange('burst', b, { min: 1, max: 1_000_000, integer: true });
+  const s = shards ?? Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), b, 1000));
+  checkRange('shards', s, { min: 1, max: 1000, integer: true });
+  if (b < s) throw new Error(`burst must be at least shards (${s}) so every shard holds a token, got ${b}`);
+  return { ratePerSecond, burst: b, shards: s };
+}
+
+/** A limiter name: it prefixes the limiter's items and is its metrics' dimension. */
+function checkedLimiterName(name: string, prefix = ''): string {
+  if (!Token.isUnresolved(name) && !/^[A-Za-z0-9._-]{1,64}$/.test(name)) {
+    throw new Error(`${prefix}limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
+  }
+  return name;
 }
 
 /** A RateLimiter defined elsewhere, by its attributes. */
@@ -478,16 +482,8 @@ class ImportedRateLimiter extends RateLimiterBase {
 
   constructor(scope: Construct, id: string, attrs: RateLimiterAttributes) {
     super(scope, id);
-    if (!Token.isUnresolved(attrs.limiterName) && !/^[A-Za-z0-9._-]{1,64}$/.test(attrs.limiterName)) {
-      throw new Error(`[${this.node.path}] limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(attrs.limiterName)}`);
-    }
-    checkRange('ratePerSecond', attrs.ratePerSecond, { min: 0.001, max: 1_000_000 });
-    this.limiterName = attrs.limiterName;
-    this.ratePerSecond = attrs.ratePerSecond;
-    this.burst = attrs.burst ?? Math.max(1, Math.ceil(attrs.ratePerSecond));
-    checkRange('burst', this.burst, { min: 1, max: 1_000_000, integer: true });
-    this.shards = attrs.shards ?? defaultShards(attrs.ratePerSecond, this.burst);
-    checkRange('shards', this.shards, { min: 1, max: Math.min(1000, this.burst), integer: true, why: 'at most burst' });
+    this.limiterName = checkedLimiterName(attrs.limiterName, `[${this.node.path}] `);
+    ({ ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards } = checkedLimit(attrs.ratePerSecond, attrs.burst, attrs.shards));
     this.maxWait = attrs.maxWait ?? Duration.minutes(5);
     this.table = dynamodb.Table.fromTableArn(this, 'Table', attrs.tableArn);
     this.function = lambda.Function.fromFunctionArn(this, 'Function', attrs.functionArn);

@@ -6,7 +6,8 @@
 // queue, with attributes saying why, so the DLQ keeps every dead message and the DLQ-depth alarm still sees it.
 import { ThrottleErrors } from '../../src/errors';
 import { DeadLetterAttributes, MAX_SQS_MESSAGE_BYTES } from '../../src/private/dispatch-contract';
-import { parseBody } from '../dispatcher/dispatcher';
+import { GONE, parseBody } from '../dispatcher/dispatcher';
+import { BatchFailures } from '../shared/batch-failures';
 
 /** A message attribute as the SQS event source hands it to Lambda. */
 export interface RecordAttribute {
@@ -46,8 +47,6 @@ export interface ReportSummary {
   readonly forwarded: number;
 }
 
-/** Errors of SendTaskFailure that mean nobody waits for the token any more. */
-const GONE = new Set(['TaskTimedOut', 'TaskDoesNotExist', 'InvalidToken']);
 /** SQS takes at most 10 message attributes. */
 const MAX_ATTRIBUTES = 10;
 
@@ -91,20 +90,12 @@ export function forwardedAttributes(record: DeadLetterRecord, error: string | un
  * forward fails is a batch item failure, tried again; FIFO: the rest of its group waits behind it.
  */
 export async function reportBatch(records: readonly DeadLetterRecord[], deps: ReporterDeps): Promise<ReportSummary> {
-  const failures: { itemIdentifier: string }[] = [];
-  const failedGroups = new Set<string>();
+  const failures = new BatchFailures();
   let reported = 0;
   let forwarded = 0;
   for (const record of records) {
-    const group = record.attributes?.MessageGroupId;
-    if (group !== undefined && failedGroups.has(group)) {
-      failures.push({ itemIdentifier: record.messageId });
-      continue;
-    }
-    const fail = () => {
-      failures.push({ itemIdentifier: record.messageId });
-      if (group !== undefined) failedGroups.add(group);
-    };
+    if (failures.blocked(record)) continue;
+    const fail = () => failures.fail(record);
     const cause = deadLetterCause(record, deps.maxReceiveCount);
     const { taskToken } = parseBody(record.body);
     let error: string | undefined;
@@ -131,5 +122,5 @@ export async function reportBatch(records: readonly DeadLetterRecord[], deps: Re
       fail();
     }
   }
-  return { batchItemFailures: failures, reported, forwarded };
+  return { batchItemFailures: failures.items, reported, forwarded };
 }

@@ -16,6 +16,7 @@ import { ThrottleErrors } from '../../src/errors';
 import { DEADLINE_MARGIN_MS, MAX_TASK_OUTPUT_BYTES, TASK_TOKEN_FIELD } from '../../src/private/dispatch-contract';
 import { RateLimitExceeded } from '../rate-limiter/errors';
 import type { AcquireOutcome, Limiter } from '../rate-limiter/limiter';
+import { BatchFailures } from '../shared/batch-failures';
 
 export { TASK_TOKEN_FIELD };
 
@@ -26,19 +27,17 @@ export { TASK_TOKEN_FIELD };
 export const ACQUIRE_ALLOWANCE_MS = 500;
 
 /**
- * The dispatcher's `acquire`: one token from `limiter` (RESERVE), whose slot comes within `maxWaitMs` of now,
- * then a sleep until the slot. The limiter reserves for when its answer is expected back (now + its round-trip
- * estimate, the lookahead) plus the wait it is allowed, so the wait asked for is `maxWaitMs` less the lookahead.
- * Refused (no slot that early): `RateLimitExceeded`, and no token is taken.
+ * The dispatcher's `acquire`: one token from `limiter` (RESERVE), whose slot comes within `maxWaitMs` of now
+ * (the limiter counts its own lookahead in), then a sleep until the slot. Refused (no slot that early):
+ * `RateLimitExceeded`, and no token is taken.
  */
 export function limiterAcquire(
-  limiter: Pick<Limiter, 'acquire' | 'roundTrip'>,
+  limiter: Pick<Limiter, 'acquire'>,
   key: string,
   hooks: { readonly sleepUntilUs: (atUs: number) => Promise<void>; readonly onOutcome?: (outcome: AcquireOutcome) => void },
 ): (maxWaitMs: number) => Promise<void> {
   return async (maxWaitMs) => {
-    const wait = Math.max(0, maxWaitMs - limiter.roundTrip.lookaheadUs() / 1000);
-    const outcome = await limiter.acquire({ key, tokens: 1, mode: 'RESERVE' }, { maxWaitMs: wait });
+    const outcome = await limiter.acquire({ key, tokens: 1, mode: 'RESERVE' }, { maxWaitMs });
     hooks.onOutcome?.(outcome);
     if (!outcome.admitted) throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
     await hooks.sleepUntilUs(outcome.atUs);
@@ -46,7 +45,7 @@ export function limiterAcquire(
 }
 
 /** Errors of a task-token callback that mean nobody waits for the token any more. */
-const GONE = new Set(['TaskTimedOut', 'TaskDoesNotExist', 'InvalidToken']);
+export const GONE: ReadonlySet<string> = new Set(['TaskTimedOut', 'TaskDoesNotExist', 'InvalidToken']);
 
 export interface QueueRecord {
   readonly messageId: string;
@@ -110,8 +109,7 @@ const describe = (err: unknown): string => `${(err as Error)?.name ?? 'Error'}: 
  * later messages are failed unprocessed so they keep their order on redelivery.
  */
 export async function dispatchBatch(records: readonly QueueRecord[], deps: DispatchDeps): Promise<DispatchSummary> {
-  const failures: { itemIdentifier: string }[] = [];
-  const failedGroups = new Set<string>();
+  const failures = new BatchFailures();
   const remaining = deps.remainingMs ?? (() => Number.POSITIVE_INFINITY);
   const needMs = (deps.targetTimeoutMs ?? 0) + (deps.marginMs ?? DEADLINE_MARGIN_MS);
   let invoked = 0;
@@ -120,19 +118,12 @@ export async function dispatchBatch(records: readonly QueueRecord[], deps: Dispa
 
   for (let i = 0; i < records.length; i++) {
     const record = records[i];
-    const group = record.attributes?.MessageGroupId;
-    if (group !== undefined && failedGroups.has(group)) {
-      failures.push({ itemIdentifier: record.messageId });
-      continue;
-    }
-    const fail = () => {
-      failures.push({ itemIdentifier: record.messageId });
-      if (group !== undefined) failedGroups.add(group);
-    };
+    if (failures.blocked(record)) continue;
+    const fail = () => failures.fail(record);
     const outOfTime = (why: string) => {
       const rest = records.slice(i);
       unreached += rest.length;
-      failures.push(...rest.map((r) => ({ itemIdentifier: r.messageId })));
+      failures.items.push(...rest.map((r) => ({ itemIdentifier: r.messageId })));
       deps.warn(`${rest.length} message(s) from ${record.messageId} on not dispatched: ${why}; they will be redelivered`);
     };
 
@@ -179,7 +170,7 @@ export async function dispatchBatch(records: readonly QueueRecord[], deps: Dispa
     if (outcome === 'reported') reported++;
     else if (outcome === 'retry') fail();
   }
-  return { batchItemFailures: failures, invoked, reported, unreached };
+  return { batchItemFailures: failures.items, invoked, reported, unreached };
 }
 
 /** Reports a result to the workflow waiting on `token`: 'reported', 'gone' (nobody waits) or 'retry'. */

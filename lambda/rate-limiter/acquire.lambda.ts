@@ -4,8 +4,7 @@ import { emfLine, metricsOf } from './emf';
 import { InvalidAcquireRequest, LimiterUnavailable, RateLimitExceeded } from './errors';
 import { configFromEnv, Limiter } from './limiter';
 import { type AcquireRequest, parseRequest } from './request';
-import { retryStep } from './retry';
-import { ATTEMPT_FIELD } from '../../src/private/retry-fields';
+import { retryStep, stampRedrive } from './retry';
 import { clockUs, sleepUntilUs } from '../shared/clock';
 
 // Built once per container. The client uses the default SDK configuration, so AWS_ENDPOINT_URL_DYNAMODB /
@@ -51,7 +50,7 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
     return backoff(event, request);
   }
   // A resultPath that cannot be applied fails before a token is taken (a token taken is a token spent).
-  if (request.resultField && hasInput(event)) withField(event.input, request.resultField, null);
+  if (request.resultField && hasInput(event)) checkResultPath(event.input, request.resultField);
   let outcome;
   try {
     outcome = await limiter.acquire(request);
@@ -112,37 +111,37 @@ async function sleepSubSecondUntil(atUs: number): Promise<number> {
 const WAIT_STATE_MARGIN_US = 2_000;
 
 /**
- * In a redriven execution, the acquire of a RateLimitedTask records the redrive count its attempts start at, so
- * an error of this run is not mistaken for the one the redrive restarted from (which gets a fresh budget).
- */
-function stampRedrive(input: unknown, request: AcquireRequest): unknown {
-  if (!request.task || !request.redriveCount || !isObject(input)) return input;
-  const own = input[ATTEMPT_FIELD] as { task?: unknown } | undefined;
-  if (isObject(own) && own.task === request.task) return input;
-  return { ...input, [ATTEMPT_FIELD]: { task: request.task, attempt: 1, redrive: request.redriveCount } };
-}
-
-/**
  * A copy of `input` with `value` at a dotted path, as Step Functions applies a ResultPath: the input and every
  * object on the way must be JSON objects (missing ones are created); anything else fails, never replaced.
  */
 export function withField(input: unknown, dotted: string, value: unknown): unknown {
+  checkResultPath(input, dotted);
   const parts = dotted.split('.');
-  if (!isObject(input)) {
-    throw new InvalidAcquireRequest(`resultPath $.${dotted} needs a JSON object as the state input, got ${kindOf(input)}: set no resultPath, or give the task an object input`);
-  }
-  const root: Record<string, unknown> = { ...input };
+  const root: Record<string, unknown> = { ...(input as Record<string, unknown>) };
   let node = root;
-  for (const [i, p] of parts.slice(0, -1).entries()) {
-    const child = node[p];
-    if (child !== undefined && !isObject(child)) {
-      throw new InvalidAcquireRequest(`resultPath $.${dotted}: $.${parts.slice(0, i + 1).join('.')} is ${kindOf(child)}, not a JSON object`);
-    }
-    node[p] = { ...(child ?? {}) };
+  for (const p of parts.slice(0, -1)) {
+    node[p] = { ...(node[p] as Record<string, unknown> | undefined) };
     node = node[p] as Record<string, unknown>;
   }
   node[parts[parts.length - 1]] = value;
   return root;
+}
+
+/** Fails as Step Functions fails a ResultPath it cannot apply: the input and every object on the way must be objects. */
+function checkResultPath(input: unknown, dotted: string): void {
+  if (!isObject(input)) {
+    throw new InvalidAcquireRequest(`resultPath $.${dotted} needs a JSON object as the state input, got ${kindOf(input)}: set no resultPath, or give the task an object input`);
+  }
+  const parts = dotted.split('.');
+  let node: Record<string, unknown> = input;
+  for (const [i, p] of parts.slice(0, -1).entries()) {
+    const child = node[p];
+    if (child === undefined) return;
+    if (!isObject(child)) {
+      throw new InvalidAcquireRequest(`resultPath $.${dotted}: $.${parts.slice(0, i + 1).join('.')} is ${kindOf(child)}, not a JSON object`);
+    }
+    node = child;
+  }
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

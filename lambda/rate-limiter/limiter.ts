@@ -61,7 +61,6 @@ const TTL_SLACK_S = 3600;
 const MAX_OVERRIDE_TTL_MS = 10_000;
 /** Lookahead before the first measured round trip, and its bounds (a store that slows to seconds is an outage). */
 const INITIAL_LOOKAHEAD_US = 100_000;
-const MIN_LOOKAHEAD_US = 0;
 const MAX_LOOKAHEAD_US = 500_000;
 /** Slowest limit an item can hold: one token per 1,000 s (0.001/s); T × burst stays a safe integer. */
 export const MIN_RATE_PER_SECOND = 0.001;
@@ -142,7 +141,7 @@ export class RoundTrip {
   /** How far ahead of its clock the next take reserves, µs. */
   lookaheadUs(): number {
     if (this.srttUs === undefined) return this.initialUs;
-    return Math.round(Math.min(MAX_LOOKAHEAD_US, Math.max(MIN_LOOKAHEAD_US, this.srttUs + 4 * this.rttvarUs)));
+    return Math.round(Math.min(MAX_LOOKAHEAD_US, this.srttUs + 4 * this.rttvarUs));
   }
 }
 
@@ -171,8 +170,9 @@ export class Limiter {
 
   /**
    * Takes `req.tokens` from the key's bucket (one of its shards). `options.maxWaitMs` narrows the configured
-   * maxWait for this call (RESERVE): a caller with a deadline asks only for a slot it can still use, so no token
-   * is spent on one it would have to give up.
+   * maxWait for this call (RESERVE), counted from now: a caller with a deadline asks only for a slot it can still
+   * use, so no token is spent on one it would have to give up. (The take reserves from now + lookahead, so the
+   * lookahead comes off the wait it may add.)
    */
   async acquire(req: AcquireRequest, options: { readonly maxWaitMs?: number } = {}): Promise<AcquireOutcome> {
     const counter = { calls: 0 };
@@ -192,7 +192,7 @@ export class Limiter {
       const take: Take = {
         incUs: req.tokens * params.intervalUs,
         toleranceUs: params.toleranceUs,
-        maxWaitUs: req.mode === 'RESERVE' ? Math.floor(Math.max(0, Math.min(this.config.maxWaitMs, options.maxWaitMs ?? Number.POSITIVE_INFINITY)) * 1000) : 0,
+        maxWaitUs: req.mode === 'RESERVE' ? this.maxWaitUs(options.maxWaitMs) : 0,
       };
       const out = await this.takeOnce(req, take, params, counter, !refresh);
       if (out !== FOREIGN_LIMIT) return out;
@@ -201,6 +201,13 @@ export class Limiter {
       // would otherwise re-count the same item back and forth for up to the cache's 10 s).
       refresh = true;
     }
+  }
+
+  /** The wait a RESERVE take may add beyond its arrival: the configured maxWait, or less for a caller's deadline. */
+  private maxWaitUs(fromNowMs: number | undefined): number {
+    const configured = this.config.maxWaitMs * 1000;
+    if (fromNowMs === undefined) return configured;
+    return Math.floor(Math.max(0, Math.min(configured, fromNowMs * 1000 - this.roundTrip.lookaheadUs())));
   }
 
   /** One take on one or two shards. */

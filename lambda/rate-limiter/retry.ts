@@ -85,6 +85,18 @@ export function retryStep(input: unknown, retry: RetryConfig | undefined, random
   return { attempt, delayUs: Math.round(delayMs * 1000), input: { ...rest, [ATTEMPT_FIELD]: next } };
 }
 
+/**
+ * In a redriven execution, the acquire of a RateLimitedTask records the redrive count its attempts start at, so
+ * an error of this run is not mistaken for the one the redrive restarted from (which gets a fresh budget).
+ */
+export function stampRedrive(input: unknown, scope: RetryScope): unknown {
+  if (!scope.task || !scope.redriveCount || input === null || typeof input !== 'object' || Array.isArray(input)) return input;
+  const record = input as Record<string, unknown>;
+  if ((record[ATTEMPT_FIELD] as Partial<AttemptRecord> | undefined)?.task === scope.task) return input;
+  const fresh: AttemptRecord = { task: scope.task, attempt: 1, redrive: scope.redriveCount };
+  return { ...record, [ATTEMPT_FIELD]: fresh };
+}
+
 /** The record of this RateLimitedTask; another task's record (or none) means a first attempt. */
 function ownRecord(previous: unknown, task: string): AttemptRecord {
   const p = previous as Partial<AttemptRecord> | undefined;
