@@ -60,8 +60,8 @@ const MAX_WRITES = 6;
 const TTL_SLACK_S = 3600;
 const MAX_OVERRIDE_TTL_MS = 10_000;
 /** Lookahead before the first measured round trip, and its bounds (a store that slows to seconds is an outage). */
-const INITIAL_LOOKAHEAD_US = 100_000;
-const MAX_LOOKAHEAD_US = 500_000;
+const INITIAL_LOOKAHEAD_US = 1_000_000;
+const MAX_LOOKAHEAD_US = 2_000_000;
 /** Slowest limit an item can hold: one token per 1,000 s (0.001/s); T × burst stays a safe integer. */
 export const MIN_RATE_PER_SECOND = 0.001;
 /** Bound on the per-container caches (keys are caller-controlled). */
@@ -125,7 +125,15 @@ export class RoundTrip {
   private srttUs: number | undefined;
   private rttvarUs = 0;
 
-  constructor(private readonly initialUs: number) {}
+  constructor(private initialUs: number) {}
+
+  /**
+   * A round trip seen before any write was measured (a cold container's override read): the first writes reserve
+   * at least 1.5 times as far ahead. A herd of cold callers queues at the store, and its first reads show how long.
+   */
+  seed(us: number): void {
+    if (this.srttUs === undefined) this.initialUs = Math.min(MAX_LOOKAHEAD_US, Math.max(this.initialUs, Math.round(1.5 * us)));
+  }
 
   sample(us: number): void {
     const r = Math.max(0, us);
@@ -348,10 +356,12 @@ export class Limiter {
     let cached = this.overrides.get(key);
     // A refresh re-reads an override older than a second (at most one read per second per key and container).
     if (!cached || cached.untilUs <= now || (refresh && cached.readUs < now - 1_000_000)) {
-      // Not fed to the round-trip estimate: on a cold container this is the call that sets up the connection,
-      // slower than the writes that follow on it.
+      // Not a sample of the estimate (on a cold container it also sets up the connection), but it raises a cold
+      // container's first lookahead when the store answers slowly, as it does to a herd of cold callers.
       counter.calls++;
+      const t0 = this.deps.clockUs();
       const item = await this.deps.store.readOverride(overrideItemKey(this.config.limiterName, key));
+      this.roundTrip.seed(this.deps.clockUs() - t0);
       cached = { value: this.parseOverride(key, item), untilUs: now + this.overrideTtlUs, readUs: now };
       if (this.overrides.size >= MAX_CACHED_KEYS) this.overrides.clear();
       this.overrides.set(key, cached);

@@ -168,7 +168,7 @@ describe('dispatcher core', () => {
       let nowUs = startUs;
       const store = new MemoryBucketStore();
       const limiter = new Limiter({ limiterName: 'l', ratePerSecond: opts.ratePerSecond, burst: 1, shards: 1, maxWaitMs: 300_000 }, {
-        store, clockUs: () => nowUs, random: () => 0,
+        store, clockUs: () => nowUs, random: () => 0, initialLookaheadUs: 100_000,
       });
       const remainingMs = () => opts.timeoutMs - (nowUs - startUs) / 1000;
       const tokens: { maxWaitMs: number; slotS: number }[] = [];
@@ -211,7 +211,7 @@ describe('dispatcher core', () => {
       const nowUs = 5_000_000_000_000;
       const store = new MemoryBucketStore();
       const config = { limiterName: 'l', ratePerSecond: 1, burst: 1, shards: 1, maxWaitMs: 300_000 };
-      const first = new Limiter(config, { store, clockUs: () => nowUs, random: () => 0 });
+      const first = new Limiter(config, { store, clockUs: () => nowUs, random: () => 0, initialLookaheadUs: 100_000 });
       const second = new Limiter(config, { store, clockUs: () => nowUs, random: () => 0, initialLookaheadUs: 400_000 });
       const slots: number[] = [];
       const hooks = { sleepUntilUs: async (atUs: number) => { slots.push((atUs - nowUs) / 1000); } };
