@@ -7,11 +7,13 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
+import { AcquireMode, AcquireOptions } from './acquire';
+import { consumedAmount } from './private/acquire-task';
 import { DeadLetterReporterFunction } from './private/dead-letter-reporter-function';
 import { DEADLINE_MARGIN_MS, DispatcherEnv, ReporterEnv, TASK_TOKEN_FIELD } from './private/dispatch-contract';
 import { DispatchFunction } from './private/dispatch-function';
-import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
-import { checkRange } from './private/validation';
+import { handlerRole, limiterEnvironment } from './private/handler-function';
+import { checkRange, fail } from './private/validation';
 import { IRateLimiter } from './rate-limiter';
 
 /** Lambda's default timeout, for a function whose timeout is not known. */
@@ -22,40 +24,119 @@ const REPORTER_TIMEOUT = Duration.seconds(30);
 const REPORTER_RECEIVES = 5;
 
 /**
- * Properties of `BufferedQueueConsumer`. Give exactly one of `consumer` and `target`.
+ * Options of `QueueTarget.dispatch()`: the bundled dispatcher, what it takes from a limiter, and its function.
  */
-export interface BufferedQueueConsumerProps {
+export interface DispatchOptions {
   /**
-   * Your function, handling SQS batches itself. It must return `{ batchItemFailures }` (partial batch failures
-   * are on).
-   *
-   * @default - none: give `target`
-   */
-  readonly consumer?: lambda.IFunction;
-
-  /**
-   * A function the bundled dispatcher invokes once per message, synchronously, with the message body (parsed as
-   * JSON when it is JSON). A message whose invocation fails is redelivered; with `limiter`, each invocation
-   * first takes a token.
-   *
-   * @default - none: give `consumer`
-   */
-  readonly target?: lambda.IFunction;
-
-  /**
-   * A rate limit the dispatcher takes a token from before each invocation of `target` (RESERVE: it waits for
-   * its slot). Target mode only.
+   * A rate limit the dispatcher takes from before each invocation of the target (RESERVE: it waits for its slot).
    *
    * @default - no rate limit: `maxConcurrency` alone bounds the load
    */
   readonly limiter?: IRateLimiter;
 
   /**
-   * The limiter bucket the dispatcher takes from.
+   * What each invocation takes from `limiter`: a literal `key` (the dispatcher takes from one bucket) and
+   * `consume`. The mode is RESERVE (a refused message would be redelivered and count a receive).
    *
-   * @default 'default'
+   * @default - one request from the 'default' bucket
    */
-  readonly limiterKey?: string;
+  readonly acquire?: AcquireOptions;
+
+  /**
+   * The target's timeout, when the target is an imported function (its timeout is not known here). The
+   * dispatcher starts an invoke (and takes its token) only while this plus a 3 s margin still fits in what is left
+   * of its own run, so a target that may run longer than this can be cut off and run again: give its real
+   * timeout.
+   *
+   * @default - the target's own timeout when it is a `lambda.Function` of this app (3 s when it sets none);
+   * for an imported function, 3 s (Lambda's default timeout) with a synth warning
+   */
+  readonly targetTimeout?: Duration;
+
+  /**
+   * The dispatcher's timeout: long enough for a batch of invocations and the waits for their tokens. At least the
+   * target's timeout + 3 s (a synth error otherwise); messages the dispatcher cannot start in time are returned to
+   * the queue.
+   *
+   * @default - 1 minute, or 2 × the target's timeout + 3 s when that is longer (at most 15 minutes)
+   */
+  readonly dispatcherTimeout?: Duration;
+
+  /**
+   * Memory of the dispatcher, MB. Valid range: 128 to 10,240.
+   *
+   * @default 128
+   */
+  readonly memorySize?: number;
+
+  /**
+   * Architecture of the dispatcher.
+   *
+   * @default lambda.Architecture.ARM_64
+   */
+  readonly architecture?: lambda.Architecture;
+
+  /**
+   * Retention of the dispatcher's log group (ignored when `logGroup` is given).
+   *
+   * @default logs.RetentionDays.ONE_MONTH
+   */
+  readonly logRetention?: logs.RetentionDays;
+
+  /**
+   * Log group of the dispatcher.
+   *
+   * @default - a new log group with `logRetention`
+   */
+  readonly logGroup?: logs.ILogGroup;
+
+  /**
+   * X-Ray tracing of the dispatcher.
+   *
+   * @default lambda.Tracing.ACTIVE
+   */
+  readonly tracing?: lambda.Tracing;
+}
+
+/**
+ * What drains a `BufferedQueueConsumer`'s queue: your function taking SQS batches, or the bundled dispatcher
+ * invoking a function once per message.
+ */
+export class QueueTarget {
+  /**
+   * Your function, handling SQS batches itself. It must return `{ batchItemFailures }` (partial batch failures are
+   * on).
+   */
+  public static batchConsumer(fn: lambda.IFunction): QueueTarget {
+    return new QueueTarget(fn, undefined);
+  }
+
+  /**
+   * `fn` invoked by the bundled dispatcher once per message, synchronously, with the message body (parsed as JSON
+   * when it is JSON). A message whose invocation fails is redelivered; with `options.limiter`, each invocation
+   * first takes its tokens. Results can go back to waiting workflows (`sendMessageTask({ waitForResult })`).
+   */
+  public static dispatch(fn: lambda.IFunction, options: DispatchOptions = {}): QueueTarget {
+    return new QueueTarget(fn, options);
+  }
+
+  private constructor(
+    /** The function: the batch consumer, or the function the dispatcher invokes. */
+    public readonly targetFunction: lambda.IFunction,
+    /** The dispatcher's options; undefined for a batch consumer. */
+    public readonly dispatchOptions: DispatchOptions | undefined,
+  ) {}
+}
+
+/**
+ * Properties of `BufferedQueueConsumer`.
+ */
+export interface BufferedQueueConsumerProps {
+  /**
+   * What drains the queue: `QueueTarget.batchConsumer(fn)` (your function takes SQS batches) or
+   * `QueueTarget.dispatch(fn, { limiter, acquire })` (the bundled dispatcher invokes `fn` once per message).
+   */
+  readonly target: QueueTarget;
 
   /**
    * Batches processed at once: the event source's maximum concurrency (2 to 1,000). This is the concurrency
@@ -116,26 +197,6 @@ export interface BufferedQueueConsumerProps {
   readonly deadLetterRetention?: Duration;
 
   /**
-   * The target's timeout, when the target is an imported function (its timeout is not known here). The
-   * dispatcher starts an invoke (and takes its token) only while this plus a 3 s margin still fits in what is left
-   * of its own run, so a target that may run longer than this can be cut off and run again: give its real
-   * timeout. Target mode only.
-   *
-   * @default - the target's own timeout when it is a `lambda.Function` of this app (3 s when it sets none);
-   * for an imported function, 3 s (Lambda's default timeout) with a synth warning
-   */
-  readonly targetTimeout?: Duration;
-
-  /**
-   * The dispatcher's timeout (target mode): long enough for a batch of invocations and the waits for their
-   * tokens. At least the target's timeout + 3 s (a synth error otherwise); messages the dispatcher cannot start
-   * in time are returned to the queue.
-   *
-   * @default - 1 minute, or 2 × the target's timeout + 3 s when that is longer (at most 15 minutes)
-   */
-  readonly dispatcherTimeout?: Duration;
-
-  /**
    * Removal policy of the queues created here.
    *
    * @default RemovalPolicy.DESTROY
@@ -147,15 +208,15 @@ export interface BufferedQueueConsumerProps {
  * Options of `BufferedQueueConsumer.sendMessageTask()`.
  */
 export interface SendMessageTaskOptions {
-  /** The message body (the target's input in target mode). */
+  /** The message body (the input of the dispatched function with `QueueTarget.dispatch`). */
   readonly messageBody: sfn.TaskInput;
 
   /**
    * Wait for the target's result: the task gets a task token, the dispatcher reports the target's output
    * (`SendTaskSuccess`) or error (`SendTaskFailure`) back to the execution. A message that ends in the
    * dead-letter queue instead fails its execution with `DispatchFailed` (a dead-letter reporter this construct
-   * adds does it), and so does a result Step Functions cannot take (over 256 KiB). Target mode only, and not with
-   * `existingQueue` (its dead-letter queue is not known here: a synth error).
+   * adds does it), and so does a result Step Functions cannot take (over 256 KiB). `QueueTarget.dispatch` only, and not
+   * with `existingQueue` (its dead-letter queue is not known here: a synth error).
    *
    * @default false
    */
@@ -185,7 +246,7 @@ export interface SendMessageTaskOptions {
 
 /**
  * An SQS buffer between producers (often state machines) and a consumer that drains it at what the downstream
- * can take: bounded concurrency, partial batch failures, a dead-letter queue, and — in target mode — a
+ * can take: bounded concurrency, partial batch failures, a dead-letter queue, and — with `QueueTarget.dispatch` — a
  * dispatcher that invokes the target once per message, optionally at a strict rate, and reports results back
  * to waiting workflows.
  */
@@ -196,8 +257,10 @@ export class BufferedQueueConsumer extends Construct {
   public readonly deadLetterQueue?: sqs.IQueue;
   /** The function the event source invokes: your consumer, or the dispatcher. */
   public readonly consumerFunction: lambda.IFunction;
-  /** The target (target mode). */
-  public readonly target?: lambda.IFunction;
+  /** What drains the queue. */
+  public readonly target: QueueTarget;
+  /** The function the dispatcher invokes once per message (`QueueTarget.dispatch`); undefined for a batch consumer. */
+  public readonly dispatchedFunction?: lambda.IFunction;
   public readonly maxConcurrency: number;
   public readonly batchSize: number;
   public readonly fifo: boolean;
@@ -214,64 +277,65 @@ export class BufferedQueueConsumer extends Construct {
 
   constructor(scope: Construct, id: string, props: BufferedQueueConsumerProps) {
     super(scope, id);
-    if ((props.consumer === undefined) === (props.target === undefined)) {
-      throw new Error(`give exactly one of consumer and target, got ${props.consumer ? 'both' : 'neither'}`);
+    this.target = props.target;
+    const dispatch = props.target.dispatchOptions;
+    if (dispatch?.acquire !== undefined && !dispatch.limiter) {
+      fail(this, `target's acquire needs a limiter, got acquire ${JSON.stringify(dispatch.acquire)} and no limiter`);
     }
-    if (props.limiter && !props.target) throw new Error('limiter needs target mode (the dispatcher takes the tokens), got a consumer');
-    if (props.limiterKey !== undefined && !props.limiter) throw new Error(`limiterKey needs a limiter, got limiterKey ${props.limiterKey} and no limiter`);
     this.fifo = props.fifo ?? false;
     this.maxConcurrency = props.maxConcurrency ?? 2;
-    checkRange('maxConcurrency', this.maxConcurrency, { min: 2, max: 1000, integer: true });
+    checkRange(this, 'maxConcurrency', this.maxConcurrency, { min: 2, max: 1000, integer: true });
     this.batchSize = props.batchSize ?? 10;
     const maxBatch = this.fifo || !props.maxBatchingWindow ? 10 : 10_000;
-    checkRange('batchSize', this.batchSize, {
+    checkRange(this, 'batchSize', this.batchSize, {
       min: 1, max: maxBatch, integer: true, why: maxBatch === 10 ? 'up to 10,000 needs a standard queue and maxBatchingWindow' : undefined,
     });
-    if (props.maxBatchingWindow) checkRange('maxBatchingWindow (s)', props.maxBatchingWindow.toSeconds(), { min: 0, max: 300 });
-    if (this.fifo && props.maxBatchingWindow) throw new Error('maxBatchingWindow is not supported on FIFO queues, got fifo: true with a batching window');
+    if (props.maxBatchingWindow) checkRange(this, 'maxBatchingWindow (s)', props.maxBatchingWindow.toSeconds(), { min: 0, max: 300 });
+    if (this.fifo && props.maxBatchingWindow) fail(this, 'maxBatchingWindow is not supported on FIFO queues, got fifo: true with a batching window');
     const maxReceiveCount = props.maxReceiveCount ?? 5;
-    checkRange('maxReceiveCount', maxReceiveCount, { min: 1, max: 1000, integer: true });
+    checkRange(this, 'maxReceiveCount', maxReceiveCount, { min: 1, max: 1000, integer: true });
     this.maxReceiveCount = maxReceiveCount;
     this.removalPolicy = props.removalPolicy ?? RemovalPolicy.DESTROY;
     this.deadLetterRetention = props.deadLetterRetention ?? Duration.days(14);
-    if (props.targetTimeout !== undefined && !props.target) throw new Error('targetTimeout applies to target mode, got a consumer');
     if (props.existingQueue) {
       for (const [name, given] of [['visibilityTimeout', props.visibilityTimeout], ['maxReceiveCount', props.maxReceiveCount], ['deadLetterRetention', props.deadLetterRetention]] as const) {
-        if (given !== undefined) throw new Error(`${name} configures the queue this construct creates: set it on existingQueue instead`);
+        if (given !== undefined) fail(this, `${name} configures the queue this construct creates: set it on existingQueue instead`);
       }
       if (props.existingQueue.fifo !== this.fifo) {
-        throw new Error(`fifo must match existingQueue: the queue is ${props.existingQueue.fifo ? 'FIFO' : 'standard'}, got fifo: ${this.fifo}`);
+        fail(this, `fifo must match existingQueue: the queue is ${props.existingQueue.fifo ? 'FIFO' : 'standard'}, got fifo: ${this.fifo}`);
       }
     }
 
     // The consumer: yours, or the dispatcher in front of the target.
     let consumerTimeout: Duration;
-    if (props.consumer) {
-      this.consumerFunction = props.consumer;
-      consumerTimeout = props.consumer instanceof lambda.Function ? props.consumer.timeout ?? LAMBDA_DEFAULT_TIMEOUT : LAMBDA_DEFAULT_TIMEOUT;
-      const reserved = (props.consumer.node.defaultChild as lambda.CfnFunction | undefined)?.reservedConcurrentExecutions;
+    if (!dispatch) {
+      const consumer = props.target.targetFunction;
+      this.consumerFunction = consumer;
+      consumerTimeout = consumer instanceof lambda.Function ? consumer.timeout ?? LAMBDA_DEFAULT_TIMEOUT : LAMBDA_DEFAULT_TIMEOUT;
+      const reserved = (consumer.node.defaultChild as lambda.CfnFunction | undefined)?.reservedConcurrentExecutions;
       if (reserved !== undefined) {
         Annotations.of(this).addWarningV2('cdk-sfn-throttle:consumerReservedConcurrency',
           `the consumer has reserved concurrency ${reserved}: the SQS poller pulls batches for up to maxConcurrency ${this.maxConcurrency} functions and throttled invocations return messages to the queue, `
           + 'counting receives — good messages can reach the DLQ. Use maxConcurrency alone as the throttle.');
       }
     } else {
-      const targetTimeout = this.targetTimeoutOf(props.target!, props.targetTimeout);
+      const targetFunction = props.target.targetFunction;
+      const targetTimeout = this.targetTimeoutOf(targetFunction, dispatch.targetTimeout);
       // The dispatcher starts an invoke only with the target's timeout plus the margin left: it must have that much.
       const neededS = Math.ceil((targetTimeout.toMilliseconds() + DEADLINE_MARGIN_MS) / 1000);
       if (neededS > 900) {
-        throw new Error(`the target's timeout (${targetTimeout.toSeconds()} s) + a ${DEADLINE_MARGIN_MS / 1000} s margin = ${neededS} s is more than a dispatcher may run (900 s): `
+        fail(this, `the target's timeout (${targetTimeout.toSeconds()} s) + a ${DEADLINE_MARGIN_MS / 1000} s margin = ${neededS} s is more than a dispatcher may run (900 s): `
           + 'lower the target\'s timeout, or give it as consumer (your function handles the batches)');
       }
-      const dispatcherTimeout = props.dispatcherTimeout ?? Duration.seconds(Math.min(900, Math.max(60, 2 * neededS - DEADLINE_MARGIN_MS / 1000)));
-      checkRange('dispatcherTimeout (s)', dispatcherTimeout.toSeconds(), { min: 1, max: 900, integer: true });
+      const dispatcherTimeout = dispatch.dispatcherTimeout ?? Duration.seconds(Math.min(900, Math.max(60, 2 * neededS - DEADLINE_MARGIN_MS / 1000)));
+      checkRange(this, 'dispatcherTimeout (s)', dispatcherTimeout.toSeconds(), { min: 1, max: 900, integer: true });
       if (dispatcherTimeout.toSeconds() < neededS) {
-        throw new Error(`dispatcherTimeout must be at least the target's timeout (${targetTimeout.toSeconds()} s) + a ${DEADLINE_MARGIN_MS / 1000} s margin = ${neededS} s, `
+        fail(this, `dispatcherTimeout must be at least the target's timeout (${targetTimeout.toSeconds()} s) + a ${DEADLINE_MARGIN_MS / 1000} s margin = ${neededS} s, `
           + `got ${dispatcherTimeout.toSeconds()} s: the dispatcher could never start an invoke`);
       }
       consumerTimeout = dispatcherTimeout;
-      this.target = props.target;
-      const dispatcher = this.dispatcher(props, dispatcherTimeout, targetTimeout);
+      this.dispatchedFunction = targetFunction;
+      const dispatcher = this.dispatcher(targetFunction, dispatch, dispatcherTimeout, targetTimeout);
       this.consumerFunction = dispatcher;
       this.dispatcherRole = dispatcher.role;
     }
@@ -283,11 +347,11 @@ export class BufferedQueueConsumer extends Construct {
       const visibilityTimeout = props.visibilityTimeout ?? Duration.seconds(consumerTimeout.toSeconds() * 6);
       const minimum = consumerTimeout.toSeconds() * 6;
       if (!Token.isUnresolved(visibilityTimeout.toSeconds()) && visibilityTimeout.toSeconds() < minimum) {
-        throw new Error(`visibilityTimeout must be at least 6 × the consumer's timeout (${consumerTimeout.toSeconds()} s) = ${minimum} s, got ${visibilityTimeout.toSeconds()} s`);
+        fail(this, `visibilityTimeout must be at least 6 × the consumer's timeout (${consumerTimeout.toSeconds()} s) = ${minimum} s, got ${visibilityTimeout.toSeconds()} s`);
       }
-      checkRange('visibilityTimeout (s)', visibilityTimeout.toSeconds(), { min: 0, max: 43_200, integer: true, why: '12 hours at most' });
+      checkRange(this, 'visibilityTimeout (s)', visibilityTimeout.toSeconds(), { min: 0, max: 43_200, integer: true, why: '12 hours at most' });
       const retention = this.deadLetterRetention;
-      checkRange('deadLetterRetention (s)', retention.toSeconds(), { min: 60, max: 1_209_600, integer: true, why: '1 minute to 14 days' });
+      checkRange(this, 'deadLetterRetention (s)', retention.toSeconds(), { min: 60, max: 1_209_600, integer: true, why: '1 minute to 14 days' });
       const dlq = new sqs.Queue(this, 'DeadLetterQueue', {
         fifo: this.fifo || undefined,
         retentionPeriod: retention,
@@ -337,15 +401,15 @@ export class BufferedQueueConsumer extends Construct {
    * dispatcher sends the target's output (or error) back to the execution.
    */
   public sendMessageTask(scope: Construct, id: string, options: SendMessageTaskOptions): tasks.SqsSendMessage {
-    if (options.waitForResult && !this.target) {
-      throw new Error('waitForResult needs target mode: only the dispatcher reports results back, got a consumer');
+    if (options.waitForResult && !this.dispatchedFunction) {
+      fail(this, 'waitForResult needs QueueTarget.dispatch: only the dispatcher reports results back, got QueueTarget.batchConsumer');
     }
     if (options.waitForResult && !this.deadLetterQueue) {
-      throw new Error('waitForResult needs the queue this construct creates, got existingQueue: its dead-letter queue is not known here, so a message '
+      fail(this, 'waitForResult needs the queue this construct creates, got existingQueue: its dead-letter queue is not known here, so a message '
         + 'it dead-letters could never fail its waiting execution (which would wait until its timeout). Leave existingQueue unset, or hand off without waitForResult.');
     }
-    if (this.fifo && options.messageGroupId === undefined) throw new Error('messageGroupId is required on a FIFO queue, got none');
-    if (!this.fifo && options.messageGroupId !== undefined) throw new Error(`messageGroupId applies to FIFO queues only, got ${options.messageGroupId}`);
+    if (this.fifo && options.messageGroupId === undefined) fail(this, 'messageGroupId is required on a FIFO queue, got none');
+    if (!this.fifo && options.messageGroupId !== undefined) fail(this, `messageGroupId applies to FIFO queues only, got ${options.messageGroupId}`);
     if (options.waitForResult) {
       this.waitingTasks++;
       this.reportDeadLetters();
@@ -368,7 +432,7 @@ export class BufferedQueueConsumer extends Construct {
    * `stateMachine` that wait with `sendMessageTask(..., { waitForResult: true })`. Exactly that state machine.
    */
   public allowResultsFrom(stateMachine: sfn.IStateMachine): void {
-    if (!this.dispatcherRole) throw new Error('allowResultsFrom needs target mode (the dispatcher reports results), got a consumer');
+    if (!this.dispatcherRole) fail(this, 'allowResultsFrom needs QueueTarget.dispatch (the dispatcher reports results), got QueueTarget.batchConsumer');
     if (this.resultsFrom.has(stateMachine.node.path)) return;
     stateMachine.grantTaskResponse(this.dispatcherRole);
     if (this.reporterRole) stateMachine.grant(this.reporterRole, 'states:SendTaskFailure');
@@ -377,7 +441,7 @@ export class BufferedQueueConsumer extends Construct {
   }
 
   /** Grants sending messages to the buffer (and using its key, if any). */
-  public grantSend(grantee: iam.IGrantable): iam.Grant {
+  public grantSendMessages(grantee: iam.IGrantable): iam.Grant {
     return this.queue.grantSendMessages(grantee);
   }
 
@@ -393,7 +457,7 @@ export class BufferedQueueConsumer extends Construct {
 
   /** Messages in the dead-letter queue. @default - maximum over 1 minute */
   public metricDeadLetterQueueDepth(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    if (!this.deadLetterQueue) throw new Error('this consumer uses an existing queue: its dead-letter queue is not known here');
+    if (!this.deadLetterQueue) fail(this, 'metricDeadLetterQueueDepth: this consumer uses an existing queue: its dead-letter queue is not known here');
     return this.deadLetterQueue.metricApproximateNumberOfMessagesVisible({
       statistic: cloudwatch.Stats.MAXIMUM, period: Duration.minutes(1), ...props,
     });
@@ -403,9 +467,9 @@ export class BufferedQueueConsumer extends Construct {
   private targetTimeoutOf(target: lambda.IFunction, given: Duration | undefined): Duration {
     const known = target instanceof lambda.Function ? target.timeout ?? LAMBDA_DEFAULT_TIMEOUT : undefined;
     if (given !== undefined) {
-      checkRange('targetTimeout (s)', given.toSeconds(), { min: 1, max: 900, integer: true });
+      checkRange(this, 'targetTimeout (s)', given.toSeconds(), { min: 1, max: 900, integer: true });
       if (known !== undefined && !Token.isUnresolved(known.toSeconds()) && given.toSeconds() < known.toSeconds()) {
-        throw new Error(`targetTimeout must be at least the target's own timeout (${known.toSeconds()} s), got ${given.toSeconds()} s`);
+        fail(this, `targetTimeout must be at least the target's own timeout (${known.toSeconds()} s), got ${given.toSeconds()} s`);
       }
       return given;
     }
@@ -417,10 +481,11 @@ export class BufferedQueueConsumer extends Construct {
   }
 
   /** The dispatcher: invokes exactly the target, takes tokens from the limiter's table, reports to workflows. */
-  private dispatcher(props: BufferedQueueConsumerProps, timeout: Duration, targetTimeout: Duration): lambda.Function {
-    const target = props.target!;
-    const logGroup = new logs.LogGroup(this, 'DispatcherLogGroup', {
-      retention: logs.RetentionDays.ONE_MONTH,
+  private dispatcher(target: lambda.IFunction, options: DispatchOptions, timeout: Duration, targetTimeout: Duration): lambda.Function {
+    const memorySize = options.memorySize ?? 128;
+    checkRange(this, 'memorySize (QueueTarget.dispatch)', memorySize, { min: 128, max: 10_240, integer: true });
+    const logGroup = options.logGroup ?? new logs.LogGroup(this, 'DispatcherLogGroup', {
+      retention: options.logRetention ?? logs.RetentionDays.ONE_MONTH,
       removalPolicy: RemovalPolicy.DESTROY,
     });
     const role = handlerRole(this, 'DispatcherRole', logGroup, `Dispatcher of ${this.node.path}`);
@@ -429,16 +494,29 @@ export class BufferedQueueConsumer extends Construct {
       [DispatcherEnv.TARGET_TIMEOUT_MS]: String(targetTimeout.toMilliseconds()),
       [DispatcherEnv.DEADLINE_MARGIN_MS]: String(DEADLINE_MARGIN_MS),
     };
-    if (props.limiter) {
-      const l = props.limiter;
+    if (options.limiter) {
+      const l = options.limiter;
+      const acquire = options.acquire ?? {};
+      const key = acquire.key ?? 'default';
+      if (key.startsWith('$')) {
+        fail(this, `acquire.key of QueueTarget.dispatch must be a literal (the dispatcher takes from one bucket), got ${key}`);
+      }
+      if (acquire.mode !== undefined && acquire.mode !== AcquireMode.RESERVE) {
+        fail(this, `acquire.mode of QueueTarget.dispatch must be AcquireMode.RESERVE (a refused message would be redelivered and count a receive), got ${acquire.mode}`);
+      }
+      const tokens = consumedAmount(this, l, acquire);
+      if (Token.isUnresolved(tokens)) {
+        fail(this, 'acquire.consume of QueueTarget.dispatch must be a number: the dispatcher has no state input to read it from, got a JSONPath');
+      }
       // The configuration the limiter's own function reads, so both take from one bucket the same way. Each
       // acquire narrows the wait further to what the dispatcher's deadline leaves (the slot plus the target's
       // timeout must fit), so no token is taken for a slot it could not use.
       Object.assign(environment, limiterEnvironment(l, Math.min(l.maxWait.toMilliseconds(), timeout.toMilliseconds())), {
-        [DispatcherEnv.LIMITER_KEY]: props.limiterKey ?? 'default',
+        [DispatcherEnv.LIMITER_KEY]: key,
+        [DispatcherEnv.LIMITER_TOKENS]: String(tokens),
       });
-      grantBucketAccess(l, role);
-      const backlogS = (this.maxConcurrency * this.batchSize) / l.ratePerSecond;
+      l.grantTakeTokens(role);
+      const backlogS = (this.maxConcurrency * this.batchSize * tokens) / l.ratePerSecond;
       if (backlogS > timeout.toSeconds() / 2) {
         Annotations.of(this).addWarningV2('cdk-sfn-throttle:dispatcherBacklog',
           `maxConcurrency ${this.maxConcurrency} × batchSize ${this.batchSize} messages at ${l.ratePerSecond}/s take ${backlogS.toFixed(1)} s of tokens, more than half the dispatcher timeout (${timeout.toSeconds()} s): `
@@ -449,9 +527,9 @@ export class BufferedQueueConsumer extends Construct {
       description: `cdk-sfn-throttle ${this.node.path}: invokes the target once per message`,
       role,
       timeout,
-      memorySize: 128,
-      architecture: lambda.Architecture.ARM_64,
-      tracing: lambda.Tracing.ACTIVE,
+      memorySize,
+      architecture: options.architecture ?? lambda.Architecture.ARM_64,
+      tracing: options.tracing ?? lambda.Tracing.ACTIVE,
       logGroup,
       environment,
     });

@@ -34,9 +34,11 @@ export class ThrottleErrors {
   public static readonly DISPATCH_FAILED = 'DispatchFailed';
 
   /**
-   * Errors a caller should retry: the limiter admitted nothing and may admit later.
+   * Errors a caller should retry: the limiter admitted nothing and may admit later. A new array on each call.
    */
-  public static readonly RETRYABLE: string[] = Object.freeze([ThrottleErrors.RATE_LIMIT_EXCEEDED, ThrottleErrors.LIMITER_UNAVAILABLE]) as string[];
+  public static retryable(): string[] {
+    return [ThrottleErrors.RATE_LIMIT_EXCEEDED, ThrottleErrors.LIMITER_UNAVAILABLE];
+  }
 
   private constructor() {}
 }

@@ -1,4 +1,6 @@
+export * from './acquire';
 export * from './errors';
+export * from './limit';
 export * from './rate-limiter';
 export * from './rate-limited-task';
 export * from './retry-policy';

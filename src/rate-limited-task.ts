@@ -1,10 +1,11 @@
 import { Duration } from 'aws-cdk-lib';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { AcquireMode, AcquireOptions } from './acquire';
 import { ThrottleErrors } from './errors';
-import { AcquireTask, acquireStates, retryPayload } from './private/acquire-task';
+import { AcquireTask, acquireStates, consumedAmount, retryPayload } from './private/acquire-task';
 import { ERROR_FIELD } from './private/retry-fields';
-import { AcquireMode, IRateLimiter } from './rate-limiter';
+import { IRateLimiter } from './rate-limiter';
 import { RetryPolicy } from './retry-policy';
 
 /**
@@ -22,26 +23,13 @@ export interface RateLimitedTaskProps {
   readonly task: sfn.TaskStateBase;
 
   /**
-   * The bucket: a literal, or a JSONPath into the state input (e.g. `$.tenantId`).
+   * What each call takes from `limiter`: the bucket (`key`), how much (`consume`), and RESERVE (wait for the slot:
+   * one acquire call, at most one Wait state) or TRY (take a free token or retry `RateLimitExceeded` with backoff
+   * and full jitter).
    *
-   * @default 'default'
+   * @default - one request from the 'default' bucket, RESERVE
    */
-  readonly key?: string;
-
-  /**
-   * Tokens per call. Valid range: 1 to floor(burst / shards).
-   *
-   * @default 1
-   */
-  readonly tokens?: number;
-
-  /**
-   * RESERVE waits for its slot (one acquire call, at most one Wait state); TRY takes a free token or retries
-   * `RateLimitExceeded` with backoff and full jitter.
-   *
-   * @default AcquireMode.RESERVE
-   */
-  readonly mode?: AcquireMode;
+  readonly acquire?: AcquireOptions;
 
   /**
    * Which task errors are retried, how often and how long apart. Every retry acquires a token again: the error
@@ -89,26 +77,31 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
   public readonly retryErrors: string[];
   /** The limiter every call takes from. */
   public readonly limiter: IRateLimiter;
-  /** Tokens per call. */
-  public readonly tokens: number;
+  /** What each call takes from the limiter, defaults filled in. */
+  public readonly acquireOptions: AcquireOptions;
   private readonly catchers: sfn.TaskStateBase[];
 
   constructor(scope: Construct, id: string, props: RateLimitedTaskProps) {
     super(scope, id);
     this.retry = props.retry ?? RetryPolicy.throttling();
+    this.retry._check(this);
     this.retryErrors = this.retry.errorsFor(props.task);
     this.limiter = props.limiter;
-    this.tokens = props.tokens ?? 1;
+    const given = props.acquire ?? {};
+    const mode = given.mode ?? AcquireMode.RESERVE;
+    this.acquireOptions = {
+      key: given.key ?? 'default',
+      consume: { [props.limiter.limits[0].dimension]: consumedAmount(this, props.limiter, given) },
+      mode,
+    };
     const backoffName = `${id} Backoff`;
     const { acquire, wait } = acquireStates(this, id, props.limiter, {
-      key: props.key,
-      tokens: props.tokens,
-      mode: props.mode,
+      ...this.acquireOptions,
       resultPath: props.resultPath,
       resultInInput: true,
       owner: backoffName,
     });
-    if (props.mode === AcquireMode.TRY) {
+    if (mode === AcquireMode.TRY) {
       // Step Functions cannot wait the retryAfterMs the error carries: retry on the emission interval instead,
       // with full jitter so refused callers spread out.
       const intervalS = Math.max(1, Math.ceil(props.limiter.shards / props.limiter.ratePerSecond));
@@ -125,7 +118,7 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     // Every error of the task: count the attempt and sit out the backoff (drawn with full jitter by the
     // function), then acquire a token for the call that follows — or raise the error again, from a state that is
     // not the task, so neither a Catch nor a redrive can reach the task without an acquire.
-    const backoff = new AcquireTask(this, backoffName, props.limiter.function, {
+    const backoff = new AcquireTask(this, backoffName, props.limiter.acquireFunction, {
       'phase': 'backoff',
       'task': backoffName,
       'input.$': '$',

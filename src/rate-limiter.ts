@@ -6,62 +6,13 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
+import { AcquireStateOptions } from './acquire';
+import { Limit } from './limit';
 import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
 import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/metric-names';
-import { checkRange } from './private/validation';
-
-/**
- * How an acquire call behaves when the bucket has no token right now.
- */
-export enum AcquireMode {
-  /**
-   * Reserve the next free slot (up to `maxWait` ahead) and wait for it: one acquire call, no polling.
-   */
-  RESERVE = 'RESERVE',
-  /**
-   * Take a token only if one is free now; otherwise fail with `RateLimitExceeded` carrying `retryAfterMs`.
-   */
-  TRY = 'TRY',
-}
-
-/**
- * Options for `RateLimiter.acquire()`.
- */
-export interface AcquireOptions {
-  /**
-   * The bucket to take from: a literal, or a JSONPath into the state input (e.g. `$.tenantId`).
-   *
-   * Each key gets its own bucket with the limiter's rate and burst (or the key's run-time override).
-   *
-   * @default 'default' - one bucket for every caller
-   */
-  readonly key?: string;
-
-  /**
-   * Tokens taken by one acquire.
-   *
-   * Valid range: 1 to floor(burst / shards).
-   *
-   * @default 1
-   */
-  readonly tokens?: number;
-
-  /**
-   * What to do when no token is free now.
-   *
-   * @default AcquireMode.RESERVE
-   */
-  readonly mode?: AcquireMode;
-
-  /**
-   * Where the acquire result (`waitSeconds`, `waitMs`, `notBefore`, `shard`) goes in the state output.
-   *
-   * @default - discarded: the next state sees the original input
-   */
-  readonly resultPath?: string;
-}
+import { checkRange, fail } from './private/validation';
 
 /**
  * A shared rate limit that workflows acquire tokens from.
@@ -69,7 +20,9 @@ export interface AcquireOptions {
 export interface IRateLimiter extends IConstruct {
   /** Name of this limiter: the prefix of its items and the `LimiterName` metric dimension. */
   readonly limiterName: string;
-  /** Sustained rate, tokens per second. */
+  /** The limits every key is held to (one, today). */
+  readonly limits: Limit[];
+  /** Sustained rate of the limit, tokens per second. */
   readonly ratePerSecond: number;
   /** Tokens that may be taken at once after idleness. */
   readonly burst: number;
@@ -79,14 +32,20 @@ export interface IRateLimiter extends IConstruct {
   readonly maxWait: Duration;
   /** The table holding bucket state. */
   readonly table: dynamodb.ITable;
-  /** The acquire function. */
-  readonly function: lambda.IFunction;
+  /** The acquire function: state machines invoke it to take tokens. */
+  readonly acquireFunction: lambda.IFunction;
 
-  /** Grants permission to call the acquire function. */
+  /** Grants permission to invoke the acquire function. */
   grantAcquire(grantee: iam.IGrantable): iam.Grant;
 
+  /**
+   * Grants what a function needs to take tokens itself, with the limiter's code bundled in (as the queue
+   * dispatcher does): read and conditionally update this limiter's own items in its table, and nothing else.
+   */
+  grantTakeTokens(grantee: iam.IGrantable): iam.Grant;
+
   /** States that acquire tokens before the next state runs. */
-  acquire(scope: Construct, id: string, options?: AcquireOptions): sfn.StateMachineFragment;
+  acquire(scope: Construct, id: string, options?: AcquireStateOptions): sfn.StateMachineFragment;
 
   /** A metric of this limiter, published by the acquire function in the `CdkSfnThrottle` namespace. */
   metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric;
@@ -111,20 +70,29 @@ export interface IRateLimiter extends IConstruct {
 export interface RateLimiterAttributes {
   /** The limiter's name (`RateLimiter.limiterName`): its items' prefix and its metrics' `LimiterName`. */
   readonly limiterName: string;
-  /** ARN of the limiter's acquire function (`RateLimiter.function.functionArn`). */
-  readonly functionArn: string;
+  /** ARN of the limiter's acquire function (`RateLimiter.acquireFunction.functionArn`). */
+  readonly acquireFunctionArn: string;
   /** ARN of the limiter's table (`RateLimiter.table.tableArn`). */
   readonly tableArn: string;
   /**
    * The limiter's rate (used at synth for checks and the throttle plan; the deployed function enforces its own).
+   * Give this (with `burst`) or `limits`, as on the limiter.
+   *
+   * @default - from `limits`
    */
-  readonly ratePerSecond: number;
+  readonly ratePerSecond?: number;
   /**
-   * The limiter's burst: must match the deployed limiter (a request's tokens are checked against it at synth).
+   * The limiter's burst: must match the deployed limiter (an acquire's `consume` is checked against it at synth).
    *
    * @default - max(1, ceil(ratePerSecond)), as RateLimiter's default
    */
   readonly burst?: number;
+  /**
+   * The limiter's limits, when it was given `limits`.
+   *
+   * @default - from `ratePerSecond` and `burst`
+   */
+  readonly limits?: Limit[];
   /**
    * The limiter's shards: must match the deployed limiter.
    *
@@ -144,21 +112,32 @@ export interface RateLimiterAttributes {
  */
 export interface RateLimiterProps {
   /**
-   * Sustained rate, in tokens per second, shared by every caller of one key across all executions.
+   * Sustained rate, in tokens per second, shared by every caller of one key across all executions: the short form
+   * of `limits: [Limit.perSecond(ratePerSecond, { burst })]`. Give this or `limits`, not both.
    *
    * Valid range: 0.001 (one token per 1,000 s) to 1,000,000.
+   *
+   * @default - from `limits`
    */
-  readonly ratePerSecond: number;
+  readonly ratePerSecond?: number;
 
   /**
    * Tokens that may be taken at once after idleness (the bucket size).
    *
    * In any window of length w the limiter admits at most `burst + ratePerSecond × w` tokens.
-   * Valid range: an integer from `shards` to 1,000,000.
+   * Valid range: an integer from `shards` to 1,000,000. Only with `ratePerSecond` (a `Limit` has its own).
    *
    * @default - max(1, ceil(ratePerSecond))
    */
   readonly burst?: number;
+
+  /**
+   * The limit, as a `Limit`: `[Limit.perSecond(100, { burst: 20 })]`. Give this or `ratePerSecond`, not both. One
+   * limit per limiter.
+   *
+   * @default - from `ratePerSecond` and `burst`
+   */
+  readonly limits?: Limit[];
 
   /**
    * DynamoDB items one key's limit is spread over (each gets rate / shards and floor(burst / shards)).
@@ -186,15 +165,18 @@ export interface RateLimiterProps {
    * A table to keep bucket state in, instead of a new one. It must have a string partition key named `pk`;
    * enable TTL on the `exp` attribute so idle buckets expire.
    *
-   * @default - a new on-demand table with TTL on `exp`, encrypted with the AWS managed key
+   * @default - a new on-demand table with TTL on `exp`, point-in-time recovery, encrypted with the AWS managed key,
+   * retained on removal (`removalPolicy`)
    */
   readonly table?: dynamodb.ITable;
 
   /**
-   * Removal policy of the table this construct creates. The table holds bucket state (seconds of history)
-   * and operators' per-key overrides. Not with `table` (a synth error: that table's policy is its owner's).
+   * Removal policy of the table this construct creates. The table holds bucket state (seconds of history) and
+   * the limits operators set at run time (per-key overrides), which no deployment can recreate: like aws-cdk-lib's
+   * own tables it is kept when the limiter leaves the stack. `RemovalPolicy.DESTROY` suits test stacks. Not with
+   * `table` (a synth error: that table's policy is its owner's).
    *
-   * @default RemovalPolicy.DESTROY
+   * @default RemovalPolicy.RETAIN
    */
   readonly removalPolicy?: RemovalPolicy;
 
@@ -259,12 +241,13 @@ export interface RateLimiterProps {
  */
 export abstract class RateLimiterBase extends Construct implements IRateLimiter {
   public abstract readonly limiterName: string;
+  public abstract readonly limits: Limit[];
   public abstract readonly ratePerSecond: number;
   public abstract readonly burst: number;
   public abstract readonly shards: number;
   public abstract readonly maxWait: Duration;
   public abstract readonly table: dynamodb.ITable;
-  public abstract readonly function: lambda.IFunction;
+  public abstract readonly acquireFunction: lambda.IFunction;
 
   /**
    * Grants permission to invoke the acquire function (its exact ARN, no version wildcard).
@@ -273,15 +256,23 @@ export abstract class RateLimiterBase extends Construct implements IRateLimiter 
     return iam.Grant.addToPrincipal({
       grantee,
       actions: ['lambda:InvokeFunction'],
-      resourceArns: [this.function.functionArn],
+      resourceArns: [this.acquireFunction.functionArn],
     });
+  }
+
+  /**
+   * Grants `dynamodb:GetItem` and `dynamodb:UpdateItem` on the table, limited to this limiter's own items
+   * (`dynamodb:LeadingKeys` `<limiterName>#*`), and use of the table's key if it has one.
+   */
+  public grantTakeTokens(grantee: iam.IGrantable): iam.Grant {
+    return grantBucketAccess(this, grantee);
   }
 
   /**
    * States that acquire tokens: the acquire call (which sleeps any sub-second wait itself) and one Wait
    * state for whole seconds. Chain the protected state after it.
    */
-  public acquire(scope: Construct, id: string, options: AcquireOptions = {}): sfn.StateMachineFragment {
+  public acquire(scope: Construct, id: string, options: AcquireStateOptions = {}): sfn.StateMachineFragment {
     return new AcquireFragment(scope, id, this, options);
   }
 
@@ -375,39 +366,39 @@ export class RateLimiter extends RateLimiterBase {
   }
 
   public readonly limiterName: string;
+  public readonly limits: Limit[];
   public readonly ratePerSecond: number;
   public readonly burst: number;
   public readonly shards: number;
   public readonly maxWait: Duration;
   public readonly table: dynamodb.ITable;
-  public readonly function: lambda.IFunction;
+  public readonly acquireFunction: lambda.IFunction;
   /** The acquire function's log group. */
   public readonly logGroup: logs.ILogGroup;
 
   constructor(scope: Construct, id: string, props: RateLimiterProps) {
     super(scope, id);
 
-    ({ ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards } = checkedLimit(props.ratePerSecond, props.burst, props.shards));
+    ({ limits: this.limits, ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards } = checkedLimit(this, props));
     const perShard = this.ratePerSecond / this.shards;
     if (perShard > 700) {
       Annotations.of(this).addWarningV2('cdk-sfn-throttle:hotShard',
         `each of the ${this.shards} shards takes ${perShard.toFixed(0)} writes/s, above ~700 (a DynamoDB item takes about 1,000 writes/s): raise shards to at least ${Math.ceil(this.ratePerSecond / 500)}`);
     }
 
-    this.maxWait = props.maxWait ?? Duration.minutes(5);
+    this.maxWait = checkedMaxWait(this, props.maxWait);
     const maxWaitMs = this.maxWait.toMilliseconds();
-    checkRange('maxWait (ms)', maxWaitMs, { min: 0, max: Duration.hours(24).toMilliseconds(), integer: true });
 
     if (props.reservedConcurrency !== undefined) {
-      checkRange('reservedConcurrency', props.reservedConcurrency, { min: 1, max: 1000, integer: true });
+      checkRange(this, 'reservedConcurrency', props.reservedConcurrency, { min: 1, max: 1000, integer: true });
     }
     const memorySize = props.memorySize ?? 128;
-    checkRange('memorySize', memorySize, { min: 128, max: 10_240, integer: true });
+    checkRange(this, 'memorySize', memorySize, { min: 128, max: 10_240, integer: true });
 
-    this.limiterName = checkedLimiterName(props.limiterName ?? Names.uniqueResourceName(this, { maxLength: 64, separator: '-' }));
+    this.limiterName = checkedLimiterName(this, props.limiterName ?? Names.uniqueResourceName(this, { maxLength: 64, separator: '-' }));
 
     if (props.table && props.removalPolicy !== undefined) {
-      throw new Error(`removalPolicy applies to the table this construct creates: provide either table or removalPolicy, but not both (got table ${props.table.node.path} and removalPolicy ${props.removalPolicy})`);
+      fail(this, `removalPolicy applies to the table this construct creates: provide either table or removalPolicy, but not both (got table ${props.table.node.path} and removalPolicy ${props.removalPolicy})`);
     }
     this.table = props.table ?? new dynamodb.Table(this, 'Table', {
       partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
@@ -415,7 +406,7 @@ export class RateLimiter extends RateLimiterBase {
       timeToLiveAttribute: 'exp',
       encryption: dynamodb.TableEncryption.AWS_MANAGED,
       pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-      removalPolicy: props.removalPolicy ?? RemovalPolicy.DESTROY,
+      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
     });
 
     this.logGroup = props.logGroup ?? new logs.LogGroup(this, 'LogGroup', {
@@ -425,7 +416,7 @@ export class RateLimiter extends RateLimiterBase {
 
     const role = handlerRole(this, 'ServiceRole', this.logGroup, `Acquire function of rate limiter ${this.node.path}`);
 
-    this.function = new AcquireFunction(this, 'Function', {
+    this.acquireFunction = new AcquireFunction(this, 'Function', {
       description: `cdk-sfn-throttle rate limiter ${this.node.path}: acquire tokens (GCRA on DynamoDB)`,
       role,
       memorySize,
@@ -437,9 +428,9 @@ export class RateLimiter extends RateLimiterBase {
       reservedConcurrentExecutions: props.reservedConcurrency,
       environment: limiterEnvironment(this, maxWaitMs),
     });
-    grantBucketAccess(this, role);
+    this.grantTakeTokens(role);
 
-    Validations.of(this.function).acknowledge({
+    Validations.of(this.acquireFunction).acknowledge({
       id: 'Serverless-LambdaDLQ',
       reason: 'the acquire function is only invoked synchronously (Step Functions, callers): a DLQ applies to asynchronous invocations only',
     });
@@ -447,25 +438,49 @@ export class RateLimiter extends RateLimiterBase {
 
 }
 
+/** How a limiter's limit was given: `ratePerSecond` (+ `burst`), or `limits`. */
+interface LimitForm {
+  readonly ratePerSecond?: number;
+  readonly burst?: number;
+  readonly limits?: Limit[];
+  readonly shards?: number;
+}
+
 /**
- * A limiter's rate, burst and shards, with their defaults, checked: one place for a RateLimiter and an imported one.
- * Default shards: ceil(rate / 500) (≤ 500 writes/s per item), at most burst and at most 1,000.
+ * A limiter's limit, burst and shards, with their defaults, checked: one place for a RateLimiter and an imported
+ * one. Exactly one of the two forms. Default shards: ceil(rate / 500) (≤ 500 writes/s per item), at most burst and
+ * at most 1,000.
  */
-function checkedLimit(ratePerSecond: number, burst?: number, shards?: number): { ratePerSecond: number; burst: number; shards: number } {
-  // The handler's own floor (lambda/rate-limiter/limiter.ts MIN_RATE_PER_SECOND): one token per 1,000 s.
-  checkRange('ratePerSecond', ratePerSecond, { min: 0.001, max: 1_000_000 });
-  const b = burst ?? Math.max(1, Math.ceil(ratePerSecond));
-  checkRange('burst', b, { min: 1, max: 1_000_000, integer: true });
-  const s = shards ?? Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), b, 1000));
-  checkRange('shards', s, { min: 1, max: 1000, integer: true });
-  if (b < s) throw new Error(`burst must be at least shards (${s}) so every shard holds a token, got ${b}`);
-  return { ratePerSecond, burst: b, shards: s };
+function checkedLimit(scope: IConstruct, form: LimitForm): { limits: Limit[]; ratePerSecond: number; burst: number; shards: number } {
+  if ((form.ratePerSecond === undefined) === (form.limits === undefined)) {
+    fail(scope, `give the limit as ratePerSecond (with burst) or as limits, not ${form.limits ? 'both' : 'neither'}`);
+  }
+  if (form.limits && form.burst !== undefined) {
+    fail(scope, `burst goes with ratePerSecond; with limits give it in the Limit (Limit.perSecond(rate, { burst })), got burst ${form.burst} and limits`);
+  }
+  const limits = form.limits ? [...form.limits] : [Limit.perSecond(form.ratePerSecond!, { burst: form.burst })];
+  if (limits.length !== 1) {
+    fail(scope, `limits must hold exactly one Limit (one limit per limiter), got ${limits.length}`);
+  }
+  const limit = limits[0];
+  limit._check(scope, form.limits ? 'limits[0] ' : '');
+  const { ratePerSecond, burst } = limit;
+  const s = form.shards ?? Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), burst, 1000));
+  checkRange(scope, 'shards', s, { min: 1, max: 1000, integer: true });
+  if (burst < s) fail(scope, `burst must be at least shards (${s}) so every shard holds a token, got ${burst}`);
+  return { limits, ratePerSecond, burst, shards: s };
+}
+
+/** The longest reservation: 0 to 24 hours, whole milliseconds. */
+function checkedMaxWait(scope: IConstruct, maxWait: Duration = Duration.minutes(5)): Duration {
+  checkRange(scope, 'maxWait (ms)', maxWait.toMilliseconds(), { min: 0, max: Duration.hours(24).toMilliseconds(), integer: true });
+  return maxWait;
 }
 
 /** A limiter name: it prefixes the limiter's items and is its metrics' dimension. */
-function checkedLimiterName(name: string, prefix = ''): string {
+function checkedLimiterName(scope: IConstruct, name: string): string {
   if (!Token.isUnresolved(name) && !/^[A-Za-z0-9._-]{1,64}$/.test(name)) {
-    throw new Error(`${prefix}limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
+    fail(scope, `limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
   }
   return name;
 }
@@ -473,20 +488,21 @@ function checkedLimiterName(name: string, prefix = ''): string {
 /** A RateLimiter defined elsewhere, by its attributes. */
 class ImportedRateLimiter extends RateLimiterBase {
   public readonly limiterName: string;
+  public readonly limits: Limit[];
   public readonly ratePerSecond: number;
   public readonly burst: number;
   public readonly shards: number;
   public readonly maxWait: Duration;
   public readonly table: dynamodb.ITable;
-  public readonly function: lambda.IFunction;
+  public readonly acquireFunction: lambda.IFunction;
 
   constructor(scope: Construct, id: string, attrs: RateLimiterAttributes) {
     super(scope, id);
-    this.limiterName = checkedLimiterName(attrs.limiterName, `[${this.node.path}] `);
-    ({ ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards } = checkedLimit(attrs.ratePerSecond, attrs.burst, attrs.shards));
-    this.maxWait = attrs.maxWait ?? Duration.minutes(5);
+    this.limiterName = checkedLimiterName(this, attrs.limiterName);
+    ({ limits: this.limits, ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards } = checkedLimit(this, attrs));
+    this.maxWait = checkedMaxWait(this, attrs.maxWait);
     this.table = dynamodb.Table.fromTableArn(this, 'Table', attrs.tableArn);
-    this.function = lambda.Function.fromFunctionArn(this, 'Function', attrs.functionArn);
+    this.acquireFunction = lambda.Function.fromFunctionArn(this, 'Function', attrs.acquireFunctionArn);
   }
 }
 
@@ -495,9 +511,9 @@ class AcquireFragment extends sfn.StateMachineFragment {
   public readonly startState: sfn.State;
   public readonly endStates: sfn.INextable[];
 
-  constructor(scope: Construct, id: string, limiter: IRateLimiter, options: AcquireOptions) {
+  constructor(scope: Construct, id: string, limiter: IRateLimiter, options: AcquireStateOptions) {
     super(scope, id);
-    const { acquire, wait } = acquireStates(this, id, limiter, options);
+    const { acquire, wait } = acquireStates(this, id, limiter, { ...options, prop: '' });
     this.startState = acquire;
     this.endStates = [wait];
   }

@@ -1,7 +1,8 @@
 import { Duration, Token } from 'aws-cdk-lib';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import { throttlingErrorsOf } from './private/task-kind';
-import { checkRange } from './private/validation';
+import { IConstruct } from 'constructs';
+import { HTTP, LAMBDA, throttlingErrorsOf } from './private/task-kind';
+import { checkRange, fail } from './private/validation';
 
 /**
  * Options of `RetryPolicy.throttling()`.
@@ -12,7 +13,7 @@ export interface ThrottlingRetryOptions {
    * `States.TaskFailed` are its only wildcards).
    *
    * @default - the throttling and transient errors of the task the policy is applied to:
-   * `RetryPolicy.LAMBDA_THROTTLING_ERRORS` for Lambda invokes, `RetryPolicy.HTTP_THROTTLING_ERRORS` for HttpInvoke,
+   * `RetryPolicy.lambdaThrottlingErrors()` for Lambda invokes, `RetryPolicy.httpThrottlingErrors()` for HttpInvoke,
    * and `<Service>.ThrottlingException`, `<Service>.TooManyRequestsException`,
    * `<Service>.ServiceUnavailableException` (plus the service's own, e.g.
    * `DynamoDb.ProvisionedThroughputExceededException`) for CallAwsService. Other task kinds need `errors`.
@@ -64,28 +65,16 @@ export interface ThrottlingRetryOptions {
 export class RetryPolicy {
   /**
    * Errors a throttled Lambda invoke raises through Step Functions: throttling and transient service errors.
-   * `States.Timeout` is not among them: a timed-out call may have happened.
+   * `States.Timeout` is not among them: a timed-out call may have happened. A new array on each call.
    */
-  public static readonly LAMBDA_THROTTLING_ERRORS: string[] = Object.freeze([
-    'Lambda.TooManyRequestsException',
-    'Lambda.ServiceException',
-    'Lambda.AWSLambdaException',
-    'Lambda.SdkClientException',
-    'Lambda.ClientExecutionTimeoutException',
-  ]) as string[];
+  public static lambdaThrottlingErrors(): string[] {
+    return [...LAMBDA];
+  }
 
-  /** Errors of an HttpInvoke task whose endpoint throttles (429) or is overloaded (503). */
-  public static readonly HTTP_THROTTLING_ERRORS: string[] = Object.freeze([
-    'States.Http.StatusCode.429',
-    'States.Http.StatusCode.503',
-  ]) as string[];
-
-  /**
-   * The Lambda errors (kept for compatibility).
-   *
-   * @deprecated use `LAMBDA_THROTTLING_ERRORS`, or leave `errors` unset to get the errors of the task kind
-   */
-  public static readonly DEFAULT_THROTTLING_ERRORS: string[] = RetryPolicy.LAMBDA_THROTTLING_ERRORS;
+  /** Errors of an HttpInvoke task whose endpoint throttles (429) or is overloaded (503). A new array on each call. */
+  public static httpThrottlingErrors(): string[] {
+    return [...HTTP];
+  }
 
   /**
    * The throttling errors `RetryPolicy.throttling()` retries on `state` when no `errors` are given: see
@@ -96,15 +85,10 @@ export class RetryPolicy {
   }
 
   /**
-   * Exponential backoff with full jitter on throttling errors.
+   * Exponential backoff with full jitter on throttling errors. Checked where it is used (the message names that
+   * construct).
    */
   public static throttling(options: ThrottlingRetryOptions = {}): RetryPolicy {
-    if (options.errors !== undefined) {
-      if (options.errors.length === 0) throw new Error('errors must name at least one error, got an empty list (use RetryPolicy.none() for no retries)');
-      for (const e of options.errors) {
-        if (e.includes('*')) throw new Error(`errors must be exact error names (ErrorEquals has no patterns), got ${e}`);
-      }
-    }
     return new RetryPolicy(
       // A copy, frozen: neither the caller's array nor a later push changes a policy in use.
       options.errors && (Object.freeze([...options.errors]) as string[]),
@@ -113,6 +97,7 @@ export class RetryPolicy {
       options.backoffRate ?? 2,
       options.maxDelay ?? Duration.seconds(60),
       options.jitter ?? true,
+      'RetryPolicy.throttling',
     );
   }
 
@@ -120,17 +105,15 @@ export class RetryPolicy {
    * No retries: the first error is final.
    */
   public static none(): RetryPolicy {
-    return new RetryPolicy([], 1, Duration.seconds(1), 1, Duration.seconds(1), false);
+    return new RetryPolicy(Object.freeze([]) as unknown as string[], 1, Duration.seconds(1), 1, Duration.seconds(1), false, 'RetryPolicy.none');
   }
 
   /**
-   * Any errors, any numbers (validated as for `throttling`); `errors` is required.
+   * Any errors, any numbers (checked as for `throttling`); `errors` is required.
    */
   public static custom(options: ThrottlingRetryOptions): RetryPolicy {
-    if (!options.errors || options.errors.length === 0) {
-      throw new Error('errors must name at least one error for RetryPolicy.custom, got none');
-    }
-    return RetryPolicy.throttling(options);
+    const p = RetryPolicy.throttling(options);
+    return new RetryPolicy(options.errors ? p.errors : undefined, p.maxAttempts, p.interval, p.backoffRate, p.maxDelay, p.jitter, 'RetryPolicy.custom');
   }
 
   private constructor(
@@ -146,14 +129,8 @@ export class RetryPolicy {
     public readonly maxDelay: Duration,
     /** Whether delays are drawn with full jitter. */
     public readonly jitter: boolean,
-  ) {
-    checkRange('maxAttempts', maxAttempts, { min: 1, max: 100, integer: true });
-    checkRange('interval (s)', interval.toSeconds(), { min: 1, max: 3600, integer: true });
-    checkRange('backoffRate', backoffRate, { min: 1, max: 10 });
-    if (!Token.isUnresolved(maxDelay.toSeconds())) {
-      checkRange('maxDelay (s)', maxDelay.toSeconds(), { min: interval.toSeconds(), max: 3600, integer: true, why: 'at least interval' });
-    }
-  }
+    private readonly factory: string,
+  ) {}
 
   /** Whether this policy retries anything. */
   public get retries(): boolean {
@@ -162,10 +139,11 @@ export class RetryPolicy {
 
   /**
    * The error names this policy retries on `state`: `errors` when given, else the throttling errors of the
-   * task kind; for a Parallel or Map, those of every task reachable in `states`.
+   * task kind; for a Parallel or Map, those of every task reachable in `states`. A new array on each call.
    */
   public errorsFor(state: sfn.State, states?: sfn.State[]): string[] {
-    if (this.errors !== undefined) return this.errors;
+    this._check(state);
+    if (this.errors !== undefined) return [...this.errors];
     if (!this.retries) return [];
     const kinds = states ?? [state];
     return [...new Set(kinds.flatMap((s) => (s instanceof sfn.TaskStateBase ? throttlingErrorsOf(s) : [])))];
@@ -183,14 +161,15 @@ export class RetryPolicy {
    * throttling errors of those tasks are retried.
    */
   public applyToStates(state: sfn.State, states?: sfn.State[]): void {
+    this._check(state);
     if (!this.retries) return;
     const errors = this.errorsFor(state, states);
     if (errors.length === 0) {
-      throw new Error(`RetryPolicy.throttling() has no errors to retry on ${state.stateId}: it holds no task, give errors`);
+      fail(state, `RetryPolicy.throttling() has no errors to retry on ${state.stateId}: it holds no task, give errors`);
     }
     const target = state as unknown as { addRetry?: (props: sfn.RetryProps) => unknown };
     if (typeof target.addRetry !== 'function') {
-      throw new Error(`state ${state.stateId} cannot retry: only Task, Parallel and Map states have a Retry field`);
+      fail(state, `state ${state.stateId} cannot retry: only Task, Parallel and Map states have a Retry field`);
     }
     target.addRetry({
       errors,
@@ -200,5 +179,29 @@ export class RetryPolicy {
       maxDelay: this.maxDelay,
       jitterStrategy: this.jitter ? sfn.JitterType.FULL : sfn.JitterType.NONE,
     });
+  }
+
+  /**
+   * Checks the policy where it is used: errors name the construct `scope`.
+   *
+   * @internal
+   */
+  public _check(scope: IConstruct): void {
+    const where = `retry (${this.factory})`;
+    if (this.factory === 'RetryPolicy.custom' && (this.errors === undefined || this.errors.length === 0)) {
+      fail(scope, `${where}: errors must name at least one error for RetryPolicy.custom, got none`);
+    }
+    if (this.factory === 'RetryPolicy.throttling' && this.errors !== undefined && this.errors.length === 0) {
+      fail(scope, `${where}: errors must name at least one error, got an empty list (use RetryPolicy.none() for no retries)`);
+    }
+    for (const e of this.errors ?? []) {
+      if (e.includes('*')) fail(scope, `${where}: errors must be exact error names (ErrorEquals has no patterns), got ${e}`);
+    }
+    checkRange(scope, `${where} maxAttempts`, this.maxAttempts, { min: 1, max: 100, integer: true });
+    checkRange(scope, `${where} interval (s)`, this.interval.toSeconds(), { min: 1, max: 3600, integer: true });
+    checkRange(scope, `${where} backoffRate`, this.backoffRate, { min: 1, max: 10 });
+    if (!Token.isUnresolved(this.maxDelay.toSeconds())) {
+      checkRange(scope, `${where} maxDelay (s)`, this.maxDelay.toSeconds(), { min: this.interval.toSeconds(), max: 3600, integer: true, why: 'at least interval' });
+    }
   }
 }

@@ -7,7 +7,8 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { IConstruct } from 'constructs';
 import { BufferedQueueConsumer } from './buffered-queue-consumer';
 import { RateLimitedTask } from './rate-limited-task';
-import { RateLimiter } from './rate-limiter';
+import { AcquireOptions } from './acquire';
+import { IRateLimiter, RateLimiterBase } from './rate-limiter';
 import { ThrottledMap } from './throttled-map';
 
 /**
@@ -72,7 +73,7 @@ export class ThrottleChecks implements IAspect {
     this.done = true;
     const all = node.node.findAll();
     const plan: PlanEntry[] = [];
-    for (const limiter of all.filter((c): c is RateLimiter => c instanceof RateLimiter)) plan.push(limiterEntry(limiter));
+    for (const limiter of all.filter((c): c is RateLimiterBase => c instanceof RateLimiterBase)) plan.push(limiterEntry(limiter));
     for (const map of all.filter((c): c is ThrottledMap => c instanceof ThrottledMap)) plan.push(checkMap(map));
     for (const consumer of all.filter((c): c is BufferedQueueConsumer => c instanceof BufferedQueueConsumer)) plan.push(consumerEntry(consumer));
     checkEventSources(all);
@@ -84,7 +85,7 @@ export class ThrottleChecks implements IAspect {
   }
 }
 
-function limiterEntry(l: RateLimiter): PlanEntry {
+function limiterEntry(l: IRateLimiter): PlanEntry {
   return {
     kind: 'limiter',
     path: l.node.path,
@@ -97,8 +98,18 @@ function limiterEntry(l: RateLimiter): PlanEntry {
   };
 }
 
+/**
+ * Tokens one acquire takes: its `consume` amount (the options hold one, defaults filled in). An amount read at run
+ * time counts as 1: the plan then shows the most items per second it could reach.
+ */
+function tokensOf(options: AcquireOptions | undefined): number {
+  const amount = Object.values(options?.consume ?? {})[0] ?? 1;
+  return Token.isUnresolved(amount) ? 1 : amount;
+}
+
 /** Items waiting at once must get their tokens within maxWait, or RESERVE refuses them. */
 function checkMap(map: ThrottledMap): PlanEntry {
+  const tokensPerItem = tokensOf(map.acquireOptions);
   const n = map.concurrency.maxConcurrency;
   const entry: Record<string, unknown> = {
     kind: 'map',
@@ -107,18 +118,18 @@ function checkMap(map: ThrottledMap): PlanEntry {
     concurrency: n ?? map.concurrency.maxConcurrencyPath,
     concurrencyFrom: map.concurrency.description,
     limiter: map.limiter?.limiterName,
-    tokensPerItem: map.tokensPerItem,
+    tokensPerItem,
   };
   if (map.limiter && n !== undefined && !Token.isUnresolved(n)) {
     const l = map.limiter;
     const servable = l.burst + l.ratePerSecond * l.maxWait.toSeconds();
-    const waiting = n * map.tokensPerItem;
-    entry.itemsPerSecond = round(l.ratePerSecond / map.tokensPerItem);
+    const waiting = n * tokensPerItem;
+    entry.itemsPerSecond = round(l.ratePerSecond / tokensPerItem);
     if (waiting > servable) {
       Annotations.of(map).addWarningV2('cdk-sfn-throttle:mapConcurrencyUnfed',
-        `${n} items at once × ${map.tokensPerItem} tokens = ${waiting} tokens waiting, but limiter ${l.limiterName} serves at most burst ${l.burst} + `
+        `${n} items at once × ${tokensPerItem} tokens = ${waiting} tokens waiting, but limiter ${l.limiterName} serves at most burst ${l.burst} + `
         + `${l.ratePerSecond}/s × maxWait ${l.maxWait.toSeconds()} s = ${round(servable)} within maxWait: the rest are refused. Lower concurrency to `
-        + `${Math.floor(servable / map.tokensPerItem)} or raise maxWait.`);
+        + `${Math.floor(servable / tokensPerItem)} or raise maxWait.`);
     }
   }
   return entry as PlanEntry;
@@ -126,7 +137,7 @@ function checkMap(map: ThrottledMap): PlanEntry {
 
 function consumerEntry(c: BufferedQueueConsumer): PlanEntry {
   return {
-    kind: 'consumer', path: c.node.path, mode: c.target ? 'target' : 'consumer', maxConcurrency: c.maxConcurrency, batchSize: c.batchSize, fifo: c.fifo,
+    kind: 'consumer', path: c.node.path, mode: c.dispatchedFunction ? 'dispatch' : 'batchConsumer', maxConcurrency: c.maxConcurrency, batchSize: c.batchSize, fifo: c.fifo,
   };
 }
 
@@ -183,12 +194,12 @@ function checkStateMachine(machine: sfn.StateMachine, all: IConstruct[]): PlanEn
     // a map's own per-item RateLimitedTask is counted with the map
     if (!has(t.acquireState) || (t.node.scope instanceof ThrottledMap && t.node.scope.limiter)) continue;
     // acquire, wait, task; one acquire call, one conditional write (usually)
-    links.push({ path: t.node.path, itemsPerSecond: t.limiter.ratePerSecond / t.tokens, transitionsPerItem: 3, lambdaPerItem: 1, writesPerItem: 1 });
+    links.push({ path: t.node.path, itemsPerSecond: t.limiter.ratePerSecond / tokensOf(t.acquireOptions), transitionsPerItem: 3, lambdaPerItem: 1, writesPerItem: 1 });
   }
   for (const m of all.filter((c): c is ThrottledMap => c instanceof ThrottledMap)) {
     if (!m.limiter || !has(m.mapState)) continue;
     links.push({
-      path: m.node.path, itemsPerSecond: m.limiter.ratePerSecond / m.tokensPerItem, transitionsPerItem: 3, lambdaPerItem: 1, writesPerItem: 1,
+      path: m.node.path, itemsPerSecond: m.limiter.ratePerSecond / tokensOf(m.acquireOptions), transitionsPerItem: 3, lambdaPerItem: 1, writesPerItem: 1,
     });
   }
   const standard = machine.stateMachineType === sfn.StateMachineType.STANDARD;

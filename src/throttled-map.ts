@@ -3,11 +3,12 @@ import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
-import { AcquireTask, acquireStates, retryPayload } from './private/acquire-task';
+import { AcquireMode, AcquireOptions } from './acquire';
+import { AcquireTask, acquireStates, consumedAmount, retryPayload } from './private/acquire-task';
 import { ERROR_FIELD } from './private/retry-fields';
-import { checkRange } from './private/validation';
+import { checkRange, fail } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
-import { AcquireMode, IRateLimiter } from './rate-limiter';
+import { IRateLimiter } from './rate-limiter';
 import { RetryPolicy } from './retry-policy';
 
 /** Most iterations an inline Map runs at once, whatever MaxConcurrency says. */
@@ -27,23 +28,24 @@ export interface ThroughputConcurrencyOptions {
 }
 
 /**
- * How many items a `ThrottledMap` processes at once.
+ * How many items a `ThrottledMap` processes at once. Checked by the map that uses it (errors name the map).
  */
 export class MapConcurrency {
   /**
    * A fixed number of items at once (1 to 10,000; inline maps run at most 40 at once).
    */
   public static fixed(maxConcurrency: number): MapConcurrency {
-    checkRange('concurrency', maxConcurrency, { min: 1, max: DISTRIBUTED_MAX_CONCURRENCY, integer: true });
-    return new MapConcurrency(maxConcurrency, undefined, `fixed at ${maxConcurrency}`);
+    return new MapConcurrency(maxConcurrency, undefined, `fixed at ${maxConcurrency}`,
+      (scope) => checkRange(scope, 'concurrency (MapConcurrency.fixed)', maxConcurrency, { min: 1, max: DISTRIBUTED_MAX_CONCURRENCY, integer: true }));
   }
 
   /**
    * The number of items at once, read from the state input at run time (e.g. `$.concurrency`).
    */
   public static fromPath(path: string): MapConcurrency {
-    if (!path.startsWith('$')) throw new Error(`concurrency path must be a JSONPath starting with $, got ${path}`);
-    return new MapConcurrency(undefined, path, `from ${path}`);
+    return new MapConcurrency(undefined, path, `from ${path}`, (scope) => {
+      if (!path.startsWith('$')) fail(scope, `concurrency (MapConcurrency.fromPath) must be a JSONPath starting with $, got ${path}`);
+    });
   }
 
   /**
@@ -51,13 +53,13 @@ export class MapConcurrency {
    * ceil(rate × duration). With a limiter at that rate the map neither starves it nor queues behind it.
    */
   public static forThroughput(options: ThroughputConcurrencyOptions): MapConcurrency {
-    checkRange('forThroughput ratePerSecond', options.ratePerSecond, { min: 0, minExclusive: true, max: 100_000 });
     const ms = options.itemDuration.toMilliseconds();
-    checkRange('forThroughput itemDuration (ms)', ms, { min: 1, max: 86_400_000 });
     const n = Math.max(1, Math.ceil(options.ratePerSecond * (ms / 1000) - 1e-9));
-    checkRange('concurrency derived from forThroughput (ceil(ratePerSecond × itemDuration))', n, { min: 1, max: DISTRIBUTED_MAX_CONCURRENCY, integer: true });
-    return new MapConcurrency(n, undefined,
-      `${n} = ceil(${options.ratePerSecond}/s × ${ms / 1000} s per item) by Little's law`);
+    return new MapConcurrency(n, undefined, `${n} = ceil(${options.ratePerSecond}/s × ${ms / 1000} s per item) by Little's law`, (scope) => {
+      checkRange(scope, 'concurrency (MapConcurrency.forThroughput) ratePerSecond', options.ratePerSecond, { min: 0, minExclusive: true, max: 100_000 });
+      checkRange(scope, 'concurrency (MapConcurrency.forThroughput) itemDuration (ms)', ms, { min: 1, max: 86_400_000 });
+      checkRange(scope, 'concurrency derived from forThroughput (ceil(ratePerSecond × itemDuration))', n, { min: 1, max: DISTRIBUTED_MAX_CONCURRENCY, integer: true });
+    });
   }
 
   private constructor(
@@ -67,6 +69,85 @@ export class MapConcurrency {
     public readonly maxConcurrencyPath: string | undefined,
     /** How the figure was reached, for annotations and the throttle plan. */
     public readonly description: string,
+    private readonly check: (scope: IConstruct) => void,
+  ) {}
+
+  /**
+   * Checks the figure where it is used: errors name the map.
+   *
+   * @internal
+   */
+  public _check(scope: IConstruct): void {
+    this.check(scope);
+  }
+}
+
+/**
+ * Options of a Distributed Map (`MapMode.distributed()`).
+ */
+export interface DistributedMapOptions {
+  /**
+   * Reads the items from S3. Its S3 permissions are added to the state machine role. Not with `itemsPath`.
+   *
+   * @default - items come from the map's `itemsPath`
+   */
+  readonly itemReader?: sfn.IItemReader;
+
+  /**
+   * Batching: each child execution gets `{ Items: [...], BatchInput }`.
+   *
+   * @default - one item per child execution
+   */
+  readonly batch?: MapBatchOptions;
+
+  /**
+   * Percentage of failed items (0 to 100) the map tolerates before it fails with
+   * `States.ExceedToleratedFailureThreshold`.
+   *
+   * @default - 0 unless `toleratedFailureCount` is set
+   */
+  readonly toleratedFailurePercentage?: number;
+
+  /**
+   * Number of failed items the map tolerates before it fails.
+   *
+   * @default - 0 unless `toleratedFailurePercentage` is set
+   */
+  readonly toleratedFailureCount?: number;
+
+  /**
+   * Child execution type. Express children are cheaper and faster but must finish within 5 minutes and are not
+   * redriven with the parent.
+   *
+   * @default sfn.StateMachineType.STANDARD
+   */
+  readonly executionType?: sfn.StateMachineType;
+}
+
+/**
+ * Inline or distributed: what a `ThrottledMap` runs as. The options only a Distributed Map has live in
+ * `MapMode.distributed()`, so an inline map cannot be given them.
+ */
+export class MapMode {
+  /**
+   * An inline Map: at most 40 iterations at once, all in the parent execution's history.
+   */
+  public static inline(): MapMode {
+    return new MapMode(false, {});
+  }
+
+  /**
+   * A Distributed Map: child executions (up to 10,000 at once), batching, S3 item readers, tolerated failures.
+   */
+  public static distributed(options: DistributedMapOptions = {}): MapMode {
+    return new MapMode(true, options);
+  }
+
+  private constructor(
+    /** Whether this is a Distributed Map. */
+    public readonly isDistributed: boolean,
+    /** The Distributed Map's options (empty for an inline map). */
+    public readonly options: DistributedMapOptions,
   ) {}
 }
 
@@ -75,7 +156,7 @@ export class MapConcurrency {
  */
 export interface MapBatchOptions {
   /**
-   * Most items per batch (1 to 100,000). Required with a limiter: the batch acquires `tokensPerItem` per item.
+   * Most items per batch (1 to 100,000). Required with a limiter: the batch acquires `acquire.consume` per item.
    *
    * @default - no item limit (then `maxInputBytes` must be set)
    */
@@ -106,18 +187,11 @@ export interface ThrottledMapProps {
   readonly itemProcessor: sfn.IChainable;
 
   /**
-   * Where the items are in the state input. Not with `itemReader`.
+   * Where the items are in the state input. Not with a distributed `itemReader`.
    *
    * @default '$' - the state input is the array
    */
   readonly itemsPath?: string;
-
-  /**
-   * Reads the items from S3 (distributed mode only). Its S3 permissions are added to the state machine role.
-   *
-   * @default - items come from `itemsPath`
-   */
-  readonly itemReader?: sfn.IItemReader;
 
   /**
    * The input each item's processor gets, built from the item (`$$.Map.Item.Value`) and the state input.
@@ -148,65 +222,22 @@ export interface ThrottledMapProps {
   readonly limiter?: IRateLimiter;
 
   /**
-   * Tokens each item takes from `limiter` (a batch takes `tokensPerItem` × its item count).
-   * At most floor(burst / shards) per acquire, for a batch at its `maxItems`.
+   * What each item takes from `limiter`: the bucket (`key`, a literal or a JSONPath into the item's input such as
+   * `$.tenantId`), how much (`consume`; a batch takes it once per item in it, and a batch at its `maxItems` must fit
+   * floor(burst / shards)), and RESERVE (wait for the slot) or TRY (fail the item with `RateLimitExceeded`, retried
+   * on the emission interval when the processor is a single task).
    *
-   * @default 1
+   * @default - one request per item from the 'default' bucket, RESERVE
    */
-  readonly tokensPerItem?: number;
+  readonly acquire?: AcquireOptions;
 
   /**
-   * The limiter's bucket: a literal or a JSONPath into the item's input (e.g. `$.tenantId`).
+   * Inline (at most 40 iterations at once, all in the parent's history) or distributed (child executions, up to
+   * 10,000 at once, with batching, S3 item readers and tolerated failures).
    *
-   * @default 'default'
+   * @default MapMode.inline()
    */
-  readonly limiterKey?: string;
-
-  /**
-   * How an item acquires when no token is free: RESERVE waits for its slot; TRY fails the item with
-   * `RateLimitExceeded` (retried on the emission interval when the processor is a single task).
-   *
-   * @default AcquireMode.RESERVE
-   */
-  readonly limiterMode?: AcquireMode;
-
-  /**
-   * A Distributed Map (child executions, up to 10,000 at once, batching, S3 item readers, tolerated failures)
-   * instead of an inline Map (at most 40 iterations at once, all in the parent's history).
-   *
-   * @default false
-   */
-  readonly distributed?: boolean;
-
-  /**
-   * Child execution type of a distributed map. Express children are cheaper and faster but must finish within
-   * 5 minutes and are not redriven with the parent.
-   *
-   * @default sfn.StateMachineType.STANDARD
-   */
-  readonly mapExecutionType?: sfn.StateMachineType;
-
-  /**
-   * Batching (distributed mode only).
-   *
-   * @default - one item per child execution
-   */
-  readonly batch?: MapBatchOptions;
-
-  /**
-   * Percentage of failed items (0 to 100) the map tolerates before it fails with
-   * `States.ExceedToleratedFailureThreshold` (distributed mode only).
-   *
-   * @default - 0 unless `toleratedFailureCount` is set
-   */
-  readonly toleratedFailurePercentage?: number;
-
-  /**
-   * Number of failed items the map tolerates before it fails (distributed mode only).
-   *
-   * @default - 0 unless `toleratedFailurePercentage` is set
-   */
-  readonly toleratedFailureCount?: number;
+  readonly mode?: MapMode;
 
   /**
    * Retries per item. With a limiter every retry acquires a token again: when the processor is one task this is
@@ -244,44 +275,56 @@ export class ThrottledMap extends sfn.StateMachineFragment {
   public readonly distributed: boolean;
   /** The limiter items take from, if any. */
   public readonly limiter?: IRateLimiter;
-  /** Tokens each item takes (a batch: per item in it). */
-  public readonly tokensPerItem: number;
+  /** What each item takes from the limiter (a batch: per item in it), defaults filled in; undefined without a limiter. */
+  public readonly acquireOptions?: AcquireOptions;
+  /** Whether this map runs as inline or distributed, with its distributed options. */
+  public readonly mode: MapMode;
   /** The Map Run label of a distributed map (child executions' metrics are published under it). */
   public readonly mapRunLabel?: string;
   private readonly map: sfn.Map | sfn.DistributedMap;
 
   constructor(scope: Construct, id: string, props: ThrottledMapProps) {
     super(scope, id);
-    const distributed = props.distributed ?? false;
+    this.mode = props.mode ?? MapMode.inline();
+    const distributed = this.mode.isDistributed;
+    const dist = this.mode.options;
     this.distributed = distributed;
     this.limiter = props.limiter;
-    this.tokensPerItem = props.tokensPerItem ?? 1;
     this.concurrency = props.concurrency ?? MapConcurrency.fixed(10);
-    validate(this, props, distributed, this.concurrency);
+    this.concurrency._check(this);
+    validate(this, props, this.concurrency);
+    if (props.limiter) {
+      const given = props.acquire ?? {};
+      this.acquireOptions = {
+        key: given.key ?? 'default',
+        consume: { [props.limiter.limits[0].dimension]: consumedAmount(this, props.limiter, given) },
+        mode: given.mode ?? AcquireMode.RESERVE,
+      };
+    }
 
     const itemBody = this.itemBody(id, props);
     const common = {
-      itemsPath: props.itemReader ? undefined : props.itemsPath,
+      itemsPath: dist.itemReader ? undefined : props.itemsPath,
       itemSelector: props.itemSelector,
       resultPath: props.resultPath,
       maxConcurrency: this.concurrency.maxConcurrency,
       maxConcurrencyPath: this.concurrency.maxConcurrencyPath,
     };
     if (distributed) {
-      const batch = props.batch;
+      const batch = dist.batch;
       this.map = new sfn.DistributedMap(this, id, {
         ...common,
         // The label names the Map Run, and scopes the role's RedriveExecution grant to this map's children.
         label: this.mapRunLabel = mapRunLabel(id),
-        itemReader: props.itemReader,
+        itemReader: dist.itemReader,
         itemBatcher: batch ? new sfn.ItemBatcher({
           maxItemsPerBatch: batch.maxItems,
           maxInputBytesPerBatch: batch.maxInputBytes,
           batchInput: batch.batchInput,
         }) : undefined,
-        toleratedFailurePercentage: props.toleratedFailurePercentage,
-        toleratedFailureCount: props.toleratedFailureCount,
-        mapExecutionType: props.mapExecutionType ?? sfn.StateMachineType.STANDARD,
+        toleratedFailurePercentage: dist.toleratedFailurePercentage,
+        toleratedFailureCount: dist.toleratedFailureCount,
+        mapExecutionType: dist.executionType ?? sfn.StateMachineType.STANDARD,
       });
       (this.map as sfn.DistributedMap).itemProcessor(itemBody);
       AcknowledgeDistributedMapPolicy.addTo(Stack.of(this));
@@ -312,7 +355,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
    * @default - sum over 1 minute
    */
   public metricItems(metricName: string, stateMachine: sfn.IStateMachine, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    if (!this.distributed || !this.mapRunLabel) throw new Error(`metricItems needs a distributed map: ${this.node.path} is inline (its items are states of the parent execution)`);
+    if (!this.distributed || !this.mapRunLabel) fail(this, `metricItems needs a distributed map: ${this.node.path} is inline (its items are states of the parent execution)`);
     return new cloudwatch.Metric({
       namespace: 'AWS/States',
       metricName,
@@ -335,13 +378,12 @@ export class ThrottledMap extends sfn.StateMachineFragment {
   /** The states each item runs: [acquire → Wait →] processor, with retries and failure collection. */
   private itemBody(id: string, props: ThrottledMapProps): sfn.IChainable {
     const retry = props.retry ?? RetryPolicy.none();
+    retry._check(this);
     const processor = props.itemProcessor;
     const single = singleTask(processor);
-    const batched = props.batch !== undefined;
+    const batched = this.mode.options.batch !== undefined;
     const limiterOptions = {
-      key: props.limiterKey,
-      tokens: props.tokensPerItem,
-      mode: props.limiterMode,
+      ...this.acquireOptions,
       countPath: batched ? 'States.ArrayLength($.Items)' : undefined,
     };
 
@@ -350,7 +392,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     if (props.limiter && single && !batched) {
       // One task under a limiter: RateLimitedTask (backoff, then a token for the retry).
       const limited = new RateLimitedTask(this, `${id} Item`, {
-        limiter: props.limiter, task: single, key: props.limiterKey, tokens: props.tokensPerItem, mode: props.limiterMode, retry,
+        limiter: props.limiter, task: single, acquire: this.acquireOptions, retry,
       });
       body = limited;
       catchOn = limited;
@@ -373,7 +415,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
       unit.branch(sfn.Chain.custom(acquire, sfn.Chain.start(processor).endStates, wait));
       const backoffName = `${id} Item Backoff`;
       const errors = retry.retries ? retry.errorsFor(unit, sfn.State.findReachableStates(start)) : [];
-      const backoff = new AcquireTask(this, backoffName, limiter.function, {
+      const backoff = new AcquireTask(this, backoffName, limiter.acquireFunction, {
         'phase': 'backoff',
         'task': backoffName,
         'input.$': '$',
@@ -479,53 +521,43 @@ function singleTask(processor: sfn.IChainable): sfn.TaskStateBase | undefined {
   return undefined;
 }
 
-function validate(scope: Construct, props: ThrottledMapProps, distributed: boolean, concurrency: MapConcurrency): void {
-  const onlyDistributed = (prop: string, given: boolean) => {
-    if (given && !distributed) throw new Error(`${prop} needs distributed: true (inline Maps have no ${prop}), got distributed: false`);
-  };
-  onlyDistributed('batch', props.batch !== undefined);
-  onlyDistributed('itemReader', props.itemReader !== undefined);
-  onlyDistributed('toleratedFailurePercentage', props.toleratedFailurePercentage !== undefined);
-  onlyDistributed('toleratedFailureCount', props.toleratedFailureCount !== undefined);
-  onlyDistributed('mapExecutionType', props.mapExecutionType !== undefined);
-  if (props.itemReader && props.itemsPath !== undefined) {
-    throw new Error(`itemsPath and itemReader are exclusive: items come from one of them, got itemsPath ${props.itemsPath} and an itemReader`);
+function validate(scope: Construct, props: ThrottledMapProps, concurrency: MapConcurrency): void {
+  const mode = props.mode ?? MapMode.inline();
+  const dist = mode.options;
+  if (dist.itemReader && props.itemsPath !== undefined) {
+    fail(scope, `itemsPath and mode's itemReader are exclusive: items come from one of them, got itemsPath ${props.itemsPath} and an itemReader`);
   }
-  if (props.toleratedFailurePercentage !== undefined) {
-    checkRange('toleratedFailurePercentage', props.toleratedFailurePercentage, { min: 0, max: 100 });
+  if (dist.toleratedFailurePercentage !== undefined) {
+    checkRange(scope, 'mode toleratedFailurePercentage', dist.toleratedFailurePercentage, { min: 0, max: 100 });
   }
-  if (props.toleratedFailureCount !== undefined) {
-    checkRange('toleratedFailureCount', props.toleratedFailureCount, { min: 0, max: 100_000_000, integer: true });
+  if (dist.toleratedFailureCount !== undefined) {
+    checkRange(scope, 'mode toleratedFailureCount', dist.toleratedFailureCount, { min: 0, max: 100_000_000, integer: true });
   }
-  if (props.batch) {
-    if (props.batch.maxItems === undefined && props.batch.maxInputBytes === undefined) {
-      throw new Error('batch needs maxItems or maxInputBytes (or both), got neither');
+  const batch = dist.batch;
+  if (batch) {
+    if (batch.maxItems === undefined && batch.maxInputBytes === undefined) {
+      fail(scope, 'mode batch needs maxItems or maxInputBytes (or both), got neither');
     }
-    if (props.batch.maxItems !== undefined) checkRange('batch.maxItems', props.batch.maxItems, { min: 1, max: 100_000, integer: true });
-    if (props.batch.maxInputBytes !== undefined) checkRange('batch.maxInputBytes', props.batch.maxInputBytes, { min: 1, max: 262_144, integer: true });
+    if (batch.maxItems !== undefined) checkRange(scope, 'mode batch.maxItems', batch.maxItems, { min: 1, max: 100_000, integer: true });
+    if (batch.maxInputBytes !== undefined) checkRange(scope, 'mode batch.maxInputBytes', batch.maxInputBytes, { min: 1, max: 262_144, integer: true });
   }
-  if (props.tokensPerItem !== undefined && !props.limiter) {
-    throw new Error(`tokensPerItem needs a limiter, got tokensPerItem ${props.tokensPerItem} and no limiter`);
+  if (props.acquire !== undefined && !props.limiter) {
+    fail(scope, `acquire needs a limiter, got acquire ${JSON.stringify(props.acquire)} and no limiter`);
   }
-  if (props.limiterKey !== undefined && !props.limiter) throw new Error(`limiterKey needs a limiter, got limiterKey ${props.limiterKey} and no limiter`);
-  if (props.limiterMode !== undefined && !props.limiter) throw new Error(`limiterMode needs a limiter, got limiterMode ${props.limiterMode} and no limiter`);
-  if (props.limiter) {
+  if (props.limiter && batch) {
     const perAcquire = Math.floor(props.limiter.burst / props.limiter.shards);
-    const tokens = props.tokensPerItem ?? 1;
-    checkRange('tokensPerItem', tokens, { min: 1, max: perAcquire, integer: true, why: `floor(burst ${props.limiter.burst} / shards ${props.limiter.shards})` });
-    if (props.batch) {
-      if (props.batch.maxItems === undefined) {
-        throw new Error('batch.maxItems is required with a limiter (a batch acquires tokensPerItem per item), got only batch.maxInputBytes');
-      }
-      const batchTokens = tokens * props.batch.maxItems;
-      if (batchTokens > perAcquire) {
-        throw new Error(`tokensPerItem × batch.maxItems must be at most floor(burst ${props.limiter.burst} / shards ${props.limiter.shards}) = ${perAcquire} (one acquire per batch), got ${tokens} × ${props.batch.maxItems} = ${batchTokens}`);
-      }
+    const tokens = consumedAmount(scope, props.limiter, props.acquire ?? {});
+    if (batch.maxItems === undefined) {
+      fail(scope, 'mode batch.maxItems is required with a limiter (a batch acquires acquire.consume per item), got only batch.maxInputBytes');
+    }
+    const batchTokens = tokens * batch.maxItems;
+    if (!Token.isUnresolved(tokens) && batchTokens > perAcquire) {
+      fail(scope, `acquire.consume × batch.maxItems must be at most floor(burst ${props.limiter.burst} / shards ${props.limiter.shards}) = ${perAcquire} (one acquire per batch), got ${tokens} × ${batch.maxItems} = ${batchTokens}`);
     }
   }
   const n = concurrency.maxConcurrency;
-  if (!distributed && n !== undefined && !Token.isUnresolved(n) && n > INLINE_MAX_CONCURRENCY) {
+  if (!mode.isDistributed && n !== undefined && !Token.isUnresolved(n) && n > INLINE_MAX_CONCURRENCY) {
     Annotations.of(scope).addWarningV2('cdk-sfn-throttle:inlineMapConcurrency',
-      `concurrency ${n} (${concurrency.description}) is above what an inline Map runs at once (${INLINE_MAX_CONCURRENCY}): use distributed: true, or expect at most ${INLINE_MAX_CONCURRENCY}`);
+      `concurrency ${n} (${concurrency.description}) is above what an inline Map runs at once (${INLINE_MAX_CONCURRENCY}): use mode: MapMode.distributed(), or expect at most ${INLINE_MAX_CONCURRENCY}`);
   }
 }

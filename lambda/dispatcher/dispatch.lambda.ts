@@ -26,10 +26,11 @@ const limiter = limiterConfig && new Limiter(limiterConfig, {
   random: Math.random,
 });
 const limiterKey = process.env[DispatcherEnv.LIMITER_KEY] ?? 'default';
+const limiterTokens = numberEnv(DispatcherEnv.LIMITER_TOKENS, 1);
 const decoder = new TextDecoder();
 
-/** One token, RESERVE, its slot no later than `maxWaitMs` from now (and within the limiter's own maxWait). */
-const acquire = limiter && limiterAcquire(limiter, limiterKey, {
+/** `limiterTokens` tokens, RESERVE, its slot no later than `maxWaitMs` from now (and within the limiter's own maxWait). */
+const acquire = limiter && limiterAcquire(limiter, limiterKey, limiterTokens, {
   sleepUntilUs,
   onOutcome: (outcome) => process.stdout.write(`${emfLine(limiterConfig!.limiterName, metricsOf(outcome), Date.now())}\n`),
 });

@@ -27,17 +27,18 @@ export { TASK_TOKEN_FIELD };
 export const ACQUIRE_ALLOWANCE_MS = 500;
 
 /**
- * The dispatcher's `acquire`: one token from `limiter` (RESERVE), whose slot comes within `maxWaitMs` of now
+ * The dispatcher's `acquire`: `tokens` from `limiter` (RESERVE), whose slot comes within `maxWaitMs` of now
  * (the limiter counts its own lookahead in), then a sleep until the slot. Refused (no slot that early):
  * `RateLimitExceeded`, and no token is taken.
  */
 export function limiterAcquire(
   limiter: Pick<Limiter, 'acquire'>,
   key: string,
+  tokens: number,
   hooks: { readonly sleepUntilUs: (atUs: number) => Promise<void>; readonly onOutcome?: (outcome: AcquireOutcome) => void },
 ): (maxWaitMs: number) => Promise<void> {
   return async (maxWaitMs) => {
-    const outcome = await limiter.acquire({ key, tokens: 1, mode: 'RESERVE' }, { maxWaitMs });
+    const outcome = await limiter.acquire({ key, tokens, mode: 'RESERVE' }, { maxWaitMs });
     hooks.onOutcome?.(outcome);
     if (!outcome.admitted) throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
     await hooks.sleepUntilUs(outcome.atUs);

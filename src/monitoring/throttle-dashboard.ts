@@ -6,7 +6,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { BufferedQueueConsumer } from '../buffered-queue-consumer';
-import { RateLimiter } from '../rate-limiter';
+import { IRateLimiter } from '../rate-limiter';
 import { ThrottledMap } from '../throttled-map';
 
 /**
@@ -123,7 +123,7 @@ export interface ThrottleDashboardProps {
    *
    * @default - none
    */
-  readonly limiters?: RateLimiter[];
+  readonly limiters?: IRateLimiter[];
 
   /**
    * Buffered consumers to show (or use `addConsumer`).
@@ -185,9 +185,9 @@ export class ThrottleDashboard extends Construct {
    * A row for a rate limiter: admitted per minute against its limit, wait p50/p99, rejections and failures closed,
    * the acquire function's throttles/errors/concurrency, DynamoDB throttling; and its alarms.
    */
-  public addLimiter(limiter: RateLimiter, alarms: LimiterAlarms = {}): ThrottleDashboard {
+  public addLimiter(limiter: IRateLimiter, alarms: LimiterAlarms = {}): ThrottleDashboard {
     const name = limiter.limiterName;
-    const fn = limiter.function;
+    const fn = limiter.acquireFunction;
     const limitPerMinute = limiter.ratePerSecond * 60;
     const ddbThrottles = new cloudwatch.Metric({
       namespace: 'AWS/DynamoDB',
@@ -261,7 +261,7 @@ export class ThrottleDashboard extends Construct {
     this.dashboard.addWidgets(
       new cloudwatch.GraphWidget({ title: 'Queue and DLQ depth', left: depth, width: 6 }),
       new cloudwatch.GraphWidget({ title: 'Age of oldest message (s)', left: [consumer.metricAgeOfOldestMessage()], width: 6 }),
-      this.functionWidget(consumer.target ? 'Dispatcher' : 'Consumer', consumer.consumerFunction),
+      this.functionWidget(consumer.dispatchedFunction ? 'Dispatcher' : 'Consumer', consumer.consumerFunction),
     );
     if (consumer.deadLetterQueue) {
       this.alarm(`${path} DLQ not empty`, 'DeadLetterQueueNotEmpty', alarms.deadLetterQueueNotEmpty, { threshold: 1, evaluationPeriods: 1 },

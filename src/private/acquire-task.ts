@@ -1,15 +1,18 @@
-import { Duration } from 'aws-cdk-lib';
+import { Duration, Token } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { ThrottleErrors } from '../errors';
-import type { AcquireOptions, IRateLimiter } from '../rate-limiter';
+import { AcquireMode, AcquireStateOptions } from '../acquire';
+import type { IRateLimiter } from '../rate-limiter';
 import type { RetryPolicy } from '../retry-policy';
-import { checkRange } from './validation';
+import { checkRange, fail } from './validation';
 
 /** Options of the acquire states, beyond `AcquireOptions`. */
-export interface AcquireStatesOptions extends AcquireOptions {
+export interface AcquireStatesOptions extends AcquireStateOptions {
+  /** How the construct's props name the options in messages: `acquire.` (the default) or `` for limiter.acquire(). */
+  readonly prop?: string;
   /** Keep the original input through the Wait even with a resultPath (the function puts the result in it). */
   readonly resultInInput?: boolean;
   /** JSONPath (or intrinsic) giving how many items share the acquire: `tokens` are taken per item. */
@@ -42,17 +45,19 @@ export function acquireStates(
   limiter: IRateLimiter,
   options: AcquireStatesOptions,
 ): { acquire: AcquireTask; wait: sfn.Wait } {
-  const tokens = options.tokens ?? 1;
-  const maxTokens = Math.floor(limiter.burst / limiter.shards);
-  checkRange('tokens', tokens, { min: 1, max: maxTokens, integer: true, why: `floor(burst ${limiter.burst} / shards ${limiter.shards})` });
+  const prop = options.prop ?? 'acquire.';
+  const tokens = consumedAmount(scope, limiter, options, prop);
   const key = options.key ?? 'default';
+  if (!key.startsWith('$') && !Token.isUnresolved(key) && (key.length < 1 || key.length > 512)) {
+    fail(scope, `${prop}key must be a JSONPath or a literal of 1 to 512 characters, got ${JSON.stringify(key)}`);
+  }
   const keyField = key.startsWith('$') ? { 'key.$': key } : { key };
   const resultPath = options.resultPath === sfn.JsonPath.DISCARD ? undefined : options.resultPath;
   const echo = resultPath === undefined || options.resultInInput === true;
   if (echo && resultPath !== undefined && !/^\$\.([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)$/.test(resultPath)) {
-    throw new Error(`resultPath must be a simple path like $.acquired, or JsonPath.DISCARD, got ${resultPath}`);
+    fail(scope, `resultPath must be a simple path like $.acquired, or JsonPath.DISCARD, got ${resultPath}`);
   }
-  const payload: Record<string, unknown> = { ...keyField, tokens, mode: options.mode ?? 'RESERVE' };
+  const payload: Record<string, unknown> = { ...keyField, tokens, mode: options.mode ?? AcquireMode.RESERVE };
   if (options.countPath !== undefined) payload['count.$'] = options.countPath;
   if (echo) payload['input.$'] = '$';
   if (echo && resultPath !== undefined) payload.resultField = resultPath.slice(2);
@@ -61,13 +66,31 @@ export function acquireStates(
     payload['redriveCount.$'] = '$$.Execution.RedriveCount';
   }
   // No ResultPath means "$": the result (with the echoed input) replaces the state's data.
-  const acquire = new AcquireTask(scope, `${id} Acquire`, limiter.function, payload, { resultPath: echo ? undefined : resultPath });
+  const acquire = new AcquireTask(scope, `${id} Acquire`, limiter.acquireFunction, payload, { resultPath: echo ? undefined : resultPath });
   const wait = sfn.Wait.jsonPath(scope, `${id} Wait`, {
     time: sfn.WaitTime.secondsPath(echo ? '$.waitSeconds' : `${resultPath}.waitSeconds`),
     outputPath: echo ? '$.input' : undefined,
   });
   acquire.next(wait);
   return { acquire, wait };
+}
+
+/**
+ * The amount an acquire takes of the limiter's one limit: `consume[dimension]`, checked (every dimension named must
+ * be the limiter's; an amount is 1 to floor(burst / shards), or a number read from the input at run time).
+ */
+export function consumedAmount(scope: Construct, limiter: IRateLimiter, options: { consume?: { [dimension: string]: number } }, prop = 'acquire.'): number {
+  const limit = limiter.limits[0];
+  const consume = options.consume ?? { [limit.dimension]: 1 };
+  const names = Object.keys(consume);
+  const foreign = names.filter((d) => d !== limit.dimension);
+  if (foreign.length > 0 || names.length === 0) {
+    fail(scope, `${prop}consume must name the limiter's dimension (${limit.dimension}) and no other, got ${JSON.stringify(consume)}`);
+  }
+  const amount = consume[limit.dimension];
+  const max = Math.floor(limiter.burst / limiter.shards);
+  checkRange(scope, `${prop}consume.${limit.dimension}`, amount, { min: 1, max, integer: true, why: `floor(burst ${limiter.burst} / shards ${limiter.shards})` });
+  return amount;
 }
 
 /**

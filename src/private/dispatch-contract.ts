@@ -28,6 +28,8 @@ export const DispatcherEnv = {
   DEADLINE_MARGIN_MS: 'DEADLINE_MARGIN_MS',
   /** The limiter bucket the dispatcher takes from (with a limiter). */
   LIMITER_KEY: 'LIMITER_KEY',
+  /** Tokens one invoke takes (with a limiter); 1 when unset. */
+  LIMITER_TOKENS: 'LIMITER_TOKENS',
 } as const;
 
 /** The environment of the dead-letter reporter. */

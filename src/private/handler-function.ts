@@ -44,12 +44,13 @@ export function limiterEnvironment(limiter: IRateLimiter, maxWaitMs: number): Re
  * every item it reads or writes has a partition key starting `<limiterName>#`, so on a table shared by several
  * limiters each role can touch its own items and no other (`dynamodb:LeadingKeys`).
  */
-export function grantBucketAccess(limiter: IRateLimiter, grantee: iam.IGrantable): void {
-  iam.Grant.addToPrincipal({
+export function grantBucketAccess(limiter: IRateLimiter, grantee: iam.IGrantable): iam.Grant {
+  const grant = iam.Grant.addToPrincipal({
     grantee,
     actions: ['dynamodb:UpdateItem', 'dynamodb:GetItem'],
     resourceArns: [limiter.table.tableArn],
     conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${limiter.limiterName}#*`] } },
   });
-  limiter.table.encryptionKey?.grantEncryptDecrypt(grantee);
+  const key = limiter.table.encryptionKey?.grantEncryptDecrypt(grantee);
+  return key ? grant.combine(key) : grant;
 }

@@ -1,17 +1,18 @@
 import { Stack } from 'aws-cdk-lib';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { fail } from './validation';
 
 // Which downstream a Task state calls, read from its rendered Resource, and the error names Step Functions gives
 // that downstream's throttling and transient failures. ErrorEquals takes exact names only.
 
-const LAMBDA = [
+export const LAMBDA: readonly string[] = [
   'Lambda.TooManyRequestsException',
   'Lambda.ServiceException',
   'Lambda.AWSLambdaException',
   'Lambda.SdkClientException',
   'Lambda.ClientExecutionTimeoutException',
 ];
-const HTTP = ['States.Http.StatusCode.429', 'States.Http.StatusCode.503'];
+export const HTTP: readonly string[] = ['States.Http.StatusCode.429', 'States.Http.StatusCode.503'];
 /** The optimized DynamoDB integrations (DynamoGetItem, DynamoPutItem, ...) prefix errors with `DynamoDB.`. */
 const DYNAMODB_OPTIMIZED = [
   'DynamoDB.ProvisionedThroughputExceededException',
@@ -93,7 +94,7 @@ export function throttlingErrorsOf(state: sfn.State): string[] {
     }
     case 'dynamodb': return [...DYNAMODB_OPTIMIZED];
     default:
-      throw new Error(`RetryPolicy.throttling() does not know the throttling errors of ${state.stateId} (Resource ${k.resource}): give errors, e.g. RetryPolicy.throttling({ errors: ['...'] })`);
+      fail(state, `RetryPolicy.throttling() does not know the throttling errors of ${state.stateId} (Resource ${k.resource}): give errors, e.g. RetryPolicy.throttling({ errors: ['...'] })`);
   }
 }
 

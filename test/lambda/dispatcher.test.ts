@@ -176,7 +176,7 @@ describe('dispatcher core', () => {
       const refused: number[] = [];
       let asked = 0;
       // the handler's acquire, over the fake clock: sleeping until the slot moves the clock there
-      const take = limiterAcquire(limiter, 'k', {
+      const take = limiterAcquire(limiter, 'k', 1, {
         sleepUntilUs: async (atUs) => { nowUs = Math.max(nowUs, atUs); },
         onOutcome: (outcome) => {
           if (outcome.admitted) tokens.push({ maxWaitMs: asked, slotS: (outcome.atUs - startUs) / 1e6 });
@@ -215,9 +215,9 @@ describe('dispatcher core', () => {
       const second = new Limiter(config, { store, clockUs: () => nowUs, random: () => 0, initialLookaheadUs: 400_000 });
       const slots: number[] = [];
       const hooks = { sleepUntilUs: async (atUs: number) => { slots.push((atUs - nowUs) / 1000); } };
-      await limiterAcquire(first, 'k', hooks)(60_000);
-      await expect(limiterAcquire(second, 'k', hooks)(1_000)).rejects.toMatchObject({ name: 'RateLimitExceeded' });
-      await limiterAcquire(second, 'k', hooks)(1_200);
+      await limiterAcquire(first, 'k', 1, hooks)(60_000);
+      await expect(limiterAcquire(second, 'k', 1, hooks)(1_000)).rejects.toMatchObject({ name: 'RateLimitExceeded' });
+      await limiterAcquire(second, 'k', 1, hooks)(1_200);
       expect(slots).toEqual([100, 1_100]);
     });
 

@@ -1,0 +1,58 @@
+/**
+ * How an acquire call behaves when the bucket has no token right now.
+ */
+export enum AcquireMode {
+  /**
+   * Reserve the next free slot (up to `maxWait` ahead) and wait for it: one acquire call, no polling.
+   */
+  RESERVE = 'RESERVE',
+  /**
+   * Take a token only if one is free now; otherwise fail with `RateLimitExceeded` carrying `retryAfterMs`.
+   */
+  TRY = 'TRY',
+}
+
+/**
+ * What one acquire takes from a limiter: the one shape used by `RateLimiter.acquire()`, `RateLimitedTask`,
+ * `ThrottledMap` (per item, or per item of a batch) and the queue dispatcher (`QueueTarget.dispatch`).
+ */
+export interface AcquireOptions {
+  /**
+   * The bucket to take from: a literal, or a JSONPath into the state input (e.g. `$.tenantId`).
+   *
+   * Each key gets its own bucket with the limiter's limit (or the key's run-time override). A literal has 1 to 256
+   * characters.
+   *
+   * @default 'default' - one bucket for every caller
+   */
+  readonly key?: string;
+
+  /**
+   * How much of each of the limiter's dimensions one acquire takes, e.g. `{ requests: 2 }`. Each amount is an
+   * integer from 1 to floor(burst / shards) of that dimension's limit, or a number read from the state input at run
+   * time (`JsonPath.numberAt('$.cost')`, checked by the acquire function). Every dimension named must be one of the
+   * limiter's (`Limit.dimension`).
+   *
+   * @default { requests: 1 }
+   */
+  readonly consume?: { [dimension: string]: number };
+
+  /**
+   * What to do when no token is free now.
+   *
+   * @default AcquireMode.RESERVE
+   */
+  readonly mode?: AcquireMode;
+}
+
+/**
+ * Options of `RateLimiter.acquire()`: what to take, and where the result goes.
+ */
+export interface AcquireStateOptions extends AcquireOptions {
+  /**
+   * Where the acquire result (`waitSeconds`, `waitMs`, `notBefore`, `shard`) goes in the state output.
+   *
+   * @default - discarded: the next state sees the original input
+   */
+  readonly resultPath?: string;
+}
