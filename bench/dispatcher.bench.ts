@@ -8,7 +8,7 @@ import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { LocalRunner } from '../local/runner';
 import { type Admission, maxInWindow, nowUs, sleep, windowViolations } from '../local/timing';
-import { BufferedQueueConsumer, RateLimiter } from '../src';
+import { BufferedQueueConsumer, QueueTarget, RateLimiter } from '../src';
 
 export interface DispatcherScenario {
   readonly name: string;
@@ -31,7 +31,9 @@ export async function runDispatcher(s: DispatcherScenario): Promise<Record<strin
     ? new RateLimiter(stack, 'Limiter', { ratePerSecond: s.ratePerSecond, burst: s.burst ?? 1, limiterName: 'target' })
     : undefined;
   const buffer = new BufferedQueueConsumer(stack, 'Buffer', {
-    target, limiter, maxConcurrency: s.maxConcurrency, batchSize: s.batchSize, dispatcherTimeout: Duration.minutes(5),
+    target: QueueTarget.dispatch(target, { limiter, dispatcherTimeout: Duration.minutes(5) }),
+    maxConcurrency: s.maxConcurrency,
+    batchSize: s.batchSize,
   });
   const machine = new sfn.StateMachine(stack, 'Machine', {
     definitionBody: sfn.DefinitionBody.fromChainable(buffer.sendMessageTask(stack, 'Enqueue', { messageBody: sfn.TaskInput.fromJsonPathAt('$') })),

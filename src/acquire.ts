@@ -20,7 +20,7 @@ export interface AcquireOptions {
   /**
    * The bucket to take from: a literal, or a JSONPath into the state input (e.g. `$.tenantId`).
    *
-   * Each key gets its own bucket with the limiter's limit (or the key's run-time override). A literal has 1 to 256
+   * Each key gets its own bucket with the limiter's limit (or the key's run-time override). A literal has 1 to 512
    * characters.
    *
    * @default 'default' - one bucket for every caller

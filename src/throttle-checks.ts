@@ -5,9 +5,9 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { IConstruct } from 'constructs';
+import { AcquireOptions } from './acquire';
 import { BufferedQueueConsumer } from './buffered-queue-consumer';
 import { RateLimitedTask } from './rate-limited-task';
-import { AcquireOptions } from './acquire';
 import { IRateLimiter, RateLimiterBase } from './rate-limiter';
 import { ThrottledMap } from './throttled-map';
 
@@ -194,12 +194,22 @@ function checkStateMachine(machine: sfn.StateMachine, all: IConstruct[]): PlanEn
     // a map's own per-item RateLimitedTask is counted with the map
     if (!has(t.acquireState) || (t.node.scope instanceof ThrottledMap && t.node.scope.limiter)) continue;
     // acquire, wait, task; one acquire call, one conditional write (usually)
-    links.push({ path: t.node.path, itemsPerSecond: t.limiter.ratePerSecond / tokensOf(t.acquireOptions), transitionsPerItem: 3, lambdaPerItem: 1, writesPerItem: 1 });
+    links.push({
+      path: t.node.path,
+      itemsPerSecond: t.limiter.ratePerSecond / tokensOf(t.acquireOptions),
+      transitionsPerItem: 3,
+      lambdaPerItem: 1,
+      writesPerItem: 1,
+    });
   }
   for (const m of all.filter((c): c is ThrottledMap => c instanceof ThrottledMap)) {
     if (!m.limiter || !has(m.mapState)) continue;
     links.push({
-      path: m.node.path, itemsPerSecond: m.limiter.ratePerSecond / tokensOf(m.acquireOptions), transitionsPerItem: 3, lambdaPerItem: 1, writesPerItem: 1,
+      path: m.node.path,
+      itemsPerSecond: m.limiter.ratePerSecond / tokensOf(m.acquireOptions),
+      transitionsPerItem: 3,
+      lambdaPerItem: 1,
+      writesPerItem: 1,
     });
   }
   const standard = machine.stateMachineType === sfn.StateMachineType.STANDARD;

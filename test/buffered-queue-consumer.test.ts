@@ -4,6 +4,7 @@ import { App, Duration, Stack, Validations } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { actionsOf, expectLeastPrivilege, statementsOfRole } from './support/iam';
@@ -11,8 +12,9 @@ import { nagFindings } from './support/nag';
 import { localServiceError } from '../local/aws-endpoint';
 import { type LocalGrant, LocalRunner } from '../local/runner';
 import { type Admission, nowUs, sleep } from '../local/timing';
-import { BufferedQueueConsumer, type BufferedQueueConsumerProps, RateLimiter, ThrottleErrors } from '../src';
+import { AcquireMode, BufferedQueueConsumer, type BufferedQueueConsumerProps, type DispatchOptions, QueueTarget, RateLimiter, ThrottleErrors } from '../src';
 import { expectCallsHoldSlots } from './support/decisions';
+import { expectValidationError } from './support/validation';
 import { DeadLetterAttributes } from '../src/private/dispatch-contract';
 
 const ENV = { env: { account: '123456789012', region: 'us-east-1' } };
@@ -29,13 +31,14 @@ function fixtureFunction(stack: Stack, id: string, props: Partial<lambda.Functio
 }
 
 /** A stack with a target function (and, on request, a limiter) behind a BufferedQueueConsumer. */
-function build(props: Partial<BufferedQueueConsumerProps> & { consumerMode?: boolean; rate?: number } = {}) {
+function build(props: Partial<BufferedQueueConsumerProps> & { consumerMode?: boolean; rate?: number; dispatch?: DispatchOptions } = {}) {
+  const { consumerMode, rate, dispatch, ...rest } = props;
   const stack = new Stack(new App(), 'Stack', ENV);
-  const fn = fixtureFunction(stack, props.consumerMode ? 'Consumer' : 'Target');
-  const limiter = props.rate ? new RateLimiter(stack, 'Limiter', { ratePerSecond: props.rate, burst: 1, limiterName: 'target' }) : undefined;
+  const fn = fixtureFunction(stack, consumerMode ? 'Consumer' : 'Target');
+  const limiter = rate ? new RateLimiter(stack, 'Limiter', { ratePerSecond: rate, burst: 1, limiterName: 'target' }) : undefined;
   const buffer = new BufferedQueueConsumer(stack, 'Buffer', {
-    ...(props.consumerMode ? { consumer: fn } : { target: fn, limiter }),
-    ...props,
+    target: consumerMode ? QueueTarget.batchConsumer(fn) : QueueTarget.dispatch(fn, { limiter, ...dispatch }),
+    ...rest,
   });
   return { stack, fn, buffer, limiter };
 }
@@ -176,69 +179,81 @@ describe('BufferedQueueConsumer', () => {
     test('an imported target: its timeout is assumed 3 s with a warning, or taken from targetTimeout', () => {
       const stack = new Stack(new App(), 'Stack', ENV);
       const imported = lambda.Function.fromFunctionArn(stack, 'Imported', 'arn:aws:lambda:us-east-1:123456789012:function:labels');
-      new BufferedQueueConsumer(stack, 'Buffer', { target: imported });
+      new BufferedQueueConsumer(stack, 'Buffer', { target: QueueTarget.dispatch(imported) });
       expect(Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('imported: its timeout is not known here.*Set targetTimeout'))).toHaveLength(1);
       Template.fromStack(stack).hasResourceProperties('AWS::Lambda::Function', { Environment: { Variables: Match.objectLike({ TARGET_TIMEOUT_MS: '3000' }) } });
 
       const stack2 = new Stack(new App(), 'Stack', ENV);
       const imported2 = lambda.Function.fromFunctionArn(stack2, 'Imported', 'arn:aws:lambda:us-east-1:123456789012:function:labels');
-      new BufferedQueueConsumer(stack2, 'Buffer', { target: imported2, targetTimeout: Duration.seconds(40) });
+      new BufferedQueueConsumer(stack2, 'Buffer', { target: QueueTarget.dispatch(imported2, { targetTimeout: Duration.seconds(40) }) });
       expect(Annotations.fromStack(stack2).findWarning('*', Match.stringLikeRegexp('imported'))).toHaveLength(0);
       // the default dispatcher timeout makes room for two calls: 2 × 40 + 3 s
       Template.fromStack(stack2).hasResourceProperties('AWS::Lambda::Function', { Timeout: 83, Environment: { Variables: Match.objectLike({ TARGET_TIMEOUT_MS: '40000' }) } });
     });
 
+    test('the dispatcher: memory, architecture, logs and what each invoke takes are configurable', () => {
+      const { stack } = build({
+        rate: 10,
+        dispatch: { acquire: { key: 'labels' }, memorySize: 512, architecture: lambda.Architecture.X86_64, logRetention: logs.RetentionDays.ONE_WEEK, tracing: lambda.Tracing.PASS_THROUGH },
+      });
+      const t = Template.fromStack(stack);
+      t.hasResourceProperties('AWS::Lambda::Function', {
+        MemorySize: 512,
+        Architectures: ['x86_64'],
+        TracingConfig: { Mode: 'PassThrough' },
+        Environment: { Variables: Match.objectLike({ LIMITER_KEY: 'labels', LIMITER_TOKENS: '1', LIMITER_NAME: 'target' }) },
+      });
+      t.hasResourceProperties('AWS::Logs::LogGroup', { RetentionInDays: 7 });
+    });
+
     test('reserved concurrency on the consumer warns (the poller over-pulls)', () => {
       const stack = new Stack(new App(), 'Stack', ENV);
       const consumer = fixtureFunction(stack, 'Consumer', { reservedConcurrentExecutions: 5 });
-      new BufferedQueueConsumer(stack, 'Buffer', { consumer, maxConcurrency: 5 });
+      new BufferedQueueConsumer(stack, 'Buffer', { target: QueueTarget.batchConsumer(consumer), maxConcurrency: 5 });
       expect(Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('reserved concurrency 5.*good messages can reach the DLQ'))).toHaveLength(1);
     });
 
     test.each<[string, () => unknown, RegExp]>([
-      ['neither consumer nor target', () => new BufferedQueueConsumer(new Stack(), 'B', {}), /give exactly one of consumer and target, got neither/],
-      ['both consumer and target', () => {
-        const s = new Stack();
-        const f = fixtureFunction(s, 'F');
-        return new BufferedQueueConsumer(s, 'B', { consumer: f, target: f });
-      }, /give exactly one of consumer and target, got both/],
       ['visibilityTimeout below 6 × timeout', () => build({ consumerMode: true, visibilityTimeout: Duration.seconds(30) }),
         /visibilityTimeout must be at least 6 × the consumer's timeout \(10 s\) = 60 s, got 30 s/],
       ['maxConcurrency 1', () => build({ maxConcurrency: 1 }), /maxConcurrency must be an integer from 2 to 1000, got 1/],
       ['maxConcurrency 1001', () => build({ maxConcurrency: 1001 }), /maxConcurrency must be an integer from 2 to 1000, got 1001/],
       ['batchSize 11 without a window', () => build({ batchSize: 11 }), /batchSize must be an integer from 1 to 10 \(up to 10,000 needs a standard queue and maxBatchingWindow\), got 11/],
       ['maxReceiveCount 0', () => build({ maxReceiveCount: 0 }), /maxReceiveCount must be an integer from 1 to 1000, got 0/],
-      ['a limiter with a consumer', () => {
-        const s = new Stack();
-        return new BufferedQueueConsumer(s, 'B', { consumer: fixtureFunction(s, 'F'), limiter: new RateLimiter(s, 'L', { ratePerSecond: 1 }) });
-      }, /limiter needs target mode/],
+      ['acquire without a limiter', () => build({ dispatch: { acquire: { key: 'k' } } }), /^\[Stack\/Buffer\] target's acquire needs a limiter, got acquire \{"key":"k"\} and no limiter/],
+      ['a JSONPath key (the dispatcher takes from one bucket)', () => build({ rate: 5, dispatch: { acquire: { key: '$.tenant' } } }),
+        /acquire.key of QueueTarget.dispatch must be a literal \(the dispatcher takes from one bucket\), got \$.tenant/],
+      ['TRY mode (a refused message would count a receive)', () => build({ rate: 5, dispatch: { acquire: { mode: AcquireMode.TRY } } }),
+        /acquire.mode of QueueTarget.dispatch must be AcquireMode.RESERVE .*got TRY/],
+      ['consume above the burst', () => build({ rate: 5, dispatch: { acquire: { consume: { requests: 2 } } } }),
+        /acquire.consume.requests must be an integer from 1 to 1 \(floor\(burst 1 \/ shards 1\)\), got 2/],
+      ['dispatcher memorySize 64', () => build({ dispatch: { memorySize: 64 } }), /memorySize \(QueueTarget.dispatch\) must be an integer from 128 to 10240, got 64/],
       ['fifo with a batching window', () => build({ fifo: true, maxBatchingWindow: Duration.seconds(5) }), /maxBatchingWindow is not supported on FIFO queues/],
       ['fifo mismatching the existing queue', () => {
         const s = new Stack();
-        return new BufferedQueueConsumer(s, 'B', { target: fixtureFunction(s, 'F'), fifo: true, existingQueue: new sqs.Queue(s, 'Q', { enforceSSL: true }) });
+        return new BufferedQueueConsumer(s, 'B', { target: QueueTarget.dispatch(fixtureFunction(s, 'F')), fifo: true, existingQueue: new sqs.Queue(s, 'Q', { enforceSSL: true }) });
       }, /fifo must match existingQueue: the queue is standard, got fifo: true/],
       ['a FIFO send without a group', () => build({ fifo: true }).buffer.sendMessageTask(new Stack(), 'S', { messageBody: sfn.TaskInput.fromText('x') }),
         /messageGroupId is required on a FIFO queue/],
       ['a group on a standard queue', () => build().buffer.sendMessageTask(new Stack(), 'S', { messageBody: sfn.TaskInput.fromText('x'), messageGroupId: 'g' }),
         /messageGroupId applies to FIFO queues only, got g/],
       ['waitForResult with a consumer', () => build({ consumerMode: true }).buffer.sendMessageTask(new Stack(), 'S', { messageBody: sfn.TaskInput.fromText('x'), waitForResult: true }),
-        /waitForResult needs target mode/],
+        /waitForResult needs QueueTarget.dispatch/],
       ['waitForResult with an existing queue (its DLQ is unknown)', () => {
         const s = new Stack();
-        const b = new BufferedQueueConsumer(s, 'B', { target: fixtureFunction(s, 'F'), existingQueue: new sqs.Queue(s, 'Q', { enforceSSL: true }) });
+        const b = new BufferedQueueConsumer(s, 'B', { target: QueueTarget.dispatch(fixtureFunction(s, 'F')), existingQueue: new sqs.Queue(s, 'Q', { enforceSSL: true }) });
         return b.sendMessageTask(s, 'S', { messageBody: sfn.TaskInput.fromText('x'), waitForResult: true });
       }, /waitForResult needs the queue this construct creates, got existingQueue: its dead-letter queue is not known here/],
-      ['dispatcherTimeout below the target timeout + margin', () => build({ dispatcherTimeout: Duration.seconds(12) }),
+      ['dispatcherTimeout below the target timeout + margin', () => build({ dispatch: { dispatcherTimeout: Duration.seconds(12) } }),
         /dispatcherTimeout must be at least the target's timeout \(10 s\) \+ a 3 s margin = 13 s, got 12 s/],
-      ['targetTimeout below the target\'s own timeout', () => build({ targetTimeout: Duration.seconds(5) }),
+      ['targetTimeout below the target\'s own timeout', () => build({ dispatch: { targetTimeout: Duration.seconds(5) } }),
         /targetTimeout must be at least the target's own timeout \(10 s\), got 5 s/],
       ['a target whose timeout leaves no room in a dispatcher', () => {
         const s = new Stack();
-        return new BufferedQueueConsumer(s, 'B', { target: fixtureFunction(s, 'F', { timeout: Duration.seconds(899) }) });
+        return new BufferedQueueConsumer(s, 'B', { target: QueueTarget.dispatch(fixtureFunction(s, 'F', { timeout: Duration.seconds(899) })) });
       }, /the target's timeout \(899 s\) \+ a 3 s margin = 902 s is more than a dispatcher may run \(900 s\)/],
-      ['targetTimeout with a consumer', () => build({ consumerMode: true, targetTimeout: Duration.seconds(5) }), /targetTimeout applies to target mode/],
     ])('fails at synth: %s', (_name, make, message) => {
-      expect(make).toThrow(message);
+      expectValidationError(make, message);
     });
 
     test.each([

@@ -79,7 +79,7 @@ describe('a wrapped task never calls its downstream without a token', () => {
     const sqsTask = new RateLimitedTask(stack, 'Q', {
       limiter, task: new tasks.CallAwsService(stack, 'Send', { service: 'sqs', action: 'sendMessage', iamResources: ['*'] }),
     });
-    expect(lambdaTask.retryErrors).toEqual(RetryPolicy.LAMBDA_THROTTLING_ERRORS);
+    expect(lambdaTask.retryErrors).toEqual(RetryPolicy.lambdaThrottlingErrors());
     expect(ddb.retryErrors).toEqual(expect.arrayContaining(['DynamoDb.ProvisionedThroughputExceededException', 'DynamoDb.ThrottlingException']));
     expect(sqsTask.retryErrors).toEqual(expect.arrayContaining(['Sqs.ThrottlingException']));
     expect([...lambdaTask.retryErrors, ...ddb.retryErrors, ...sqsTask.retryErrors].filter((e) => e.includes('*'))).toEqual([]);

@@ -102,7 +102,8 @@ describe('examples', () => {
       const results = await quiet(() => Promise.all(Array.from({ length: 8 }, (_, i) => runner.run({ orderId: `o-${i}` }))));
       expect(results.filter((r) => r.status !== 'SUCCEEDED').map((r) => [r.error, r.cause])).toEqual([]);
       expect([carrier.length, crm.length]).toEqual([8, 8]);
-      const limiterId = (id: string) => stack.getLogicalId((stack.node.findChild(id) as RateLimiter).function.node.defaultChild as CfnResource);
+      const limiterId = (id: string) => stack.getLogicalId(
+        (stack.node.findChild(id) as RateLimiter).acquireFunction.node.defaultChild as CfnResource);
       const grantsOf = (id: string) => runner.grants.filter((g) => g.functionLogicalId === limiterId(id));
       expectCallsHoldSlots(carrier.map((c) => c.atUs), grantsOf('CarrierLimit'), CARRIER_RATE, 1);
       expectCallsHoldSlots(crm.map((c) => c.atUs), grantsOf('CrmLimit'), CRM_RATE, 2);

@@ -1,11 +1,12 @@
 // The hardening sweep: every construct in its default and its fullest configuration with zero unacknowledged
 // cdk-nag findings and least-privilege IAM; the handlers fuzzed; the local DynamoDB failing mid-run.
 import * as path from 'path';
-import { App, Duration, Stack, Validations } from 'aws-cdk-lib';
+import { App, Duration, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
@@ -16,7 +17,8 @@ import { startDynalite } from '../local/dynalite';
 import { LocalRunner } from '../local/runner';
 import { type Admission, nowUs, sleep, windowViolations } from '../local/timing';
 import {
-  AcquireMode, BufferedQueueConsumer, MapConcurrency, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard, ThrottledMap, ThrottleErrors,
+  AcquireMode, BufferedQueueConsumer, Limit, MapConcurrency, MapMode, QueueTarget, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard,
+  ThrottledMap, ThrottleErrors,
 } from '../src';
 import { expectCallsHoldSlots } from './support/decisions';
 import { loadAcquireHandler } from './support/handler';
@@ -67,9 +69,7 @@ const configurations: [string, (stack: Stack) => void][] = [
     const t = new RateLimitedTask(s, 'T', {
       limiter: new RateLimiter(s, 'L', { ratePerSecond: 10, burst: 4 }),
       task: task('Get'),
-      key: '$.tenant',
-      tokens: 2,
-      mode: AcquireMode.TRY,
+      acquire: { key: '$.tenant', consume: { requests: 2 }, mode: AcquireMode.TRY },
       retry: RetryPolicy.throttling({ maxAttempts: 4 }),
       resultPath: '$.acquired',
     });
@@ -83,34 +83,39 @@ const configurations: [string, (stack: Stack) => void][] = [
   ['ThrottledMap fullest (distributed)', (s) => {
     const { task, machine } = appPieces(s);
     machine('M', new ThrottledMap(s, 'Map', {
-      distributed: true,
+      mode: MapMode.distributed({
+        batch: { maxItems: 5, batchInput: { tenant: 't' } },
+        toleratedFailurePercentage: 5,
+        executionType: sfn.StateMachineType.EXPRESS,
+      }),
       itemProcessor: task('Get'),
-      limiter: new RateLimiter(s, 'L', { ratePerSecond: 10, burst: 10 }),
-      limiterKey: '$.BatchInput.tenant',
-      batch: { maxItems: 5, batchInput: { tenant: 't' } },
-      toleratedFailurePercentage: 5,
+      limiter: new RateLimiter(s, 'L', { limits: [Limit.perSecond(10, { burst: 10 })], removalPolicy: RemovalPolicy.DESTROY }),
+      acquire: { key: '$.BatchInput.tenant' },
       retry: RetryPolicy.throttling(),
       catchItemFailures: true,
       concurrency: MapConcurrency.forThroughput({ ratePerSecond: 2, itemDuration: Duration.seconds(5) }),
-      mapExecutionType: sfn.StateMachineType.EXPRESS,
     }));
   }],
   ['BufferedQueueConsumer default', (s) => {
     const { fn } = appPieces(s);
-    new BufferedQueueConsumer(s, 'B', { consumer: fn });
+    new BufferedQueueConsumer(s, 'B', { target: QueueTarget.batchConsumer(fn) });
   }],
   ['BufferedQueueConsumer fullest', (s) => {
     const { fn, machine } = appPieces(s);
     const b = new BufferedQueueConsumer(s, 'B', {
-      target: fn,
-      limiter: new RateLimiter(s, 'L', { ratePerSecond: 20 }),
-      limiterKey: 'k',
+      target: QueueTarget.dispatch(fn, {
+        limiter: new RateLimiter(s, 'L', { ratePerSecond: 20 }),
+        acquire: { key: 'k', consume: { requests: 2 } },
+        dispatcherTimeout: Duration.seconds(90),
+        memorySize: 256,
+        architecture: lambda.Architecture.X86_64,
+        logRetention: logs.RetentionDays.ONE_WEEK,
+      }),
       maxConcurrency: 4,
       batchSize: 5,
       fifo: true,
       maxReceiveCount: 3,
       deadLetterRetention: Duration.days(7),
-      dispatcherTimeout: Duration.seconds(90),
       visibilityTimeout: Duration.minutes(10),
     });
     b.allowResultsFrom(machine('M', b.sendMessageTask(s, 'Send', { messageBody: sfn.TaskInput.fromJsonPathAt('$'), waitForResult: true, messageGroupId: 'g' })));
@@ -119,10 +124,10 @@ const configurations: [string, (stack: Stack) => void][] = [
   ['ThrottleDashboard fullest', (s) => {
     const { fn, task, machine } = appPieces(s);
     const limiter = new RateLimiter(s, 'L', { ratePerSecond: 10 });
-    const map = new ThrottledMap(s, 'Map', { distributed: true, itemProcessor: task('Get') });
+    const map = new ThrottledMap(s, 'Map', { mode: MapMode.distributed(), itemProcessor: task('Get') });
     const m = machine('M', map);
     new ThrottleDashboard(s, 'D', { alarmTopic: new sns.Topic(s, 'T', { enforceSSL: true }), limiters: [limiter], stateMachines: [m] })
-      .addConsumer(new BufferedQueueConsumer(s, 'B', { target: fn, limiter }))
+      .addConsumer(new BufferedQueueConsumer(s, 'B', { target: QueueTarget.dispatch(fn, { limiter }) }))
       .addMap(map, m);
   }],
 ];

@@ -3,11 +3,12 @@ import { Template } from 'aws-cdk-lib/assertions';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { AcquireMode, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleErrors } from '../src';
 import { aslOf } from './support/asl';
 import { nagFindings } from './support/nag';
+import { expectValidationError } from './support/validation';
 import { LocalExecution, type LocalGrant, LocalRunner, statesEntered } from '../local/runner';
 import { type Admission, nowUs } from '../local/timing';
-import { AcquireMode, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleErrors } from '../src';
 import { expectCallsHoldSlots, grantsOf } from './support/decisions';
 
 const RATE = 10;
@@ -27,7 +28,7 @@ function build(options: { mode?: AcquireMode; retry?: RetryPolicy; key?: string;
     parameters: { Tenant: sfn.JsonPath.stringAt('$.tenant'), NotBeforeUs: sfn.JsonPath.numberAt(`${options.resultPath ?? '$.acquired'}.notBeforeUs`) },
   });
   const limited = new RateLimitedTask(stack, 'Limited', {
-    limiter, task, key: options.key ?? '$.tenant', mode: options.mode, retry: options.retry, resultPath: options.resultPath ?? '$.acquired',
+    limiter, task, acquire: { key: options.key ?? '$.tenant', mode: options.mode }, retry: options.retry, resultPath: options.resultPath ?? '$.acquired',
   });
   if (options.catchAll) limited.addCatch(new sfn.Pass(stack, 'Failed Item', { resultPath: '$.failure' }), { resultPath: '$.error' });
   const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(limited) });
@@ -74,6 +75,12 @@ const items = (count: number, tenants = ['acme']) => Array.from({ length: count 
 /** The bound at the limiter's decisions, and every downstream call after a slot of its own (see support/decisions). */
 function expectBound(calls: Admission[], grants: LocalGrant[]) {
   expectCallsHoldSlots(calls.map((c) => c.atUs), grants, RATE, BURST);
+}
+
+/** A policy applied to a task 'T' in stack 'S' (where it is checked). */
+function applied(policy: RetryPolicy): void {
+  const stack = new Stack(new App(), 'S');
+  policy.applyTo(new tasks.CallAwsService(stack, 'T', { service: 'sts', action: 'getCallerIdentity', iamResources: ['*'] }));
 }
 
 describe('RateLimitedTask', () => {
@@ -136,12 +143,15 @@ describe('RateLimitedTask', () => {
       expect(nagFindings(stack).filter((f) => /Limiter|Limited/.test(f))).toEqual([]);
     });
 
-    test('fails if tokens exceed the burst per shard', () => {
+    test('fails if consume exceeds the burst per shard, or names another dimension', () => {
       const app = new App();
       const stack = new Stack(app, 'S');
       const limiter = new RateLimiter(stack, 'L', { ratePerSecond: 10, burst: 2 });
       const task = new sfn.Pass(stack, 'P') as unknown as sfn.TaskStateBase;
-      expect(() => new RateLimitedTask(stack, 'T', { limiter, task, tokens: 3 })).toThrow(/tokens must be an integer from 1 to 2/);
+      expectValidationError(() => new RateLimitedTask(stack, 'T', { limiter, task, acquire: { consume: { requests: 3 } } }),
+        /^\[S\/T\] acquire.consume.requests must be an integer from 1 to 2 \(floor\(burst 2 \/ shards 1\)\), got 3/);
+      expectValidationError(() => new RateLimitedTask(stack, 'U', { limiter, task, acquire: { consume: {} } }),
+        /^\[S\/U\] acquire.consume must name the limiter's dimension \(requests\) and no other, got \{\}/);
     });
   });
 
@@ -158,29 +168,44 @@ describe('RateLimitedTask', () => {
     });
 
     test('shared defaults are not mutable, and a policy does not follow later changes to the caller\'s array', () => {
-      expect(() => RetryPolicy.LAMBDA_THROTTLING_ERRORS.push('Oops')).toThrow(TypeError);
-      expect(() => RetryPolicy.DEFAULT_THROTTLING_ERRORS.push('Oops')).toThrow(TypeError);
-      expect(() => ThrottleErrors.RETRYABLE.push('Oops')).toThrow(TypeError);
+      // handed out as copies: editing one changes nothing else
+      RetryPolicy.lambdaThrottlingErrors().push('Oops');
+      RetryPolicy.httpThrottlingErrors().push('Oops');
+      ThrottleErrors.retryable().push('Oops');
+      expect(RetryPolicy.lambdaThrottlingErrors()).not.toContain('Oops');
+      expect(RetryPolicy.httpThrottlingErrors()).toEqual(['States.Http.StatusCode.429', 'States.Http.StatusCode.503']);
+      expect(ThrottleErrors.retryable()).toEqual(['RateLimitExceeded', 'LimiterUnavailable']);
       const mine = ['Api.Throttled'];
       const policy = RetryPolicy.throttling({ errors: mine });
       mine.push('Api.Other');
       expect(policy.errors).toEqual(['Api.Throttled']);
+      const stack = new Stack(new App(), 'S');
+      const task = new tasks.CallAwsService(stack, 'T', { service: 'sts', action: 'getCallerIdentity', iamResources: ['*'] });
+      policy.errorsFor(task).push('Api.Other');
+      expect(policy.errorsFor(task)).toEqual(['Api.Throttled']);
     });
 
     test.each<[string, () => unknown, RegExp]>([
-      ['maxAttempts 0', () => RetryPolicy.throttling({ maxAttempts: 0 }), /maxAttempts must be an integer from 1 to 100, got 0/],
-      ['backoffRate 0.5', () => RetryPolicy.throttling({ backoffRate: 0.5 }), /backoffRate must be from 1 to 10, got 0.5/],
-      ['maxDelay below interval', () => RetryPolicy.throttling({ interval: Duration.seconds(10), maxDelay: Duration.seconds(5) }), /maxDelay \(s\) must be an integer from 10 to 3600 \(at least interval\), got 5/],
-      ['custom without errors', () => RetryPolicy.custom({}), /errors must name at least one error/],
-      ['a Pass state', () => RetryPolicy.throttling({ errors: ['E'] }).applyTo(new sfn.Pass(new Stack(new App(), 'S'), 'P')), /cannot retry/],
-      ['a wildcard pattern', () => RetryPolicy.throttling({ errors: ['Lambda.*'] }), /exact error names \(ErrorEquals has no patterns\), got Lambda\.\*/],
+      ['maxAttempts 0', () => applied(RetryPolicy.throttling({ maxAttempts: 0 })), /^\[S\/T\] retry \(RetryPolicy.throttling\) maxAttempts must be an integer from 1 to 100, got 0/],
+      ['backoffRate 0.5', () => applied(RetryPolicy.throttling({ backoffRate: 0.5 })), /backoffRate must be from 1 to 10, got 0.5/],
+      ['maxDelay below interval', () => applied(RetryPolicy.throttling({ interval: Duration.seconds(10), maxDelay: Duration.seconds(5) })), /maxDelay \(s\) must be an integer from 10 to 3600 \(at least interval\), got 5/],
+      ['custom without errors', () => applied(RetryPolicy.custom({})), /retry \(RetryPolicy.custom\): errors must name at least one error/],
+      ['an empty error list', () => applied(RetryPolicy.throttling({ errors: [] })), /errors must name at least one error, got an empty list/],
+      ['a Pass state', () => RetryPolicy.throttling({ errors: ['E'] }).applyTo(new sfn.Pass(new Stack(new App(), 'S'), 'P')), /^\[S\/P\] state P cannot retry/],
+      ['a wildcard pattern', () => applied(RetryPolicy.throttling({ errors: ['Lambda.*'] })), /exact error names \(ErrorEquals has no patterns\), got Lambda\.\*/],
+      ['a policy checked where a RateLimitedTask uses it', () => {
+        const stack = new Stack(new App(), 'S');
+        const limiter = new RateLimiter(stack, 'L', { ratePerSecond: 10 });
+        const task = new tasks.CallAwsService(stack, 'C', { service: 'sts', action: 'getCallerIdentity', iamResources: ['*'] });
+        return new RateLimitedTask(stack, 'T', { limiter, task, retry: RetryPolicy.throttling({ maxAttempts: 101 }) });
+      }, /^\[S\/T\] retry \(RetryPolicy.throttling\) maxAttempts must be an integer from 1 to 100, got 101/],
       ['no errors for an unknown task kind', () => {
         const stack = new Stack(new App(), 'S');
         const topic = new sns.Topic(stack, 'Tp');
         return RetryPolicy.throttling().applyTo(new tasks.SnsPublish(stack, 'G', { topic, message: sfn.TaskInput.fromText('hi') }));
-      }, /does not know the throttling errors of G .*give errors/],
+      }, /^\[S\/G\] RetryPolicy.throttling\(\) does not know the throttling errors of G .*give errors/],
     ])('fails if %s', (_name, make, message) => {
-      expect(make).toThrow(message);
+      expectValidationError(make, message);
     });
   });
 

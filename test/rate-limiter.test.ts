@@ -6,10 +6,11 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
-import { AcquireMode, RateLimitedTask, RateLimiter, RateLimiterProps } from '../src';
+import { AcquireMode, Limit, RateLimitedTask, RateLimiter, RateLimiterProps } from '../src';
 import { aslOf } from './support/asl';
 import { actionsOf, logicalIdOf, statementsOfRole } from './support/iam';
 import { nagFindings } from './support/nag';
+import { expectValidationError } from './support/validation';
 
 /** Every optional prop set to a non-default value. */
 const FULLEST: RateLimiterProps = {
@@ -43,7 +44,8 @@ describe('RateLimiter', () => {
       TimeToLiveSpecification: { AttributeName: 'exp', Enabled: true },
       SSESpecification: { SSEEnabled: true },
     });
-    template.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Delete' });
+    // kept on removal: it holds the limits operators set at run time (aws-cdk-lib keeps tables by default too)
+    template.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Retain', UpdateReplacePolicy: 'Retain' });
     template.hasResourceProperties('AWS::Lambda::Function', {
       Runtime: 'nodejs24.x',
       Architectures: ['arm64'],
@@ -162,7 +164,7 @@ describe('RateLimiter', () => {
     const limiter = RateLimiter.fromRateLimiterAttributes(stack, 'ShippingApi', {
       limiterName: 'shipping',
       ratePerSecond: 5,
-      functionArn: 'arn:aws:lambda:us-east-1:123456789012:function:shipping-acquire',
+      acquireFunctionArn: 'arn:aws:lambda:us-east-1:123456789012:function:shipping-acquire',
       tableArn: 'arn:aws:dynamodb:us-east-1:123456789012:table/limits',
     });
     // WHEN a RateLimitedTask uses it
@@ -179,15 +181,22 @@ describe('RateLimiter', () => {
     expect(statements.filter((st: any) => [st.Action].flat().includes('lambda:InvokeFunction')).map((st: any) => st.Resource))
       .toContainEqual('arn:aws:lambda:us-east-1:123456789012:function:shipping-acquire');
     expect(limiter.metricAdmitted().dimensions).toEqual({ LimiterName: 'shipping' });
-    expect(() => RateLimiter.fromRateLimiterAttributes(stack, 'Bad', { limiterName: 'a#b', ratePerSecond: 5, functionArn: 'x', tableArn: 'y' }))
-      .toThrow(/\[Workflows\/Bad\] limiterName must be/);
+    expectValidationError(() => RateLimiter.fromRateLimiterAttributes(stack, 'Bad', { limiterName: 'a#b', ratePerSecond: 5, acquireFunctionArn: 'x', tableArn: 'y' }),
+      /^\[Workflows\/Bad\] limiterName must be/);
+    expectValidationError(() => RateLimiter.fromRateLimiterAttributes(stack, 'Neither', { limiterName: 'n', acquireFunctionArn: 'x', tableArn: 'y' }),
+      /^\[Workflows\/Neither\] give the limit as ratePerSecond \(with burst\) or as limits, not neither/);
+    // the Limit form imports the same limit
+    const byLimits = RateLimiter.fromRateLimiterAttributes(stack, 'ByLimits', {
+      limiterName: 'shipping', limits: [Limit.perSecond(5, { burst: 2 })], acquireFunctionArn: 'arn:aws:lambda:us-east-1:123456789012:function:shipping-acquire', tableArn: 'arn:aws:dynamodb:us-east-1:123456789012:table/limits',
+    });
+    expect([byLimits.ratePerSecond, byLimits.burst, byLimits.shards]).toEqual([5, 2, 1]);
   });
 
   test('fails if removalPolicy is given with an existing table', () => {
     const stack = new Stack(new App(), 'Stack');
     const table = dynamodb.Table.fromTableName(stack, 'Existing', 'limits');
-    expect(() => new RateLimiter(stack, 'Limiter', { ratePerSecond: 5, table, removalPolicy: RemovalPolicy.RETAIN }))
-      .toThrow(/provide either table or removalPolicy, but not both \(got table Stack\/Existing and removalPolicy retain\)/);
+    expectValidationError(() => new RateLimiter(stack, 'Limiter', { ratePerSecond: 5, table, removalPolicy: RemovalPolicy.RETAIN }),
+      /^\[Stack\/Limiter\] removalPolicy applies to the table this construct creates: provide either table or removalPolicy, but not both \(got table Stack\/Existing and removalPolicy retain\)/);
   });
 
   test('limiters sharing a table may each touch only their own items (dynamodb:LeadingKeys)', () => {
@@ -208,6 +217,18 @@ describe('RateLimiter', () => {
     ]);
   });
 
+  test('Limit.perSecond is the same limit as ratePerSecond and burst: identical templates', () => {
+    const short = synth({ ratePerSecond: 7.5, burst: 3, limiterName: 'api' }).template.toJSON();
+    const long = synth({ limits: [Limit.perSecond(7.5, { burst: 3 })], limiterName: 'api' }).template.toJSON();
+    expect(long).toEqual(short);
+    const { limiter } = synth({ limits: [Limit.perSecond(7.5)] });
+    expect([limiter.ratePerSecond, limiter.burst, limiter.limits[0].dimension]).toEqual([7.5, 8, 'requests']);
+  });
+
+  test('removalPolicy DESTROY for a test stack', () => {
+    synth({ ratePerSecond: 5, removalPolicy: RemovalPolicy.DESTROY }).template.hasResource('AWS::DynamoDB::Table', { DeletionPolicy: 'Delete' });
+  });
+
   test('default shards keep each item at or below 500 writes/s; a hot shard warns', () => {
     expect(synth({ ratePerSecond: 1000 }).limiter.shards).toBe(2);
     expect(synth({ ratePerSecond: 1001 }).limiter.shards).toBe(3);
@@ -223,7 +244,7 @@ describe('RateLimiter', () => {
     const { template } = synth({ ratePerSecond: 5 }, (stack, limiter) => {
       const done = new sfn.Pass(stack, 'Call API');
       new sfn.StateMachine(stack, 'Machine', {
-        definitionBody: sfn.DefinitionBody.fromChainable(limiter.acquire(stack, 'Throttle', { key: '$.tenant', tokens: 2, mode: AcquireMode.TRY }).next(done)),
+        definitionBody: sfn.DefinitionBody.fromChainable(limiter.acquire(stack, 'Throttle', { key: '$.tenant', consume: { requests: 2 }, mode: AcquireMode.TRY }).next(done)),
       });
     });
     const asl = aslOf(template);
@@ -263,7 +284,7 @@ describe('RateLimiter', () => {
 
   describe('validation', () => {
     test.each<[string, RateLimiterProps, RegExp]>([
-      ['fails if ratePerSecond is 0', { ratePerSecond: 0 }, /ratePerSecond must be from 0.001 to 1000000, got 0/],
+      ['fails if ratePerSecond is 0', { ratePerSecond: 0 }, /^\[Stack\/Limiter\] ratePerSecond must be from 0.001 to 1000000, got 0/],
       ['fails if ratePerSecond is absurdly small', { ratePerSecond: 1e-121 }, /ratePerSecond must be from 0.001 to 1000000, got 1e-121/],
       ['fails if ratePerSecond is negative', { ratePerSecond: -1 }, /ratePerSecond must be .*got -1/],
       ['fails if ratePerSecond is NaN', { ratePerSecond: NaN }, /ratePerSecond must be .*got NaN/],
@@ -275,13 +296,21 @@ describe('RateLimiter', () => {
       ['fails if reservedConcurrency is 0', { ratePerSecond: 5, reservedConcurrency: 0 }, /reservedConcurrency must be an integer from 1 to 1000, got 0/],
       ['fails if memorySize is 64', { ratePerSecond: 5, memorySize: 64 }, /memorySize must be an integer from 128 to 10240, got 64/],
       ['fails if limiterName has a #', { ratePerSecond: 5, limiterName: 'a#b' }, /limiterName must be 1 to 64 letters.*got "a#b"/],
+      ['fails if neither form of the limit is given', {}, /give the limit as ratePerSecond \(with burst\) or as limits, not neither/],
+      ['fails if both forms are given', { ratePerSecond: 5, limits: [Limit.perSecond(5)] }, /give the limit as ratePerSecond \(with burst\) or as limits, not both/],
+      ['fails if burst comes with limits', { limits: [Limit.perSecond(5)], burst: 3 }, /burst goes with ratePerSecond; with limits give it in the Limit/],
+      ['fails if limits is empty', { limits: [] }, /limits must hold exactly one Limit \(one limit per limiter\), got 0/],
+      ['fails if limits has two limits', { limits: [Limit.perSecond(5), Limit.perSecond(50, { dimension: 'tokens' })] }, /limits must hold exactly one Limit/],
+      ['fails if a Limit\'s rate is 0', { limits: [Limit.perSecond(0)] }, /^\[Stack\/Limiter\] limits\[0\] ratePerSecond must be from 0.001 to 1000000, got 0/],
+      ['fails if a Limit\'s burst is 0', { limits: [Limit.perSecond(5, { burst: 0 })] }, /limits\[0\] burst must be an integer from 1 to 1000000, got 0/],
+      ['fails if a Limit\'s dimension has a space', { limits: [Limit.perSecond(5, { dimension: 'input tokens' })] }, /limits\[0\] dimension must be 1 to 32 letters, digits or '_', starting with a letter, got "input tokens"/],
     ])('%s', (_name, props, message) => {
-      expect(() => synth(props)).toThrow(message);
+      expectValidationError(() => synth(props), message);
     });
 
     test('fails if acquire tokens exceed the burst per shard', () => {
       const { stack, limiter } = synth({ ratePerSecond: 50, burst: 8, shards: 2 });
-      expect(() => limiter.acquire(stack, 'A', { tokens: 5 })).toThrow(/tokens must be an integer from 1 to 4 \(floor\(burst 8 \/ shards 2\)\), got 5/);
+      expectValidationError(() => limiter.acquire(stack, 'A', { consume: { requests: 5 } }), /^\[Stack\/A\] consume.requests must be an integer from 1 to 4 \(floor\(burst 8 \/ shards 2\)\), got 5/);
     });
   });
 

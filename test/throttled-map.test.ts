@@ -2,14 +2,15 @@ import { App, Duration, Stack, Validations } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
-import { MapConcurrency, RateLimiter, RetryPolicy, ThrottledMap, type ThrottledMapProps } from '../src';
+import { MapConcurrency, MapMode, RateLimiter, RetryPolicy, ThrottledMap, type ThrottledMapProps } from '../src';
 import { aslOf } from './support/asl';
+import { expectCallsHoldSlots } from './support/decisions';
 import { statementsOfRole } from './support/iam';
 import { nagFindings } from './support/nag';
 import { quiet } from './support/quiet';
+import { expectValidationError } from './support/validation';
 import { LocalRunner } from '../local/runner';
 import { type Admission, nowUs } from '../local/timing';
-import { expectCallsHoldSlots } from './support/decisions';
 
 const ENV = { account: '123456789012', region: 'us-east-1' };
 
@@ -60,10 +61,8 @@ describe('ThrottledMap', () => {
 
     test('distributed: batching, tolerated failures, a Map Run label; a batch acquires tokens per item', () => {
       const { stack } = build({
-        distributed: true,
+        mode: MapMode.distributed({ batch: { maxItems: 5, batchInput: { source: 'orders' } }, toleratedFailurePercentage: 5 }),
         burst: 10,
-        batch: { maxItems: 5, batchInput: { source: 'orders' } },
-        toleratedFailurePercentage: 5,
         concurrency: MapConcurrency.forThroughput({ ratePerSecond: 20, itemDuration: Duration.millis(1500) }),
       });
       const map = aslOf(Template.fromStack(stack)).States.Orders;
@@ -89,7 +88,7 @@ describe('ThrottledMap', () => {
     ])('distributed IAM %s: start this machine, describe/stop its executions, redrive this Map Run', (_name, nested) => {
       const app = new App();
       const stack = new Stack(app, 'Stack', { env: ENV });
-      const map = new ThrottledMap(stack, 'Orders', { distributed: true, itemProcessor: new sfn.Pass(stack, 'Work') });
+      const map = new ThrottledMap(stack, 'Orders', { mode: MapMode.distributed(), itemProcessor: new sfn.Pass(stack, 'Work') });
       const chain = nested ? new sfn.Parallel(stack, 'Fan Out').branch(map) : map;
       new sfn.StateMachine(stack, 'Machine', { stateMachineName: 'orders', definitionBody: sfn.DefinitionBody.fromChainable(chain) });
       const template = Template.fromStack(stack);
@@ -111,38 +110,37 @@ describe('ThrottledMap', () => {
 
     test('inline concurrency above 40 warns and names distributed mode', () => {
       const { stack } = build({ concurrency: MapConcurrency.fixed(100) });
-      const warnings = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('concurrency 100 .* above what an inline Map runs at once \\(40\\): use distributed: true'));
+      const warnings = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('concurrency 100 .* above what an inline Map runs at once \\(40\\): use mode: MapMode.distributed\\(\\)'));
       expect(warnings).toHaveLength(1);
     });
 
     test.each<[string, () => unknown, RegExp]>([
-      ['batch on an inline map', () => build({ batch: { maxItems: 2 } }), /batch needs distributed: true/],
-      ['toleratedFailurePercentage on an inline map', () => build({ toleratedFailurePercentage: 5 }), /toleratedFailurePercentage needs distributed: true/],
-      ['toleratedFailureCount on an inline map', () => build({ toleratedFailureCount: 1 }), /toleratedFailureCount needs distributed: true/],
-      ['toleratedFailurePercentage 150', () => build({ distributed: true, toleratedFailurePercentage: 150 }), /toleratedFailurePercentage must be from 0 to 100, got 150/],
-      ['toleratedFailureCount -1', () => build({ distributed: true, toleratedFailureCount: -1 }), /toleratedFailureCount must be an integer from 0 to 100000000, got -1/],
-      ['batch with no limit', () => build({ distributed: true, batch: {} }), /batch needs maxItems or maxInputBytes/],
-      ['batch.maxItems 0', () => build({ distributed: true, batch: { maxItems: 0 } }), /batch.maxItems must be an integer from 1 to 100000, got 0/],
-      ['batch.maxInputBytes 300000', () => build({ distributed: true, noLimiter: true, batch: { maxInputBytes: 300_000 } }), /batch.maxInputBytes must be an integer from 1 to 262144, got 300000/],
-      ['a batch above the burst', () => build({ distributed: true, burst: 4, batch: { maxItems: 5 } }), /tokensPerItem × batch.maxItems must be at most floor\(burst 4 \/ shards 1\) = 4 \(one acquire per batch\), got 1 × 5 = 5/],
-      ['a limited batch without maxItems', () => build({ distributed: true, batch: { maxInputBytes: 1000 } }), /batch.maxItems is required with a limiter/],
-      ['tokensPerItem above the burst', () => build({ burst: 2, tokensPerItem: 3 }), /tokensPerItem must be an integer from 1 to 2 \(floor\(burst 2 \/ shards 1\)\), got 3/],
-      ['tokensPerItem without a limiter', () => build({ noLimiter: true, tokensPerItem: 2 }), /tokensPerItem needs a limiter, got tokensPerItem 2/],
+      ['toleratedFailurePercentage 150', () => build({ mode: MapMode.distributed({ toleratedFailurePercentage: 150 }) }), /\[Stack\/Orders\] mode toleratedFailurePercentage must be from 0 to 100, got 150/],
+      ['toleratedFailureCount -1', () => build({ mode: MapMode.distributed({ toleratedFailureCount: -1 }) }), /mode toleratedFailureCount must be an integer from 0 to 100000000, got -1/],
+      ['batch with no limit', () => build({ mode: MapMode.distributed({ batch: {} }) }), /mode batch needs maxItems or maxInputBytes/],
+      ['batch.maxItems 0', () => build({ mode: MapMode.distributed({ batch: { maxItems: 0 } }) }), /mode batch.maxItems must be an integer from 1 to 100000, got 0/],
+      ['batch.maxInputBytes 300000', () => build({ mode: MapMode.distributed({ batch: { maxInputBytes: 300_000 } }), noLimiter: true }), /mode batch.maxInputBytes must be an integer from 1 to 262144, got 300000/],
+      ['a batch above the burst', () => build({ mode: MapMode.distributed({ batch: { maxItems: 5 } }), burst: 4 }), /acquire.consume × batch.maxItems must be at most floor\(burst 4 \/ shards 1\) = 4 \(one acquire per batch\), got 1 × 5 = 5/],
+      ['a limited batch without maxItems', () => build({ mode: MapMode.distributed({ batch: { maxInputBytes: 1000 } }) }), /mode batch.maxItems is required with a limiter/],
+      ['consume above the burst', () => build({ burst: 2, acquire: { consume: { requests: 3 } } }), /acquire.consume.requests must be an integer from 1 to 2 \(floor\(burst 2 \/ shards 1\)\), got 3/],
+      ['consume of a dimension the limiter has not', () => build({ acquire: { consume: { tokens: 3 } } }), /acquire.consume must name the limiter's dimension \(requests\) and no other, got \{"tokens":3\}/],
+      ['acquire without a limiter', () => build({ noLimiter: true, acquire: { consume: { requests: 2 } } }), /acquire needs a limiter, got acquire \{"consume":\{"requests":2\}\} and no limiter/],
+      ['a literal key over 512 characters', () => build({ acquire: { key: 'k'.repeat(513) } }), /acquire.key must be a JSONPath or a literal of 1 to 512 characters/],
       ['itemsPath with an itemReader', () => build({
-        distributed: true,
-        itemReader: new sfn.S3JsonItemReader({ bucketNamePath: '$.bucket', key: 'items.json' }),
-      }), /itemsPath and itemReader are exclusive/],
-      ['concurrency 0', () => MapConcurrency.fixed(0), /concurrency must be an integer from 1 to 10000, got 0/],
-      ['a concurrency path without $', () => MapConcurrency.fromPath('concurrency'), /concurrency path must be a JSONPath starting with \$, got concurrency/],
-      ['forThroughput at rate 0', () => MapConcurrency.forThroughput({ ratePerSecond: 0, itemDuration: Duration.seconds(1) }), /forThroughput ratePerSecond must be greater than 0 and at most 100000, got 0/],
-      ['forThroughput above 10,000', () => MapConcurrency.forThroughput({ ratePerSecond: 1000, itemDuration: Duration.minutes(1) }), /concurrency derived from forThroughput .* must be an integer from 1 to 10000, got 60000/],
+        mode: MapMode.distributed({ itemReader: new sfn.S3JsonItemReader({ bucketNamePath: '$.bucket', key: 'items.json' }) }),
+      }), /itemsPath and mode's itemReader are exclusive/],
+      ['concurrency 0', () => build({ concurrency: MapConcurrency.fixed(0) }), /\[Stack\/Orders\] concurrency \(MapConcurrency.fixed\) must be an integer from 1 to 10000, got 0/],
+      ['a concurrency path without $', () => build({ concurrency: MapConcurrency.fromPath('concurrency') }), /concurrency \(MapConcurrency.fromPath\) must be a JSONPath starting with \$, got concurrency/],
+      ['forThroughput at rate 0', () => build({ concurrency: MapConcurrency.forThroughput({ ratePerSecond: 0, itemDuration: Duration.seconds(1) }) }), /forThroughput\) ratePerSecond must be greater than 0 and at most 100000, got 0/],
+      ['forThroughput above 10,000', () => build({ concurrency: MapConcurrency.forThroughput({ ratePerSecond: 1000, itemDuration: Duration.minutes(1) }) }), /concurrency derived from forThroughput .* must be an integer from 1 to 10000, got 60000/],
+      ['a retry policy with an interval of 0', () => build({ retry: RetryPolicy.throttling({ interval: Duration.seconds(0) }) }), /\[Stack\/Orders\] retry \(RetryPolicy.throttling\) interval \(s\) must be an integer from 1 to 3600, got 0/],
     ])('fails at synth: %s', (_name, make, message) => {
-      expect(make).toThrow(message);
+      expectValidationError(make, message);
     });
 
     test.each([
       ['inline, limited, retried, failures caught', { retry: RetryPolicy.throttling({ maxAttempts: 3 }), catchItemFailures: true }],
-      ['distributed, batched, tolerated failures', { distributed: true, burst: 10, batch: { maxItems: 5 }, toleratedFailureCount: 3 }],
+      ['distributed, batched, tolerated failures', { mode: MapMode.distributed({ batch: { maxItems: 5 }, toleratedFailureCount: 3 }), burst: 10 }],
     ] as [string, Partial<ThrottledMapProps>][])('snapshot and cdk-nag: %s', (_name, props) => {
       const { stack } = build(props);
       expect(Template.fromStack(stack).toJSON()).toMatchSnapshot();
@@ -187,8 +185,8 @@ describe('ThrottledMap', () => {
     test.each([
       ['percentage 10 %', { toleratedFailurePercentage: 10 }],
       ['count 2', { toleratedFailureCount: 2 }],
-    ] as [string, Partial<ThrottledMapProps>][])('distributed, tolerated %s: 2 of 20 failing succeeds, 3 fails the map', async (_name, tolerance) => {
-      const { stack, machine } = build({ distributed: true, noLimiter: true, concurrency: MapConcurrency.fixed(5), ...tolerance });
+    ])('distributed, tolerated %s: 2 of 20 failing succeeds, 3 fails the map', async (_name, tolerance) => {
+      const { stack, machine } = build({ mode: MapMode.distributed(tolerance), noLimiter: true, concurrency: MapConcurrency.fixed(5) });
       const runner = await LocalRunner.start(stack, machine, {
         taskHandlers: {
           'Call API': ({ Item: item }: any) => {
@@ -211,7 +209,7 @@ describe('ThrottledMap', () => {
     });
 
     test('distributed, batches of 3 under 10/s burst 3: the right batches, each holding a token per item', async () => {
-      const { stack, machine } = build({ distributed: true, rate: 10, burst: 3, batch: { maxItems: 3, batchInput: { source: 'orders' } }, concurrency: MapConcurrency.fixed(4) });
+      const { stack, machine } = build({ mode: MapMode.distributed({ batch: { maxItems: 3, batchInput: { source: 'orders' } } }), rate: 10, burst: 3, concurrency: MapConcurrency.fixed(4) });
       const batches: Admission[] = [];
       const seen: unknown[] = [];
       const runner = await LocalRunner.start(stack, machine, {
@@ -244,10 +242,9 @@ describe('ThrottledMap', () => {
 
     test('an S3 item reader needs a local reader, and then runs', async () => {
       const { stack, machine } = build({
-        distributed: true,
+        mode: MapMode.distributed({ itemReader: new sfn.S3JsonItemReader({ bucketNamePath: '$.bucket', key: 'items.json' }) }),
         noLimiter: true,
         itemsPath: undefined,
-        itemReader: new sfn.S3JsonItemReader({ bucketNamePath: '$.bucket', key: 'items.json' }),
       });
       await expect(LocalRunner.start(stack, machine, { taskHandlers: { 'Call API': () => ({}) } }))
         .rejects.toThrow(/cannot read the items of Map state "Orders" \(ItemReader arn:aws:states:::s3:getObject\): give it one in itemReaders/);

@@ -6,7 +6,7 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import type { Construct } from 'constructs';
-import { MapConcurrency, RetryPolicy, ThrottledMap } from '../../src';
+import { MapConcurrency, MapMode, RetryPolicy, ThrottledMap } from '../../src';
 
 /** Requests the endpoint serves at once (its instance count × workers). */
 export const ENDPOINT_CONCURRENCY = 4;
@@ -39,11 +39,12 @@ export class InferenceBatchStack extends Stack {
     });
 
     this.map = new ThrottledMap(this, 'Score Dataset', {
-      distributed: true,
-      itemReader: new sfn.S3JsonItemReader({ bucket: dataset, key: 'records.json' }),
-      batch: { maxItems: BATCH_SIZE },
+      mode: MapMode.distributed({
+        itemReader: new sfn.S3JsonItemReader({ bucket: dataset, key: 'records.json' }),
+        batch: { maxItems: BATCH_SIZE },
+        toleratedFailurePercentage: 1,
+      }),
       concurrency: MapConcurrency.fixed(ENDPOINT_CONCURRENCY),
-      toleratedFailurePercentage: 1,
       retry: RetryPolicy.custom({
         errors: ['SageMakerRuntime.ThrottlingException', 'SageMakerRuntime.ServiceUnavailableException', 'SageMakerRuntime.ModelNotReadyException'],
         maxAttempts: 6,

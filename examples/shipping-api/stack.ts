@@ -45,7 +45,7 @@ export class ShippingApiStack extends Stack {
     const limited = new RateLimitedTask(this, 'Shipping API', {
       limiter: this.limiter,
       task: createLabel,
-      key: 'shipping-api',
+      acquire: { key: 'shipping-api' },
       // 429 and 503 from the provider go back through the limiter: every retry holds a token too.
       retry: RetryPolicy.custom({ errors: ['States.Http.StatusCode.429', 'States.Http.StatusCode.503'], maxAttempts: 5 }),
     });

@@ -6,7 +6,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { MonitoringFacade } from 'cdk-monitoring-constructs';
 import { emfLine } from '../../lambda/rate-limiter/emf';
-import { BufferedQueueConsumer, RateLimiter, ThrottleDashboard, type ThrottleDashboardProps, ThrottledMap } from '../../src';
+import { BufferedQueueConsumer, MapMode, QueueTarget, RateLimiter, ThrottleDashboard, type ThrottleDashboardProps, ThrottledMap } from '../../src';
 import { METRIC_NAMESPACE } from '../../src/private/metric-names';
 
 function build(props: Partial<ThrottleDashboardProps> & { overrides?: boolean } = {}) {
@@ -15,8 +15,8 @@ function build(props: Partial<ThrottleDashboardProps> & { overrides?: boolean } 
   const target = new lambda.Function(stack, 'Target', {
     runtime: lambda.Runtime.NODEJS_22_X, handler: 'index.handler', code: lambda.Code.fromAsset(path.join(__dirname, '..', 'fixtures', 'consumer')),
   });
-  const consumer = new BufferedQueueConsumer(stack, 'Buffer', { target, limiter });
-  const map = new ThrottledMap(stack, 'Orders', { distributed: true, itemProcessor: new sfn.Pass(stack, 'Work') });
+  const consumer = new BufferedQueueConsumer(stack, 'Buffer', { target: QueueTarget.dispatch(target, { limiter }) });
+  const map = new ThrottledMap(stack, 'Orders', { mode: MapMode.distributed(), itemProcessor: new sfn.Pass(stack, 'Work') });
   const machine = new sfn.StateMachine(stack, 'Machine', { stateMachineName: 'orders', definitionBody: sfn.DefinitionBody.fromChainable(map) });
   const topic = new sns.Topic(stack, 'Alarms', { enforceSSL: true });
   const dashboard = new ThrottleDashboard(stack, 'Throttles', { dashboardName: 'throttles', alarmTopic: topic, stateMachines: [machine], ...props });
