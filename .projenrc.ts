@@ -61,6 +61,24 @@ const project = new awscdk.AwsCdkConstructLibrary({
   gitignore: ['/bench/results/', '*.cdk.out', 'cdk.out'],
 });
 
+// The direction of the contract: a handler bundle may pull in only the contract module and the error names, never
+// construct code (test/contract.test.ts checks the built bundles too). And no import cycles anywhere.
+project.eslint?.addOverride({
+  files: ['lambda/**/*.ts'],
+  rules: {
+    'no-restricted-imports': ['error', {
+      patterns: [
+        {
+          regex: '(^|/)src/(?!errors$|private/contract$)',
+          message: 'lambda/** may import only src/private/contract.ts and src/errors.ts from src/: handler bundles carry no construct code',
+        },
+        { group: ['aws-cdk-lib', 'aws-cdk-lib/**', 'constructs'], message: 'handlers run in Lambda: no CDK code in a bundle' },
+      ],
+    }],
+  },
+});
+project.eslint?.addRules({ 'import/no-cycle': ['error', { ignoreExternal: true }] });
+
 // Handler, runner, bench and example sources are type-checked (and linted) with the test settings.
 for (const dir of ['lambda', 'local', 'bench', 'examples']) {
   new JsonFile(project, `${dir}/tsconfig.json`, {

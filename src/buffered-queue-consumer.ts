@@ -10,11 +10,11 @@ import { Construct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
 import { consumedAmount } from './private/acquire-task';
 import { DeadLetterReporterFunction } from './private/dead-letter-reporter-function';
-import { DEADLINE_MARGIN_MS, DispatcherEnv, ReporterEnv, TASK_TOKEN_FIELD } from './private/dispatch-contract';
+import { DEADLINE_MARGIN_MS, DEFAULT_KEY, DispatcherEnv, ReporterEnv, TASK_TOKEN_FIELD } from './private/contract';
 import { DispatchFunction } from './private/dispatch-function';
 import { handlerRole, limiterEnvironment } from './private/handler-function';
 import { checkRange, fail } from './private/validation';
-import { IRateLimiter } from './rate-limiter';
+import { IRateLimiter } from './i-rate-limiter';
 
 /** Lambda's default timeout, for a function whose timeout is not known. */
 const LAMBDA_DEFAULT_TIMEOUT = Duration.seconds(3);
@@ -497,7 +497,7 @@ export class BufferedQueueConsumer extends Construct {
     if (options.limiter) {
       const l = options.limiter;
       const acquire = options.acquire ?? {};
-      const key = acquire.key ?? 'default';
+      const key = acquire.key ?? DEFAULT_KEY;
       if (key.startsWith('$')) {
         fail(this, `acquire.key of QueueTarget.dispatch must be a literal (the dispatcher takes from one bucket), got ${key}`);
       }

@@ -1,6 +1,7 @@
 export * from './acquire';
 export * from './errors';
 export * from './limit';
+export * from './i-rate-limiter';
 export * from './rate-limiter';
 export * from './rate-limited-task';
 export * from './retry-policy';

@@ -3,9 +3,9 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
 import { ThrottleErrors } from './errors';
-import { AcquireTask, acquireStates, consumedAmount, retryPayload } from './private/acquire-task';
-import { ERROR_FIELD } from './private/retry-fields';
-import { IRateLimiter } from './rate-limiter';
+import { acquireStates, backoffStates, consumedAmount } from './private/acquire-task';
+import { DEFAULT_KEY } from './private/contract';
+import { IRateLimiter } from './i-rate-limiter';
 import { RetryPolicy } from './retry-policy';
 
 /**
@@ -90,7 +90,7 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     const given = props.acquire ?? {};
     const mode = given.mode ?? AcquireMode.RESERVE;
     this.acquireOptions = {
-      key: given.key ?? 'default',
+      key: given.key ?? DEFAULT_KEY,
       consume: { [props.limiter.limits[0].dimension]: consumedAmount(this, props.limiter, given) },
       mode,
     };
@@ -115,22 +115,8 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
       });
     }
     wait.next(props.task);
-    // Every error of the task: count the attempt and sit out the backoff (drawn with full jitter by the
-    // function), then acquire a token for the call that follows — or raise the error again, from a state that is
-    // not the task, so neither a Catch nor a redrive can reach the task without an acquire.
-    const backoff = new AcquireTask(this, backoffName, props.limiter.acquireFunction, {
-      'phase': 'backoff',
-      'task': backoffName,
-      'input.$': '$',
-      'retry': { ...retryPayload(this.retry), errors: this.retry.retries ? this.retryErrors : [] },
-      'redriveCount.$': '$$.Execution.RedriveCount',
-    }, {});
-    const backoffWait = sfn.Wait.jsonPath(this, `${id} Backoff Wait`, {
-      time: sfn.WaitTime.secondsPath('$.waitSeconds'),
-      outputPath: '$.input',
-    });
-    props.task.addCatch(backoff, { errors: [sfn.Errors.ALL], resultPath: `$.${ERROR_FIELD}` });
-    backoff.next(backoffWait).next(acquire);
+    // Every error of the task passes the backoff step: retried with a token, or raised again from there.
+    const backoff = backoffStates(this, backoffName, props.limiter, this.retry, this.retryErrors, props.task, acquire);
     this.catchers = [acquire, backoff];
     this.acquireState = acquire;
     this.backoffState = backoff;

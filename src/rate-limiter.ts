@@ -7,61 +7,13 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireStateOptions } from './acquire';
+import { IRateLimiter } from './i-rate-limiter';
 import { Limit } from './limit';
 import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
 import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
-import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/metric-names';
+import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/contract';
 import { checkRange, fail } from './private/validation';
-
-/**
- * A shared rate limit that workflows acquire tokens from.
- */
-export interface IRateLimiter extends IConstruct {
-  /** Name of this limiter: the prefix of its items and the `LimiterName` metric dimension. */
-  readonly limiterName: string;
-  /** The limits every key is held to (one, today). */
-  readonly limits: Limit[];
-  /** Sustained rate of the limit, tokens per second. */
-  readonly ratePerSecond: number;
-  /** Tokens that may be taken at once after idleness. */
-  readonly burst: number;
-  /** DynamoDB items the limit is spread over. */
-  readonly shards: number;
-  /** Longest reservation handed out in RESERVE mode. */
-  readonly maxWait: Duration;
-  /** The table holding bucket state. */
-  readonly table: dynamodb.ITable;
-  /** The acquire function: state machines invoke it to take tokens. */
-  readonly acquireFunction: lambda.IFunction;
-
-  /** Grants permission to invoke the acquire function. */
-  grantAcquire(grantee: iam.IGrantable): iam.Grant;
-
-  /**
-   * Grants what a function needs to take tokens itself, with the limiter's code bundled in (as the queue
-   * dispatcher does): read and conditionally update this limiter's own items in its table, and nothing else.
-   */
-  grantTakeTokens(grantee: iam.IGrantable): iam.Grant;
-
-  /** States that acquire tokens before the next state runs. */
-  acquire(scope: Construct, id: string, options?: AcquireStateOptions): sfn.StateMachineFragment;
-
-  /** A metric of this limiter, published by the acquire function in the `CdkSfnThrottle` namespace. */
-  metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric;
-  /** Tokens admitted. */
-  metricAdmitted(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
-  /** Tokens admitted with a wait (RESERVE). */
-  metricDelayed(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
-  /** Tokens refused (TRY with an empty bucket, or RESERVE beyond `maxWait`). */
-  metricRejected(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
-  /** Wait handed out with admissions, milliseconds. */
-  metricWaitTime(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
-  /** DynamoDB calls made by acquire calls. */
-  metricDynamoDbCalls(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
-  /** Acquire calls that failed closed (DynamoDB unreachable or throttling, or an item it cannot read). */
-  metricUnavailable(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
-}
 
 /**
  * A limiter defined elsewhere (another stack or app): what `RateLimiter.fromRateLimiterAttributes` needs to let
@@ -415,6 +367,7 @@ export class RateLimiter extends RateLimiterBase {
     });
 
     const role = handlerRole(this, 'ServiceRole', this.logGroup, `Acquire function of rate limiter ${this.node.path}`);
+    const buckets = { table: this.table, limiterName: this.limiterName, ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards };
 
     this.acquireFunction = new AcquireFunction(this, 'Function', {
       description: `cdk-sfn-throttle rate limiter ${this.node.path}: acquire tokens (GCRA on DynamoDB)`,
@@ -426,9 +379,9 @@ export class RateLimiter extends RateLimiterBase {
       // DynamoDB calls (at most 3 writes and 2 reads) plus a sub-second sleep.
       timeout: Duration.seconds(10),
       reservedConcurrentExecutions: props.reservedConcurrency,
-      environment: limiterEnvironment(this, maxWaitMs),
+      environment: limiterEnvironment(buckets, maxWaitMs),
     });
-    this.grantTakeTokens(role);
+    grantBucketAccess(buckets, role);
 
     Validations.of(this.acquireFunction).acknowledge({
       id: 'Serverless-LambdaDLQ',

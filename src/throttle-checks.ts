@@ -8,7 +8,8 @@ import { IConstruct } from 'constructs';
 import { AcquireOptions } from './acquire';
 import { BufferedQueueConsumer } from './buffered-queue-consumer';
 import { RateLimitedTask } from './rate-limited-task';
-import { IRateLimiter, RateLimiterBase } from './rate-limiter';
+import { IRateLimiter } from './i-rate-limiter';
+import { RateLimiterBase } from './rate-limiter';
 import { ThrottledMap } from './throttled-map';
 
 /**

@@ -4,11 +4,11 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
-import { AcquireTask, acquireStates, consumedAmount, retryPayload } from './private/acquire-task';
-import { ERROR_FIELD } from './private/retry-fields';
+import { AcquireTask, acquireStates, backoffStates, consumedAmount } from './private/acquire-task';
+import { AcquireField, BACKOFF_PHASE, DEFAULT_KEY, ITEM_ERROR_FIELD } from './private/contract';
 import { checkRange, fail } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
-import { IRateLimiter } from './rate-limiter';
+import { IRateLimiter } from './i-rate-limiter';
 import { RetryPolicy } from './retry-policy';
 
 /** Most iterations an inline Map runs at once, whatever MaxConcurrency says. */
@@ -296,7 +296,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     if (props.limiter) {
       const given = props.acquire ?? {};
       this.acquireOptions = {
-        key: given.key ?? 'default',
+        key: given.key ?? DEFAULT_KEY,
         consume: { [props.limiter.limits[0].dimension]: consumedAmount(this, props.limiter, given) },
         mode: given.mode ?? AcquireMode.RESERVE,
       };
@@ -413,21 +413,8 @@ export class ThrottledMap extends sfn.StateMachineFragment {
       // one), and a redrive never restarts inside the item without a token.
       const unit = new sfn.Parallel(this, `${id} Item Unit`, { outputPath: '$[0]' });
       unit.branch(sfn.Chain.custom(acquire, sfn.Chain.start(processor).endStates, wait));
-      const backoffName = `${id} Item Backoff`;
       const errors = retry.retries ? retry.errorsFor(unit, sfn.State.findReachableStates(start)) : [];
-      const backoff = new AcquireTask(this, backoffName, limiter.acquireFunction, {
-        'phase': 'backoff',
-        'task': backoffName,
-        'input.$': '$',
-        'retry': { ...retryPayload(retry), errors },
-        'redriveCount.$': '$$.Execution.RedriveCount',
-      }, {});
-      const backoffWait = sfn.Wait.jsonPath(this, `${id} Item Backoff Wait`, {
-        time: sfn.WaitTime.secondsPath('$.waitSeconds'),
-        outputPath: '$.input',
-      });
-      unit.addCatch(backoff, { errors: [sfn.Errors.ALL], resultPath: `$.${ERROR_FIELD}` });
-      backoff.next(backoffWait).next(unit);
+      const backoff = backoffStates(this, `${id} Item Backoff`, limiter, retry, errors, unit, unit);
       body = unit;
       catchOn = backoff;
     } else if (retry.retries || props.catchItemFailures) {
@@ -443,9 +430,9 @@ export class ThrottledMap extends sfn.StateMachineFragment {
 
     if (props.catchItemFailures && catchOn) {
       const failed = new sfn.Pass(this, `${id} Item Failed`, {
-        parameters: { 'failed': true, 'error.$': '$.cdkSfnThrottleItemError', 'item.$': '$' },
+        parameters: { 'failed': true, 'error.$': `$.${ITEM_ERROR_FIELD}`, 'item.$': '$' },
       });
-      catchOn.addCatch(failed, { resultPath: '$.cdkSfnThrottleItemError' });
+      catchOn.addCatch(failed, { resultPath: `$.${ITEM_ERROR_FIELD}` });
       // The failure record ends the item like a success; the fragment's end states are the body's.
       return sfn.Chain.custom(sfn.Chain.start(body).startState, [...sfn.Chain.start(body).endStates, failed], body);
     }
@@ -460,7 +447,8 @@ function ownRetries(start: sfn.State): { state: string; errors: string[] }[] {
   const found: { state: string; errors: string[] }[] = [];
   const visit = (name: string, json: any) => {
     const errors = ((json.Retry ?? []) as { ErrorEquals: string[] }[]).flatMap((r) => r.ErrorEquals);
-    const ours = limiterStates.has(name) && json.Parameters !== undefined && ('tokens' in json.Parameters || json.Parameters.phase === 'backoff');
+    const params = json.Parameters;
+    const ours = limiterStates.has(name) && params !== undefined && (AcquireField.TOKENS in params || params[AcquireField.PHASE] === BACKOFF_PHASE);
     if (errors.length > 0 && !ours) found.push({ state: name, errors });
     for (const branch of [...(json.Branches ?? []), ...(json.ItemProcessor ? [json.ItemProcessor] : []), ...(json.Iterator ? [json.Iterator] : [])]) {
       for (const [n, st] of Object.entries(branch.States ?? {})) visit(n, st);

@@ -15,7 +15,7 @@ import { type Admission, nowUs, sleep } from '../local/timing';
 import { AcquireMode, BufferedQueueConsumer, type BufferedQueueConsumerProps, type DispatchOptions, QueueTarget, RateLimiter, ThrottleErrors } from '../src';
 import { expectCallsHoldSlots } from './support/decisions';
 import { expectValidationError } from './support/validation';
-import { DeadLetterAttributes } from '../src/private/dispatch-contract';
+import { DeadLetterAttributes } from '../src/private/contract';
 
 const ENV = { env: { account: '123456789012', region: 'us-east-1' } };
 

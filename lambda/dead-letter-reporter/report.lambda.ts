@@ -1,7 +1,7 @@
 import { SFNClient, SendTaskFailureCommand } from '@aws-sdk/client-sfn';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { type DeadLetterRecord, reportBatch } from './reporter';
-import { ReporterEnv } from '../../src/private/dispatch-contract';
+import { ReporterEnv } from '../../src/private/contract';
 
 // Built once per container, with the default SDK configuration (AWS_ENDPOINT_URL_* can point the clients at
 // local emulators).

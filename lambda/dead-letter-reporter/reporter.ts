@@ -5,7 +5,7 @@
 // never sees its last attempt); then it forwards the message, body unchanged, to the consumer's dead-letter
 // queue, with attributes saying why, so the DLQ keeps every dead message and the DLQ-depth alarm still sees it.
 import { ThrottleErrors } from '../../src/errors';
-import { DeadLetterAttributes, MAX_SQS_MESSAGE_BYTES } from '../../src/private/dispatch-contract';
+import { DeadLetterAttributes, MAX_SQS_MESSAGE_BYTES } from '../../src/private/contract';
 import { GONE, parseBody } from '../dispatcher/dispatcher';
 import { BatchFailures } from '../shared/batch-failures';
 

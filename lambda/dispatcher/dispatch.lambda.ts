@@ -3,7 +3,7 @@ import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { SendTaskFailureCommand, SendTaskSuccessCommand, SFNClient } from '@aws-sdk/client-sfn';
 import { dispatchBatch, type InvokeResult, limiterAcquire, type QueueRecord } from './dispatcher';
 import { ThrottleErrors } from '../../src/errors';
-import { DEADLINE_MARGIN_MS, DispatcherEnv } from '../../src/private/dispatch-contract';
+import { DEADLINE_MARGIN_MS, DEFAULT_KEY, DispatcherEnv, LimiterEnv } from '../../src/private/contract';
 import { DynamoDbBucketStore } from '../rate-limiter/dynamodb-store';
 import { emfLine, metricsOf } from '../rate-limiter/emf';
 import { configFromEnv, Limiter } from '../rate-limiter/limiter';
@@ -19,13 +19,13 @@ const marginMs = numberEnv(DispatcherEnv.DEADLINE_MARGIN_MS, DEADLINE_MARGIN_MS)
 // retried network error may run the target twice). A failed call fails its message, which is redelivered.
 const lambda = new LambdaClient({ maxAttempts: 1 });
 const sfn = new SFNClient({});
-const limiterConfig = process.env.LIMITER_NAME ? configFromEnv(process.env) : undefined;
+const limiterConfig = process.env[LimiterEnv.LIMITER_NAME] ? configFromEnv(process.env) : undefined;
 const limiter = limiterConfig && new Limiter(limiterConfig, {
-  store: new DynamoDbBucketStore(new DynamoDBClient({}), requiredEnv('TABLE_NAME')),
+  store: new DynamoDbBucketStore(new DynamoDBClient({}), requiredEnv(LimiterEnv.TABLE_NAME)),
   clockUs,
   random: Math.random,
 });
-const limiterKey = process.env[DispatcherEnv.LIMITER_KEY] ?? 'default';
+const limiterKey = process.env[DispatcherEnv.LIMITER_KEY] ?? DEFAULT_KEY;
 const limiterTokens = numberEnv(DispatcherEnv.LIMITER_TOKENS, 1);
 const decoder = new TextDecoder();
 

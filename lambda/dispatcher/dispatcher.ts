@@ -13,7 +13,7 @@
 // - A waiting workflow hears the outcome; a result Step Functions cannot take (over 256 KiB, not JSON) becomes
 //   `DispatchFailed` and the message is settled, so the target is not run again for it.
 import { ThrottleErrors } from '../../src/errors';
-import { DEADLINE_MARGIN_MS, MAX_TASK_OUTPUT_BYTES, TASK_TOKEN_FIELD } from '../../src/private/dispatch-contract';
+import { type AcquireModeName, DEADLINE_MARGIN_MS, MAX_TASK_OUTPUT_BYTES, TASK_TOKEN_FIELD } from '../../src/private/contract';
 import { RateLimitExceeded } from '../rate-limiter/errors';
 import type { AcquireOutcome, Limiter } from '../rate-limiter/limiter';
 import { BatchFailures } from '../shared/batch-failures';
@@ -38,7 +38,9 @@ export function limiterAcquire(
   hooks: { readonly sleepUntilUs: (atUs: number) => Promise<void>; readonly onOutcome?: (outcome: AcquireOutcome) => void },
 ): (maxWaitMs: number) => Promise<void> {
   return async (maxWaitMs) => {
-    const outcome = await limiter.acquire({ key, tokens, mode: 'RESERVE' }, { maxWaitMs });
+    // RESERVE: a refused message would be redelivered and count a receive (the construct allows no other mode).
+    const mode: AcquireModeName = 'RESERVE';
+    const outcome = await limiter.acquire({ key, tokens, mode }, { maxWaitMs });
     hooks.onOutcome?.(outcome);
     if (!outcome.admitted) throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
     await hooks.sleepUntilUs(outcome.atUs);

@@ -6,39 +6,18 @@ import { configFromEnv, Limiter } from './limiter';
 import { type AcquireRequest, parseRequest } from './request';
 import { retryStep, stampRedrive } from './retry';
 import { clockUs, sleepUntilUs } from '../shared/clock';
+import { AcquireField, type AcquireResult, type BackoffResult, BACKOFF_PHASE, LimiterEnv } from '../../src/private/contract';
+
+export type { AcquireResult, BackoffResult };
 
 // Built once per container. The client uses the default SDK configuration, so AWS_ENDPOINT_URL_DYNAMODB /
 // AWS_ENDPOINT_URL can point it at a local emulator.
 const config = configFromEnv(process.env);
 const limiter = new Limiter(config, {
-  store: new DynamoDbBucketStore(new DynamoDBClient({}), requiredEnv('TABLE_NAME')),
+  store: new DynamoDbBucketStore(new DynamoDBClient({}), requiredEnv(LimiterEnv.TABLE_NAME)),
   clockUs,
   random: Math.random,
 });
-
-/** What RESERVE and TRY return on admission. */
-export interface AcquireResult {
-  readonly admitted: true;
-  readonly key: string;
-  readonly tokens: number;
-  readonly shard: number;
-  /** Whole seconds the caller must still wait (a Wait state's SecondsPath); the sub-second part was slept here. */
-  readonly waitSeconds: number;
-  /** Total wait handed out with this admission, ms. */
-  readonly waitMs: number;
-  /** Earliest start, epoch µs (limiter clock). */
-  readonly notBeforeUs: number;
-  /** Earliest start, ISO 8601. */
-  readonly notBefore: string;
-}
-
-/** What the backoff step of a RateLimitedTask returns. */
-export interface BackoffResult {
-  readonly attempt: number;
-  readonly waitSeconds: number;
-  readonly waitMs: number;
-  readonly input: unknown;
-}
 
 /**
  * Acquires tokens. When the event carries `input`, it is echoed back so a Wait state's OutputPath can restore
@@ -46,7 +25,7 @@ export interface BackoffResult {
  */
 export const handler = async (event: unknown): Promise<(AcquireResult & { input?: unknown }) | BackoffResult> => {
   const request = parseRequest(event);
-  if (request.phase === 'backoff') {
+  if (request.phase === BACKOFF_PHASE) {
     return backoff(event, request);
   }
   // A resultPath that cannot be applied fails before a token is taken (a token taken is a token spent).
@@ -153,7 +132,7 @@ function kindOf(v: unknown): string {
 }
 
 function hasInput(event: unknown): event is { input: unknown } {
-  return typeof event === 'object' && event !== null && 'input' in event;
+  return typeof event === 'object' && event !== null && AcquireField.INPUT in event;
 }
 
 function requiredEnv(name: string): string {

@@ -1,5 +1,5 @@
 import type { AcquireOutcome } from './limiter';
-import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from '../../src/private/metric-names';
+import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from '../../src/private/contract';
 
 /** Figures of one acquire call. */
 export interface AcquireMetrics {

@@ -1,4 +1,5 @@
 import { LimiterUnavailable, InvalidAcquireRequest } from './errors';
+import { LimiterEnv } from '../../src/private/contract';
 import { bucketParams, busyCeiling, plan, admittedAt, type BucketParams, type Plan, type Take } from './gcra';
 import type { AcquireRequest } from './request';
 import { ITEM_VERSION, UNKNOWN, type BucketStore, type KeyOverride, type StoredBucket } from './store';
@@ -86,16 +87,16 @@ export function configFromEnv(env: Record<string, string | undefined>): LimiterC
     }
     return v;
   };
-  const limiterName = env.LIMITER_NAME;
+  const limiterName = env[LimiterEnv.LIMITER_NAME];
   if (!limiterName || limiterName.includes('#')) {
-    throw new LimiterUnavailable(`environment variable LIMITER_NAME must be a non-empty string without '#', got ${JSON.stringify(limiterName)}`);
+    throw new LimiterUnavailable(`environment variable ${LimiterEnv.LIMITER_NAME} must be a non-empty string without '#', got ${JSON.stringify(limiterName)}`);
   }
   const config = {
     limiterName,
-    ratePerSecond: num('RATE_PER_SECOND'),
-    burst: num('BURST'),
-    shards: num('SHARDS'),
-    maxWaitMs: num('MAX_WAIT_MS'),
+    ratePerSecond: num(LimiterEnv.RATE_PER_SECOND),
+    burst: num(LimiterEnv.BURST),
+    shards: num(LimiterEnv.SHARDS),
+    maxWaitMs: num(LimiterEnv.MAX_WAIT_MS),
   };
   const problem = checkLimit(config.ratePerSecond, config.burst, config.shards);
   if (problem || config.maxWaitMs < 0) {

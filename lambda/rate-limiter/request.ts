@@ -1,17 +1,13 @@
 import { InvalidAcquireRequest } from './errors';
+import {
+  ACQUIRE_MODES, AcquireField as F, type AcquireModeName, BACKOFF_PHASE, DEFAULT_KEY, DEFAULT_MODE, MAX_COUNT, MAX_KEY_LENGTH, type RetryPayload,
+} from '../../src/private/contract';
 
-export type AcquireMode = 'RESERVE' | 'TRY';
+export type AcquireMode = AcquireModeName;
+export { DEFAULT_KEY };
 
 /** How a RateLimitedTask retries: the acquire call computes the backoff (full jitter) before it reserves. */
-export interface RetryConfig {
-  readonly maxAttempts: number;
-  readonly intervalMs: number;
-  readonly backoffRate: number;
-  readonly maxDelayMs: number;
-  readonly jitter: boolean;
-  /** Error names the policy retries (exact names; `States.ALL` and `States.TaskFailed` as in ErrorEquals). */
-  readonly errors?: readonly string[];
-}
+export type RetryConfig = RetryPayload;
 
 /** A validated acquire request. */
 export interface AcquireRequest {
@@ -22,15 +18,13 @@ export interface AcquireRequest {
   /** Dotted path in the echoed input where the result is also put (a RateLimitedTask's resultPath). */
   readonly resultField?: string;
   /** `backoff`: a RateLimitedTask's retry step — count the attempt and draw the backoff, take no token. */
-  readonly phase?: 'backoff';
+  readonly phase?: typeof BACKOFF_PHASE;
   /** The RateLimitedTask the attempt count belongs to (its backoff state's name). */
   readonly task?: string;
   /** `$$.Execution.RedriveCount`: a redriven execution starts a fresh retry budget. */
   readonly redriveCount?: number;
 }
 
-export const DEFAULT_KEY = 'default';
-const MAX_KEY_LENGTH = 512;
 
 /**
  * Validates an acquire event: `{ key?, tokens?, mode? }`. Anything malformed is an `InvalidAcquireRequest`,
@@ -43,42 +37,46 @@ export function parseRequest(event: unknown): AcquireRequest {
   const e = event as Record<string, unknown>;
 
   let key = DEFAULT_KEY;
-  if (e.key !== undefined) {
-    if (typeof e.key === 'number' && Number.isFinite(e.key)) {
-      key = String(e.key);
-    } else if (typeof e.key === 'string' && e.key.length >= 1 && e.key.length <= MAX_KEY_LENGTH) {
-      key = e.key;
+  const k = e[F.KEY];
+  if (k !== undefined) {
+    if (typeof k === 'number' && Number.isFinite(k)) {
+      key = String(k);
+    } else if (typeof k === 'string' && k.length >= 1 && k.length <= MAX_KEY_LENGTH) {
+      key = k;
     } else {
-      throw new InvalidAcquireRequest(`key must be a string of 1 to ${MAX_KEY_LENGTH} characters, got ${describe(e.key)}`);
+      throw new InvalidAcquireRequest(`key must be a string of 1 to ${MAX_KEY_LENGTH} characters, got ${describe(k)}`);
     }
   }
 
   let tokens = 1;
-  if (e.tokens !== undefined) {
-    if (typeof e.tokens !== 'number' || !Number.isInteger(e.tokens) || e.tokens < 1) {
-      throw new InvalidAcquireRequest(`tokens must be a positive integer, got ${describe(e.tokens)}`);
+  const t = e[F.TOKENS];
+  if (t !== undefined) {
+    if (typeof t !== 'number' || !Number.isInteger(t) || t < 1) {
+      throw new InvalidAcquireRequest(`tokens must be a positive integer, got ${describe(t)}`);
     }
-    tokens = e.tokens;
+    tokens = t;
   }
-  if (e.count !== undefined) {
+  const count = e[F.COUNT];
+  if (count !== undefined) {
     // A batch acquires `tokens` per item: `count` is its number of items (States.ArrayLength of the batch).
-    if (typeof e.count !== 'number' || !Number.isInteger(e.count) || e.count < 1 || e.count > MAX_COUNT) {
-      throw new InvalidAcquireRequest(`count must be an integer from 1 to ${MAX_COUNT}, got ${describe(e.count)}`);
+    if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || count > MAX_COUNT) {
+      throw new InvalidAcquireRequest(`count must be an integer from 1 to ${MAX_COUNT}, got ${describe(count)}`);
     }
-    tokens *= e.count;
+    tokens *= count;
   }
 
-  let mode: AcquireMode = 'RESERVE';
-  if (e.mode !== undefined) {
-    if (e.mode !== 'RESERVE' && e.mode !== 'TRY') {
-      throw new InvalidAcquireRequest(`mode must be RESERVE or TRY, got ${describe(e.mode)}`);
+  let mode: AcquireMode = DEFAULT_MODE;
+  const m = e[F.MODE];
+  if (m !== undefined) {
+    if (!ACQUIRE_MODES.includes(m as AcquireMode)) {
+      throw new InvalidAcquireRequest(`mode must be ${ACQUIRE_MODES.join(' or ')}, got ${describe(m)}`);
     }
-    mode = e.mode;
+    mode = m as AcquireMode;
   }
 
   let retry: RetryConfig | undefined;
-  if (e.retry !== undefined) {
-    const r = e.retry as Record<string, unknown>;
+  if (e[F.RETRY] !== undefined) {
+    const r = e[F.RETRY] as Record<string, unknown>;
     const num = (name: string, min: number) => {
       const v = r?.[name];
       if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
@@ -97,34 +95,38 @@ export function parseRequest(event: unknown): AcquireRequest {
   }
 
   let resultField: string | undefined;
-  if (e.resultField !== undefined) {
-    if (typeof e.resultField !== 'string' || !/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(e.resultField)) {
-      throw new InvalidAcquireRequest(`resultField must be a dotted path of letters, digits and _, got ${describe(e.resultField)}`);
+  const rf = e[F.RESULT_FIELD];
+  if (rf !== undefined) {
+    if (typeof rf !== 'string' || !/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(rf)) {
+      throw new InvalidAcquireRequest(`resultField must be a dotted path of letters, digits and _, got ${describe(rf)}`);
     }
-    resultField = e.resultField;
+    resultField = rf;
   }
 
-  if (e.phase !== undefined && e.phase !== 'backoff') {
-    throw new InvalidAcquireRequest(`phase must be backoff when given, got ${describe(e.phase)}`);
+  const phase = e[F.PHASE];
+  if (phase !== undefined && phase !== BACKOFF_PHASE) {
+    throw new InvalidAcquireRequest(`phase must be ${BACKOFF_PHASE} when given, got ${describe(phase)}`);
   }
 
   let task: string | undefined;
-  if (e.task !== undefined) {
-    if (typeof e.task !== 'string' || e.task.length < 1 || e.task.length > 80) {
-      throw new InvalidAcquireRequest(`task must be a state name of 1 to 80 characters, got ${describe(e.task)}`);
+  const tk = e[F.TASK];
+  if (tk !== undefined) {
+    if (typeof tk !== 'string' || tk.length < 1 || tk.length > 80) {
+      throw new InvalidAcquireRequest(`task must be a state name of 1 to 80 characters, got ${describe(tk)}`);
     }
-    task = e.task;
+    task = tk;
   }
 
   let redriveCount: number | undefined;
-  if (e.redriveCount !== undefined) {
-    if (typeof e.redriveCount !== 'number' || !Number.isInteger(e.redriveCount) || e.redriveCount < 0) {
-      throw new InvalidAcquireRequest(`redriveCount must be an integer >= 0, got ${describe(e.redriveCount)}`);
+  const rc = e[F.REDRIVE_COUNT];
+  if (rc !== undefined) {
+    if (typeof rc !== 'number' || !Number.isInteger(rc) || rc < 0) {
+      throw new InvalidAcquireRequest(`redriveCount must be an integer >= 0, got ${describe(rc)}`);
     }
-    redriveCount = e.redriveCount;
+    redriveCount = rc;
   }
 
-  return { key, tokens, mode, retry, resultField, phase: e.phase, task, redriveCount };
+  return { key, tokens, mode, retry, resultField, phase: phase as typeof BACKOFF_PHASE | undefined, task, redriveCount };
 }
 
 function errorList(v: unknown): string[] | undefined {
@@ -135,8 +137,6 @@ function errorList(v: unknown): string[] | undefined {
   return v;
 }
 
-/** Most items one acquire may count (a Distributed Map batch holds at most 10,000 items). */
-const MAX_COUNT = 10_000;
 
 function describe(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v);

@@ -1,6 +1,6 @@
 import type { RetryConfig } from './request';
 import { ThrottleErrors } from '../../src/errors';
-import { ATTEMPT_FIELD, ERROR_FIELD } from '../../src/private/retry-fields';
+import { ATTEMPT_FIELD, ERROR_FIELD } from '../../src/private/contract';
 
 /** The next attempt of a RateLimitedTask: its number, the backoff to sit out first, and the task's input. */
 export interface RetryStep {

@@ -6,7 +6,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { BufferedQueueConsumer } from '../buffered-queue-consumer';
-import { IRateLimiter } from '../rate-limiter';
+import { IRateLimiter } from '../i-rate-limiter';
 import { ThrottledMap } from '../throttled-map';
 
 /**

@@ -5,7 +5,8 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { AcquireMode, AcquireStateOptions } from '../acquire';
 import { ThrottleErrors } from '../errors';
-import type { IRateLimiter } from '../rate-limiter';
+import type { IRateLimiter } from '../i-rate-limiter';
+import { AcquireField as F, AcquireResultField as R, BACKOFF_PHASE, DEFAULT_KEY, ERROR_FIELD, RetryPayload } from './contract';
 import type { RetryPolicy } from '../retry-policy';
 import { checkRange, fail } from './validation';
 
@@ -25,14 +26,49 @@ export interface AcquireStatesOptions extends AcquireStateOptions {
 }
 
 /** A retry policy as the function's backoff step reads it. */
-export function retryPayload(retry: RetryPolicy): Record<string, unknown> {
+export function retryPayload(retry: RetryPolicy, errors: string[]): RetryPayload {
   return {
     maxAttempts: retry.maxAttempts,
     intervalMs: retry.interval.toMilliseconds(),
     backoffRate: retry.backoffRate,
     maxDelayMs: retry.maxDelay.toMilliseconds(),
     jitter: retry.jitter,
+    errors,
   };
+}
+
+/** `<field>.$`: the field read from a path at run time. */
+const fromPath = (field: string) => `${field}.$`;
+
+/**
+ * The backoff step every error of a protected unit (a RateLimitedTask's task, a ThrottledMap item) goes through:
+ * it counts the attempt and draws the backoff (full jitter, in the function), then a Wait, then `next` (the unit's
+ * acquire) — or raises the error again, from a state that is not the unit, so neither a Catch nor a redrive can
+ * reach the unit without an acquire. `catcher` gets the only Catch (`States.ALL`).
+ */
+export function backoffStates(
+  scope: Construct,
+  name: string,
+  limiter: IRateLimiter,
+  retry: RetryPolicy,
+  errors: string[],
+  catcher: { addCatch(handler: sfn.IChainable, props?: sfn.CatchProps): unknown },
+  next: sfn.IChainable,
+): AcquireTask {
+  const backoff = new AcquireTask(scope, name, limiter.acquireFunction, {
+    [F.PHASE]: BACKOFF_PHASE,
+    [F.TASK]: name,
+    [fromPath(F.INPUT)]: '$',
+    [F.RETRY]: retryPayload(retry, retry.retries ? errors : []),
+    [fromPath(F.REDRIVE_COUNT)]: '$$.Execution.RedriveCount',
+  }, {});
+  const wait = sfn.Wait.jsonPath(scope, `${name} Wait`, {
+    time: sfn.WaitTime.secondsPath(`$.${R.WAIT_SECONDS}`),
+    outputPath: `$.${R.INPUT}`,
+  });
+  catcher.addCatch(backoff, { errors: [sfn.Errors.ALL], resultPath: `$.${ERROR_FIELD}` });
+  backoff.next(wait).next(next);
+  return backoff;
 }
 
 /**
@@ -47,29 +83,29 @@ export function acquireStates(
 ): { acquire: AcquireTask; wait: sfn.Wait } {
   const prop = options.prop ?? 'acquire.';
   const tokens = consumedAmount(scope, limiter, options, prop);
-  const key = options.key ?? 'default';
+  const key = options.key ?? DEFAULT_KEY;
   if (!key.startsWith('$') && !Token.isUnresolved(key) && (key.length < 1 || key.length > 512)) {
     fail(scope, `${prop}key must be a JSONPath or a literal of 1 to 512 characters, got ${JSON.stringify(key)}`);
   }
-  const keyField = key.startsWith('$') ? { 'key.$': key } : { key };
+  const keyField = key.startsWith('$') ? { [fromPath(F.KEY)]: key } : { [F.KEY]: key };
   const resultPath = options.resultPath === sfn.JsonPath.DISCARD ? undefined : options.resultPath;
   const echo = resultPath === undefined || options.resultInInput === true;
   if (echo && resultPath !== undefined && !/^\$\.([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)$/.test(resultPath)) {
     fail(scope, `resultPath must be a simple path like $.acquired, or JsonPath.DISCARD, got ${resultPath}`);
   }
-  const payload: Record<string, unknown> = { ...keyField, tokens, mode: options.mode ?? AcquireMode.RESERVE };
-  if (options.countPath !== undefined) payload['count.$'] = options.countPath;
-  if (echo) payload['input.$'] = '$';
-  if (echo && resultPath !== undefined) payload.resultField = resultPath.slice(2);
+  const payload: Record<string, unknown> = { ...keyField, [F.TOKENS]: tokens, [F.MODE]: options.mode ?? AcquireMode.RESERVE };
+  if (options.countPath !== undefined) payload[fromPath(F.COUNT)] = options.countPath;
+  if (echo) payload[fromPath(F.INPUT)] = '$';
+  if (echo && resultPath !== undefined) payload[F.RESULT_FIELD] = resultPath.slice(2);
   if (options.owner !== undefined) {
-    payload.task = options.owner;
-    payload['redriveCount.$'] = '$$.Execution.RedriveCount';
+    payload[F.TASK] = options.owner;
+    payload[fromPath(F.REDRIVE_COUNT)] = '$$.Execution.RedriveCount';
   }
   // No ResultPath means "$": the result (with the echoed input) replaces the state's data.
   const acquire = new AcquireTask(scope, `${id} Acquire`, limiter.acquireFunction, payload, { resultPath: echo ? undefined : resultPath });
   const wait = sfn.Wait.jsonPath(scope, `${id} Wait`, {
-    time: sfn.WaitTime.secondsPath(echo ? '$.waitSeconds' : `${resultPath}.waitSeconds`),
-    outputPath: echo ? '$.input' : undefined,
+    time: sfn.WaitTime.secondsPath(`${echo ? '$' : resultPath}.${R.WAIT_SECONDS}`),
+    outputPath: echo ? `$.${R.INPUT}` : undefined,
   });
   acquire.next(wait);
   return { acquire, wait };

@@ -2,7 +2,17 @@ import { Validations } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import type { IRateLimiter } from '../rate-limiter';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import { LimiterEnv } from './contract';
+
+/** A limiter's buckets, as plain values: where they live and the limit a handler enforces on them. */
+export interface LimiterBuckets {
+  readonly table: dynamodb.ITable;
+  readonly limiterName: string;
+  readonly ratePerSecond: number;
+  readonly burst: number;
+  readonly shards: number;
+}
 
 /**
  * The role of a bundled handler: it may log only to its own log group (instead of
@@ -28,14 +38,14 @@ export function handlerRole(scope: Construct, id: string, logGroup: logs.ILogGro
  * The environment a handler reads to take tokens from a limiter's buckets (`configFromEnv` in
  * lambda/rate-limiter/limiter.ts): the acquire function and the dispatcher read the same one.
  */
-export function limiterEnvironment(limiter: IRateLimiter, maxWaitMs: number): Record<string, string> {
+export function limiterEnvironment(limiter: LimiterBuckets, maxWaitMs: number): Record<string, string> {
   return {
-    TABLE_NAME: limiter.table.tableName,
-    LIMITER_NAME: limiter.limiterName,
-    RATE_PER_SECOND: String(limiter.ratePerSecond),
-    BURST: String(limiter.burst),
-    SHARDS: String(limiter.shards),
-    MAX_WAIT_MS: String(maxWaitMs),
+    [LimiterEnv.TABLE_NAME]: limiter.table.tableName,
+    [LimiterEnv.LIMITER_NAME]: limiter.limiterName,
+    [LimiterEnv.RATE_PER_SECOND]: String(limiter.ratePerSecond),
+    [LimiterEnv.BURST]: String(limiter.burst),
+    [LimiterEnv.SHARDS]: String(limiter.shards),
+    [LimiterEnv.MAX_WAIT_MS]: String(maxWaitMs),
   };
 }
 
@@ -44,7 +54,7 @@ export function limiterEnvironment(limiter: IRateLimiter, maxWaitMs: number): Re
  * every item it reads or writes has a partition key starting `<limiterName>#`, so on a table shared by several
  * limiters each role can touch its own items and no other (`dynamodb:LeadingKeys`).
  */
-export function grantBucketAccess(limiter: IRateLimiter, grantee: iam.IGrantable): iam.Grant {
+export function grantBucketAccess(limiter: Pick<LimiterBuckets, 'table' | 'limiterName'>, grantee: iam.IGrantable): iam.Grant {
   const grant = iam.Grant.addToPrincipal({
     grantee,
     actions: ['dynamodb:UpdateItem', 'dynamodb:GetItem'],

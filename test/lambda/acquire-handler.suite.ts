@@ -1,7 +1,7 @@
 import { GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { type LocalDynamoDb, type LocalDynamoDbOptions, startDynalite } from '../../local/dynalite';
 import { type Admission, windowViolations } from '../../local/timing';
-import { LimiterMetricNames, METRIC_NAMESPACE } from '../../src/private/metric-names';
+import { LimiterMetricNames, METRIC_NAMESPACE } from '../../src/private/contract';
 import { loadAcquireHandler, nowUs, sleep } from '../support/handler';
 
 const RATE = 50;

@@ -1,6 +1,6 @@
 import { type DeadLetterRecord, forwardedAttributes, type ReporterDeps, reportBatch } from '../../lambda/dead-letter-reporter/reporter';
 import { TASK_TOKEN_FIELD } from '../../lambda/dispatcher/dispatcher';
-import { DeadLetterAttributes } from '../../src/private/dispatch-contract';
+import { DeadLetterAttributes } from '../../src/private/contract';
 
 const record = (id: string, body: unknown, extra: Partial<DeadLetterRecord> & { group?: string } = {}): DeadLetterRecord => ({
   messageId: id,

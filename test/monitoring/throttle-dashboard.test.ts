@@ -7,7 +7,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { MonitoringFacade } from 'cdk-monitoring-constructs';
 import { emfLine } from '../../lambda/rate-limiter/emf';
 import { BufferedQueueConsumer, MapMode, QueueTarget, RateLimiter, ThrottleDashboard, type ThrottleDashboardProps, ThrottledMap } from '../../src';
-import { METRIC_NAMESPACE } from '../../src/private/metric-names';
+import { METRIC_NAMESPACE } from '../../src/private/contract';
 
 function build(props: Partial<ThrottleDashboardProps> & { overrides?: boolean } = {}) {
   const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });

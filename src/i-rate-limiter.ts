@@ -1,0 +1,61 @@
+import { Duration } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { Construct, IConstruct } from 'constructs';
+import { AcquireStateOptions } from './acquire';
+import { Limit } from './limit';
+
+// A leaf module: what consumers of a limiter see. The constructs and their private helpers import the interface
+// from here, so none of them imports rate-limiter.ts back (no import cycle).
+
+/**
+ * A shared rate limit that workflows acquire tokens from.
+ */
+export interface IRateLimiter extends IConstruct {
+  /** Name of this limiter: the prefix of its items and the `LimiterName` metric dimension. */
+  readonly limiterName: string;
+  /** The limits every key is held to (one, today). */
+  readonly limits: Limit[];
+  /** Sustained rate of the limit, tokens per second. */
+  readonly ratePerSecond: number;
+  /** Tokens that may be taken at once after idleness. */
+  readonly burst: number;
+  /** DynamoDB items the limit is spread over. */
+  readonly shards: number;
+  /** Longest reservation handed out in RESERVE mode. */
+  readonly maxWait: Duration;
+  /** The table holding bucket state. */
+  readonly table: dynamodb.ITable;
+  /** The acquire function: state machines invoke it to take tokens. */
+  readonly acquireFunction: lambda.IFunction;
+
+  /** Grants permission to invoke the acquire function. */
+  grantAcquire(grantee: iam.IGrantable): iam.Grant;
+
+  /**
+   * Grants what a function needs to take tokens itself, with the limiter's code bundled in (as the queue
+   * dispatcher does): read and conditionally update this limiter's own items in its table, and nothing else.
+   */
+  grantTakeTokens(grantee: iam.IGrantable): iam.Grant;
+
+  /** States that acquire tokens before the next state runs. */
+  acquire(scope: Construct, id: string, options?: AcquireStateOptions): sfn.StateMachineFragment;
+
+  /** A metric of this limiter, published by the acquire function in the `CdkSfnThrottle` namespace. */
+  metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Tokens admitted. */
+  metricAdmitted(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Tokens admitted with a wait (RESERVE). */
+  metricDelayed(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Tokens refused (TRY with an empty bucket, or RESERVE beyond `maxWait`). */
+  metricRejected(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Wait handed out with admissions, milliseconds. */
+  metricWaitTime(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** DynamoDB calls made by acquire calls. */
+  metricDynamoDbCalls(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Acquire calls that failed closed (DynamoDB unreachable or throttling, or an item it cannot read). */
+  metricUnavailable(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+}

@@ -1,0 +1,174 @@
+// The contract between the constructs and the bundled handlers: every name, default and request/result shape both
+// sides must agree on. This module imports nothing, so a handler bundle that imports it pulls in no aws-cdk-lib or
+// constructs code; `lambda/**` may import only this module and `src/errors.ts` (ESLint no-restricted-imports, and
+// test/contract.test.ts checks the built bundles).
+
+// ---- The acquire call (the acquire function, and the dispatcher's in-process acquire) ----
+
+/** The bucket an acquire takes from when it names none. */
+export const DEFAULT_KEY = 'default';
+/** Longest literal key. */
+export const MAX_KEY_LENGTH = 512;
+/** Most items one acquire may count (a Distributed Map batch holds at most 10,000 items). */
+export const MAX_COUNT = 10_000;
+
+/** The acquire modes on the wire (`AcquireMode`'s values; test/contract.test.ts checks they match). */
+export type AcquireModeName = 'RESERVE' | 'TRY';
+export const ACQUIRE_MODES: readonly AcquireModeName[] = ['RESERVE', 'TRY'];
+export const DEFAULT_MODE: AcquireModeName = 'RESERVE';
+
+/** The `phase` of a RateLimitedTask's backoff step: count the attempt and draw the backoff, take no token. */
+export const BACKOFF_PHASE = 'backoff';
+
+/** Field names of the acquire event the state machine sends (`Parameters` of the acquire and backoff states). */
+export const AcquireField = {
+  KEY: 'key',
+  TOKENS: 'tokens',
+  /** How many items share the acquire (a batch: `States.ArrayLength($.Items)`); tokens are taken per item. */
+  COUNT: 'count',
+  MODE: 'mode',
+  /** The state input, echoed back so the Wait state's OutputPath restores it. */
+  INPUT: 'input',
+  /** Dotted path in the echoed input where the result is also put (a RateLimitedTask's resultPath). */
+  RESULT_FIELD: 'resultField',
+  PHASE: 'phase',
+  /** The RateLimitedTask the attempt count belongs to (its backoff state's name). */
+  TASK: 'task',
+  /** `$$.Execution.RedriveCount`: a redriven execution starts a fresh retry budget. */
+  REDRIVE_COUNT: 'redriveCount',
+  RETRY: 'retry',
+} as const;
+
+/** A retry policy as the backoff step reads it (`AcquireField.RETRY`). */
+export interface RetryPayload {
+  readonly maxAttempts: number;
+  readonly intervalMs: number;
+  readonly backoffRate: number;
+  readonly maxDelayMs: number;
+  readonly jitter: boolean;
+  /** Error names the policy retries (exact names; `States.ALL` and `States.TaskFailed` as in ErrorEquals). */
+  readonly errors?: readonly string[];
+}
+
+/** Field names of what the acquire function returns, read by the states that follow. */
+export const AcquireResultField = {
+  /** Whole seconds still to wait: the Wait state's `SecondsPath`. */
+  WAIT_SECONDS: 'waitSeconds',
+  /** The echoed state input: the Wait state's `OutputPath`. */
+  INPUT: 'input',
+} as const;
+
+/** What RESERVE and TRY return on admission. */
+export interface AcquireResult {
+  readonly admitted: true;
+  readonly key: string;
+  readonly tokens: number;
+  readonly shard: number;
+  /** Whole seconds the caller must still wait (a Wait state's SecondsPath); the sub-second part was slept. */
+  readonly waitSeconds: number;
+  /** Total wait handed out with this admission, ms. */
+  readonly waitMs: number;
+  /** Earliest start, epoch µs (limiter clock). */
+  readonly notBeforeUs: number;
+  /** Earliest start, ISO 8601. */
+  readonly notBefore: string;
+}
+
+/** What the backoff step of a RateLimitedTask returns. */
+export interface BackoffResult {
+  readonly attempt: number;
+  readonly waitSeconds: number;
+  readonly waitMs: number;
+  readonly input: unknown;
+}
+
+/** Attempt record of the next call of a RateLimitedTask's task (`{ task, attempt, redrive }`; absent on the first). */
+export const ATTEMPT_FIELD = 'cdkSfnThrottleAttempt';
+/** Where the task's Catch puts an error before the backoff step. */
+export const ERROR_FIELD = 'cdkSfnThrottleError';
+/** Where a ThrottledMap with `catchItemFailures` puts a failed item's error. */
+export const ITEM_ERROR_FIELD = 'cdkSfnThrottleItemError';
+
+/** The environment every handler that takes tokens reads (the acquire function and the dispatcher). */
+export const LimiterEnv = {
+  TABLE_NAME: 'TABLE_NAME',
+  LIMITER_NAME: 'LIMITER_NAME',
+  RATE_PER_SECOND: 'RATE_PER_SECOND',
+  BURST: 'BURST',
+  SHARDS: 'SHARDS',
+  MAX_WAIT_MS: 'MAX_WAIT_MS',
+} as const;
+
+// ---- Metrics (the handlers' EMF lines and the constructs' metricX() methods) ----
+
+/** CloudWatch namespace of every metric the handlers publish. */
+export const METRIC_NAMESPACE = 'CdkSfnThrottle';
+
+/** Dimension naming the limiter a metric belongs to. */
+export const LIMITER_DIMENSION = 'LimiterName';
+
+/** Metrics published by the acquire handler, one EMF line per acquire call. */
+export const LimiterMetricNames = {
+  /** Tokens admitted (RESERVE or TRY). */
+  ADMITTED: 'Admitted',
+  /** Tokens admitted with a wait (RESERVE only). */
+  DELAYED: 'Delayed',
+  /** Tokens refused: TRY with an empty bucket, or RESERVE beyond maxWait. */
+  REJECTED: 'Rejected',
+  /** Wait handed out with an admission, in milliseconds. */
+  WAIT_TIME: 'WaitTime',
+  /** DynamoDB calls made by one acquire call. */
+  DYNAMODB_CALLS: 'DynamoDbCalls',
+  /** Acquire calls that failed closed because DynamoDB was unreachable or throttling. */
+  UNAVAILABLE: 'Unavailable',
+} as const;
+
+// ---- BufferedQueueConsumer: the dispatcher and the dead-letter reporter ----
+
+/** The field of a `waitForResult` message that carries the task token (`{ [TASK_TOKEN_FIELD]: token, input }`). */
+export const TASK_TOKEN_FIELD = 'cdkSfnThrottleTaskToken';
+
+/**
+ * Time the dispatcher keeps beyond the target's timeout when it decides whether it may still take a token and
+ * start an invoke: the call's own overhead (cold start of the target, network), reporting the result to the
+ * workflow and returning the batch response before the dispatcher's own timeout.
+ */
+export const DEADLINE_MARGIN_MS = 3_000;
+
+/** Step Functions' limit on `SendTaskSuccess` output (UTF-8 bytes). */
+export const MAX_TASK_OUTPUT_BYTES = 262_144;
+
+/** SQS's limit on a message: body and message attributes (names, types and values) together, bytes. */
+export const MAX_SQS_MESSAGE_BYTES = 262_144;
+
+/** The environment of the dispatcher. */
+export const DispatcherEnv = {
+  /** ARN of the function invoked once per message. */
+  TARGET_FUNCTION: 'TARGET_FUNCTION',
+  /** The target's timeout in milliseconds (what an invoke may take). */
+  TARGET_TIMEOUT_MS: 'TARGET_TIMEOUT_MS',
+  /** Milliseconds kept beyond the target's timeout before the dispatcher's deadline. */
+  DEADLINE_MARGIN_MS: 'DEADLINE_MARGIN_MS',
+  /** The limiter bucket the dispatcher takes from (with a limiter). */
+  LIMITER_KEY: 'LIMITER_KEY',
+  /** Tokens one invoke takes (with a limiter); 1 when unset. */
+  LIMITER_TOKENS: 'LIMITER_TOKENS',
+} as const;
+
+/** The environment of the dead-letter reporter. */
+export const ReporterEnv = {
+  /** URL of the consumer's dead-letter queue, where reported messages are forwarded. */
+  DEAD_LETTER_QUEUE_URL: 'DEAD_LETTER_QUEUE_URL',
+  /** The buffer's maxReceiveCount, quoted in the failure's cause. */
+  MAX_RECEIVE_COUNT: 'MAX_RECEIVE_COUNT',
+  /** 'true' when the queues are FIFO (forwarded messages keep their group). */
+  FIFO: 'FIFO',
+} as const;
+
+/** Message attributes of a message the reporter forwards to the dead-letter queue. */
+export const DeadLetterAttributes = {
+  /** The error the waiting execution was failed with (`DispatchFailed`), or none without a waiting execution. */
+  ERROR: 'cdkSfnThrottleError',
+  /** Why the message was dead-lettered (message id, receives). */
+  CAUSE: 'cdkSfnThrottleCause',
+} as const;
