@@ -8,13 +8,13 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
+import { IRateLimiter } from './i-rate-limiter';
 import { consumedAmount } from './private/acquire-task';
-import { DeadLetterReporterFunction } from './private/dead-letter-reporter-function';
 import { DEADLINE_MARGIN_MS, DEFAULT_KEY, DispatcherEnv, ReporterEnv, TASK_TOKEN_FIELD } from './private/contract';
+import { DeadLetterReporterFunction } from './private/dead-letter-reporter-function';
 import { DispatchFunction } from './private/dispatch-function';
 import { handlerRole, limiterEnvironment } from './private/handler-function';
 import { checkRange, fail } from './private/validation';
-import { IRateLimiter } from './i-rate-limiter';
 
 /** Lambda's default timeout, for a function whose timeout is not known. */
 const LAMBDA_DEFAULT_TIMEOUT = Duration.seconds(3);

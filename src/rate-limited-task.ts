@@ -3,9 +3,9 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
 import { ThrottleErrors } from './errors';
+import { IRateLimiter } from './i-rate-limiter';
 import { acquireStates, backoffStates, consumedAmount } from './private/acquire-task';
 import { DEFAULT_KEY } from './private/contract';
-import { IRateLimiter } from './i-rate-limiter';
 import { RetryPolicy } from './retry-policy';
 
 /**

@@ -11,8 +11,8 @@ import { IRateLimiter } from './i-rate-limiter';
 import { Limit } from './limit';
 import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
-import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/contract';
+import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { checkRange, fail } from './private/validation';
 
 /**

@@ -1,51 +1,129 @@
 import * as fs from 'fs';
 import * as path from 'path';
-import { Annotations, IAspect, Stack, Stage, Token } from 'aws-cdk-lib';
+import { Annotations, attachCustomSynthesis, IAspect, Stack, Token } from 'aws-cdk-lib';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import { IConstruct } from 'constructs';
+import { Construct, IConstruct } from 'constructs';
 import { AcquireOptions } from './acquire';
 import { BufferedQueueConsumer } from './buffered-queue-consumer';
-import { RateLimitedTask } from './rate-limited-task';
 import { IRateLimiter } from './i-rate-limiter';
+import { fail } from './private/validation';
+import { RateLimitedTask } from './rate-limited-task';
 import { RateLimiterBase } from './rate-limiter';
 import { ThrottledMap } from './throttled-map';
 
 /**
- * Unit prices the throttle plan's cost estimate uses (us-east-1, on-demand, USD; November 2026 price pages).
+ * Unit prices the throttle plan's cost estimate uses. The defaults are us-east-1 on-demand list prices in USD, as
+ * published on the AWS pricing pages in November 2026; give your Region's or your contract's.
  */
-export class ThrottlePrices {
-  /** Step Functions Standard, per state transition. */
-  public static readonly STANDARD_TRANSITION = 0.000025;
-  /** Lambda, per request. */
-  public static readonly LAMBDA_REQUEST = 0.0000002;
-  /** Lambda on Arm, per GB-second. */
-  public static readonly LAMBDA_ARM_GB_SECOND = 0.0000133334;
-  /** DynamoDB on-demand, per write request unit. */
-  public static readonly DYNAMODB_WRITE = 0.000000625;
-  /** Assumed duration of one acquire call, seconds (the bench's p50 is a few ms; sub-second waits are slept in it). */
-  public static readonly ACQUIRE_SECONDS = 0.05;
-
-  private constructor() {}
+export interface ThrottlePriceList {
+  /**
+   * Step Functions Standard, per state transition.
+   *
+   * @default 0.000025 ($25 per million, us-east-1, 2026-11)
+   */
+  readonly standardTransition?: number;
+  /**
+   * Lambda, per request.
+   *
+   * @default 0.0000002 ($0.20 per million, us-east-1, 2026-11)
+   */
+  readonly lambdaRequest?: number;
+  /**
+   * Lambda on Arm (Graviton), per GB-second (first pricing tier).
+   *
+   * @default 0.0000133334 (us-east-1, 2026-11)
+   */
+  readonly lambdaArmGbSecond?: number;
+  /**
+   * Lambda on x86, per GB-second (first pricing tier).
+   *
+   * @default 0.0000166667 (us-east-1, 2026-11)
+   */
+  readonly lambdaX86GbSecond?: number;
+  /**
+   * DynamoDB on-demand, per write request unit.
+   *
+   * @default 0.000000625 ($0.625 per million, us-east-1, 2026-11)
+   */
+  readonly dynamoDbWriteRequestUnit?: number;
 }
 
-/** Regions where Standard workflows get 5,000 state transitions/s by default (800 elsewhere). */
-const LARGE_TRANSITION_QUOTA_REGIONS = ['us-east-1', 'us-west-2', 'eu-west-1'];
+/** The default prices: us-east-1, on-demand, USD, November 2026. */
+const DEFAULT_PRICES: Required<ThrottlePriceList> = {
+  standardTransition: 0.000025,
+  lambdaRequest: 0.0000002,
+  lambdaArmGbSecond: 0.0000133334,
+  lambdaX86GbSecond: 0.0000166667,
+  dynamoDbWriteRequestUnit: 0.000000625,
+};
+
+/**
+ * Default `StateTransition` quota of Standard workflows, per account and Region: a token bucket. The sustained rate
+ * is the refill rate. AWS Step Functions Developer Guide, "Quotas related to state throttling": 5,000 bucket and 1,500
+ * refill per second in US East (N. Virginia), US West (Oregon) and Europe (Ireland); 800 and 500 in all other
+ * Regions. New accounts start lower, and AWS raises them with use.
+ */
+const STATE_TRANSITION_QUOTA = {
+  large: { regions: ['us-east-1', 'us-west-2', 'eu-west-1'], bucket: 5000, refillPerSecond: 1500 },
+  other: { bucket: 800, refillPerSecond: 500 },
+};
 /** Lambda's default concurrency quota per account and Region, and what must stay unreserved. */
 const ACCOUNT_CONCURRENCY = 1000;
 const UNRESERVED_MINIMUM = 100;
+/** The mean sub-second sleep of a RESERVE acquire that waits: the sub-second part of a wait is uniform in [0, 1 s). */
+const MEAN_SUB_SECOND_SLEEP = 0.5;
 
 /**
  * Options of `ThrottleChecks`.
  */
 export interface ThrottleChecksOptions {
   /**
-   * Write `throttle-plan.json` and `throttle-plan.md` into the cloud assembly directory.
+   * Write `throttle-plan.json` and `throttle-plan.md` into the cloud assembly directory (at synthesis).
    *
    * @default true
    */
   readonly writePlan?: boolean;
+
+  /**
+   * Unit prices of the plan's cost per million items.
+   *
+   * @default - us-east-1 on-demand list prices, November 2026 (see `ThrottlePriceList`)
+   */
+  readonly prices?: ThrottlePriceList;
+
+  /**
+   * Mean time one acquire call takes apart from any sleep (its DynamoDB round trips and the Lambda invoke), seconds:
+   * what a call costs in GB-seconds and holds in concurrency when it does not wait.
+   *
+   * @default 0.05
+   */
+  readonly acquireCallSeconds?: number;
+
+  /**
+   * The account's Lambda concurrency in each Region (the quota, or what your account has been raised to).
+   *
+   * @default 1000 - Lambda's default concurrency quota per account and Region
+   */
+  readonly accountConcurrency?: number;
+
+  /**
+   * Share of `accountConcurrency` one limiter's acquire function may take at its full rate before a warning
+   * (`cdk-sfn-throttle:acquireConcurrency`). Between 0 and 1.
+   *
+   * @default 0.1
+   */
+  readonly acquireConcurrencyShare?: number;
+
+  /**
+   * Sustained `StateTransition` quota of Standard workflows, per second, when your account's differs from the
+   * Region's default.
+   *
+   * @default - the Region's default refill rate: 1,500/s in us-east-1, us-west-2 and eu-west-1, 500/s elsewhere (or
+   * in an environment-agnostic stack)
+   */
+  readonly stateTransitionsPerSecond?: number;
 }
 
 /** One line of the throttle plan. */
@@ -63,30 +141,104 @@ interface PlanEntry {
 export class ThrottleChecks implements IAspect {
   private done = false;
   private readonly writePlan: boolean;
+  private readonly settings: CheckSettings;
 
   constructor(options: ThrottleChecksOptions = {}) {
     this.writePlan = options.writePlan ?? true;
+    this.settings = {
+      prices: { ...DEFAULT_PRICES, ...definedOnly(options.prices ?? {}) },
+      acquireCallSeconds: options.acquireCallSeconds ?? 0.05,
+      accountConcurrency: options.accountConcurrency ?? ACCOUNT_CONCURRENCY,
+      acquireConcurrencyShare: options.acquireConcurrencyShare ?? 0.1,
+      stateTransitionsPerSecond: options.stateTransitionsPerSecond,
+    };
   }
 
   public visit(node: IConstruct): void {
-    // The first node visited is the scope the aspect was added to: check everything under it once.
+    // The first node visited is the scope the aspect was added to: check everything under it once. Checks add their
+    // warnings here (before the stacks are synthesized); the plan files are written by a synthesis step.
     if (this.done) return;
     this.done = true;
+    for (const [name, v, max] of [
+      ['acquireCallSeconds', this.settings.acquireCallSeconds, 900],
+      ['accountConcurrency', this.settings.accountConcurrency, 1_000_000],
+      ['acquireConcurrencyShare', this.settings.acquireConcurrencyShare, 1],
+      ['stateTransitionsPerSecond', this.settings.stateTransitionsPerSecond ?? 1, 10_000_000],
+      ...Object.entries(this.settings.prices).map(([k, p]) => [`prices.${k}`, p, 1] as const),
+    ] as const) {
+      if (!Number.isFinite(v) || v <= 0 || v > max) {
+        fail(node, `ThrottleChecks ${name} must be greater than 0 and at most ${max}, got ${v}`);
+      }
+    }
     const all = node.node.findAll();
     const plan: PlanEntry[] = [];
-    for (const limiter of all.filter((c): c is RateLimiterBase => c instanceof RateLimiterBase)) plan.push(limiterEntry(limiter));
+    for (const limiter of all.filter((c): c is RateLimiterBase => c instanceof RateLimiterBase)) plan.push(checkLimiter(limiter, this.settings));
     for (const map of all.filter((c): c is ThrottledMap => c instanceof ThrottledMap)) plan.push(checkMap(map));
     for (const consumer of all.filter((c): c is BufferedQueueConsumer => c instanceof BufferedQueueConsumer)) plan.push(consumerEntry(consumer));
     checkEventSources(all);
-    checkReservedConcurrency(all);
+    checkReservedConcurrency(all, this.settings);
     for (const machine of all.filter((c): c is sfn.StateMachine => c instanceof sfn.StateMachine)) {
-      plan.push(checkStateMachine(machine, all));
+      plan.push(checkStateMachine(machine, all, this.settings));
     }
-    if (this.writePlan) writePlanFiles(node, plan);
+    if (this.writePlan) writePlanAtSynthesis(node, plan);
   }
 }
 
-function limiterEntry(l: IRateLimiter): PlanEntry {
+/** The options, defaults filled in. */
+interface CheckSettings {
+  readonly prices: Required<ThrottlePriceList>;
+  readonly acquireCallSeconds: number;
+  readonly accountConcurrency: number;
+  readonly acquireConcurrencyShare: number;
+  readonly stateTransitionsPerSecond?: number;
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** The acquire function's memory (MB) and architecture, when it is a function of this app. */
+function acquireFunctionShape(l: IRateLimiter): { memoryMb: number; arm: boolean; reserved?: number } {
+  const cfn = l.acquireFunction.node.defaultChild as lambda.CfnFunction | undefined;
+  if (!(cfn instanceof lambda.CfnFunction)) return { memoryMb: 128, arm: true };
+  const stack = Stack.of(cfn);
+  const memory = stack.resolve(cfn.memorySize);
+  const archs = stack.resolve(cfn.architectures) as string[] | undefined;
+  const reserved = stack.resolve(cfn.reservedConcurrentExecutions);
+  return {
+    memoryMb: typeof memory === 'number' ? memory : 128,
+    arm: !archs || archs.includes('arm64'),
+    reserved: typeof reserved === 'number' ? reserved : undefined,
+  };
+}
+
+/**
+ * Time one acquire call holds its caller at the limiter's full rate: the call itself, plus the sub-second sleep of a
+ * RESERVE acquire that waits (the sub-second part of a wait is uniform in [0, 1 s), so 0.5 s on average when every
+ * caller waits, which is what running at the full rate means).
+ */
+function acquireHoldSeconds(settings: CheckSettings): number {
+  return settings.acquireCallSeconds + MEAN_SUB_SECOND_SLEEP;
+}
+
+/** A limiter's plan line; at its full rate, its acquire function's concurrency against the account's. */
+function checkLimiter(l: RateLimiterBase, settings: CheckSettings): PlanEntry {
+  const shape = acquireFunctionShape(l);
+  // One acquire call per token at most (consume 1): the most calls per second the limiter admits.
+  const callsPerSecond = l.ratePerSecond;
+  const concurrency = callsPerSecond * acquireHoldSeconds(settings);
+  const allowed = settings.accountConcurrency * settings.acquireConcurrencyShare;
+  if (concurrency > allowed) {
+    Annotations.of(l).addWarningV2('cdk-sfn-throttle:acquireConcurrency',
+      `at its full rate limiter ${l.limiterName} takes about ${round(concurrency)} concurrent acquire calls (${l.ratePerSecond}/s × ${round(acquireHoldSeconds(settings))} s: `
+      + `the call and its sub-second sleep), more than ${round(settings.acquireConcurrencyShare * 100)} % of the account's Lambda concurrency (${settings.accountConcurrency}) = ${round(allowed)}: `
+      + 'other functions in the account and Region can be throttled. Raise the account quota (then accountConcurrency), or lower the rate or split it over limiters.');
+  }
+  if (shape.reserved !== undefined && concurrency > shape.reserved) {
+    Annotations.of(l).addWarningV2('cdk-sfn-throttle:acquireReservedConcurrency',
+      `limiter ${l.limiterName}'s acquire function has reserved concurrency ${shape.reserved}, below the ${round(concurrency)} concurrent calls its full rate takes: `
+      + 'acquires are throttled (Lambda.TooManyRequestsException, retried with backoff) and the limit is not reached');
+  }
   return {
     kind: 'limiter',
     path: l.node.path,
@@ -96,6 +248,7 @@ function limiterEntry(l: IRateLimiter): PlanEntry {
     shards: l.shards,
     maxWaitSeconds: l.maxWait.toSeconds(),
     writesPerSecondPerShard: round(l.ratePerSecond / l.shards),
+    acquireFunction: { memoryMb: shape.memoryMb, architecture: shape.arm ? 'arm64' : 'x86_64', concurrencyAtFullRate: round(concurrency) },
   };
 }
 
@@ -168,70 +321,93 @@ function checkEventSources(all: IConstruct[]): void {
   }
 }
 
-function checkReservedConcurrency(all: IConstruct[]): void {
+/**
+ * Reserved concurrency per environment (account and Region): each has its own Lambda concurrency quota. Functions of
+ * environment-agnostic stacks are summed together (they may all land in one account and Region).
+ */
+function checkReservedConcurrency(all: IConstruct[], settings: CheckSettings): void {
   const fns = all.filter((c): c is lambda.CfnFunction => c instanceof lambda.CfnFunction);
-  const reserved = fns.map((f) => ({ f, n: Stack.of(f).resolve(f.reservedConcurrentExecutions) })).filter((x) => typeof x.n === 'number');
-  const total = reserved.reduce((s, x) => s + (x.n as number), 0);
-  if (total > ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM) {
+  const byEnv = new Map<string, { f: lambda.CfnFunction; n: number }[]>();
+  for (const f of fns) {
+    const n = Stack.of(f).resolve(f.reservedConcurrentExecutions);
+    if (typeof n !== 'number') continue;
+    const env = environmentOf(Stack.of(f));
+    byEnv.set(env, [...(byEnv.get(env) ?? []), { f, n }]);
+  }
+  const reservable = settings.accountConcurrency - UNRESERVED_MINIMUM;
+  for (const [env, reserved] of byEnv) {
+    const total = reserved.reduce((s, x) => s + x.n, 0);
+    if (total <= reservable) continue;
     for (const { f } of reserved) {
       Annotations.of(f).addWarningV2('cdk-sfn-throttle:reservedConcurrencySum',
-        `reserved concurrency sums to ${total} across ${reserved.length} functions; the account default is ${ACCOUNT_CONCURRENCY} with at least `
-        + `${UNRESERVED_MINIMUM} unreserved, so at most ${ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM} can be reserved (deployment fails above it)`);
+        `reserved concurrency sums to ${total} across ${reserved.length} functions in ${env}; the account's concurrency is ${settings.accountConcurrency} with at least `
+        + `${UNRESERVED_MINIMUM} unreserved, so at most ${reservable} can be reserved there (deployment fails above it)`);
     }
   }
 }
 
+/** `account/Region` of a stack, or a note that it is environment-agnostic. */
+function environmentOf(stack: Stack): string {
+  const known = (v: string) => !Token.isUnresolved(v);
+  return known(stack.account) && known(stack.region) ? `account ${stack.account}, ${stack.region}` : 'environment-agnostic stacks';
+}
+
+/** The sustained StateTransition quota of Standard workflows where `stack` deploys. */
+function transitionQuota(stack: Stack, settings: CheckSettings): { perSecond: number; bucket?: number; source: string } {
+  if (settings.stateTransitionsPerSecond !== undefined) return { perSecond: settings.stateTransitionsPerSecond, source: 'stateTransitionsPerSecond' };
+  const region = stack.region;
+  if (!Token.isUnresolved(region) && STATE_TRANSITION_QUOTA.large.regions.includes(region)) {
+    return { perSecond: STATE_TRANSITION_QUOTA.large.refillPerSecond, bucket: STATE_TRANSITION_QUOTA.large.bucket, source: `the default in ${region}` };
+  }
+  const where = Token.isUnresolved(region) ? 'an unknown Region (the smaller default assumed)' : region;
+  return { perSecond: STATE_TRANSITION_QUOTA.other.refillPerSecond, bucket: STATE_TRANSITION_QUOTA.other.bucket, source: `the default in ${where}` };
+}
+
 /**
- * A state machine's planned load: every RateLimitedTask and ThrottledMap in its definition, at its limiter's
- * rate. A Standard workflow above the default state-transition quota is a warning.
+ * A state machine's planned load. Every RateLimitedTask and ThrottledMap in its definition is a link an item passes
+ * once; items flow at the slowest link's rate, so the steady state is that flow through every link: transitions per
+ * second = flow × the transitions of all links. A Standard workflow above its Region's sustained StateTransition
+ * quota is a warning.
  */
-function checkStateMachine(machine: sfn.StateMachine, all: IConstruct[]): PlanEntry {
+function checkStateMachine(machine: sfn.StateMachine, all: IConstruct[], settings: CheckSettings): PlanEntry {
   const stack = Stack.of(machine);
   const cfn = machine.node.defaultChild as sfn.CfnStateMachine;
   const definition = JSON.stringify(stack.resolve(cfn.definitionString ?? cfn.definition) ?? '');
   const has = (state: sfn.State) => definition.includes(JSON.stringify(JSON.stringify(state.stateId)).slice(1, -1));
-  const links: { path: string; itemsPerSecond: number; transitionsPerItem: number; lambdaPerItem: number; writesPerItem: number }[] = [];
+  const links: Link[] = [];
   for (const t of all.filter((c): c is RateLimitedTask => c instanceof RateLimitedTask)) {
     // a map's own per-item RateLimitedTask is counted with the map
     if (!has(t.acquireState) || (t.node.scope instanceof ThrottledMap && t.node.scope.limiter)) continue;
-    // acquire, wait, task; one acquire call, one conditional write (usually)
-    links.push({
-      path: t.node.path,
-      itemsPerSecond: t.limiter.ratePerSecond / tokensOf(t.acquireOptions),
-      transitionsPerItem: 3,
-      lambdaPerItem: 1,
-      writesPerItem: 1,
-    });
+    links.push(link(t.node.path, t.limiter, t.acquireOptions));
   }
   for (const m of all.filter((c): c is ThrottledMap => c instanceof ThrottledMap)) {
     if (!m.limiter || !has(m.mapState)) continue;
-    links.push({
-      path: m.node.path,
-      itemsPerSecond: m.limiter.ratePerSecond / tokensOf(m.acquireOptions),
-      transitionsPerItem: 3,
-      lambdaPerItem: 1,
-      writesPerItem: 1,
-    });
+    links.push(link(m.node.path, m.limiter, m.acquireOptions));
   }
   const standard = machine.stateMachineType === sfn.StateMachineType.STANDARD;
-  const region = stack.region;
-  const quota = !Token.isUnresolved(region) && LARGE_TRANSITION_QUOTA_REGIONS.includes(region) ? 5000 : 800;
-  const transitionsPerSecond = links.reduce((s, l) => s + l.itemsPerSecond * l.transitionsPerItem, 0);
-  if (standard && transitionsPerSecond > quota) {
-    Annotations.of(machine).addWarningV2('cdk-sfn-throttle:stateTransitionQuota',
-      `planned ${round(transitionsPerSecond)} state transitions/s (${links.map((l) => `${l.path}: ${round(l.itemsPerSecond)} items/s × ${l.transitionsPerItem}`).join(', ')}) `
-      + `exceed the default Standard workflow quota of ${quota}/s in ${Token.isUnresolved(region) ? 'an unknown Region (smallest quota assumed)' : region}: `
-      + 'request an increase or use Express');
-  }
   const slowest = links.length > 0 ? links.reduce((a, b) => (b.itemsPerSecond < a.itemsPerSecond ? b : a)) : undefined;
+  const flow = slowest?.itemsPerSecond ?? 0;
   const perItem = links.reduce((s, l) => ({
-    transitions: s.transitions + l.transitionsPerItem, lambda: s.lambda + l.lambdaPerItem, writes: s.writes + l.writesPerItem,
-  }), { transitions: 0, lambda: 0, writes: 0 });
+    transitions: s.transitions + l.transitionsPerItem,
+    lambda: s.lambda + l.lambdaPerItem,
+    gbSeconds: s.gbSeconds + l.lambdaPerItem * (l.memoryMb / 1024) * acquireHoldSeconds(settings),
+    armGbSeconds: s.armGbSeconds + (l.arm ? l.lambdaPerItem * (l.memoryMb / 1024) * acquireHoldSeconds(settings) : 0),
+    writes: s.writes + l.writesPerItem,
+  }), { transitions: 0, lambda: 0, gbSeconds: 0, armGbSeconds: 0, writes: 0 });
+  const transitionsPerSecond = flow * perItem.transitions;
+  const quota = transitionQuota(stack, settings);
+  if (standard && transitionsPerSecond > quota.perSecond) {
+    Annotations.of(machine).addWarningV2('cdk-sfn-throttle:stateTransitionQuota',
+      `planned ${round(transitionsPerSecond)} state transitions/s (${round(flow)} items/s through the slowest link ${slowest!.path} × ${perItem.transitions} transitions per item: `
+      + `${links.map((l) => `${l.path} ${l.transitionsPerItem}`).join(', ')}) exceed the sustained Standard workflow StateTransition quota of ${quota.perSecond}/s `
+      + `(${quota.source}${quota.bucket ? `, bucket ${quota.bucket}` : ''}): request an increase or use Express`);
+  }
+  const p = settings.prices;
   const million = 1_000_000;
   const cost = {
-    transitions: standard ? perItem.transitions * million * ThrottlePrices.STANDARD_TRANSITION : 0,
-    lambda: perItem.lambda * million * (ThrottlePrices.LAMBDA_REQUEST + 0.125 * ThrottlePrices.ACQUIRE_SECONDS * ThrottlePrices.LAMBDA_ARM_GB_SECOND),
-    dynamoDbWrites: perItem.writes * million * ThrottlePrices.DYNAMODB_WRITE,
+    transitions: standard ? perItem.transitions * million * p.standardTransition : 0,
+    lambda: million * (perItem.lambda * p.lambdaRequest + perItem.armGbSeconds * p.lambdaArmGbSecond + (perItem.gbSeconds - perItem.armGbSeconds) * p.lambdaX86GbSecond),
+    dynamoDbWrites: perItem.writes * million * p.dynamoDbWriteRequestUnit,
   };
   return {
     kind: 'stateMachine',
@@ -239,17 +415,46 @@ function checkStateMachine(machine: sfn.StateMachine, all: IConstruct[]): PlanEn
     type: machine.stateMachineType,
     throttledLinks: links.map((l) => ({ ...l, itemsPerSecond: round(l.itemsPerSecond) })),
     slowestLink: slowest?.path,
-    effectiveItemsPerSecond: slowest ? round(slowest.itemsPerSecond) : undefined,
+    effectiveItemsPerSecond: slowest ? round(flow) : undefined,
     plannedTransitionsPerSecond: round(transitionsPerSecond),
-    transitionQuotaPerSecond: quota,
+    transitionQuotaPerSecond: quota.perSecond,
+    transitionQuotaSource: quota.source,
     throttleCostPerMillionItemsUsd: { ...mapValues(cost, round), total: round(cost.transitions + cost.lambda + cost.dynamoDbWrites) },
   };
 }
 
-function writePlanFiles(root: IConstruct, plan: PlanEntry[]): void {
-  const stage = Stage.of(root) ?? (root.node.root as Stage);
-  const outdir = (stage as Stage | undefined)?.outdir;
-  if (!outdir) return;
+/** One throttled link of a state machine: what an item costs there and how fast items pass. */
+interface Link {
+  readonly path: string;
+  readonly itemsPerSecond: number;
+  readonly transitionsPerItem: number;
+  readonly lambdaPerItem: number;
+  readonly writesPerItem: number;
+  readonly memoryMb: number;
+  readonly arm: boolean;
+}
+
+/** acquire, Wait, the protected state: 3 transitions, one acquire call, one conditional write (usually). */
+function link(path: string, limiter: IRateLimiter, options: AcquireOptions | undefined): Link {
+  const shape = acquireFunctionShape(limiter);
+  return {
+    path, itemsPerSecond: limiter.ratePerSecond / tokensOf(options), transitionsPerItem: 3, lambdaPerItem: 1, writesPerItem: 1, memoryMb: shape.memoryMb, arm: shape.arm,
+  };
+}
+
+/**
+ * The plan files, written by a synthesis step into the cloud assembly directory (not by the aspect itself, which runs
+ * before the assembly exists).
+ */
+function writePlanAtSynthesis(root: IConstruct, plan: PlanEntry[]): void {
+  if ((root as any)[PLAN_ATTACHED]) return;
+  Object.defineProperty(root, PLAN_ATTACHED, { value: true });
+  attachCustomSynthesis(root as Construct, { onSynthesize: (session) => writePlanFiles(session.outdir, plan) });
+}
+
+const PLAN_ATTACHED = Symbol.for('cdk-sfn-throttle.throttle-plan-attached');
+
+function writePlanFiles(outdir: string, plan: PlanEntry[]): void {
   fs.mkdirSync(outdir, { recursive: true });
   fs.writeFileSync(path.join(outdir, 'throttle-plan.json'), `${JSON.stringify({ version: 1, entries: plan }, null, 2)}\n`);
   const lines = ['# Throttle plan', ''];

@@ -4,11 +4,11 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
+import { IRateLimiter } from './i-rate-limiter';
 import { AcquireTask, acquireStates, backoffStates, consumedAmount } from './private/acquire-task';
 import { AcquireField, BACKOFF_PHASE, DEFAULT_KEY, ITEM_ERROR_FIELD } from './private/contract';
 import { checkRange, fail } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
-import { IRateLimiter } from './i-rate-limiter';
 import { RetryPolicy } from './retry-policy';
 
 /** Most iterations an inline Map runs at once, whatever MaxConcurrency says. */

@@ -1,8 +1,8 @@
 import { Validations } from 'aws-cdk-lib';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import { LimiterEnv } from './contract';
 
 /** A limiter's buckets, as plain values: where they live and the limit a handler enforces on them. */
