@@ -406,7 +406,8 @@ function checkStateMachine(machine: sfn.StateMachine, all: IConstruct[], setting
   const million = 1_000_000;
   const cost = {
     transitions: standard ? perItem.transitions * million * p.standardTransition : 0,
-    lambda: million * (perItem.lambda * p.lambdaRequest + perItem.armGbSeconds * p.lambdaArmGbSecond + (perItem.gbSeconds - perItem.armGbSeconds) * p.lambdaX86GbSecond),
+    lambda: million * (perItem.lambda * p.lambdaRequest + perItem.armGbSeconds * p.lambdaArmGbSecond
+      + (perItem.gbSeconds - perItem.armGbSeconds) * p.lambdaX86GbSecond),
     dynamoDbWrites: perItem.writes * million * p.dynamoDbWriteRequestUnit,
   };
   return {
@@ -435,10 +436,16 @@ interface Link {
 }
 
 /** acquire, Wait, the protected state: 3 transitions, one acquire call, one conditional write (usually). */
-function link(path: string, limiter: IRateLimiter, options: AcquireOptions | undefined): Link {
+function link(linkPath: string, limiter: IRateLimiter, options: AcquireOptions | undefined): Link {
   const shape = acquireFunctionShape(limiter);
   return {
-    path, itemsPerSecond: limiter.ratePerSecond / tokensOf(options), transitionsPerItem: 3, lambdaPerItem: 1, writesPerItem: 1, memoryMb: shape.memoryMb, arm: shape.arm,
+    path: linkPath,
+    itemsPerSecond: limiter.ratePerSecond / tokensOf(options),
+    transitionsPerItem: 3,
+    lambdaPerItem: 1,
+    writesPerItem: 1,
+    memoryMb: shape.memoryMb,
+    arm: shape.arm,
   };
 }
 
