@@ -40,12 +40,16 @@ const project = new awscdk.AwsCdkConstructLibrary({
     'dynalite@4.0.0',
     '@types/aws-lambda',
     'aws-local-stepfunctions@3.0.0',
+    // every synthesized definition in the tests is validated; JSONata renderings are evaluated offline (Step Functions
+    // implements JSONata 2.0.6)
+    'asl-validator@^4.0.0',
+    'jsonata@2.0.6',
   ],
 
   jestOptions: {
     updateSnapshot: UpdateSnapshot.NEVER,
     jestConfig: {
-      setupFiles: ['<rootDir>/test/setup-env.ts'],
+      setupFiles: ['<rootDir>/test/setup-env.ts', '<rootDir>/test/setup-validation.ts'],
       testMatch: ['<rootDir>/test/**/*.test.ts'],
       // Behaviour tests start emulators and measure real clocks: one test file at a time, so no file loads the
       // cores another is timing.

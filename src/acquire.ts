@@ -1,3 +1,5 @@
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+
 /**
  * How an acquire call behaves when the bucket has no token right now.
  */
@@ -49,6 +51,14 @@ export interface AcquireOptions {
  * Options of `RateLimiter.acquire()`: what to take, and where the result goes.
  */
 export interface AcquireStateOptions extends AcquireOptions {
+  /**
+   * The query language of the state machine these states render into, needed only when they are nested in a Parallel
+   * or Map of yours in a JSONata machine (aws-cdk-lib renders nested states without the machine's language).
+   *
+   * @default - the state machine's, decided when it is rendered
+   */
+  readonly queryLanguage?: sfn.QueryLanguage;
+
   /**
    * Where the acquire result (`waitSeconds`, `waitMs`, `notBefore`, `shard`) goes in the state output.
    *

@@ -14,6 +14,7 @@ import { DEADLINE_MARGIN_MS, DEFAULT_KEY, DispatcherEnv, ReporterEnv, TASK_TOKEN
 import { DeadLetterReporterFunction } from './private/dead-letter-reporter-function';
 import { DispatchFunction } from './private/dispatch-function';
 import { handlerRole, limiterEnvironment } from './private/handler-function';
+import { expr, JSONATA, languageValidation, taskLanguage, userExpression } from './private/query-language';
 import { checkRange, fail } from './private/validation';
 
 /** Lambda's default timeout, for a function whose timeout is not known. */
@@ -242,6 +243,16 @@ export interface SendMessageTaskOptions {
    * @default '$'
    */
   readonly resultPath?: string;
+
+  /**
+   * The query language of the state machine the task renders into, needed only when it is nested in a Parallel or
+   * Map of yours in a JSONata machine (aws-cdk-lib renders nested states without the machine's language). In a
+   * JSONata machine `messageBody` holds JSONata expressions (`TaskInput.fromText('{% $states.input %}')`), in a
+   * JSONPath machine JSONPath ones (`TaskInput.fromJsonPathAt('$')`); the other form fails the synth.
+   *
+   * @default - the state machine's, decided when it is rendered
+   */
+  readonly queryLanguage?: sfn.QueryLanguage;
 }
 
 /**
@@ -266,6 +277,8 @@ export class BufferedQueueConsumer extends Construct {
   public readonly fifo: boolean;
   private readonly dispatcherRole?: iam.IRole;
   private waitingTasks = 0;
+  /** The send tasks handed out (checked against their machines' query language). */
+  private readonly sendTasks: sfn.State[] = [];
   private readonly resultsFrom = new Set<string>();
   /** The state machines allowed to receive results (the reporter may fail their tasks too). */
   private readonly resultMachines: sfn.IStateMachine[] = [];
@@ -414,17 +427,26 @@ export class BufferedQueueConsumer extends Construct {
       this.waitingTasks++;
       this.reportDeadLetters();
     }
+    if (this.sendTasks.length === 0) this.node.addValidation(languageValidation(this, () => this.sendTasks));
     const body = options.waitForResult
       ? sfn.TaskInput.fromObject({ [TASK_TOKEN_FIELD]: sfn.JsonPath.taskToken, input: options.messageBody.value })
       : options.messageBody;
-    return new tasks.SqsSendMessage(scope, id, {
+    const task = new LanguageSqsSendMessage(scope, id, {
       queue: this.queue,
       messageBody: body,
       messageGroupId: options.messageGroupId,
       integrationPattern: options.waitForResult ? sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN : sfn.IntegrationPattern.REQUEST_RESPONSE,
       taskTimeout: options.taskTimeout,
       resultPath: options.resultPath,
+      queryLanguage: options.queryLanguage,
+    }, {
+      userBody: options.messageBody,
+      messageGroupId: options.messageGroupId,
+      tokenField: options.waitForResult ? TASK_TOKEN_FIELD : undefined,
+      hint: options.queryLanguage,
     });
+    this.sendTasks.push(task);
+    return task;
   }
 
   /**
@@ -604,5 +626,42 @@ export class BufferedQueueConsumer extends Construct {
       id: 'Serverless-LambdaEventSourceMappingDestination',
       reason: 'an SQS event source hands failed messages back to the queue, whose redrive policy sends them to the consumer\'s dead-letter queue',
     });
+  }
+}
+
+/**
+ * SqsSendMessage rendered in its machine's language: in JSONata the task token of a `waitForResult` message is
+ * `$states.context.Task.Token`, and the user's body and group id are checked against the language.
+ */
+class LanguageSqsSendMessage extends tasks.SqsSendMessage {
+  constructor(
+    scope: Construct,
+    id: string,
+    props: tasks.SqsSendMessageProps,
+    private readonly language: { userBody: sfn.TaskInput; messageGroupId?: string; tokenField?: string; hint?: sfn.QueryLanguage },
+  ) {
+    super(scope, id, props);
+  }
+
+  /** @internal */
+  protected _renderTask(topLevelQueryLanguage?: sfn.QueryLanguage): any {
+    const lang = taskLanguage(this, topLevelQueryLanguage, this.language.hint);
+    const known = this.language.hint !== undefined || topLevelQueryLanguage !== undefined;
+    const value = this.language.userBody.value;
+    const paths = typeof value === 'string' ? (sfn.JsonPath.isEncodedJsonPath(value) ? [value] : []) : [...sfn.FieldUtils.findReferencedPaths(value)];
+    const expressions = JSON.stringify(value ?? null).match(/\{%[^"]*%\}/g) ?? [];
+    if (known && lang === JSONATA && paths.length > 0) {
+      fail(this, 'messageBody reads JSONPath but the state machine\'s query language is JSONata: give JSONata expressions, e.g. sfn.TaskInput.fromText(\'{% $states.input %}\') '
+        + 'or sfn.TaskInput.fromObject({ orderId: \'{% $states.input.orderId %}\' })');
+    }
+    if (known && lang !== JSONATA && expressions.length > 0) {
+      fail(this, `messageBody holds JSONata expressions (${expressions.join(', ')}) but the state machine's query language is JSONPath: use sfn.TaskInput.fromJsonPathAt('$') or JsonPath.stringAt('$.field')`);
+    }
+    if (known && this.language.messageGroupId !== undefined) userExpression(this, 'messageGroupId', this.language.messageGroupId, lang);
+    const json = super._renderTask(topLevelQueryLanguage);
+    if (lang === JSONATA && this.language.tokenField && json.Arguments?.MessageBody) {
+      json.Arguments.MessageBody = { ...json.Arguments.MessageBody, [this.language.tokenField]: expr('$states.context.Task.Token') };
+    }
+    return json;
   }
 }

@@ -6,6 +6,7 @@ import { ThrottleErrors } from './errors';
 import { IRateLimiter } from './i-rate-limiter';
 import { acquireStates, backoffStates, consumedAmount } from './private/acquire-task';
 import { DEFAULT_KEY } from './private/contract';
+import { catchesInTaskLanguage, languageValidation } from './private/query-language';
 import { RetryPolicy } from './retry-policy';
 
 /**
@@ -48,6 +49,16 @@ export interface RateLimitedTaskProps {
    * @default - discarded: the task sees its original input
    */
   readonly resultPath?: string;
+
+  /**
+   * The query language of the state machine these states render into, needed only when the RateLimitedTask is
+   * nested in a Parallel or Map of yours in a JSONata machine (aws-cdk-lib renders nested states without the
+   * machine's language; synth fails naming the states if they rendered as JSONPath there). Never set it to JSONPath
+   * in a JSONata machine.
+   *
+   * @default - the state machine's, decided when it is rendered
+   */
+  readonly queryLanguage?: sfn.QueryLanguage;
 }
 
 /**
@@ -100,6 +111,7 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
       resultPath: props.resultPath,
       resultInInput: true,
       owner: backoffName,
+      queryLanguage: props.queryLanguage,
     });
     if (mode === AcquireMode.TRY) {
       // Step Functions cannot wait the retryAfterMs the error carries: retry on the emission interval instead,
@@ -116,7 +128,10 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     }
     wait.next(props.task);
     // Every error of the task passes the backoff step: retried with a token, or raised again from there.
-    const backoff = backoffStates(this, backoffName, props.limiter, this.retry, this.retryErrors, props.task, acquire);
+    const hint = { queryLanguage: props.queryLanguage };
+    const backoff = backoffStates(this, backoffName, props.limiter, this.retry, this.retryErrors, props.task, acquire, hint);
+    // The backoff catch is rendered in the task's own language (JSONata: Output, not ResultPath).
+    catchesInTaskLanguage(props.task);
     this.catchers = [acquire, backoff];
     this.acquireState = acquire;
     this.backoffState = backoff;
@@ -124,6 +139,7 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     this.startState = acquire;
     this.endStates = [props.task];
     this.node.addValidation({ validate: () => this.validateTask() });
+    this.node.addValidation(languageValidation(this, () => this.node.findAll().filter((c): c is sfn.State => c instanceof sfn.State)));
   }
 
   /**

@@ -13,6 +13,7 @@ import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
 import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/contract';
 import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
+import { languageValidation } from './private/query-language';
 import { checkRange, fail } from './private/validation';
 
 /**
@@ -469,5 +470,6 @@ class AcquireFragment extends sfn.StateMachineFragment {
     const { acquire, wait } = acquireStates(this, id, limiter, { ...options, prop: '' });
     this.startState = acquire;
     this.endStates = [wait];
+    this.node.addValidation(languageValidation(this, () => [acquire, wait]));
   }
 }

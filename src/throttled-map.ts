@@ -7,6 +7,8 @@ import { AcquireMode, AcquireOptions } from './acquire';
 import { IRateLimiter } from './i-rate-limiter';
 import { AcquireTask, acquireStates, backoffStates, consumedAmount } from './private/acquire-task';
 import { AcquireField, BACKOFF_PHASE, DEFAULT_KEY, ITEM_ERROR_FIELD } from './private/contract';
+import { expr, isJsonataExpression, jsonataOf, languageValidation, userExpression } from './private/query-language';
+import { LanguageDistributedMap, LanguageMap, LanguageParallel, LanguagePass } from './private/states';
 import { checkRange, fail } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
 import { RetryPolicy } from './retry-policy';
@@ -44,7 +46,9 @@ export class MapConcurrency {
    */
   public static fromPath(path: string): MapConcurrency {
     return new MapConcurrency(undefined, path, `from ${path}`, (scope) => {
-      if (!path.startsWith('$')) fail(scope, `concurrency (MapConcurrency.fromPath) must be a JSONPath starting with $, got ${path}`);
+      if (!path.startsWith('$') && !isJsonataExpression(path)) {
+        fail(scope, `concurrency (MapConcurrency.fromPath) must be a JSONPath starting with $ (or, in a JSONata machine, a JSONata expression {% ... %}), got ${path}`);
+      }
     });
   }
 
@@ -187,25 +191,38 @@ export interface ThrottledMapProps {
   readonly itemProcessor: sfn.IChainable;
 
   /**
-   * Where the items are in the state input. Not with a distributed `itemReader`.
+   * Where the items are: a JSONPath in a JSONPath machine (`$.orders`), a JSONata expression in a JSONata machine
+   * (`{% $states.input.orders %}`; the other form fails the synth, saying what to write). Not with a distributed
+   * `itemReader`.
    *
-   * @default '$' - the state input is the array
+   * @default - the state input is the array
    */
   readonly itemsPath?: string;
 
   /**
-   * The input each item's processor gets, built from the item (`$$.Map.Item.Value`) and the state input.
+   * The input each item's processor gets, built from the item and the state input: JSONPath fields in a JSONPath
+   * machine (`{ 'order.$': '$$.Map.Item.Value' }`), JSONata expressions in a JSONata machine
+   * (`{ order: '{% $states.context.Map.Item.Value %}' }`).
    *
    * @default - the item itself
    */
   readonly itemSelector?: { [key: string]: any };
 
   /**
-   * Where the array of item results goes in the state output.
+   * Where the array of item results goes in the state output: `$`, a simple path such as `$.results` (in either
+   * query language: the library renders it as `ResultPath` or as a JSONata `Output`), or `JsonPath.DISCARD`.
    *
    * @default '$' - the results replace the input
    */
   readonly resultPath?: string;
+
+  /**
+   * The query language of the state machine this map renders into, needed only when it is nested in a Parallel or
+   * Map of yours in a JSONata machine (aws-cdk-lib renders nested states without the machine's language).
+   *
+   * @default - the state machine's, decided when it is rendered
+   */
+  readonly queryLanguage?: sfn.QueryLanguage;
 
   /**
    * How many items run at once.
@@ -303,16 +320,27 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     }
 
     const itemBody = this.itemBody(id, props);
+    // User-given paths and expressions: JSONPath ones go to aws-cdk-lib's Map, JSONata ones are rendered by the
+    // library's Map in a JSONata machine; either is checked against the machine's language when it renders.
+    const jsonataItems = isJsonataExpression(props.itemsPath) ? props.itemsPath : undefined;
+    const jsonataSelector = props.itemSelector !== undefined && !Object.keys(props.itemSelector).some((k) => k.endsWith('.$'));
+    const concurrencyPath = this.concurrency.maxConcurrencyPath;
     const common = {
-      itemsPath: dist.itemReader ? undefined : props.itemsPath,
-      itemSelector: props.itemSelector,
+      itemsPath: dist.itemReader || jsonataItems ? undefined : props.itemsPath,
+      itemSelector: jsonataSelector ? undefined : props.itemSelector,
       resultPath: props.resultPath,
       maxConcurrency: this.concurrency.maxConcurrency,
-      maxConcurrencyPath: this.concurrency.maxConcurrencyPath,
+      maxConcurrencyPath: isJsonataExpression(concurrencyPath) ? undefined : concurrencyPath,
+    };
+    const hint = { queryLanguage: props.queryLanguage, onRender: (lang: sfn.QueryLanguage) => this.checkLanguage(lang, props) };
+    const jsonata = {
+      items: jsonataItems,
+      itemSelector: jsonataSelector ? props.itemSelector : undefined,
+      maxConcurrency: isJsonataExpression(concurrencyPath) ? concurrencyPath : undefined,
     };
     if (distributed) {
       const batch = dist.batch;
-      this.map = new sfn.DistributedMap(this, id, {
+      this.map = new LanguageDistributedMap(this, id, {
         ...common,
         // The label names the Map Run, and scopes the role's RedriveExecution grant to this map's children.
         label: this.mapRunLabel = mapRunLabel(id),
@@ -325,17 +353,37 @@ export class ThrottledMap extends sfn.StateMachineFragment {
         toleratedFailurePercentage: dist.toleratedFailurePercentage,
         toleratedFailureCount: dist.toleratedFailureCount,
         mapExecutionType: dist.executionType ?? sfn.StateMachineType.STANDARD,
-      });
+      }, hint, jsonata);
       (this.map as sfn.DistributedMap).itemProcessor(itemBody);
       AcknowledgeDistributedMapPolicy.addTo(Stack.of(this));
     } else {
-      this.map = new sfn.Map(this, id, common);
+      this.map = new LanguageMap(this, id, common, hint, jsonata);
       this.map.itemProcessor(itemBody);
     }
     Annotations.of(this).addInfo(`ThrottledMap ${id}: concurrency ${this.concurrency.description}`);
     this.mapState = this.map;
     this.startState = this.map;
     this.endStates = [this.map];
+    this.node.addValidation(languageValidation(this, () => [this.map]));
+  }
+
+  /** The user's paths and expressions against the language the map renders in. */
+  private checkLanguage(lang: sfn.QueryLanguage, props: ThrottledMapProps): void {
+    if (props.itemsPath !== undefined) userExpression(this, 'itemsPath', props.itemsPath, lang);
+    const path = this.concurrency.maxConcurrencyPath;
+    if (path !== undefined) userExpression(this, 'concurrency (MapConcurrency.fromPath)', path, lang);
+    const selector = props.itemSelector;
+    if (selector !== undefined) {
+      const pathKeys = Object.keys(selector).filter((k) => k.endsWith('.$'));
+      if (lang === sfn.QueryLanguage.JSONATA && pathKeys.length > 0) {
+        fail(this, `itemSelector has JSONPath fields (${pathKeys.join(', ')}) but the state machine's query language is JSONata: write JSONata expressions, e.g. `
+          + pathKeys.map((k) => `${k.slice(0, -2)}: '${expr(jsonataOf(String(selector[k])) ?? '...')}'`).join(', '));
+      }
+      const expressions = Object.entries(selector).filter(([, v]) => isJsonataExpression(v)).map(([k]) => k);
+      if (lang === sfn.QueryLanguage.JSON_PATH && expressions.length > 0) {
+        fail(this, `itemSelector has JSONata expressions (${expressions.join(', ')}) but the state machine's query language is JSONPath: write JSONPath fields such as 'order.$': '$$.Map.Item.Value'`);
+      }
+    }
   }
 
   /**
@@ -385,6 +433,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     const limiterOptions = {
       ...this.acquireOptions,
       countPath: batched ? 'States.ArrayLength($.Items)' : undefined,
+      queryLanguage: props.queryLanguage,
     };
 
     let body: sfn.IChainable;
@@ -392,7 +441,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     if (props.limiter && single && !batched) {
       // One task under a limiter: RateLimitedTask (backoff, then a token for the retry).
       const limited = new RateLimitedTask(this, `${id} Item`, {
-        limiter: props.limiter, task: single, acquire: this.acquireOptions, retry,
+        limiter: props.limiter, task: single, acquire: this.acquireOptions, retry, queryLanguage: props.queryLanguage,
       });
       body = limited;
       catchOn = limited;
@@ -411,15 +460,15 @@ export class ThrottledMap extends sfn.StateMachineFragment {
       // (per `retry`) or a redrive goes back to the unit, which starts with the acquire; any other error is raised
       // again from the backoff state. So no task of the item ever ends an execution (a Distributed Map child is
       // one), and a redrive never restarts inside the item without a token.
-      const unit = new sfn.Parallel(this, `${id} Item Unit`, { outputPath: '$[0]' });
+      const unit = new LanguageParallel(this, `${id} Item Unit`, { outputPath: '$[0]', queryLanguage: props.queryLanguage });
       unit.branch(sfn.Chain.custom(acquire, sfn.Chain.start(processor).endStates, wait));
       const errors = retry.retries ? retry.errorsFor(unit, sfn.State.findReachableStates(start)) : [];
-      const backoff = backoffStates(this, `${id} Item Backoff`, limiter, retry, errors, unit, unit);
+      const backoff = backoffStates(this, `${id} Item Backoff`, limiter, retry, errors, unit, unit, { queryLanguage: props.queryLanguage });
       body = unit;
       catchOn = backoff;
     } else if (retry.retries || props.catchItemFailures) {
       // The item's states as one unit: retried whole and caught whole.
-      const unit = new sfn.Parallel(this, `${id} Item Unit`, { outputPath: '$[0]' });
+      const unit = new LanguageParallel(this, `${id} Item Unit`, { outputPath: '$[0]', queryLanguage: props.queryLanguage });
       unit.branch(processor);
       retry.applyToStates(unit, sfn.State.findReachableStates(sfn.Chain.start(processor).startState));
       body = unit;
@@ -429,8 +478,9 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     }
 
     if (props.catchItemFailures && catchOn) {
-      const failed = new sfn.Pass(this, `${id} Item Failed`, {
+      const failed = new LanguagePass(this, `${id} Item Failed`, {
         parameters: { 'failed': true, 'error.$': `$.${ITEM_ERROR_FIELD}`, 'item.$': '$' },
+        queryLanguage: props.queryLanguage,
       });
       catchOn.addCatch(failed, { resultPath: `$.${ITEM_ERROR_FIELD}` });
       // The failure record ends the item like a success; the fragment's end states are the body's.

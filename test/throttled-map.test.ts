@@ -130,7 +130,7 @@ describe('ThrottledMap', () => {
         mode: MapMode.distributed({ itemReader: new sfn.S3JsonItemReader({ bucketNamePath: '$.bucket', key: 'items.json' }) }),
       }), /itemsPath and mode's itemReader are exclusive/],
       ['concurrency 0', () => build({ concurrency: MapConcurrency.fixed(0) }), /\[Stack\/Orders\] concurrency \(MapConcurrency.fixed\) must be an integer from 1 to 10000, got 0/],
-      ['a concurrency path without $', () => build({ concurrency: MapConcurrency.fromPath('concurrency') }), /concurrency \(MapConcurrency.fromPath\) must be a JSONPath starting with \$, got concurrency/],
+      ['a concurrency path without $', () => build({ concurrency: MapConcurrency.fromPath('concurrency') }), /concurrency \(MapConcurrency.fromPath\) must be a JSONPath starting with \$ \(or, in a JSONata machine, a JSONata expression \{% ... %\}\), got concurrency/],
       ['forThroughput at rate 0', () => build({ concurrency: MapConcurrency.forThroughput({ ratePerSecond: 0, itemDuration: Duration.seconds(1) }) }), /forThroughput\) ratePerSecond must be greater than 0 and at most 100000, got 0/],
       ['forThroughput above 10,000', () => build({ concurrency: MapConcurrency.forThroughput({ ratePerSecond: 1000, itemDuration: Duration.minutes(1) }) }), /concurrency derived from forThroughput .* must be an integer from 1 to 10000, got 60000/],
       ['a retry policy with an interval of 0', () => build({ retry: RetryPolicy.throttling({ interval: Duration.seconds(0) }) }), /\[Stack\/Orders\] retry \(RetryPolicy.throttling\) interval \(s\) must be an integer from 1 to 3600, got 0/],

@@ -8,10 +8,12 @@ import { ThrottleErrors } from '../errors';
 import type { IRateLimiter } from '../i-rate-limiter';
 import { AcquireField as F, AcquireResultField as R, BACKOFF_PHASE, DEFAULT_KEY, ERROR_FIELD, RetryPayload } from './contract';
 import type { RetryPolicy } from '../retry-policy';
+import { argumentsOf, expr, isJsonataExpression, jsonataCatches, JSONATA, mergeAt, rendering, userExpression } from './query-language';
+import { LanguageHint, LanguageWait } from './states';
 import { checkRange, fail } from './validation';
 
 /** Options of the acquire states, beyond `AcquireOptions`. */
-export interface AcquireStatesOptions extends AcquireStateOptions {
+export interface AcquireStatesOptions extends AcquireStateOptions, LanguageHint {
   /** How the construct's props name the options in messages: `acquire.` (the default) or `` for limiter.acquire(). */
   readonly prop?: string;
   /** Keep the original input through the Wait even with a resultPath (the function puts the result in it). */
@@ -54,6 +56,7 @@ export function backoffStates(
   errors: string[],
   catcher: { addCatch(handler: sfn.IChainable, props?: sfn.CatchProps): unknown },
   next: sfn.IChainable,
+  hint: LanguageHint = {},
 ): AcquireTask {
   const backoff = new AcquireTask(scope, name, limiter.acquireFunction, {
     [F.PHASE]: BACKOFF_PHASE,
@@ -61,10 +64,11 @@ export function backoffStates(
     [fromPath(F.INPUT)]: '$',
     [F.RETRY]: retryPayload(retry, retry.retries ? errors : []),
     [fromPath(F.REDRIVE_COUNT)]: '$$.Execution.RedriveCount',
-  }, {});
-  const wait = sfn.Wait.jsonPath(scope, `${name} Wait`, {
-    time: sfn.WaitTime.secondsPath(`$.${R.WAIT_SECONDS}`),
+  }, {}, { hint });
+  const wait = new LanguageWait(scope, `${name} Wait`, {
+    secondsPath: `$.${R.WAIT_SECONDS}`,
     outputPath: `$.${R.INPUT}`,
+    queryLanguage: hint.queryLanguage,
   });
   catcher.addCatch(backoff, { errors: [sfn.Errors.ALL], resultPath: `$.${ERROR_FIELD}` });
   backoff.next(wait).next(next);
@@ -87,13 +91,12 @@ export function acquireStates(
   if (!key.startsWith('$') && !Token.isUnresolved(key) && (key.length < 1 || key.length > 512)) {
     fail(scope, `${prop}key must be a JSONPath or a literal of 1 to 512 characters, got ${JSON.stringify(key)}`);
   }
-  const keyField = key.startsWith('$') ? { [fromPath(F.KEY)]: key } : { [F.KEY]: key };
   const resultPath = options.resultPath === sfn.JsonPath.DISCARD ? undefined : options.resultPath;
   const echo = resultPath === undefined || options.resultInInput === true;
   if (echo && resultPath !== undefined && !/^\$\.([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)$/.test(resultPath)) {
     fail(scope, `resultPath must be a simple path like $.acquired, or JsonPath.DISCARD, got ${resultPath}`);
   }
-  const payload: Record<string, unknown> = { ...keyField, [F.TOKENS]: tokens, [F.MODE]: options.mode ?? AcquireMode.RESERVE };
+  const payload: Record<string, unknown> = { [F.TOKENS]: tokens, [F.MODE]: options.mode ?? AcquireMode.RESERVE };
   if (options.countPath !== undefined) payload[fromPath(F.COUNT)] = options.countPath;
   if (echo) payload[fromPath(F.INPUT)] = '$';
   if (echo && resultPath !== undefined) payload[F.RESULT_FIELD] = resultPath.slice(2);
@@ -102,10 +105,12 @@ export function acquireStates(
     payload[fromPath(F.REDRIVE_COUNT)] = '$$.Execution.RedriveCount';
   }
   // No ResultPath means "$": the result (with the echoed input) replaces the state's data.
-  const acquire = new AcquireTask(scope, `${id} Acquire`, limiter.acquireFunction, payload, { resultPath: echo ? undefined : resultPath });
-  const wait = sfn.Wait.jsonPath(scope, `${id} Wait`, {
-    time: sfn.WaitTime.secondsPath(`${echo ? '$' : resultPath}.${R.WAIT_SECONDS}`),
+  const hint = { queryLanguage: options.queryLanguage, onRender: options.onRender };
+  const acquire = new AcquireTask(scope, `${id} Acquire`, limiter.acquireFunction, payload, { resultPath: echo ? undefined : resultPath }, { key, prop, hint, owner: scope });
+  const wait = new LanguageWait(scope, `${id} Wait`, {
+    secondsPath: `${echo ? '$' : resultPath}.${R.WAIT_SECONDS}`,
     outputPath: echo ? `$.${R.INPUT}` : undefined,
+    queryLanguage: options.queryLanguage,
   });
   acquire.next(wait);
   return { acquire, wait };
@@ -143,6 +148,7 @@ export class AcquireTask extends sfn.TaskStateBase {
     private readonly fn: lambda.IFunction,
     private readonly payload: Record<string, unknown>,
     props: sfn.TaskStateBaseProps,
+    private readonly options: { readonly key?: string; readonly prop?: string; readonly hint: LanguageHint; readonly owner?: Construct },
   ) {
     super(scope, id, props);
     this.taskPolicies = [new iam.PolicyStatement({ actions: ['lambda:InvokeFunction'], resources: [fn.functionArn] })];
@@ -169,8 +175,31 @@ export class AcquireTask extends sfn.TaskStateBase {
     });
   }
 
+  /** JSONPath fields (`Parameters`, `ResultPath`) in a JSONPath machine; `Arguments` and `Output` in a JSONata one. */
+  public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
+    const r = rendering(this, topLevelQueryLanguage, this.options.hint.queryLanguage);
+    if (r.known) this.options.hint.onRender?.(r.lang);
+    // _renderTask resolves the same language from the same inputs
+    const json = super.toStateJson(topLevelQueryLanguage) as Record<string, any>;
+    if (r.lang !== JSONATA) return json;
+    const { ResultPath, OutputPath, InputPath, ...rest } = json;
+    if (OutputPath !== undefined || InputPath !== undefined) fail(this, 'cannot render InputPath or OutputPath in JSONata');
+    return { ...jsonataCatches(this, rest), ...r.marker, ...(ResultPath !== undefined ? { Output: expr(mergeAt(this, ResultPath, '$states.result')) } : {}) };
+  }
+
   /** @internal */
-  protected _renderTask(): any {
-    return { Resource: this.fn.functionArn, Parameters: sfn.FieldUtils.renderObject(this.payload) };
+  protected _renderTask(topLevelQueryLanguage?: sfn.QueryLanguage): any {
+    const { lang, known } = rendering(this, topLevelQueryLanguage, this.options.hint.queryLanguage);
+    // Without a known language (aws-cdk-lib renders a Distributed Map once without one, for its policies) the user's
+    // key is rendered as written, unchecked.
+    const key = this.options.key;
+    const check = (value: string) => (known ? userExpression(this.options.owner ?? this, `${this.options.prop ?? 'acquire.'}key`, value, lang) : value);
+    if (lang === JSONATA) {
+      // The user's key: a JSONata expression or a literal, never a JSONPath here.
+      const keyArg = key === undefined ? {} : { [F.KEY]: isJsonataExpression(key) || key.startsWith('$') ? check(key) : key };
+      return { Resource: this.fn.functionArn, Arguments: { ...keyArg, ...argumentsOf(this, sfn.FieldUtils.renderObject(this.payload) ?? {}) } };
+    }
+    const keyParam = key === undefined ? {} : key.startsWith('$') ? { [fromPath(F.KEY)]: check(key) } : isJsonataExpression(key) ? { [F.KEY]: check(key) } : { [F.KEY]: key };
+    return { Resource: this.fn.functionArn, Parameters: sfn.FieldUtils.renderObject({ ...keyParam, ...this.payload }) };
   }
 }
