@@ -54,16 +54,28 @@ export function rewriteMaps(states: Record<string, any>): EmulatedMap[] {
 
 export interface MapRunOptions {
   readonly alsf: typeof Alsf;
-  /** Run options for the child executions (task handlers, overrides). */
-  readonly runOptions: () => any;
   readonly itemReader?: ItemReaderHandler;
+}
+
+/** The execution an emulated Map state runs in. */
+export interface MapParent {
+  /** Its run options (task handlers, overrides, context object): the child executions run with them. */
+  readonly runOptions: { readonly context?: Record<string, any>; readonly [option: string]: unknown };
+  /** Aborts when the execution stops: no child starts after, and running ones are aborted. */
+  readonly signal?: AbortSignal;
 }
 
 /** A failure of a child execution, as the emulated map reports it in place of its result. */
 interface ChildFailure { readonly Error: string; readonly Cause: string }
 
-/** The handler of an emulated Map state: gets the state's effective input (after InputPath). */
-export function emulatedMapHandler(map: EmulatedMap, options: MapRunOptions): (input: any) => Promise<unknown> {
+/**
+ * The handler of an emulated Map state: gets the state's effective input (after InputPath) and the execution it
+ * runs in. ItemSelector and the `…Path` fields see that execution's context object, with `$$.Map.Item.Index` and
+ * `$$.Map.Item.Value`. The children are executions of their own, as a Distributed Map's are: aws-local-stepfunctions
+ * gives each its own `$$.Execution.Input` and `StartTime`; they keep the parent's `Id` and `Name`, with
+ * `RedriveCount` 0.
+ */
+export function emulatedMapHandler(map: EmulatedMap, options: MapRunOptions): (input: any, parent: MapParent) => Promise<unknown> {
   const s = map.state;
   const processor = new options.alsf.StateMachine(s.ItemProcessor ?? s.Iterator, { validationOptions: { noValidate: true, checkArn: false } });
   // Payload templates and paths are evaluated by aws-local-stepfunctions itself, in a one-state machine built
@@ -79,9 +91,10 @@ export function emulatedMapHandler(map: EmulatedMap, options: MapRunOptions): (i
     }
     return pass.run(input as any, { context } as any).result;
   };
-  const path = (p: string, input: unknown) => evaluate({ 'value.$': p }, input).then((r) => r.value);
-
-  return async (input: any) => {
+  return async (input: any, parent: MapParent) => {
+    const context = parent.runOptions.context ?? {};
+    const path = (p: string, i: unknown) => evaluate({ 'value.$': p }, i, context).then((r) => r.value);
+    const childRunOptions = { ...parent.runOptions, context: { ...context, Execution: { ...context.Execution, RedriveCount: 0 } } };
     let items: unknown;
     if (s.ItemReader) {
       if (!options.itemReader) {
@@ -97,9 +110,9 @@ export function emulatedMapHandler(map: EmulatedMap, options: MapRunOptions): (i
 
     const selector = s.ItemSelector ?? s.Parameters;
     let inputs: unknown[] = selector
-      ? await Promise.all(items.map((value, index) => evaluate(selector, input, { Map: { Item: { Index: index, Value: value } } })))
+      ? await Promise.all(items.map((value, index) => evaluate(selector, input, { ...context, Map: { Item: { Index: index, Value: value } } })))
       : items;
-    if (s.ItemBatcher) inputs = await batches(inputs, s.ItemBatcher, input, evaluate, path);
+    if (s.ItemBatcher) inputs = await batches(inputs, s.ItemBatcher, input, (t, i) => evaluate(t, i, context), path);
 
     let concurrency = s.MaxConcurrency ?? 0;
     if (s.MaxConcurrencyPath) concurrency = await path(s.MaxConcurrencyPath, input);
@@ -109,13 +122,18 @@ export function emulatedMapHandler(map: EmulatedMap, options: MapRunOptions): (i
     const failed: number[] = [];
     let next = 0;
     const worker = async () => {
-      for (let i = next++; i < inputs.length; i = next++) {
+      for (let i = next++; i < inputs.length && !parent.signal?.aborted; i = next++) {
+        const child = processor.run(inputs[i] as any, childRunOptions as any);
+        const abort = () => child.abort();
+        parent.signal?.addEventListener('abort', abort, { once: true });
         try {
-          results[i] = await processor.run(inputs[i] as any, options.runOptions()).result;
+          results[i] = await child.result;
         } catch (err: any) {
           failed.push(i);
           const cause = err?.cause ?? err;
           results[i] = { Error: cause?.name ?? 'States.TaskFailed', Cause: cause?.message ?? String(cause) };
+        } finally {
+          parent.signal?.removeEventListener('abort', abort);
         }
       }
     };

@@ -6,8 +6,8 @@ import { Template } from 'aws-cdk-lib/assertions';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import * as esbuild from 'esbuild';
-import { aslOf } from './support/asl';
 import { AcquireMode, MapMode, RateLimitedTask, RateLimiter, RetryPolicy, ThrottledMap } from '../src';
+import { aslOf } from './support/asl';
 import { ACQUIRE_MODES, AcquireField, LimiterEnv } from '../src/private/contract';
 
 // The contract between constructs and handlers (src/private/contract.ts): the handler bundles carry no construct

@@ -5,6 +5,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { BufferedQueueConsumer, MapConcurrency, MapMode, QueueTarget, RateLimitedTask, RateLimiter, RetryPolicy, ThrottledMap } from '../src';
 import { definitionOf, languageProblems, validateTemplate } from './support/asl-validate';
+import { jsonataStates, LocalRunner } from '../local/runner';
 import { expectValidationError } from './support/validation';
 
 // Every construct renders each state in its state machine's query language. The matrix builds each construct in a
@@ -172,5 +173,25 @@ describe('the definition checks can fail', () => {
       States: { T: { Type: 'Task', Resource: 'arn:aws:states:::lambda:invoke', Arguments: {}, Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.e', Next: 'P' }], End: true }, P: { Type: 'Pass', QueryLanguage: 'JSONPath', End: true } },
     })).toEqual(['T: Catch[0].ResultPath in a JSONata state', 'P: marked JSONPath in a JSONata machine']);
     expect(languageProblems({ StartAt: 'P', States: { P: { Type: 'Pass', Output: {}, End: true } } })).toEqual(['P: Output in a JSONPath state']);
+  });
+});
+
+describe('the local runner and JSONata', () => {
+  test('refuses a JSONata machine before starting, naming its JSONata states', async () => {
+    const stack = SHAPES.RateLimitedTask('JSONata', 'jsonata');
+    await expect(LocalRunner.start(stack, stack.node.findChild('Machine'))).rejects.toMatchObject({
+      name: 'JsonataNotSupported',
+      message: expect.stringMatching(/cannot run JSONata states .*Limited Acquire, .*Call/),
+    });
+  });
+
+  test('refuses a JSONata state inside a JSONPath machine too, and lists nested ones', () => {
+    expect(jsonataStates({
+      StartAt: 'A',
+      States: {
+        A: { Type: 'Pass', Next: 'M' },
+        M: { Type: 'Map', End: true, ItemProcessor: { StartAt: 'B', States: { B: { Type: 'Pass', QueryLanguage: 'JSONata', End: true } } } },
+      },
+    })).toEqual(['M/B']);
   });
 });
