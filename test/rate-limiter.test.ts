@@ -104,7 +104,7 @@ describe('RateLimiter', () => {
     // GIVEN / WHEN
     const { template } = synth({ ratePerSecond: 5 }, (stack, limiter) => {
       new sfn.StateMachine(stack, 'Machine', {
-        definitionBody: sfn.DefinitionBody.fromChainable(limiter.acquire(stack, 'Throttle').next(new sfn.Pass(stack, 'Next'))),
+        definitionBody: sfn.DefinitionBody.fromChainable(limiter.acquire(stack, 'Throttle').next(new sfn.Pass(stack, 'Call API'))),
       });
     });
     const roleId = logicalIdOf(template, 'AWS::IAM::Role', (p) => JSON.stringify(p).includes('states.amazonaws.com'));

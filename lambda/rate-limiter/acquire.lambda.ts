@@ -5,8 +5,8 @@ import { InvalidAcquireRequest, LimiterUnavailable, RateLimitExceeded } from './
 import { configFromEnv, Limiter } from './limiter';
 import { type AcquireRequest, parseRequest } from './request';
 import { retryStep, stampRedrive } from './retry';
-import { clockUs, sleepUntilUs } from '../shared/clock';
 import { AcquireField, type AcquireResult, type BackoffResult, BACKOFF_PHASE, LimiterEnv } from '../../src/private/contract';
+import { clockUs, sleepUntilUs } from '../shared/clock';
 
 export type { AcquireResult, BackoffResult };
 

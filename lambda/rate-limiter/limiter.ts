@@ -1,8 +1,8 @@
 import { LimiterUnavailable, InvalidAcquireRequest } from './errors';
-import { LimiterEnv } from '../../src/private/contract';
 import { bucketParams, busyCeiling, plan, admittedAt, type BucketParams, type Plan, type Take } from './gcra';
 import type { AcquireRequest } from './request';
 import { ITEM_VERSION, UNKNOWN, type BucketStore, type KeyOverride, type StoredBucket } from './store';
+import { LimiterEnv } from '../../src/private/contract';
 
 /** The deployed limit, from the function's environment. */
 export interface LimiterConfig {
