@@ -52,7 +52,8 @@ function standInLimiter(calls: { event: any; result: any }[]) {
       result = { attempt: 2, waitSeconds: 1, waitMs: 1000, input: { ...rest, cdkSfnThrottleAttempt: { task: event.task, attempt: 2, redrive: 0 } } };
     } else {
       const acquired = { admitted: true, key: event.key, tokens: event.tokens * (event.count ?? 1), shard: 0, waitSeconds: 1, waitMs: 1000, notBeforeUs: 1, notBefore: 'then' };
-      result = event.input === undefined ? acquired : { ...acquired, input: event.resultField ? setIn(event.input, event.resultField, acquired) : event.input };
+      const echoed = event.resultField ? setIn(event.input, event.resultField, acquired) : event.input;
+      result = event.input === undefined ? acquired : { ...acquired, input: echoed };
     }
     calls.push({ event, result });
     return result;
