@@ -136,6 +136,19 @@ new awscdk.LambdaFunction(project, {
   },
 });
 
+// The ConcurrencyLimiter's function: acquire (or wait with the task token), release and hand on, expire, reap.
+new awscdk.LambdaFunction(project, {
+  entrypoint: 'lambda/concurrency-limiter/concurrency.lambda.ts',
+  constructFile: 'src/private/concurrency-function.ts',
+  constructName: 'ConcurrencyFunction',
+  cdkDeps: project.cdkDeps,
+  runtime: awscdk.LambdaRuntime.NODEJS_24_X,
+  bundlingOptions: {
+    externals: ['@aws-sdk/*'],
+    sourcemap: false,
+  },
+});
+
 for (const [k, v] of Object.entries(quietEnv)) {
   project.tasks.addEnvironment(k, v);
 }

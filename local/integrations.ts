@@ -156,6 +156,26 @@ export const lambdaInvoke: ServiceIntegration = {
 };
 
 /**
+ * `arn:aws:states:::lambda:invoke.waitForTaskToken`: the function runs with its Payload (a fresh token in place of
+ * `$$.Task.Token`); the task waits until SendTaskSuccess/Failure settles the token (the function may do it itself).
+ */
+export const lambdaInvokeWaitForToken: ServiceIntegration = {
+  name: 'Lambda Invoke (wait for task token)',
+  resource: /^arn:aws:states:::lambda:invoke\.waitForTaskToken$/,
+  handler: (_task, _match, env) => (input, execution) => {
+    const fn = env.functions.byArn(input.FunctionName);
+    if (!fn) throw Object.assign(new Error(`function ${input.FunctionName} is not in the template`), { name: 'Lambda.ResourceNotFoundException' });
+    const { token, result } = env.tokens.issue(execution.signal);
+    if (execution.signal.aborted) return result;
+    return Promise.resolve(env.functions.invoke(fn, withToken(input.Payload, token))).then(() => result, (err: unknown) => {
+      // the invoke failed: the task fails with the function's error, its token is never settled
+      if (serviceErrorStatus(err) !== undefined) throw named(err, 'Lambda');
+      throw err;
+    });
+  },
+};
+
+/**
  * `arn:aws:states:::sqs:sendMessage`, and with `.waitForTaskToken`: the message goes to the template's queue with
  * a fresh token in place of `$$.Task.Token`; the task waits until SendTaskSuccess/Failure settles the token.
  */
@@ -198,7 +218,7 @@ export const dynamoDb: ServiceIntegration = {
 
 /** The integrations every runner has. */
 export function builtInIntegrations(): ServiceIntegration[] {
-  return [lambdaFunctionArn, lambdaInvoke, sqsSendMessage, dynamoDb];
+  return [lambdaFunctionArn, lambdaInvoke, lambdaInvokeWaitForToken, sqsSendMessage, dynamoDb];
 }
 
 /** The Task states that stand in for the Map states the runner emulates (distributed-map.ts), by state name. */

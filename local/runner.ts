@@ -15,7 +15,7 @@ import { pinExecutionPaths, readsStateContext, withStateContext } from './contex
 import { type EmulatedMap, type ItemReaderHandler, rewriteMaps } from './distributed-map';
 import { type LocalDynamoDb, type LocalDynamoDbOptions, startDynalite, startDynaliteProcess } from './dynalite';
 import { holdPromiseWithResolvers, LocalEnvironment } from './environment';
-import { type ExecutionStatusListener, type LocalExecution, type LocalExecutionHandle, startExecution } from './execution';
+import { type ExecutionStatusChangeEvent, type ExecutionStatusListener, type LocalExecution, type LocalExecutionHandle, startExecution } from './execution';
 import { assetDirResolver, LocalFunctions } from './functions';
 import {
   builtInIntegrations, emulatedMapIntegration, type IntegrationEnvironment, IntegrationRegistry, type LocalTaskHandler,
@@ -323,6 +323,32 @@ export class LocalRunner {
 
     this.handlers = this.resolveTaskHandlers();
     this.eventSources = startEventSources(this.resolver, queues, functions);
+    this.subscribeRules(functions);
+  }
+
+  /**
+   * EventBridge rules of the template on Step Functions execution status changes, with Lambda targets: the runner's
+   * status-change events that match a rule's pattern (source, detail-type, detail.status, detail.stateMachineArn)
+   * invoke its targets, as EventBridge would (asynchronously; a failed invocation is logged, not retried).
+   */
+  private subscribeRules(functions: LocalFunctions): void {
+    for (const [, r] of this.resolver.resourcesOfType('AWS::Events::Rule')) {
+      const p = this.resolver.resolve(r.Properties);
+      const pattern = p.EventPattern ?? {};
+      if (!(pattern.source ?? []).includes('aws.states')) continue;
+      const fns = (p.Targets ?? []).map((t: any) => functions.byArn(t.Arn)).filter((f: unknown) => f !== undefined);
+      const matches = (e: ExecutionStatusChangeEvent) => (pattern['detail-type'] ?? [e['detail-type']]).includes(e['detail-type'])
+        && (pattern.detail?.status ?? [e.detail.status]).includes(e.detail.status)
+        && (pattern.detail?.stateMachineArn ?? [e.detail.stateMachineArn]).includes(e.detail.stateMachineArn);
+      this.onExecutionStatusChange((e) => {
+        if (!matches(e)) return;
+        for (const fn of fns) {
+          void Promise.resolve(functions.invoke(fn, e)).catch((err: unknown) => {
+            process.stderr.write(`rule target failed on ${e.detail.status} of ${e.detail.name}: ${(err as Error)?.message ?? err}\n`);
+          });
+        }
+      });
+    }
   }
 
   /** The handler of every Task state (the emulated maps' processors included); throws naming what has none. */

@@ -34,6 +34,11 @@ export class ThrottleErrors {
   public static readonly DISPATCH_FAILED = 'DispatchFailed';
 
   /**
+   * A ConcurrencyLimitedTask waited `maxWait` for a slot and got none. Its registration was removed: nothing is held.
+   */
+  public static readonly CONCURRENCY_WAIT_EXPIRED = 'ConcurrencyWaitExpired';
+
+  /**
    * Errors a caller should retry: the limiter admitted nothing and may admit later. A new array on each call.
    */
   public static retryable(): string[] {

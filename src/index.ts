@@ -9,3 +9,4 @@ export * from './throttled-map';
 export * from './buffered-queue-consumer';
 export * from './monitoring/throttle-dashboard';
 export * from './throttle-checks';
+export * from './concurrency-limiter';

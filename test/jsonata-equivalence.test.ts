@@ -173,7 +173,7 @@ describe('JSONata renderings evaluate to what the JSONPath renderings do in the 
     expect(items).toEqual(input.orders);
     const unit = orders.ItemProcessor.States['Orders Item Unit'];
     const acquires = calls.filter((c) => c.event.phase === undefined);
-    for (const [i, item] of items.entries()) {
+    for (const item of items) {
       expect(await evaluate(unit.Branches[0].States['Orders Item Acquire'].Arguments, { input: item })).toEqual(acquires.find((c) => c.event.input.id === item.id)!.event);
     }
     expect(await evaluate(unit.Output, { input: items[0], result: [{ done: 1 }] })).toEqual(results[0]);

@@ -3,7 +3,7 @@ import { Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
-import { BufferedQueueConsumer, MapConcurrency, MapMode, QueueTarget, RateLimitedTask, RateLimiter, RetryPolicy, ThrottledMap } from '../src';
+import { BufferedQueueConsumer, ConcurrencyLimitedTask, ConcurrencyLimiter, MapConcurrency, MapMode, QueueTarget, RateLimitedTask, RateLimiter, RetryPolicy, ThrottledMap } from '../src';
 import { definitionOf, languageProblems, validateTemplate } from './support/asl-validate';
 import { jsonataStates, LocalRunner } from '../local/runner';
 import { expectValidationError } from './support/validation';
@@ -70,6 +70,14 @@ export const SHAPES: Record<string, (lang: Lang, factory: Factory) => Stack> = {
       retry: RetryPolicy.throttling(),
       catchItemFailures: true,
     }));
+    return p.stack;
+  },
+  'ConcurrencyLimitedTask': (lang, factory) => {
+    const p = pieces(lang);
+    const limiter = new ConcurrencyLimiter(p.stack, 'Db', { limit: 5, limiterName: 'db' });
+    const limited = new ConcurrencyLimitedTask(p.stack, 'Limited', { limiter, task: p.task(factory), key: p.key });
+    limited.addCatch(new sfn.Pass(p.stack, 'Failed'), { resultPath: '$.error' });
+    p.machine(limited);
     return p.stack;
   },
   'sendMessageTask with waitForResult': (lang, factory) => {

@@ -30,6 +30,8 @@ export interface Waiter {
   readonly ex: string;
   /** Its deadline (maxWait), epoch ms: dropped after it (its task times out with the named error). */
   readonly exp: number;
+  /** When it started waiting, epoch ms. */
+  readonly at: number;
 }
 
 /** One key's state. */
@@ -46,6 +48,8 @@ export interface Grant {
   readonly id: string;
   readonly t: string;
   readonly s: number;
+  /** How long it waited, ms. */
+  readonly waitedMs: number;
 }
 
 /** What an operation did. */
@@ -99,7 +103,7 @@ function settle(state: KeyState, nowMs: number, settings: Settings): Outcome {
     const w = waiters.shift()!;
     leases[w.id] = { s: w.s, exp: nowMs + settings.leaseMs, ex: w.ex };
     used += w.s;
-    grants.push({ id: w.id, t: w.t, s: w.s });
+    grants.push({ id: w.id, t: w.t, s: w.s, waitedMs: nowMs - w.at });
   }
   return { state: { used, leases, waiters }, grants, reclaimed, expired };
 }
@@ -116,7 +120,7 @@ export function acquire(state: KeyState, req: AcquireRequest, nowMs: number, set
     return { ...settled, state: s, result: 'granted' };
   }
   if (req.token === undefined) return { ...settled, result: 'refused' };
-  const waiter: Waiter = { id: req.id, s: req.slots, t: req.token, ex: req.execution, exp: nowMs + req.maxWaitMs };
+  const waiter: Waiter = { id: req.id, s: req.slots, t: req.token, ex: req.execution, exp: nowMs + req.maxWaitMs, at: nowMs };
   return { ...settled, state: { ...s, waiters: [...s.waiters, waiter] }, result: 'waiting' };
 }
 

@@ -3,6 +3,7 @@ import {
   DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
+  ScanCommand,
 } from '@aws-sdk/client-dynamodb';
 import { EMPTY, type KeyState } from './core';
 import { LimiterUnavailable } from '../rate-limiter/errors';
@@ -36,6 +37,25 @@ export class ConcurrencyKeyStore {
       await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 5 * 2 ** attempt)));
     }
     throw new LimiterUnavailable(`${MAX_WRITES} conditional writes on ${pk} lost to contention: nothing taken`);
+  }
+
+  /** The keys whose partition key starts with `prefix` (a paginated Scan: the reaper's way to find an execution's leases). */
+  async keys(prefix: string): Promise<string[]> {
+    const found: string[] = [];
+    let start: Record<string, any> | undefined;
+    do {
+      this.calls++;
+      const page = await this.client.send(new ScanCommand({
+        TableName: this.tableName,
+        ProjectionExpression: 'pk',
+        FilterExpression: 'begins_with(pk, :p)',
+        ExpressionAttributeValues: { ':p': { S: prefix } },
+        ExclusiveStartKey: start,
+      }));
+      for (const item of page.Items ?? []) if (item.pk?.S) found.push(item.pk.S);
+      start = page.LastEvaluatedKey;
+    } while (start);
+    return found;
   }
 
   async read(pk: string): Promise<{ state: KeyState; ver: number } | undefined> {

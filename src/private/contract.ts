@@ -99,6 +99,59 @@ export const LimiterEnv = {
   MAX_WAIT_MS: 'MAX_WAIT_MS',
 } as const;
 
+// ---- The concurrency limiter's function ----
+
+/** What the concurrency function is asked to do (`ConcurrencyField.OP`). */
+export const ConcurrencyOp = {
+  /** Take slots for a lease, or wait for them with the task token. */
+  ACQUIRE: 'acquire',
+  /** Give a lease's slots back (and hand them to the waiters); with `error`, raise that error again afterwards. */
+  RELEASE: 'release',
+  /** A waiter's maxWait passed: drop its registration (or give back what it was granted) and fail it. */
+  EXPIRE: 'expire',
+} as const;
+
+/** Field names of the concurrency function's event. */
+export const ConcurrencyField = {
+  OP: 'op',
+  KEY: 'key',
+  SLOTS: 'slots',
+  LEASE: 'leaseId',
+  EXECUTION: 'execution',
+  TOKEN: 'token',
+  /** The task's error and cause (`{ Error, Cause }`), on the failure path of a release. */
+  ERROR: 'error',
+} as const;
+
+/** Where a ConcurrencyLimitedTask keeps its lease in the state data (`{ leaseId, key, slots }`). */
+export const LEASE_FIELD = 'cdkSfnThrottleLease';
+
+/** The environment of the concurrency function. */
+export const ConcurrencyEnv = {
+  TABLE_NAME: 'TABLE_NAME',
+  LIMITER_NAME: 'LIMITER_NAME',
+  /** Slots per key. */
+  LIMIT: 'LIMIT',
+  /** How long a lease lasts, ms. */
+  LEASE_MS: 'LEASE_MS',
+  /** Longest wait for a slot, ms. */
+  MAX_WAIT_MS: 'MAX_WAIT_MS',
+} as const;
+
+/** Metrics published by the concurrency function. */
+export const ConcurrencyMetricNames = {
+  /** Slots in use after an operation (maximum over the period). */
+  IN_USE: 'InUse',
+  /** Acquirers waiting after an operation. */
+  WAITING: 'Waiting',
+  /** How long a granted waiter waited, ms. */
+  WAIT_TIME: 'WaitTime',
+  /** Expired leases reclaimed. */
+  RECLAIMED: 'Reclaimed',
+  /** Waiters whose maxWait passed. */
+  EXPIRED: 'Expired',
+} as const;
+
 // ---- Metrics (the handlers' EMF lines and the constructs' metricX() methods) ----
 
 /** CloudWatch namespace of every metric the handlers publish. */

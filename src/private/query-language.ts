@@ -134,7 +134,7 @@ export function argumentsOf(scope: IConstruct, params: Record<string, unknown>):
  */
 export function mergeAt(scope: IConstruct, location: string | null | undefined, value: string, input = '$states.input'): string {
   if (location === undefined || location === '$') return value;
-  if (location === null) return input;
+  if (location === null || location === sfn.JsonPath.DISCARD) return input;
   const m = /^\$((?:\.[A-Za-z0-9_]+)+)$/.exec(location);
   if (!m) fail(scope, `cannot render ResultPath ${location} in JSONata: give a simple path such as $.result`);
   const names = m[1].slice(1).split('.');

@@ -61,8 +61,8 @@ export class LanguagePass extends sfn.Pass {
  * `OutputPath: $[0]` (a one-branch unit) as `Output: {% $states.result[0] %}` in JSONata.
  */
 export class LanguageParallel extends sfn.Parallel {
-  constructor(scope: Construct, id: string, private readonly options: { outputPath?: string } & LanguageHint) {
-    super(scope, id, { outputPath: options.outputPath });
+  constructor(scope: Construct, id: string, private readonly options: { outputPath?: string; resultPath?: string } & LanguageHint) {
+    super(scope, id, { outputPath: options.outputPath, resultPath: options.resultPath });
   }
 
   public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
@@ -72,8 +72,10 @@ export class LanguageParallel extends sfn.Parallel {
       const branches = this.branches.map((b) => b.toGraphJson(r.known ? r.lang : undefined));
       if (r.lang !== JSONATA) return { ...json, Branches: branches };
       const { OutputPath, ResultPath, ...rest } = json;
-      if (ResultPath !== undefined) fail(this, 'cannot render a Parallel ResultPath in JSONata');
-      const output = OutputPath === undefined ? {} : { Output: expr(/^\$\[(\d+)\]$/.test(OutputPath) ? `$states.result${OutputPath.slice(1)}` : mustTranslate(this, OutputPath)) };
+      if (ResultPath !== undefined && OutputPath !== undefined) fail(this, 'cannot render both ResultPath and OutputPath of a Parallel in JSONata');
+      const output = OutputPath !== undefined
+        ? { Output: expr(/^\$\[(\d+)\]$/.test(OutputPath) ? `$states.result${OutputPath.slice(1)}` : mustTranslate(this, OutputPath)) }
+        : ResultPath !== undefined ? { Output: expr(mergeAt(this, ResultPath, '$states.result')) } : {};
       return { ...jsonataCatches(this, rest), ...r.marker, ...output, Branches: branches };
     });
   }

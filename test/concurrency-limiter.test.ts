@@ -1,0 +1,211 @@
+import { ScanCommand } from '@aws-sdk/client-dynamodb';
+import { App, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { LocalRunner, statesEntered } from '../local/runner';
+import { sleep } from '../local/timing';
+import { ConcurrencyLimitedTask, ConcurrencyLimiter, ThrottleErrors } from '../src';
+import { aslOf } from './support/asl';
+import { nagFindings } from './support/nag';
+import { expectValidationError } from './support/validation';
+
+// A cross-execution concurrency limit: judged at the job (how many run at once, counted by the job itself) and at the
+// table (what is held afterwards), never by wall-clock spacing.
+
+function build(options: { limit?: number; maxWait?: Duration; leaseDuration?: Duration; reaper?: boolean; key?: string } = {}) {
+  const app = new App();
+  const stack = new Stack(app, 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+  const limiter = new ConcurrencyLimiter(stack, 'Db', {
+    limit: options.limit ?? 5,
+    limiterName: 'db',
+    maxWait: options.maxWait,
+    leaseDuration: options.leaseDuration,
+    reaper: options.reaper,
+    removalPolicy: RemovalPolicy.DESTROY,
+  });
+  const fn = lambda.Function.fromFunctionArn(stack, 'Query', 'arn:aws:lambda:us-east-1:123456789012:function:query');
+  const job = tasks.LambdaInvoke.jsonPath(stack, 'Job', { lambdaFunction: fn, retryOnServiceExceptions: false, payloadResponseOnly: true });
+  const limited = new ConcurrencyLimitedTask(stack, 'Limited', { limiter, task: job, key: options.key });
+  const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(limited) });
+  return { app, stack, limiter, machine, limited };
+}
+
+/** A job that counts how many run at once (its own count, at its start and end). */
+function counter(ms: number, fails: (n: number) => boolean = () => false) {
+  let running = 0;
+  let started = 0;
+  const seen = { max: 0, started: 0 };
+  const handler = async (input: any) => {
+    const n = ++started;
+    seen.started = started;
+    running++;
+    seen.max = Math.max(seen.max, running);
+    try {
+      await sleep(ms);
+      if (fails(n)) throw Object.assign(new Error(`job ${n} broke`), { name: 'Job.Broken' });
+      return { done: input.n };
+    } finally {
+      running--;
+    }
+  };
+  return { handler, seen };
+}
+
+/** What the table still holds for the limiter: slots in use and waiters, per key. */
+async function held(runner: LocalRunner, tableLogicalId: string) {
+  const db = (runner as any).db;
+  const items = (await db.client.send(new ScanCommand({ TableName: runner.nameOf(tableLogicalId) }))).Items ?? [];
+  return items.filter((i: any) => i.pk.S.startsWith('db#c#')).map((i: any) => {
+    const st = JSON.parse(i.st.S);
+    return { key: i.pk.S, used: st.used, leases: Object.keys(st.leases).length, waiters: st.waiters.length };
+  });
+}
+
+const tableId = (b: ReturnType<typeof build>) => b.stack.getLogicalId(b.limiter.table.node.defaultChild as any);
+
+describe('ConcurrencyLimiter', () => {
+  test('renders acquire (.waitForTaskToken) → the task in a unit → release; the task gets a timeout that fits its lease; IAM on exact ARNs', () => {
+    const b = build({ leaseDuration: Duration.minutes(2) });
+    const template = Template.fromStack(b.stack);
+    const asl = aslOf(template);
+    expect(asl.StartAt).toBe('Limited Acquire');
+    expect(asl.States['Limited Acquire']).toMatchObject({ Resource: 'arn:aws:states:::lambda:invoke.waitForTaskToken', TimeoutSeconds: 300, ResultPath: '$.cdkSfnThrottleLease', Next: 'Limited Run' });
+    expect(asl.States['Limited Acquire'].Parameters.Payload).toMatchObject({ 'op': 'acquire', 'key': 'default', 'slots': 1, 'token.$': '$$.Task.Token' });
+    expect(asl.States['Limited Run'].Branches[0].States.Job.TimeoutSeconds).toBe(108);
+    expect(asl.States['Limited Run'].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.cdkSfnThrottleError', Next: 'Limited Release Failed' }]);
+    expect(asl.States['Limited Release']).toMatchObject({ ResultPath: null, OutputPath: '$.cdkSfnThrottleResult[0]', End: true });
+    // the reaper listens to exactly this machine's failures
+    const rule = Object.values(template.findResources('AWS::Events::Rule'))[0] as any;
+    expect(rule.Properties.EventPattern.detail).toEqual({ status: ['FAILED', 'TIMED_OUT', 'ABORTED'], stateMachineArn: [{ Ref: b.stack.getLogicalId(b.machine.node.defaultChild as any) }] });
+    const statements = Object.values(template.findResources('AWS::IAM::Policy')).flatMap((p: any) => p.Properties.PolicyDocument.Statement);
+    expect(statements.find((s: any) => [s.Action].flat().includes('states:SendTaskSuccess'))?.Resource).toEqual({ Ref: b.stack.getLogicalId(b.machine.node.defaultChild as any) });
+    expect(nagFindings(b.stack).filter((f) => f.includes('Stack/Db') || f.includes('Stack/Limited'))).toEqual([]);
+  });
+
+  test.each<[string, () => unknown, RegExp]>([
+    ['limit 0', () => new ConcurrencyLimiter(new Stack(), 'C', { limit: 0 }), /^\[Default\/C\] limit must be an integer from 1 to 1000, got 0/],
+    ['slots above the limit', () => {
+      const b = build({ limit: 2 });
+      return new ConcurrencyLimitedTask(b.stack, 'T2', { limiter: b.limiter, task: new sfn.Pass(b.stack, 'P') as any, slots: 3 });
+    }, /slots must be an integer from 1 to 2/],
+  ])('fails at synth: %s', (_n, make, message) => expectValidationError(make, message));
+
+  test('a task timeout that does not fit in the lease fails the synth', () => {
+    const app = new App();
+    const stack = new Stack(app, 'Stack');
+    const limiter = new ConcurrencyLimiter(stack, 'Db', { limit: 2, leaseDuration: Duration.minutes(1), limiterName: 'db' });
+    const fn = lambda.Function.fromFunctionArn(stack, 'Query', 'arn:aws:lambda:us-east-1:123456789012:function:query');
+    const job = tasks.LambdaInvoke.jsonPath(stack, 'Job', { lambdaFunction: fn, payloadResponseOnly: true, taskTimeout: sfn.Timeout.duration(Duration.minutes(5)) });
+    const limited = new ConcurrencyLimitedTask(stack, 'T', { limiter, task: job });
+    // the task renders into the machine when the machine is built
+    expect(() => new sfn.StateMachine(stack, 'M', { definitionBody: sfn.DefinitionBody.fromChainable(limited) })).toThrow(/\[Stack\/T\] the task's timeout \(300 s\) × 7 attempts \+ 126 s of backoff does not fit in 90 % of the lease \(60 s\).*Raise leaseDuration \(the retries alone do not fit\)/);
+  });
+
+  test('20 executions at once, limit 5 on a new key: never more than 5 jobs at once, all succeed, nothing held afterwards, 4 states each', async () => {
+    const b = build();
+    const job = counter(200);
+    const runner = await LocalRunner.start(b.stack, b.machine, { taskHandlers: { Job: job.handler } });
+    try {
+      const results = await Promise.all(Array.from({ length: 20 }, (_, n) => runner.run({ n })));
+      expect(results.map((r) => r.status)).toEqual(Array(20).fill('SUCCEEDED'));
+      expect(results.map((r) => r.output)).toEqual(Array.from({ length: 20 }, (_, n) => ({ done: n })));
+      expect(job.seen.max).toBeLessThanOrEqual(5);
+      expect(job.seen.max).toBe(5);
+      // acquire, the unit, the job, release: no polling, waiting or not
+      expect(Math.max(...results.map((r) => statesEntered(r)))).toBeLessThanOrEqual(5);
+      expect(await held(runner, tableId(b))).toEqual([{ key: 'db#c#default', used: 0, leases: 0, waiters: 0 }]);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  test('jobs #3, #10 and #17 throw: their executions fail with the job\'s own error, no slot leaks, 10 more run at full concurrency', async () => {
+    const b = build();
+    const job = counter(100, (n) => [3, 10, 17].includes(n));
+    const runner = await LocalRunner.start(b.stack, b.machine, { taskHandlers: { Job: job.handler } });
+    try {
+      const results = await Promise.all(Array.from({ length: 20 }, (_, n) => runner.run({ n })));
+      const failed = results.filter((r) => r.status === 'FAILED');
+      expect(failed).toHaveLength(3);
+      expect(failed.map((r) => r.error)).toEqual(['Job.Broken', 'Job.Broken', 'Job.Broken']);
+      expect(await held(runner, tableId(b))).toEqual([{ key: 'db#c#default', used: 0, leases: 0, waiters: 0 }]);
+      job.seen.max = 0;
+      const more = await Promise.all(Array.from({ length: 10 }, (_, n) => runner.run({ n: 100 + n })));
+      expect(more.every((r) => r.status === 'SUCCEEDED')).toBe(true);
+      expect(job.seen.max).toBe(5);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  test.each([
+    ['with the reaper', true],
+    ['with lease expiry alone (no reaper)', false],
+  ])('executions stopped while holding slots and while waiting: their slots go on, nothing leaks (%s)', async (_name, reaper) => {
+    const b = build({ limit: 2, reaper, leaseDuration: Duration.seconds(10) });
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((r) => { release = r; });
+    let started = 0;
+    const runner = await LocalRunner.start(b.stack, b.machine, {
+      taskHandlers: {
+        // the first two hold their slots until the gate opens; later jobs return at once
+        Job: async (input: any) => {
+          started++;
+          if (input.hold) await gate;
+          return { done: input.n };
+        },
+      },
+    });
+    try {
+      const holders = [runner.startExecution({ n: 0, hold: true }), runner.startExecution({ n: 1, hold: true })];
+      while (started < 2) await sleep(10);
+      const waiters = Array.from({ length: 3 }, (_, n) => runner.startExecution({ n: 10 + n }));
+      await sleep(100);
+      expect(started).toBe(2);
+      // stop the two holders (their jobs keep running, their leases must go) and one waiter
+      holders.forEach((h) => h.abort());
+      waiters[0].abort();
+      if (!reaper) {
+        // without the reaper, the next operation after the lease's expiry reclaims it: a new acquire comes along
+        await sleep(10_500);
+        void runner.run({ n: 99 });
+      }
+      const rest = await Promise.all(waiters.slice(1).map((w) => w.result));
+      expect(rest.map((r) => r.status)).toEqual(['SUCCEEDED', 'SUCCEEDED']);
+      release();
+      await Promise.all(holders.map((h) => h.result));
+      await sleep(50);
+      const state = await held(runner, tableId(b));
+      expect(state[0].waiters).toBe(0);
+      expect(state[0].used).toBe(state[0].leases);
+    } finally {
+      release();
+      await runner.stop();
+    }
+  }, 60_000);
+
+  test('a waiter past maxWait fails with ConcurrencyWaitExpired and leaves nothing behind', async () => {
+    const b = build({ limit: 1, maxWait: Duration.seconds(1) });
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((r) => { open = r; });
+    const job = async (input: any) => {
+      if (input.hold) await gate;
+      return {};
+    };
+    const runner = await LocalRunner.start(b.stack, b.machine, { taskHandlers: { Job: job } });
+    try {
+      const holder = runner.startExecution({ hold: true });
+      await sleep(200);
+      const waiter = await runner.run({});
+      expect(waiter).toMatchObject({ status: 'FAILED', error: ThrottleErrors.CONCURRENCY_WAIT_EXPIRED });
+      open();
+      expect((await holder.result).status).toBe('SUCCEEDED');
+      expect(await held(runner, tableId(b))).toEqual([{ key: 'db#c#default', used: 0, leases: 0, waiters: 0 }]);
+    } finally {
+      open();
+      await runner.stop();
+    }
+  }, 30_000);
+});
