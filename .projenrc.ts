@@ -44,6 +44,8 @@ const project = new awscdk.AwsCdkConstructLibrary({
     // implements JSONata 2.0.6)
     'asl-validator@^4.0.0',
     'jsonata@2.0.6',
+    // the peer construct the ConcurrencyLimiter is measured against (bench/concurrency.bench.ts, same runner, same emulator)
+    '@dontirun/state-machine-semaphore@0.1.583',
   ],
 
   jestOptions: {

@@ -2,6 +2,7 @@
 // npm run bench: prints figures; asserts nothing. See README "Benchmarks".
 import * as os from 'os';
 import { measureVariants } from './bundle.bench';
+import { runContention, runFailures, runUtilization } from './concurrency.bench';
 import { dispatcherScenarios, runDispatcher } from './dispatcher.bench';
 import { constantLatency, logNormalLatency, runFixedWindow, runGcra, type Scenario } from './rate-limiter.bench';
 import { table } from './stats';
@@ -69,6 +70,17 @@ async function main() {
     console.log('## Workflow: 60 items, downstream limit 10/s burst 1 (it rejects excess calls with a throttling error); local runner\n');
     console.log(table(rows));
     console.log();
+  }
+  if (want('concurrency')) {
+    // the ConcurrencyLimiter and @dontirun/state-machine-semaphore, side by side: same runner, same emulator
+    for (const scenario of [runContention, runFailures, runUtilization]) {
+      const rows = [];
+      for (const impl of ['ConcurrencyLimiter', 'state-machine-semaphore'] as const) {
+        process.stderr.write(`running ${scenario.name} with ${impl}…\n`);
+        rows.push(await scenario(impl));
+      }
+      console.log(table(rows));
+    }
   }
   if (want('dispatcher')) {
     const rows = [];

@@ -18,6 +18,8 @@ export interface LocalDynamoDb {
   createTable(name: string, partitionKey?: string): Promise<void>;
   /** Stops the emulator; every later call fails with a connection error. */
   stop(): Promise<void>;
+  /** In-process emulator only: DynamoDB API requests served so far, by operation (e.g. `GetItem`). */
+  requests?(): Record<string, number>;
 }
 
 function clientFor(endpoint: string): DynamoDBClient {
@@ -70,9 +72,15 @@ export async function startDynalite(options: LocalDynamoDbOptions = {}): Promise
   server.prependListener('connection', (socket: { destroy(): void }) => {
     if (paused) socket.destroy();
   });
+  const requests: Record<string, number> = {};
+  server.prependListener('request', (req: { headers: Record<string, string | undefined> }) => {
+    const op = String(req.headers['x-amz-target'] ?? '').split('.')[1];
+    if (op) requests[op] = (requests[op] ?? 0) + 1;
+  });
   return {
     endpoint,
     client,
+    requests: () => ({ ...requests }),
     createTable: (name, pk) => createTable(client, name, pk),
     // Closing the server would close dynalite's store: an outage drops every connection instead.
     pause: async () => {

@@ -168,7 +168,9 @@ export const lambdaInvokeWaitForToken: ServiceIntegration = {
     const { token, result } = env.tokens.issue(execution.signal);
     if (execution.signal.aborted) return result;
     return Promise.resolve(env.functions.invoke(fn, withToken(input.Payload, token))).then(() => result, (err: unknown) => {
-      // the invoke failed: the task fails with the function's error, its token is never settled
+      // the invoke failed: the task fails with the function's error; its token is never settled (and is rejected,
+      // unheard, when the execution stops)
+      result.catch(() => undefined);
       if (serviceErrorStatus(err) !== undefined) throw named(err, 'Lambda');
       throw err;
     });
@@ -209,7 +211,12 @@ export const dynamoDb: ServiceIntegration = {
         void $metadata;
         return out;
       } catch (err) {
-        // Step Functions names service errors DynamoDB.<Exception>.
+        // Step Functions names service errors DynamoDB.<Exception>; the optimized integration reports a request
+        // DynamoDB rejects as invalid (ValidationException, e.g. an update of a missing attribute) as
+        // DynamoDB.AmazonDynamoDBException, which the AWS sample semaphore catches to initialize its lock item.
+        if (!match[0].includes('aws-sdk:') && (err as Error).name === 'ValidationException') {
+          throw Object.assign(new Error((err as Error).message), { name: 'DynamoDB.AmazonDynamoDBException' });
+        }
         throw named(err, 'DynamoDB');
       }
     };

@@ -379,8 +379,13 @@ export class ConcurrencyLimitedTask extends sfn.StateMachineFragment {
       resultPath: sfn.JsonPath.DISCARD,
       outputPath: '$.cdkSfnThrottleResult[0]',
       payload: (lang) => (lang === JSONATA
-        ? { [F.OP]: ConcurrencyOp.RELEASE, [F.KEY]: expr(`$states.input.${LEASE_FIELD}.key`), [F.LEASE]: expr(`$states.input.${LEASE_FIELD}.leaseId`) }
-        : { [F.OP]: ConcurrencyOp.RELEASE, [`${F.KEY}.$`]: `$.${LEASE_FIELD}.key`, [`${F.LEASE}.$`]: `$.${LEASE_FIELD}.leaseId` }),
+        ? {
+          [F.OP]: ConcurrencyOp.RELEASE, [F.KEY]: expr(`$states.input.${LEASE_FIELD}.key`), [F.LEASE]: expr(`$states.input.${LEASE_FIELD}.leaseId`),
+          [F.SLOTS]: expr(`$states.input.${LEASE_FIELD}.slots`),
+        }
+        : {
+          [F.OP]: ConcurrencyOp.RELEASE, [`${F.KEY}.$`]: `$.${LEASE_FIELD}.key`, [`${F.LEASE}.$`]: `$.${LEASE_FIELD}.leaseId`, [`${F.SLOTS}.$`]: `$.${LEASE_FIELD}.slots`,
+        }),
     });
     const releaseFailed = new FunctionTask(this, `${id} Release Failed`, {
       fn,

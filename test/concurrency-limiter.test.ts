@@ -57,10 +57,8 @@ function counter(ms: number, fails: (n: number) => boolean = () => false) {
 async function held(runner: LocalRunner, tableLogicalId: string) {
   const db = (runner as any).db;
   const items = (await db.client.send(new ScanCommand({ TableName: runner.nameOf(tableLogicalId) }))).Items ?? [];
-  return items.filter((i: any) => i.pk.S.startsWith('db#c#')).map((i: any) => {
-    const st = JSON.parse(i.st.S);
-    return { key: i.pk.S, used: st.used, leases: Object.keys(st.leases).length, waiters: st.waiters.length };
-  });
+  return items.filter((i: any) => i.pk.S.startsWith('db#c#'))
+    .map((i: any) => ({ key: i.pk.S, used: Number(i.used.N), leases: Object.keys(i.L?.M ?? {}).length, waiters: (i.W?.L ?? []).length }));
 }
 
 const tableId = (b: ReturnType<typeof build>) => b.stack.getLogicalId(b.limiter.table.node.defaultChild as any);

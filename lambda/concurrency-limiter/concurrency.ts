@@ -2,7 +2,7 @@
 // the clock; tests pass their own). One function does every operation: acquire (take slots now, or wait for them
 // with the task token), release (give them back and hand them on), expire (a waiter's maxWait passed) and reap (an
 // EventBridge execution status change: the execution failed, timed out or was stopped).
-import { acquire, type Grant, type KeyState, reap, release, type Settings } from './core';
+import { acquire, type Grant, type KeyState, type Lease, reap, release, type Settings, type Waiter } from './core';
 import { ThrottleErrors } from '../../src/errors';
 import { ConcurrencyField as F, ConcurrencyMetricNames, ConcurrencyOp, METRIC_NAMESPACE } from '../../src/private/contract';
 import { InvalidAcquireRequest } from '../rate-limiter/errors';
@@ -11,6 +11,11 @@ import { InvalidAcquireRequest } from '../rate-limiter/errors';
 export interface ConcurrencyDeps {
   readonly store: {
     update<T extends { readonly state: KeyState }>(pk: string, op: (state: KeyState) => T): Promise<T>;
+    acquireFast(pk: string, id: string, lease: Lease, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }>;
+    registerFast(pk: string, waiter: Waiter, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }>;
+    releaseFast(pk: string, id: string, slots: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }>;
+    ensure(pk: string): Promise<void>;
+    handOverFast(pk: string, id: string, slots: number, head: Waiter, lease: Lease, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }>;
     /** Keys of this limiter (for the reaper). */
     keys(prefix: string): Promise<string[]>;
   };
@@ -60,22 +65,70 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
     }
     const token = event[F.TOKEN];
     if (typeof token !== 'string' || token.length === 0) throw new InvalidAcquireRequest('token must be the task token ($$.Task.Token)');
-    const out = await deps.store.update(pk, (s) => acquire(s, {
-      id: leaseId, slots, execution: String(event[F.EXECUTION] ?? ''), token, maxWaitMs: deps.maxWaitMs,
-    }, now, deps.settings));
-    metrics(deps, out.state, { reclaimed: out.reclaimed, expired: out.expired });
-    if (out.result === 'granted') await deps.sendSuccess(token, { leaseId, key, slots });
+    const execution = String(event[F.EXECUTION] ?? '');
+    const granted = () => deps.sendSuccess(token, { leaseId, key, slots });
+    // Fast paths: one conditional write takes a free slot, or queues behind a full key. The slow path (a read, the
+    // core, a conditional write) takes the key's first use, a repeated call, and expired leases or waiters to clear.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const fast = await deps.store.acquireFast(pk, leaseId, { s: slots, exp: now + deps.settings.leaseMs, ex: execution }, deps.settings.limit);
+      if (fast.ok) {
+        metrics(deps, { used: fast.used });
+        await granted();
+        return { result: 'granted' };
+      }
+      const seen = fast.state;
+      if (!seen) {
+        // the key's first use: create its item (one writer wins, the rest find it), then take the fast path
+        await deps.store.ensure(pk);
+        continue;
+      }
+      if (seen.leases[leaseId] || seen.waiters.some((w) => w.id === leaseId) || stale(seen, now)) break;
+      const waiter: Waiter = { id: leaseId, s: slots, t: token, ex: execution, exp: now + deps.maxWaitMs, at: now };
+      const queued = await deps.store.registerFast(pk, waiter, deps.settings.limit);
+      if (queued.ok) {
+        metrics(deps, { used: queued.used, waiting: seen.waiters.length + 1 });
+        return { result: 'waiting' };
+      }
+      // a slot came free between the two writes: try to take it again
+    }
+    const out = await deps.store.update(pk, (s) => acquire(s, { id: leaseId, slots, execution, token, maxWaitMs: deps.maxWaitMs }, now, deps.settings));
+    metrics(deps, { used: out.state.used, waiting: out.state.waiters.length, reclaimed: out.reclaimed, expired: out.expired });
+    if (out.result === 'granted') await granted();
     await deliver(pk, key, out.grants.filter((g) => g.id !== leaseId), deps);
     return { result: out.result };
   }
   if (op === ConcurrencyOp.RELEASE || op === ConcurrencyOp.EXPIRE) {
+    const error = event[F.ERROR];
+    const slots = event[F.SLOTS];
+    if (op === ConcurrencyOp.RELEASE && Number.isInteger(slots)) {
+      // Fast paths: give the slots back when nobody waits; hand them to the head waiter (same slots) when someone
+      // does — one conditional write each, retried on the item the failed write returns.
+      let fast = await deps.store.releaseFast(pk, leaseId, slots);
+      for (let attempt = 0; !fast.ok && attempt < 5; attempt++) {
+        const seen = fast.state;
+        const head = seen?.waiters[0];
+        if (!seen || !seen.leases[leaseId] || !head || head.s !== slots || stale(seen, deps.nowMs())) break;
+        const at = deps.nowMs();
+        const handed = await deps.store.handOverFast(pk, leaseId, slots, head, { s: head.s, exp: at + deps.settings.leaseMs, ex: head.ex }, deps.settings.limit);
+        if (handed.ok) {
+          metrics(deps, { used: handed.used, waiting: seen.waiters.length - 1 });
+          await deliver(pk, key, [{ id: head.id, t: head.t, s: head.s, waitedMs: at - head.at }], deps);
+          fast = handed;
+          break;
+        }
+        fast = handed.state?.waiters.length === 0 ? await deps.store.releaseFast(pk, leaseId, slots) : handed;
+      }
+      if (fast.ok) {
+        if (error && typeof error === 'object') throw new TaskError(String(error.Error ?? 'States.TaskFailed'), String(error.Cause ?? ''));
+        return { released: true };
+      }
+    }
     const out = await deps.store.update(pk, (s) => release(s, leaseId, now, deps.settings));
-    metrics(deps, out.state, { reclaimed: out.reclaimed, expired: out.expired + (op === ConcurrencyOp.EXPIRE ? 1 : 0) });
+    metrics(deps, { used: out.state.used, waiting: out.state.waiters.length, reclaimed: out.reclaimed, expired: out.expired + (op === ConcurrencyOp.EXPIRE ? 1 : 0) });
     await deliver(pk, key, out.grants, deps);
     if (op === ConcurrencyOp.EXPIRE) {
       throw new ConcurrencyWaitExpired(`no slot of ${key} within maxWait (${deps.maxWaitMs} ms); the registration was removed${out.released ? ' (a slot granted at the deadline was given back)' : ''}`);
     }
-    const error = event[F.ERROR];
     if (error && typeof error === 'object') throw new TaskError(String(error.Error ?? 'States.TaskFailed'), String(error.Cause ?? ''));
     return { released: out.released };
   }
@@ -92,6 +145,7 @@ async function deliver(pk: string, key: string, grants: readonly Grant[], deps: 
       deps.emit?.(emf(deps.limiterName, { [ConcurrencyMetricNames.WAIT_TIME]: g.waitedMs }));
     } catch (err) {
       if (!GONE.has((err as Error).name)) throw err;
+      // nobody waits for it any more: the slot goes back (and on to the next waiter)
       const out = await deps.store.update(pk, (s) => release(s, g.id, deps.nowMs(), deps.settings));
       queue.push(...out.grants);
     }
@@ -110,12 +164,17 @@ async function reapExecution(executionArn: string, deps: ConcurrencyDeps): Promi
   return { reaped };
 }
 
-function metrics(deps: ConcurrencyDeps, state: KeyState, counts: { reclaimed: number; expired: number }): void {
+/** Whether a key holds an expired lease or waiter (the slow path clears them). */
+function stale(state: KeyState, nowMs: number): boolean {
+  return Object.values(state.leases).some((l) => l.exp <= nowMs) || state.waiters.some((w) => w.exp <= nowMs);
+}
+
+function metrics(deps: ConcurrencyDeps, m: { used: number; waiting?: number; reclaimed?: number; expired?: number }): void {
   deps.emit?.(emf(deps.limiterName, {
-    [ConcurrencyMetricNames.IN_USE]: state.used,
-    [ConcurrencyMetricNames.WAITING]: state.waiters.length,
-    [ConcurrencyMetricNames.RECLAIMED]: counts.reclaimed,
-    [ConcurrencyMetricNames.EXPIRED]: counts.expired,
+    [ConcurrencyMetricNames.IN_USE]: m.used,
+    ...(m.waiting !== undefined ? { [ConcurrencyMetricNames.WAITING]: m.waiting } : {}),
+    ...(m.reclaimed ? { [ConcurrencyMetricNames.RECLAIMED]: m.reclaimed } : {}),
+    ...(m.expired ? { [ConcurrencyMetricNames.EXPIRED]: m.expired } : {}),
   }));
 }
 

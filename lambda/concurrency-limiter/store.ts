@@ -1,24 +1,30 @@
 import {
+  type AttributeValue,
   ConditionalCheckFailedException,
   DynamoDBClient,
   GetItemCommand,
   PutItemCommand,
   ScanCommand,
+  UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
-import { EMPTY, type KeyState } from './core';
+import { EMPTY, type KeyState, type Lease, type Waiter } from './core';
 import { LimiterUnavailable } from '../rate-limiter/errors';
 
 /** Format version of a concurrency key item; an item with another `v` fails closed. */
 export const KEY_ITEM_VERSION = 1;
 
-/** Conditional writes one operation may try before it fails closed (contention on one key). */
+/** Conditional writes one slow-path operation may try before it fails closed (contention on one key). */
 const MAX_WRITES = 25;
 
 /**
- * One key's state in a DynamoDB item (`pk`; the state as JSON in `st`; `ver`, the write counter every write is
- * conditioned on; `v`, the format version; `exp`, the TTL, after the last lease and waiter). An operation reads the
- * item (strongly consistent), applies the pure core and writes the result on condition that `ver` is still what it
- * read: every operation is atomic per key, and a lost race is retried on the new state.
+ * One key's state in a DynamoDB item: `used` (N, slots held), `L` (M, the leases by id: `{ s, exp, ex }`), `W` (L,
+ * the waiters in order: `{ id, s, t, ex, exp, at }`), `ver` (N, a write counter), `v` (N, the format version) and the
+ * TTL `exp`.
+ *
+ * Fast paths, one conditional UpdateItem each, for what most calls are: taking a free slot when nobody waits,
+ * queueing behind a full key, giving a slot back when nobody waits. Everything else (the key's first use, an expired
+ * lease to reclaim, a release that hands slots to waiters) is the slow path: a strongly consistent read, the pure core,
+ * and a write conditioned on the `ver` read — atomic per key, retried with jitter on a lost race.
  */
 export class ConcurrencyKeyStore {
   /** DynamoDB calls made, for metrics and the bench. */
@@ -26,7 +32,61 @@ export class ConcurrencyKeyStore {
 
   constructor(private readonly client: DynamoDBClient, private readonly tableName: string) {}
 
-  /** Applies `op` to the key's state atomically; returns what `op` returned for the state that was written. */
+  /**
+   * Takes `lease` for `id` if the key exists, holds at most `limit − slots`, has no waiters and no such lease.
+   * Fails with the item as it was (where DynamoDB returns it), or undefined when the key does not exist yet.
+   */
+  async acquireFast(pk: string, id: string, lease: Lease, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }> {
+    return this.conditional(pk, {
+      UpdateExpression: 'SET used = used + :s, ver = ver + :one, L.#id = :lease',
+      ConditionExpression: 'v = :v AND used <= :max AND size(W) = :zero AND attribute_not_exists(L.#id)',
+      ExpressionAttributeNames: { '#id': id },
+      ExpressionAttributeValues: { ':s': n(lease.s), ':one': n(1), ':lease': leaseAttr(lease), ':v': n(KEY_ITEM_VERSION), ':max': n(limit - lease.s), ':zero': n(0) },
+    });
+  }
+
+  /** Queues `waiter` if the key is still full or already has waiters (else a slot came free: acquire again). */
+  async registerFast(pk: string, waiter: Waiter, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }> {
+    return this.conditional(pk, {
+      UpdateExpression: 'SET W = list_append(W, :w), ver = ver + :one',
+      ConditionExpression: 'v = :v AND (used > :max OR size(W) > :zero)',
+      ExpressionAttributeValues: { ':w': { L: [waiterAttr(waiter)] }, ':one': n(1), ':v': n(KEY_ITEM_VERSION), ':max': n(limit - waiter.s), ':zero': n(0) },
+    });
+  }
+
+  /** Gives lease `id` (of `slots`) back if it is held and nobody waits (else the slow path hands the slots on). */
+  async releaseFast(pk: string, id: string, slots: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }> {
+    return this.conditional(pk, {
+      UpdateExpression: 'REMOVE L.#id SET used = used - :s, ver = ver + :one',
+      ConditionExpression: 'v = :v AND attribute_exists(L.#id) AND L.#id.s = :s AND size(W) = :zero',
+      ExpressionAttributeNames: { '#id': id },
+      ExpressionAttributeValues: { ':s': n(slots), ':one': n(1), ':v': n(KEY_ITEM_VERSION), ':zero': n(0) },
+    });
+  }
+
+  /**
+   * Gives lease `id` (of `slots`) to the head waiter `head` (same slots) in one write: the release that finds
+   * waiters hands its slot on without a read-modify-write. Fails with the item as it was when the lease is gone, the
+   * head changed, or the slot would not fit.
+   */
+  async handOverFast(pk: string, id: string, slots: number, head: Waiter, lease: Lease, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }> {
+    return this.conditional(pk, {
+      UpdateExpression: 'SET L.#wid = :wlease, used = used + :delta, ver = ver + :one REMOVE L.#id, W[0]',
+      ConditionExpression: 'v = :v AND attribute_exists(L.#id) AND L.#id.s = :s AND W[0].id = :widv AND used <= :max',
+      ExpressionAttributeNames: { '#id': id, '#wid': head.id },
+      ExpressionAttributeValues: {
+        ':wlease': leaseAttr(lease), ':delta': n(head.s - slots), ':one': n(1), ':v': n(KEY_ITEM_VERSION), ':s': n(slots),
+        ':widv': { S: head.id }, ':max': n(limit - (head.s - slots)),
+      },
+    });
+  }
+
+  /** Creates the key's item, empty, unless it exists (the fast paths need it). */
+  async ensure(pk: string): Promise<void> {
+    await this.write(pk, EMPTY, undefined);
+  }
+
+  /** Applies `op` to the key's state atomically (the slow path); returns what `op` returned for the state written. */
   async update<T extends { readonly state: KeyState }>(pk: string, op: (state: KeyState) => T): Promise<T> {
     for (let attempt = 0; attempt < MAX_WRITES; attempt++) {
       const read = await this.read(pk);
@@ -42,7 +102,7 @@ export class ConcurrencyKeyStore {
   /** The keys whose partition key starts with `prefix` (a paginated Scan: the reaper's way to find an execution's leases). */
   async keys(prefix: string): Promise<string[]> {
     const found: string[] = [];
-    let start: Record<string, any> | undefined;
+    let start: Record<string, AttributeValue> | undefined;
     do {
       this.calls++;
       const page = await this.client.send(new ScanCommand({
@@ -66,10 +126,33 @@ export class ConcurrencyKeyStore {
     } catch (err) {
       throw new LimiterUnavailable(`reading ${pk}: ${(err as Error).message}`);
     }
-    if (!item) return undefined;
-    const v = Number(item.v?.N);
-    if (v !== KEY_ITEM_VERSION) throw new LimiterUnavailable(`item ${pk} has format version ${item.v?.N ?? 'none'}, this handler reads ${KEY_ITEM_VERSION}`);
-    return { state: JSON.parse(item.st?.S ?? 'null') ?? EMPTY, ver: Number(item.ver?.N ?? 0) };
+    return item ? { state: decode(pk, item), ver: Number(item.ver?.N ?? 0) } : undefined;
+  }
+
+  private async conditional(pk: string, update: {
+    UpdateExpression: string;
+    ConditionExpression: string;
+    ExpressionAttributeNames?: Record<string, string>;
+    ExpressionAttributeValues: Record<string, AttributeValue>;
+  }): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }> {
+    this.calls++;
+    try {
+      const res = await this.client.send(new UpdateItemCommand({
+        TableName: this.tableName,
+        Key: { pk: { S: pk } },
+        ...update,
+        ConditionExpression: `attribute_exists(pk) AND ${update.ConditionExpression}`,
+        ReturnValues: 'UPDATED_NEW',
+        ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+      }));
+      return { ok: true, used: Number(res.Attributes?.used?.N ?? 0) };
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException || (err as Error).name === 'ConditionalCheckFailedException') {
+        const item = (err as { Item?: Record<string, AttributeValue> }).Item;
+        return { ok: false, state: item ? decode(pk, item) : undefined };
+      }
+      throw new LimiterUnavailable(`writing ${pk}: ${(err as Error).message}`);
+    }
   }
 
   private async write(pk: string, state: KeyState, ver: number | undefined): Promise<boolean> {
@@ -80,14 +163,16 @@ export class ConcurrencyKeyStore {
         TableName: this.tableName,
         Item: {
           pk: { S: pk },
-          st: { S: JSON.stringify(state) },
-          ver: { N: String((ver ?? 0) + 1) },
-          v: { N: String(KEY_ITEM_VERSION) },
+          used: n(state.used),
+          L: { M: Object.fromEntries(Object.entries(state.leases).map(([id, l]) => [id, leaseAttr(l)])) },
+          W: { L: state.waiters.map(waiterAttr) },
+          ver: n((ver ?? 0) + 1),
+          v: n(KEY_ITEM_VERSION),
           // idle keys expire a day after their last lease or waiter would have
-          exp: { N: String(Math.ceil(until / 1000) + 86_400) },
+          exp: n(Math.ceil(until / 1000) + 86_400),
         },
         ConditionExpression: ver === undefined ? 'attribute_not_exists(pk)' : 'ver = :ver AND v = :v',
-        ExpressionAttributeValues: ver === undefined ? undefined : { ':ver': { N: String(ver) }, ':v': { N: String(KEY_ITEM_VERSION) } },
+        ExpressionAttributeValues: ver === undefined ? undefined : { ':ver': n(ver), ':v': n(KEY_ITEM_VERSION) },
       }));
       return true;
     } catch (err) {
@@ -95,4 +180,28 @@ export class ConcurrencyKeyStore {
       throw new LimiterUnavailable(`writing ${pk}: ${(err as Error).message}`);
     }
   }
+}
+
+const n = (v: number): AttributeValue => ({ N: String(v) });
+
+function leaseAttr(l: Lease): AttributeValue {
+  return { M: { s: n(l.s), exp: n(l.exp), ex: { S: l.ex || '-' } } };
+}
+
+function waiterAttr(w: Waiter): AttributeValue {
+  return { M: { id: { S: w.id }, s: n(w.s), t: { S: w.t }, ex: { S: w.ex || '-' }, exp: n(w.exp), at: n(w.at) } };
+}
+
+/** A key item as the core's state; an item of another format version fails closed. */
+function decode(pk: string, item: Record<string, AttributeValue>): KeyState {
+  const v = Number(item.v?.N);
+  if (v !== KEY_ITEM_VERSION) throw new LimiterUnavailable(`item ${pk} has format version ${item.v?.N ?? 'none'}, this handler reads ${KEY_ITEM_VERSION}`);
+  const leases: Record<string, Lease> = {};
+  for (const [id, a] of Object.entries(item.L?.M ?? {})) {
+    leases[id] = { s: Number(a.M?.s?.N), exp: Number(a.M?.exp?.N), ex: a.M?.ex?.S === '-' ? '' : a.M?.ex?.S ?? '' };
+  }
+  const waiters: Waiter[] = (item.W?.L ?? []).map((a) => ({
+    id: a.M?.id?.S ?? '', s: Number(a.M?.s?.N), t: a.M?.t?.S ?? '', ex: a.M?.ex?.S === '-' ? '' : a.M?.ex?.S ?? '', exp: Number(a.M?.exp?.N), at: Number(a.M?.at?.N),
+  }));
+  return { used: Number(item.used?.N ?? 0), leases, waiters };
 }

@@ -33,6 +33,7 @@ describe('concurrency key store (dynalite)', () => {
     expect(results.filter((r) => r.result === 'waiting')).toHaveLength(35);
     let state = (await store.read(pk))!.state;
     expect([state.used, held(state), state.waiters.length]).toEqual([5, 5, 35]);
+    expect(state.waiters.map((w) => w.id).sort()).toEqual(results.map((r, i) => (r.result === 'waiting' ? `l${i}` : undefined)).filter(Boolean).sort());
 
     // release every holder, one after another as leases are handed on: each release grants the head waiter
     const grantedOrder: string[] = [];
