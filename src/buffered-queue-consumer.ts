@@ -14,7 +14,7 @@ import { DEADLINE_MARGIN_MS, DEFAULT_KEY, DispatcherEnv, ReporterEnv, TASK_TOKEN
 import { DeadLetterReporterFunction } from './private/dead-letter-reporter-function';
 import { DispatchFunction } from './private/dispatch-function';
 import { handlerRole, limiterEnvironment } from './private/handler-function';
-import { expr, JSONATA, languageValidation, taskLanguage, userExpression } from './private/query-language';
+import { expr, JSONATA, languageValidation, mergeAt, pathOfToken, readsJsonPath, taskLanguage, userExpression } from './private/query-language';
 import { checkRange, fail } from './private/validation';
 
 /** Lambda's default timeout, for a function whose timeout is not known. */
@@ -431,17 +431,19 @@ export class BufferedQueueConsumer extends Construct {
     const body = options.waitForResult
       ? sfn.TaskInput.fromObject({ [TASK_TOKEN_FIELD]: sfn.JsonPath.taskToken, input: options.messageBody.value })
       : options.messageBody;
+    // a group id given as a path ('$.tenant', or JsonPath.stringAt) is read from the input, not sent as a literal
+    const groupId = options.messageGroupId === undefined ? undefined : pathOfToken(options.messageGroupId);
     const task = new LanguageSqsSendMessage(scope, id, {
       queue: this.queue,
       messageBody: body,
-      messageGroupId: options.messageGroupId,
+      messageGroupId: groupId !== undefined && groupId.startsWith('$') ? sfn.JsonPath.stringAt(groupId) : groupId,
       integrationPattern: options.waitForResult ? sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN : sfn.IntegrationPattern.REQUEST_RESPONSE,
       taskTimeout: options.taskTimeout,
       resultPath: options.resultPath,
       queryLanguage: options.queryLanguage,
     }, {
       userBody: options.messageBody,
-      messageGroupId: options.messageGroupId,
+      messageGroupId: groupId,
       tokenField: options.waitForResult ? TASK_TOKEN_FIELD : undefined,
       hint: options.queryLanguage,
     });
@@ -643,12 +645,21 @@ class LanguageSqsSendMessage extends tasks.SqsSendMessage {
     super(scope, id, props);
   }
 
+  /** In JSONata a `resultPath` becomes an `Output` merge (JSONata states have no ResultPath). */
+  public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
+    const json = super.toStateJson(topLevelQueryLanguage) as Record<string, any>;
+    const lang = this.language.hint ?? topLevelQueryLanguage;
+    if (lang !== JSONATA || json.ResultPath === undefined) return json;
+    const { ResultPath, ...rest } = json;
+    return { ...rest, Output: expr(mergeAt(this, ResultPath, '$states.result')) };
+  }
+
   /** @internal */
   protected _renderTask(topLevelQueryLanguage?: sfn.QueryLanguage): any {
     const lang = taskLanguage(this, topLevelQueryLanguage, this.language.hint);
     const known = this.language.hint !== undefined || topLevelQueryLanguage !== undefined;
     const value = this.language.userBody.value;
-    const paths = typeof value === 'string' ? (sfn.JsonPath.isEncodedJsonPath(value) ? [value] : []) : [...sfn.FieldUtils.findReferencedPaths(value)];
+    const paths = readsJsonPath(value) ? ['JSONPath'] : [];
     const expressions = JSON.stringify(value ?? null).match(/\{%[^"]*%\}/g) ?? [];
     if (known && lang === JSONATA && paths.length > 0) {
       fail(this, 'messageBody reads JSONPath but the state machine\'s query language is JSONata: give JSONata expressions, e.g. sfn.TaskInput.fromText(\'{% $states.input %}\') '
@@ -659,7 +670,7 @@ class LanguageSqsSendMessage extends tasks.SqsSendMessage {
     }
     if (known && this.language.messageGroupId !== undefined) userExpression(this, 'messageGroupId', this.language.messageGroupId, lang);
     const json = super._renderTask(topLevelQueryLanguage);
-    if (lang === JSONATA && this.language.tokenField && json.Arguments?.MessageBody) {
+    if (lang === JSONATA && this.language.tokenField && json.Arguments?.MessageBody && typeof json.Arguments.MessageBody === 'object') {
       json.Arguments.MessageBody = { ...json.Arguments.MessageBody, [this.language.tokenField]: expr('$states.context.Task.Token') };
     }
     return json;

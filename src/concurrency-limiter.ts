@@ -380,7 +380,9 @@ export class ConcurrencyLimitedTask extends sfn.StateMachineFragment {
       outputPath: '$.cdkSfnThrottleResult[0]',
       payload: (lang) => (lang === JSONATA
         ? {
-          [F.OP]: ConcurrencyOp.RELEASE, [F.KEY]: expr(`$states.input.${LEASE_FIELD}.key`), [F.LEASE]: expr(`$states.input.${LEASE_FIELD}.leaseId`),
+          [F.OP]: ConcurrencyOp.RELEASE,
+          [F.KEY]: expr(`$states.input.${LEASE_FIELD}.key`),
+          [F.LEASE]: expr(`$states.input.${LEASE_FIELD}.leaseId`),
           [F.SLOTS]: expr(`$states.input.${LEASE_FIELD}.slots`),
         }
         : {

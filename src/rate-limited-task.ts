@@ -139,7 +139,8 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     this.startState = acquire;
     this.endStates = [props.task];
     this.node.addValidation({ validate: () => this.validateTask() });
-    this.node.addValidation(languageValidation(this, () => this.node.findAll().filter((c): c is sfn.State => c instanceof sfn.State)));
+    const ownStates = () => this.node.findAll().filter((c): c is sfn.State => c instanceof sfn.State);
+    this.node.addValidation(languageValidation(this, () => [...ownStates(), props.task]));
   }
 
   /**

@@ -7,7 +7,7 @@ import { AcquireMode, AcquireOptions } from './acquire';
 import { IRateLimiter } from './i-rate-limiter';
 import { AcquireTask, acquireStates, backoffStates, consumedAmount } from './private/acquire-task';
 import { AcquireField, BACKOFF_PHASE, DEFAULT_KEY, ITEM_ERROR_FIELD } from './private/contract';
-import { expr, isJsonataExpression, jsonataOf, languageValidation, userExpression } from './private/query-language';
+import { expr, holdsJsonata, isJsonataExpression, jsonataOf, languageValidation, pathOfToken, readsJsonPath, userExpression } from './private/query-language';
 import { LanguageDistributedMap, LanguageMap, LanguageParallel, LanguagePass } from './private/states';
 import { checkRange, fail } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
@@ -323,7 +323,8 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     // User-given paths and expressions: JSONPath ones go to aws-cdk-lib's Map, JSONata ones are rendered by the
     // library's Map in a JSONata machine; either is checked against the machine's language when it renders.
     const jsonataItems = isJsonataExpression(props.itemsPath) ? props.itemsPath : undefined;
-    const jsonataSelector = props.itemSelector !== undefined && !Object.keys(props.itemSelector).some((k) => k.endsWith('.$'));
+    // a selector is JSONata when it holds JSONata expressions and reads no JSONPath; any other goes to aws-cdk-lib's Map
+    const jsonataSelector = props.itemSelector !== undefined && holdsJsonata(props.itemSelector) && !readsJsonPath(props.itemSelector);
     const concurrencyPath = this.concurrency.maxConcurrencyPath;
     const common = {
       itemsPath: dist.itemReader || jsonataItems ? undefined : props.itemsPath,
@@ -369,17 +370,20 @@ export class ThrottledMap extends sfn.StateMachineFragment {
 
   /** The user's paths and expressions against the language the map renders in. */
   private checkLanguage(lang: sfn.QueryLanguage, props: ThrottledMapProps): void {
-    if (props.itemsPath !== undefined) userExpression(this, 'itemsPath', props.itemsPath, lang);
+    if (props.itemsPath !== undefined) userExpression(this, 'itemsPath', pathOfToken(props.itemsPath), lang);
     const path = this.concurrency.maxConcurrencyPath;
     if (path !== undefined) userExpression(this, 'concurrency (MapConcurrency.fromPath)', path, lang);
     const selector = props.itemSelector;
     if (selector !== undefined) {
       const pathKeys = Object.keys(selector).filter((k) => k.endsWith('.$'));
+      if (lang === sfn.QueryLanguage.JSONATA && pathKeys.length === 0 && readsJsonPath(selector)) {
+        fail(this, 'itemSelector reads JSONPath (a nested \'.$\' field or a JsonPath token) but the state machine\'s query language is JSONata: write JSONata expressions ({% ... %})');
+      }
       if (lang === sfn.QueryLanguage.JSONATA && pathKeys.length > 0) {
         fail(this, `itemSelector has JSONPath fields (${pathKeys.join(', ')}) but the state machine's query language is JSONata: write JSONata expressions, e.g. `
           + pathKeys.map((k) => `${k.slice(0, -2)}: '${expr(jsonataOf(String(selector[k])) ?? '...')}'`).join(', '));
       }
-      const expressions = Object.entries(selector).filter(([, v]) => isJsonataExpression(v)).map(([k]) => k);
+      const expressions = Object.entries(selector).filter(([, v]) => holdsJsonata(v)).map(([k]) => k);
       if (lang === sfn.QueryLanguage.JSON_PATH && expressions.length > 0) {
         fail(this, `itemSelector has JSONata expressions (${expressions.join(', ')}) but the state machine's query language is JSONPath: write JSONPath fields such as 'order.$': '$$.Map.Item.Value'`);
       }

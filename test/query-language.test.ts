@@ -203,3 +203,59 @@ describe('the local runner and JSONata', () => {
     })).toEqual(['M/B']);
   });
 });
+
+describe('review findings (adversarial review, fixed)', () => {
+  test('sendMessageTask resultPath in a JSONata machine becomes an Output merge', () => {
+    const p = pieces('JSONata');
+    const target = lambda.Function.fromFunctionAttributes(p.stack, 'Target', { functionArn: 'arn:aws:lambda:us-east-1:123456789012:function:t', sameEnvironment: true });
+    const buffer = new BufferedQueueConsumer(p.stack, 'Buffer', { target: QueueTarget.dispatch(target) });
+    p.machine(buffer.sendMessageTask(p.stack, 'S', { messageBody: sfn.TaskInput.fromText('{% $states.input %}'), resultPath: '$.r' }));
+    const s = definitionOf(Object.values(Template.fromStack(p.stack).findResources('AWS::StepFunctions::StateMachine'))[0].Properties.DefinitionString).States.S;
+    expect(s.ResultPath).toBeUndefined();
+    expect(s.Output).toBe('{% $merge([$states.input, {"r": $states.result}]) %}');
+  });
+
+  test('a JSONPath itemSelector without top-level .$ keys (tokens, nested, literal) still reaches the Map', () => {
+    const p = pieces('JSONPath');
+    p.machine(new ThrottledMap(p.stack, 'M', {
+      itemsPath: '$.orders', itemSelector: { order: sfn.JsonPath.stringAt('$$.Map.Item.Value'), nested: { 'v.$': '$.tenant' }, fixed: 'x' }, itemProcessor: p.task('jsonPath'),
+    }));
+    const m = definitionOf(Object.values(Template.fromStack(p.stack).findResources('AWS::StepFunctions::StateMachine'))[0].Properties.DefinitionString).States.M;
+    expect(m.ItemSelector).toEqual({ 'order.$': '$$.Map.Item.Value', 'nested': { 'v.$': '$.tenant' }, 'fixed': 'x' });
+  });
+
+  test.each<[string, () => void, RegExp]>([
+    ['a nested JSONPath field in a JSONata machine\'s itemSelector', () => {
+      const p = pieces('JSONata');
+      p.machine(new ThrottledMap(p.stack, 'M', { itemSelector: { nested: { 'v.$': '$.tenant' } }, itemProcessor: p.task('jsonata') }));
+    }, /itemSelector reads JSONPath/],
+    ['a literal .$ key in a JSONata machine\'s message body', () => {
+      const p = pieces('JSONata');
+      const target = lambda.Function.fromFunctionAttributes(p.stack, 'Target', { functionArn: 'arn:aws:lambda:us-east-1:123456789012:function:t', sameEnvironment: true });
+      const buffer = new BufferedQueueConsumer(p.stack, 'Buffer', { target: QueueTarget.dispatch(target) });
+      p.machine(buffer.sendMessageTask(p.stack, 'S', { messageBody: sfn.TaskInput.fromObject({ 'id.$': '$.id' }) }));
+    }, /messageBody reads JSONPath/],
+    ['a JsonPath token key in a JSONata machine names the path', () => {
+      const p = pieces('JSONata');
+      p.machine(new RateLimitedTask(p.stack, 'L', { limiter: p.limiter, task: p.task('jsonata'), acquire: { key: sfn.JsonPath.stringAt('$.tenant') } }));
+    }, /acquire.key is a JSONPath \(\$.tenant\)/],
+  ])('fails at synth: %s', (_n, make, message) => expectValidationError(make, message));
+
+  test('a JsonPath token key and a "$.tenant" FIFO group id are read from the input in a JSONPath machine', () => {
+    const p = pieces('JSONPath');
+    const target = lambda.Function.fromFunctionAttributes(p.stack, 'Target', { functionArn: 'arn:aws:lambda:us-east-1:123456789012:function:t', sameEnvironment: true });
+    const buffer = new BufferedQueueConsumer(p.stack, 'Buffer', { target: QueueTarget.dispatch(target), fifo: true });
+    const limited = new RateLimitedTask(p.stack, 'L', { limiter: p.limiter, task: p.task('jsonPath'), acquire: { key: sfn.JsonPath.stringAt('$.tenant') } });
+    p.machine(limited.next(buffer.sendMessageTask(p.stack, 'S', { messageBody: sfn.TaskInput.fromJsonPathAt('$'), messageGroupId: '$.tenant' })));
+    const states = definitionOf(Object.values(Template.fromStack(p.stack).findResources('AWS::StepFunctions::StateMachine'))[0].Properties.DefinitionString).States;
+    expect(states['L Acquire'].Parameters['key.$']).toBe('$.tenant');
+    expect(states.S.Parameters['MessageGroupId.$']).toBe('$.tenant');
+  });
+
+  test('a RateLimitedTask around a language-less task in a user\'s Parallel of a JSONata machine: the advice names the task too', () => {
+    const p = pieces('JSONata');
+    const plain = new tasks.LambdaInvoke(p.stack, 'C', { lambdaFunction: p.fn, retryOnServiceExceptions: false });
+    p.machine(sfn.Parallel.jsonata(p.stack, 'UP').branch(new RateLimitedTask(p.stack, 'L', { limiter: p.limiter, task: plain, queryLanguage: sfn.QueryLanguage.JSONATA })));
+    expect(() => p.app.synth()).toThrow(/states of Stack\/L \(C\) .*make the wrapped task a JSONata state/);
+  });
+});

@@ -7,15 +7,18 @@ import { ThrottleErrors } from '../../src/errors';
 import { ConcurrencyField as F, ConcurrencyMetricNames, ConcurrencyOp, METRIC_NAMESPACE } from '../../src/private/contract';
 import { InvalidAcquireRequest } from '../rate-limiter/errors';
 
+/** A fast-path write: done (slots in use after it), or refused with the item as it was. */
+type FastResult = { ok: true; used: number } | { ok: false; state?: KeyState };
+
 /** What the function needs from the world. */
 export interface ConcurrencyDeps {
   readonly store: {
     update<T extends { readonly state: KeyState }>(pk: string, op: (state: KeyState) => T): Promise<T>;
-    acquireFast(pk: string, id: string, lease: Lease, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }>;
-    registerFast(pk: string, waiter: Waiter, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }>;
-    releaseFast(pk: string, id: string, slots: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }>;
+    acquireFast(pk: string, id: string, lease: Lease, limit: number): Promise<FastResult>;
+    registerFast(pk: string, waiter: Waiter, limit: number): Promise<FastResult>;
+    releaseFast(pk: string, id: string, slots: number): Promise<FastResult>;
     ensure(pk: string): Promise<void>;
-    handOverFast(pk: string, id: string, slots: number, head: Waiter, lease: Lease, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }>;
+    handOverFast(pk: string, id: string, slots: number, head: Waiter, lease: Lease, limit: number): Promise<FastResult>;
     /** Keys of this limiter (for the reaper). */
     keys(prefix: string): Promise<string[]>;
   };
@@ -91,7 +94,8 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
       }
       // a slot came free between the two writes: try to take it again
     }
-    const out = await deps.store.update(pk, (s) => acquire(s, { id: leaseId, slots, execution, token, maxWaitMs: deps.maxWaitMs }, now, deps.settings));
+    const req = { id: leaseId, slots, execution, token, maxWaitMs: deps.maxWaitMs };
+    const out = await deps.store.update(pk, (s) => acquire(s, req, now, deps.settings));
     metrics(deps, { used: out.state.used, waiting: out.state.waiters.length, reclaimed: out.reclaimed, expired: out.expired });
     if (out.result === 'granted') await granted();
     await deliver(pk, key, out.grants.filter((g) => g.id !== leaseId), deps);
@@ -109,7 +113,8 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
         const head = seen?.waiters[0];
         if (!seen || !seen.leases[leaseId] || !head || head.s !== slots || stale(seen, deps.nowMs())) break;
         const at = deps.nowMs();
-        const handed = await deps.store.handOverFast(pk, leaseId, slots, head, { s: head.s, exp: at + deps.settings.leaseMs, ex: head.ex }, deps.settings.limit);
+        const lease = { s: head.s, exp: at + deps.settings.leaseMs, ex: head.ex };
+        const handed = await deps.store.handOverFast(pk, leaseId, slots, head, lease, deps.settings.limit);
         if (handed.ok) {
           metrics(deps, { used: handed.used, waiting: seen.waiters.length - 1 });
           await deliver(pk, key, [{ id: head.id, t: head.t, s: head.s, waitedMs: at - head.at }], deps);
@@ -124,7 +129,8 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
       }
     }
     const out = await deps.store.update(pk, (s) => release(s, leaseId, now, deps.settings));
-    metrics(deps, { used: out.state.used, waiting: out.state.waiters.length, reclaimed: out.reclaimed, expired: out.expired + (op === ConcurrencyOp.EXPIRE ? 1 : 0) });
+    const expired = out.expired + (op === ConcurrencyOp.EXPIRE ? 1 : 0);
+    metrics(deps, { used: out.state.used, waiting: out.state.waiters.length, reclaimed: out.reclaimed, expired });
     await deliver(pk, key, out.grants, deps);
     if (op === ConcurrencyOp.EXPIRE) {
       throw new ConcurrencyWaitExpired(`no slot of ${key} within maxWait (${deps.maxWaitMs} ms); the registration was removed${out.released ? ' (a slot granted at the deadline was given back)' : ''}`);

@@ -10,6 +10,9 @@ import {
 import { EMPTY, type KeyState, type Lease, type Waiter } from './core';
 import { LimiterUnavailable } from '../rate-limiter/errors';
 
+/** A fast-path write: done (slots in use after it), or refused with the item as it was. */
+export type FastResult = { ok: true; used: number } | { ok: false; state?: KeyState };
+
 /** Format version of a concurrency key item; an item with another `v` fails closed. */
 export const KEY_ITEM_VERSION = 1;
 
@@ -36,7 +39,7 @@ export class ConcurrencyKeyStore {
    * Takes `lease` for `id` if the key exists, holds at most `limit − slots`, has no waiters and no such lease.
    * Fails with the item as it was (where DynamoDB returns it), or undefined when the key does not exist yet.
    */
-  async acquireFast(pk: string, id: string, lease: Lease, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }> {
+  async acquireFast(pk: string, id: string, lease: Lease, limit: number): Promise<FastResult> {
     return this.conditional(pk, {
       UpdateExpression: 'SET used = used + :s, ver = ver + :one, L.#id = :lease',
       ConditionExpression: 'v = :v AND used <= :max AND size(W) = :zero AND attribute_not_exists(L.#id)',
@@ -46,7 +49,7 @@ export class ConcurrencyKeyStore {
   }
 
   /** Queues `waiter` if the key is still full or already has waiters (else a slot came free: acquire again). */
-  async registerFast(pk: string, waiter: Waiter, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }> {
+  async registerFast(pk: string, waiter: Waiter, limit: number): Promise<FastResult> {
     return this.conditional(pk, {
       UpdateExpression: 'SET W = list_append(W, :w), ver = ver + :one',
       ConditionExpression: 'v = :v AND (used > :max OR size(W) > :zero)',
@@ -55,7 +58,7 @@ export class ConcurrencyKeyStore {
   }
 
   /** Gives lease `id` (of `slots`) back if it is held and nobody waits (else the slow path hands the slots on). */
-  async releaseFast(pk: string, id: string, slots: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }> {
+  async releaseFast(pk: string, id: string, slots: number): Promise<FastResult> {
     return this.conditional(pk, {
       UpdateExpression: 'REMOVE L.#id SET used = used - :s, ver = ver + :one',
       ConditionExpression: 'v = :v AND attribute_exists(L.#id) AND L.#id.s = :s AND size(W) = :zero',
@@ -69,14 +72,19 @@ export class ConcurrencyKeyStore {
    * waiters hands its slot on without a read-modify-write. Fails with the item as it was when the lease is gone, the
    * head changed, or the slot would not fit.
    */
-  async handOverFast(pk: string, id: string, slots: number, head: Waiter, lease: Lease, limit: number): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }> {
+  async handOverFast(pk: string, id: string, slots: number, head: Waiter, lease: Lease, limit: number): Promise<FastResult> {
     return this.conditional(pk, {
       UpdateExpression: 'SET L.#wid = :wlease, used = used + :delta, ver = ver + :one REMOVE L.#id, W[0]',
       ConditionExpression: 'v = :v AND attribute_exists(L.#id) AND L.#id.s = :s AND W[0].id = :widv AND used <= :max',
       ExpressionAttributeNames: { '#id': id, '#wid': head.id },
       ExpressionAttributeValues: {
-        ':wlease': leaseAttr(lease), ':delta': n(head.s - slots), ':one': n(1), ':v': n(KEY_ITEM_VERSION), ':s': n(slots),
-        ':widv': { S: head.id }, ':max': n(limit - (head.s - slots)),
+        ':wlease': leaseAttr(lease),
+        ':delta': n(head.s - slots),
+        ':one': n(1),
+        ':v': n(KEY_ITEM_VERSION),
+        ':s': n(slots),
+        ':widv': { S: head.id },
+        ':max': n(limit - (head.s - slots)),
       },
     });
   }
@@ -134,7 +142,7 @@ export class ConcurrencyKeyStore {
     ConditionExpression: string;
     ExpressionAttributeNames?: Record<string, string>;
     ExpressionAttributeValues: Record<string, AttributeValue>;
-  }): Promise<{ ok: true; used: number } | { ok: false; state?: KeyState }> {
+  }): Promise<FastResult> {
     this.calls++;
     try {
       const res = await this.client.send(new UpdateItemCommand({

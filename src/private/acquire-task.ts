@@ -8,7 +8,7 @@ import { ThrottleErrors } from '../errors';
 import type { IRateLimiter } from '../i-rate-limiter';
 import { AcquireField as F, AcquireResultField as R, BACKOFF_PHASE, DEFAULT_KEY, ERROR_FIELD, RetryPayload } from './contract';
 import type { RetryPolicy } from '../retry-policy';
-import { argumentsOf, expr, isJsonataExpression, jsonataCatches, JSONATA, mergeAt, rendering, userExpression } from './query-language';
+import { argumentsOf, expr, isJsonataExpression, jsonataCatches, JSONATA, mergeAt, pathOfToken, rendering, userExpression } from './query-language';
 import { LanguageHint, LanguageWait } from './states';
 import { checkRange, fail } from './validation';
 
@@ -87,7 +87,8 @@ export function acquireStates(
 ): { acquire: AcquireTask; wait: sfn.Wait } {
   const prop = options.prop ?? 'acquire.';
   const tokens = consumedAmount(scope, limiter, options, prop);
-  const key = options.key ?? DEFAULT_KEY;
+  // a JsonPath token (JsonPath.stringAt('$.tenant')) is its path
+  const key = pathOfToken(options.key ?? DEFAULT_KEY);
   if (!key.startsWith('$') && !Token.isUnresolved(key) && (key.length < 1 || key.length > 512)) {
     fail(scope, `${prop}key must be a JSONPath or a literal of 1 to 512 characters, got ${JSON.stringify(key)}`);
   }

@@ -238,7 +238,34 @@ export function languageValidation(construct: IConstruct, states: () => sfn.Stat
       if (assumedStates.length === 0) return [];
       return machinesHolding(construct, assumedStates.map((s) => s.stateId)).filter((m) => m.queryLanguage === 'JSONata').map((m) =>
         `states of ${construct.node.path} (${assumedStates.map((s) => s.stateId).join(', ')}) are nested in a Parallel or Map of yours in the JSONata state machine ${m.path}: `
-        + 'aws-cdk-lib renders nested states without the machine\'s language, so they rendered as JSONPath. Give the construct queryLanguage: QueryLanguage.JSONATA');
+        + 'aws-cdk-lib renders nested states without the machine\'s language, so they rendered as JSONPath. Give the construct queryLanguage: QueryLanguage.JSONATA'
+        + (assumedStates.some((s) => !s.node.path.startsWith(`${construct.node.path}/`))
+          ? ', and make the wrapped task a JSONata state (a .jsonata() factory such as LambdaInvoke.jsonata, or queryLanguage: QueryLanguage.JSONATA on it)' : ''));
     },
   };
+}
+
+/** A user value that is a JsonPath token (`JsonPath.stringAt('$.x')`) as its path (`$.x`); other values as they are. */
+export function pathOfToken(value: string): string {
+  if (!Token.isUnresolved(value)) return value;
+  const paths = [...sfn.FieldUtils.findReferencedPaths({ v: value })];
+  return paths.length === 1 ? paths[0] : value;
+}
+
+/** Whether an object reads JSONPath anywhere: a `key.$` field at any depth, or a JsonPath token. */
+export function readsJsonPath(value: unknown): boolean {
+  if (typeof value === 'string') return Token.isUnresolved(value) && sfn.FieldUtils.findReferencedPaths({ v: value }).length > 0;
+  if (Array.isArray(value)) return value.some(readsJsonPath);
+  if (value !== null && typeof value === 'object') {
+    return Object.entries(value).some(([k, v]) => k.endsWith('.$') || readsJsonPath(v));
+  }
+  return false;
+}
+
+/** Whether an object holds a JSONata expression anywhere. */
+export function holdsJsonata(value: unknown): boolean {
+  if (typeof value === 'string') return isJsonataExpression(value);
+  if (Array.isArray(value)) return value.some(holdsJsonata);
+  if (value !== null && typeof value === 'object') return Object.values(value).some(holdsJsonata);
+  return false;
 }
