@@ -1,4 +1,4 @@
-import { Aspects, Duration, IAspect, Lazy, Names, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
+import { Annotations, Aspects, Duration, IAspect, Lazy, Names, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
@@ -52,6 +52,32 @@ export interface IConcurrencyLimiter extends IConstruct {
   metricReclaimed(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
   /** Waiters whose maxWait passed. */
   metricExpired(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+}
+
+/**
+ * A concurrency limiter defined elsewhere (another stack or app), for `ConcurrencyLimiter.fromConcurrencyLimiterAttributes`.
+ */
+export interface ConcurrencyLimiterAttributes {
+  /** The limiter's name (`ConcurrencyLimiter.limiterName`). */
+  readonly limiterName: string;
+  /** ARN of its function (`ConcurrencyLimiter.concurrencyFunction.functionArn`). */
+  readonly concurrencyFunctionArn: string;
+  /** ARN of its table. */
+  readonly tableArn: string;
+  /** Its limit (for synth checks; the deployed function enforces its own). */
+  readonly limit: number;
+  /**
+   * Its lease duration: a ConcurrencyLimitedTask's task timeout is fitted in it.
+   *
+   * @default Duration.minutes(15)
+   */
+  readonly leaseDuration?: Duration;
+  /**
+   * Its maxWait: the acquire state's timeout.
+   *
+   * @default Duration.minutes(5)
+   */
+  readonly maxWait?: Duration;
 }
 
 /**
@@ -131,6 +157,15 @@ export interface ConcurrencyLimiterProps {
  * reaper so no slot leaks. Use it with `ConcurrencyLimitedTask`.
  */
 export class ConcurrencyLimiter extends Construct implements IConcurrencyLimiter {
+  /**
+   * A limiter defined in another stack or app, so more state machines share its slots. Its function answers the
+   * waiters' task tokens: in the limiter's own stack, call `allowWaitersFrom()` with each importing state machine
+   * (imported there by ARN), or waiters there are never handed a slot and wait until maxWait.
+   */
+  public static fromConcurrencyLimiterAttributes(scope: Construct, id: string, attrs: ConcurrencyLimiterAttributes): IConcurrencyLimiter {
+    return new ImportedConcurrencyLimiter(scope, id, attrs);
+  }
+
   public readonly limiterName: string;
   public readonly limit: number;
   public readonly leaseDuration: Duration;
@@ -269,6 +304,67 @@ export class ConcurrencyLimiter extends Construct implements IConcurrencyLimiter
   }
 }
 
+/** A ConcurrencyLimiter defined elsewhere, by its attributes. */
+class ImportedConcurrencyLimiter extends Construct implements IConcurrencyLimiter {
+  public readonly limiterName: string;
+  public readonly limit: number;
+  public readonly leaseDuration: Duration;
+  public readonly maxWait: Duration;
+  public readonly table: dynamodb.ITable;
+  public readonly concurrencyFunction: lambda.IFunction;
+
+  constructor(scope: Construct, id: string, attrs: ConcurrencyLimiterAttributes) {
+    super(scope, id);
+    checkRange(this, 'limit', attrs.limit, { min: 1, max: 1000, integer: true });
+    this.limiterName = attrs.limiterName;
+    this.limit = attrs.limit;
+    this.leaseDuration = attrs.leaseDuration ?? Duration.minutes(15);
+    this.maxWait = attrs.maxWait ?? Duration.minutes(5);
+    this.table = dynamodb.Table.fromTableArn(this, 'Table', attrs.tableArn);
+    this.concurrencyFunction = lambda.Function.fromFunctionArn(this, 'Function', attrs.concurrencyFunctionArn);
+  }
+
+  public grantAcquire(grantee: iam.IGrantable): iam.Grant {
+    return iam.Grant.addToPrincipal({ grantee, actions: ['lambda:InvokeFunction'], resourceArns: [this.concurrencyFunction.functionArn] });
+  }
+
+  public allowWaitersFrom(stateMachine: sfn.IStateMachine): void {
+    Annotations.of(this).addWarningV2('cdk-sfn-throttle:importedConcurrencyLimiter',
+      `the function of the imported limiter ${this.limiterName} cannot be granted here: in the limiter's own stack call allowWaitersFrom() with ${stateMachine.node.path}, or its waiters are never handed a slot`);
+  }
+
+  public metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return new cloudwatch.Metric({
+      namespace: METRIC_NAMESPACE,
+      metricName,
+      dimensionsMap: { [LIMITER_DIMENSION]: this.limiterName },
+      statistic: cloudwatch.Stats.SUM,
+      period: Duration.minutes(1),
+      ...props,
+    }).attachTo(this);
+  }
+
+  public metricInUse(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(ConcurrencyMetricNames.IN_USE, { statistic: cloudwatch.Stats.MAXIMUM, ...props });
+  }
+
+  public metricWaiting(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(ConcurrencyMetricNames.WAITING, { statistic: cloudwatch.Stats.MAXIMUM, ...props });
+  }
+
+  public metricWaitTime(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(ConcurrencyMetricNames.WAIT_TIME, { statistic: cloudwatch.Stats.p(99), ...props });
+  }
+
+  public metricReclaimed(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(ConcurrencyMetricNames.RECLAIMED, props);
+  }
+
+  public metricExpired(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(ConcurrencyMetricNames.EXPIRED, props);
+  }
+}
+
 /** Finds the state machines whose definitions hold a ConcurrencyLimitedTask of `limiter`, and binds them to it. */
 class BindMachines implements IAspect {
   constructor(private readonly limiter: ConcurrencyLimiter) {}
@@ -289,7 +385,7 @@ class BindMachines implements IAspect {
  */
 export interface ConcurrencyLimitedTaskProps {
   /** The concurrency limit every run of the task holds a slot of. */
-  readonly limiter: ConcurrencyLimiter;
+  readonly limiter: IConcurrencyLimiter;
 
   /**
    * The task. It gets a timeout that fits its lease (retries included) when it has none; a timeout of its own that
@@ -327,7 +423,7 @@ export class ConcurrencyLimitedTask extends sfn.StateMachineFragment {
   /** The state that releases on success. */
   public readonly releaseState: sfn.State;
   /** The limiter. */
-  public readonly limiter: ConcurrencyLimiter;
+  public readonly limiter: IConcurrencyLimiter;
   private readonly catchers: { addCatch(handler: sfn.IChainable, props?: sfn.CatchProps): unknown }[];
 
   constructor(scope: Construct, id: string, props: ConcurrencyLimitedTaskProps) {
@@ -409,6 +505,10 @@ export class ConcurrencyLimitedTask extends sfn.StateMachineFragment {
     this.endStates = [release];
     this.node.addValidation({ validate: () => this.validateTask(props.task) });
     fitTimeout(this, props.task, props.limiter.leaseDuration);
+    if (!(props.limiter instanceof ConcurrencyLimiter)) {
+      Annotations.of(this).addWarningV2('cdk-sfn-throttle:importedConcurrencyLimiter',
+        `limiter ${props.limiter.limiterName} is imported: in its own stack, call allowWaitersFrom() with the state machine holding ${this.node.path}, or its waiters are never handed a slot`);
+    }
   }
 
   /**

@@ -1,12 +1,12 @@
 import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { App, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { LocalRunner, statesEntered } from '../local/runner';
 import { sleep } from '../local/timing';
-import { ConcurrencyLimitedTask, ConcurrencyLimiter, ThrottleErrors } from '../src';
+import { ConcurrencyLimitedTask, ConcurrencyLimiter, ThrottleDashboard, ThrottleErrors } from '../src';
 import { aslOf } from './support/asl';
 import { nagFindings } from './support/nag';
 import { expectValidationError } from './support/validation';
@@ -80,6 +80,27 @@ describe('ConcurrencyLimiter', () => {
     const statements = Object.values(template.findResources('AWS::IAM::Policy')).flatMap((p: any) => p.Properties.PolicyDocument.Statement);
     expect(statements.find((s: any) => [s.Action].flat().includes('states:SendTaskSuccess'))?.Resource).toEqual({ Ref: b.stack.getLogicalId(b.machine.node.defaultChild as any) });
     expect(nagFindings(b.stack).filter((f) => f.includes('Stack/Db') || f.includes('Stack/Limited'))).toEqual([]);
+  });
+
+  test('imported by its attributes: acquires against its function, a warning says where to grant the waiters', () => {
+    const app = new App();
+    const stack = new Stack(app, 'Workflows', { env: { account: '123456789012', region: 'us-east-1' } });
+    const limiter = ConcurrencyLimiter.fromConcurrencyLimiterAttributes(stack, 'Db', {
+      limiterName: 'db', limit: 5, concurrencyFunctionArn: 'arn:aws:lambda:us-east-1:123456789012:function:db-concurrency', tableArn: 'arn:aws:dynamodb:us-east-1:123456789012:table/limits',
+    });
+    const fn = lambda.Function.fromFunctionArn(stack, 'Query', 'arn:aws:lambda:us-east-1:123456789012:function:query');
+    const limited = new ConcurrencyLimitedTask(stack, 'Limited', { limiter, task: tasks.LambdaInvoke.jsonPath(stack, 'Job', { lambdaFunction: fn, payloadResponseOnly: true }) });
+    new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(limited) });
+    expect(aslOf(Template.fromStack(stack)).States['Limited Acquire'].Parameters.FunctionName).toBe('arn:aws:lambda:us-east-1:123456789012:function:db-concurrency');
+    expect(Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('limiter db is imported: in its own stack, call allowWaitersFrom'))).toHaveLength(1);
+  });
+
+  test('a dashboard row with its alarms', () => {
+    const b = build();
+    const dashboard = new ThrottleDashboard(b.stack, 'Throttles').addConcurrencyLimiter(b.limiter);
+    const alarms = Object.values(Template.fromStack(b.stack).findResources('AWS::CloudWatch::Alarm')).map((a: any) => a.Properties.MetricName ?? 'math');
+    expect(alarms.sort()).toEqual(['Errors', 'Expired', 'Reclaimed']);
+    expect(dashboard.alarms).toHaveLength(3);
   });
 
   test.each<[string, () => unknown, RegExp]>([

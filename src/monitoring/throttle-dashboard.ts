@@ -6,6 +6,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { BufferedQueueConsumer } from '../buffered-queue-consumer';
+import { IConcurrencyLimiter } from '../concurrency-limiter';
 import { IRateLimiter } from '../i-rate-limiter';
 import { ThrottledMap } from '../throttled-map';
 
@@ -105,6 +106,18 @@ export interface StateMachineAlarms {
 export interface MapAlarms {
   /** Failed items (child executions) per minute. @default - threshold 1, 1 period */
   readonly failedItems?: AlarmOverride;
+}
+
+/**
+ * Standard alarms of a ConcurrencyLimiter.
+ */
+export interface ConcurrencyLimiterAlarms {
+  /** Waiters that gave up after maxWait, per minute. @default - threshold 1, 3 periods */
+  readonly waitExpired?: AlarmOverride;
+  /** Leases reclaimed after expiry (a holder vanished without releasing), per minute. @default - threshold 1, 1 period */
+  readonly leasesReclaimed?: AlarmOverride;
+  /** Errors of the concurrency function per minute. @default - threshold 1, 3 periods */
+  readonly errors?: AlarmOverride;
 }
 
 /**
@@ -244,6 +257,46 @@ export class ThrottleDashboard extends Construct {
       }), `Rate limiter ${name}: p99 wait is close to maxWait; callers will soon be refused`, limiter);
     this.alarm(`${name} DynamoDB throttling`, 'DynamoDbThrottling', alarms.dynamoDbThrottling, { threshold: 1, evaluationPeriods: 3 },
       ddbThrottles, `Rate limiter ${name}: DynamoDB throttles the limiter table (raise shards)`, limiter);
+    return this;
+  }
+
+  /**
+   * A row for a concurrency limiter: slots in use against the limit, waiters, wait time, reclaimed leases and expired
+   * waiters, the function's throttles/errors/concurrency; and its alarms.
+   */
+  public addConcurrencyLimiter(limiter: IConcurrencyLimiter, alarms: ConcurrencyLimiterAlarms = {}): ThrottleDashboard {
+    const name = limiter.limiterName;
+    this.dashboard.addWidgets(
+      new cloudwatch.TextWidget({
+        markdown: `### Concurrency limiter ${limiter.node.path}\nlimit ${limiter.limit} per key, lease ${limiter.leaseDuration.toSeconds()} s, maxWait ${limiter.maxWait.toSeconds()} s`, width: 24, height: 2,
+      }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'In use and waiting',
+        left: [limiter.metricInUse({ label: 'in use (max)' }), limiter.metricWaiting({ label: 'waiting (max)' })],
+        leftAnnotations: [{ value: limiter.limit, label: `limit ${limiter.limit}`, color: cloudwatch.Color.RED }],
+        width: 6,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Wait for a slot (ms)',
+        left: [limiter.metricWaitTime({ statistic: cloudwatch.Stats.p(50), label: 'p50' }), limiter.metricWaitTime({ label: 'p99' })],
+        leftAnnotations: [{ value: limiter.maxWait.toMilliseconds(), label: 'maxWait' }],
+        width: 6,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Reclaimed leases and expired waiters',
+        left: [limiter.metricReclaimed({ label: 'leases reclaimed' }), limiter.metricExpired({ label: 'waiters expired' })],
+        width: 6,
+      }),
+      this.functionWidget('Concurrency function', limiter.concurrencyFunction),
+    );
+    this.alarm(`${name} wait expired`, 'ConcurrencyWaitExpired', alarms.waitExpired, { threshold: 1, evaluationPeriods: 3 },
+      limiter.metricExpired(), `Concurrency limiter ${name}: callers give up waiting for a slot (ConcurrencyWaitExpired): raise the limit or maxWait`, limiter);
+    this.alarm(`${name} leases reclaimed`, 'LeasesReclaimed', alarms.leasesReclaimed, { threshold: 1, evaluationPeriods: 1 },
+      limiter.metricReclaimed(), `Concurrency limiter ${name}: leases expired without a release (a holder vanished; its slot was idle until the lease ran out)`, limiter);
+    this.alarm(`${name} errors`, 'ConcurrencyErrors', alarms.errors, { threshold: 1, evaluationPeriods: 3 },
+      limiter.concurrencyFunction.metricErrors({ period: Duration.minutes(1) }), `Concurrency limiter ${name}: the function fails (acquires and releases are retried; slots may wait for their lease to expire)`, limiter);
     return this;
   }
 
