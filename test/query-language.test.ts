@@ -155,12 +155,18 @@ describe('nested in a Parallel of the user\'s', () => {
       return p;
     };
     const bad = build();
-    expect(() => bad.app.synth()).toThrow(/states of Stack\/Limited \(.*Limited Acquire.*\) are nested in a Parallel or Map of yours in the JSONata state machine Stack\/Machine.*Give the construct queryLanguage: QueryLanguage.JSONATA/);
+    expect(() => bad.app.synth()).toThrow(/states of Stack\/Limited \(.*Limited Acquire.*\) are nested in a Parallel or Map of yours that is JSONata \(or in the JSONata state machine\) Stack\/Machine.*Give the construct queryLanguage: QueryLanguage.JSONATA/);
     const good = build(sfn.QueryLanguage.JSONATA);
     const definition = definitionOf(Object.values(Template.fromStack(good.stack).findResources('AWS::StepFunctions::StateMachine'))[0].Properties.DefinitionString);
     const branch = definition.States['Fan Out'].Branches[0].States;
     expect(branch['Limited Acquire'].Arguments).toBeDefined();
     expect(branch['Limited Wait'].Seconds).toBe('{% $states.input.waitSeconds %}');
+  });
+
+  test('in a user\'s JSONata Parallel inside a JSONPath machine: the synth fails too (review finding 7)', () => {
+    const p = pieces('JSONPath');
+    p.machine(sfn.Parallel.jsonata(p.stack, 'UP').branch(new RateLimitedTask(p.stack, 'Limited', { limiter: p.limiter, task: p.task('jsonata') })));
+    expect(() => p.app.synth()).toThrow(/states of Stack\/Limited .* are nested in a Parallel or Map of yours that is JSONata/);
   });
 
   test('in a JSONPath machine no queryLanguage is needed', () => {

@@ -214,7 +214,19 @@ export function machinesHolding(scope: IConstruct, stateNames: string[]): { path
     } catch {
       continue;
     }
-    found.push({ path: (m.node.scope ?? m).node.path, queryLanguage: parsed.QueryLanguage ?? 'JSONPath' });
+    // the language each named state inherits where it sits: the machine's, or a JSONata container's of the user's
+    const inherited: string[] = [];
+    const visit = (graph: any, lang: string) => {
+      for (const [name, st] of Object.entries<any>(graph?.States ?? {})) {
+        const own = st.QueryLanguage ?? lang;
+        if (stateNames.includes(name)) inherited.push(lang);
+        for (const b of st.Branches ?? []) visit(b, own);
+        if (st.ItemProcessor) visit(st.ItemProcessor, own);
+        if (st.Iterator) visit(st.Iterator, own);
+      }
+    };
+    visit(parsed, parsed.QueryLanguage ?? 'JSONPath');
+    found.push({ path: (m.node.scope ?? m).node.path, queryLanguage: inherited.includes('JSONata') ? 'JSONata' : parsed.QueryLanguage ?? 'JSONPath' });
   }
   return found;
 }
@@ -237,7 +249,7 @@ export function languageValidation(construct: IConstruct, states: () => sfn.Stat
       const assumedStates = states().filter((s) => renderedAssumingJsonPath(s));
       if (assumedStates.length === 0) return [];
       return machinesHolding(construct, assumedStates.map((s) => s.stateId)).filter((m) => m.queryLanguage === 'JSONata').map((m) =>
-        `states of ${construct.node.path} (${assumedStates.map((s) => s.stateId).join(', ')}) are nested in a Parallel or Map of yours in the JSONata state machine ${m.path}: `
+        `states of ${construct.node.path} (${assumedStates.map((s) => s.stateId).join(', ')}) are nested in a Parallel or Map of yours that is JSONata (or in the JSONata state machine) ${m.path}: `
         + 'aws-cdk-lib renders nested states without the machine\'s language, so they rendered as JSONPath. Give the construct queryLanguage: QueryLanguage.JSONATA'
         + (assumedStates.some((s) => !s.node.path.startsWith(`${construct.node.path}/`))
           ? ', and make the wrapped task a JSONata state (a .jsonata() factory such as LambdaInvoke.jsonata, or queryLanguage: QueryLanguage.JSONATA on it)' : ''));
