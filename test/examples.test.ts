@@ -2,14 +2,15 @@ import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { App, CfnResource, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { aslOf } from './support/asl';
+import { expectCallsHoldSlots } from './support/decisions';
 import { quiet } from './support/quiet';
 import { FanOutStack, CARRIER_RATE, CRM_RATE } from '../examples/fan-out/stack';
 import { InferenceBatchStack, BATCH_SIZE, ENDPOINT_CONCURRENCY } from '../examples/inference-batch/stack';
+import { OrdersDatabaseStack } from '../examples/orders-database/stack';
 import { ShippingApiStack, SHIPPING_API_BURST, SHIPPING_API_RATE } from '../examples/shipping-api/stack';
 import { LocalRunner } from '../local/runner';
 import { type Admission, nowUs, sleep } from '../local/timing';
 import { RateLimiter } from '../src';
-import { expectCallsHoldSlots } from './support/decisions';
 
 const ENV = { env: { account: '123456789012', region: 'us-east-1' } };
 
@@ -18,6 +19,7 @@ describe('examples', () => {
     ['shipping-api', () => new ShippingApiStack(new App(), 'ShippingApiExample', ENV)],
     ['inference-batch', () => new InferenceBatchStack(new App(), 'InferenceBatchExample', ENV)],
     ['fan-out', () => new FanOutStack(new App(), 'FanOutExample', ENV)],
+    ['orders-database', () => new OrdersDatabaseStack(new App(), 'OrdersDatabaseExample', ENV)],
   ] as [string, () => Stack][])('%s synthesizes (snapshot)', (_name, make) => {
     expect(Template.fromStack(make()).toJSON()).toMatchSnapshot();
   });

@@ -108,7 +108,7 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
       // Fast paths: give the slots back when nobody waits; hand them to the head waiter (same slots) when someone
       // does — one conditional write each, retried on the item the failed write returns.
       let fast = await deps.store.releaseFast(pk, leaseId, slots);
-      for (let attempt = 0; !fast.ok && attempt < 5; attempt++) {
+      for (let attempt = 0; !fast.ok && attempt < 25; attempt++) {
         const seen = fast.state;
         const head = seen?.waiters[0];
         if (!seen || !seen.leases[leaseId] || !head || head.s !== slots || stale(seen, deps.nowMs())) break;
