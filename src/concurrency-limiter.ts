@@ -1,4 +1,4 @@
-import { Annotations, Aspects, Duration, IAspect, Lazy, Names, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
+import { Annotations, Aspects, Duration, IAspect, Lazy, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as events from 'aws-cdk-lib/aws-events';
@@ -11,11 +11,11 @@ import { Construct, IConstruct } from 'constructs';
 import { ThrottleErrors } from './errors';
 import { ConcurrencyFunction } from './private/concurrency-function';
 import {
-  ConcurrencyEnv, ConcurrencyField as F, ConcurrencyMetricNames, ConcurrencyOp, DEFAULT_KEY, ERROR_FIELD, LEASE_FIELD, LIMITER_DIMENSION,
-  METRIC_NAMESPACE,
+  ConcurrencyEnv, ConcurrencyField as F, ConcurrencyMetricNames, ConcurrencyOp, DEFAULT_KEY, ERROR_FIELD, LEASE_FIELD,
 } from './private/contract';
 import { handlerRole } from './private/handler-function';
-import { argumentsOf, expr, isJsonataExpression, jsonataCatches, JSONATA, mergeAt, rendering, userExpression } from './private/query-language';
+import { checkedLimiterName, limiterMetric, limiterTable } from './private/limiter-parts';
+import { argumentsOf, expr, isJsonataExpression, jsonataCatches, JSONATA, mergeAt, rendering, userExpression, wrapRendering } from './private/query-language';
 import { LanguageParallel } from './private/states';
 import { checkRange, fail } from './private/validation';
 
@@ -152,11 +152,60 @@ export interface ConcurrencyLimiterProps {
 }
 
 /**
+ * What every concurrency limiter, created here or imported, does: the grant to acquire and the metrics.
+ */
+export abstract class ConcurrencyLimiterBase extends Construct implements IConcurrencyLimiter {
+  public abstract readonly limiterName: string;
+  public abstract readonly limit: number;
+  public abstract readonly leaseDuration: Duration;
+  public abstract readonly maxWait: Duration;
+  public abstract readonly table: dynamodb.ITable;
+  public abstract readonly concurrencyFunction: lambda.IFunction;
+
+  public abstract allowWaitersFrom(stateMachine: sfn.IStateMachine): void;
+
+  /** Grants invoking the concurrency function (its exact ARN). */
+  public grantAcquire(grantee: iam.IGrantable): iam.Grant {
+    return iam.Grant.addToPrincipal({ grantee, actions: ['lambda:InvokeFunction'], resourceArns: [this.concurrencyFunction.functionArn] });
+  }
+
+  /** @default - sum over 1 minute */
+  public metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return limiterMetric(this, this.limiterName, metricName, props);
+  }
+
+  /** @default - maximum over 1 minute */
+  public metricInUse(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(ConcurrencyMetricNames.IN_USE, { statistic: cloudwatch.Stats.MAXIMUM, ...props });
+  }
+
+  /** @default - maximum over 1 minute */
+  public metricWaiting(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(ConcurrencyMetricNames.WAITING, { statistic: cloudwatch.Stats.MAXIMUM, ...props });
+  }
+
+  /** @default - p99 over 1 minute */
+  public metricWaitTime(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(ConcurrencyMetricNames.WAIT_TIME, { statistic: cloudwatch.Stats.p(99), ...props });
+  }
+
+  /** @default - sum over 1 minute */
+  public metricReclaimed(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(ConcurrencyMetricNames.RECLAIMED, props);
+  }
+
+  /** @default - sum over 1 minute */
+  public metricExpired(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(ConcurrencyMetricNames.EXPIRED, props);
+  }
+}
+
+/**
  * A concurrency limit shared by every execution: leases in DynamoDB (conditional writes), waiters that sit in one
  * `.waitForTaskToken` state until a release hands them the slot (no polling), lease expiry and an execution-status
  * reaper so no slot leaks. Use it with `ConcurrencyLimitedTask`.
  */
-export class ConcurrencyLimiter extends Construct implements IConcurrencyLimiter {
+export class ConcurrencyLimiter extends ConcurrencyLimiterBase {
   /**
    * A limiter defined in another stack or app, so more state machines share its slots. Its function answers the
    * waiters' task tokens: in the limiter's own stack, call `allowWaitersFrom()` with each importing state machine
@@ -188,21 +237,8 @@ export class ConcurrencyLimiter extends Construct implements IConcurrencyLimiter
     checkRange(this, 'maxWait (s)', this.maxWait.toSeconds(), { min: 1, max: 86_400, integer: true });
     const memorySize = props.memorySize ?? 128;
     checkRange(this, 'memorySize', memorySize, { min: 128, max: 10_240, integer: true });
-    this.limiterName = props.limiterName ?? Names.uniqueResourceName(this, { maxLength: 64, separator: '-' });
-    if (!Token.isUnresolved(this.limiterName) && !/^[A-Za-z0-9._-]{1,64}$/.test(this.limiterName)) {
-      fail(this, `limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(this.limiterName)}`);
-    }
-    if (props.table && props.removalPolicy !== undefined) {
-      fail(this, `removalPolicy applies to the table this construct creates: provide either table or removalPolicy, but not both (got table ${props.table.node.path})`);
-    }
-    this.table = props.table ?? new dynamodb.Table(this, 'Table', {
-      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
-      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
-      timeToLiveAttribute: 'exp',
-      encryption: dynamodb.TableEncryption.AWS_MANAGED,
-      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
-    });
+    this.limiterName = checkedLimiterName(this, props.limiterName);
+    this.table = limiterTable(this, props.table, props.removalPolicy);
     const logGroup = new logs.LogGroup(this, 'LogGroup', { retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH, removalPolicy: RemovalPolicy.DESTROY });
     const role = handlerRole(this, 'ServiceRole', logGroup, `Concurrency function of ${this.node.path}`);
     this.role = role;
@@ -250,10 +286,6 @@ export class ConcurrencyLimiter extends Construct implements IConcurrencyLimiter
     Aspects.of(Stack.of(this).node.root).add(new BindMachines(this));
   }
 
-  public grantAcquire(grantee: iam.IGrantable): iam.Grant {
-    return iam.Grant.addToPrincipal({ grantee, actions: ['lambda:InvokeFunction'], resourceArns: [this.concurrencyFunction.functionArn] });
-  }
-
   public allowWaitersFrom(stateMachine: sfn.IStateMachine): void {
     if (this.machinePaths.has(stateMachine.node.path)) return;
     this.machinePaths.add(stateMachine.node.path);
@@ -266,46 +298,10 @@ export class ConcurrencyLimiter extends Construct implements IConcurrencyLimiter
       resources: [stateMachine.stateMachineArn],
     }));
   }
-
-  public metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return new cloudwatch.Metric({
-      namespace: METRIC_NAMESPACE,
-      metricName,
-      dimensionsMap: { [LIMITER_DIMENSION]: this.limiterName },
-      statistic: cloudwatch.Stats.SUM,
-      period: Duration.minutes(1),
-      ...props,
-    }).attachTo(this);
-  }
-
-  /** @default - maximum over 1 minute */
-  public metricInUse(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return this.metric(ConcurrencyMetricNames.IN_USE, { statistic: cloudwatch.Stats.MAXIMUM, ...props });
-  }
-
-  /** @default - maximum over 1 minute */
-  public metricWaiting(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return this.metric(ConcurrencyMetricNames.WAITING, { statistic: cloudwatch.Stats.MAXIMUM, ...props });
-  }
-
-  /** @default - p99 over 1 minute */
-  public metricWaitTime(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return this.metric(ConcurrencyMetricNames.WAIT_TIME, { statistic: cloudwatch.Stats.p(99), ...props });
-  }
-
-  /** @default - sum over 1 minute */
-  public metricReclaimed(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return this.metric(ConcurrencyMetricNames.RECLAIMED, props);
-  }
-
-  /** @default - sum over 1 minute */
-  public metricExpired(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return this.metric(ConcurrencyMetricNames.EXPIRED, props);
-  }
 }
 
 /** A ConcurrencyLimiter defined elsewhere, by its attributes. */
-class ImportedConcurrencyLimiter extends Construct implements IConcurrencyLimiter {
+class ImportedConcurrencyLimiter extends ConcurrencyLimiterBase {
   public readonly limiterName: string;
   public readonly limit: number;
   public readonly leaseDuration: Duration;
@@ -316,7 +312,7 @@ class ImportedConcurrencyLimiter extends Construct implements IConcurrencyLimite
   constructor(scope: Construct, id: string, attrs: ConcurrencyLimiterAttributes) {
     super(scope, id);
     checkRange(this, 'limit', attrs.limit, { min: 1, max: 1000, integer: true });
-    this.limiterName = attrs.limiterName;
+    this.limiterName = checkedLimiterName(this, attrs.limiterName);
     this.limit = attrs.limit;
     this.leaseDuration = attrs.leaseDuration ?? Duration.minutes(15);
     this.maxWait = attrs.maxWait ?? Duration.minutes(5);
@@ -324,44 +320,9 @@ class ImportedConcurrencyLimiter extends Construct implements IConcurrencyLimite
     this.concurrencyFunction = lambda.Function.fromFunctionArn(this, 'Function', attrs.concurrencyFunctionArn);
   }
 
-  public grantAcquire(grantee: iam.IGrantable): iam.Grant {
-    return iam.Grant.addToPrincipal({ grantee, actions: ['lambda:InvokeFunction'], resourceArns: [this.concurrencyFunction.functionArn] });
-  }
-
   public allowWaitersFrom(stateMachine: sfn.IStateMachine): void {
     Annotations.of(this).addWarningV2('cdk-sfn-throttle:importedConcurrencyLimiter',
       `the function of the imported limiter ${this.limiterName} cannot be granted here: in the limiter's own stack call allowWaitersFrom() with ${stateMachine.node.path}, or its waiters are never handed a slot`);
-  }
-
-  public metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return new cloudwatch.Metric({
-      namespace: METRIC_NAMESPACE,
-      metricName,
-      dimensionsMap: { [LIMITER_DIMENSION]: this.limiterName },
-      statistic: cloudwatch.Stats.SUM,
-      period: Duration.minutes(1),
-      ...props,
-    }).attachTo(this);
-  }
-
-  public metricInUse(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return this.metric(ConcurrencyMetricNames.IN_USE, { statistic: cloudwatch.Stats.MAXIMUM, ...props });
-  }
-
-  public metricWaiting(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return this.metric(ConcurrencyMetricNames.WAITING, { statistic: cloudwatch.Stats.MAXIMUM, ...props });
-  }
-
-  public metricWaitTime(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return this.metric(ConcurrencyMetricNames.WAIT_TIME, { statistic: cloudwatch.Stats.p(99), ...props });
-  }
-
-  public metricReclaimed(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return this.metric(ConcurrencyMetricNames.RECLAIMED, props);
-  }
-
-  public metricExpired(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return this.metric(ConcurrencyMetricNames.EXPIRED, props);
   }
 }
 
@@ -530,34 +491,28 @@ export class ConcurrencyLimitedTask extends sfn.StateMachineFragment {
 
 /** The wrapped task's worst case (its timeout on every attempt, and the longest backoffs) must fit in the lease. */
 function fitTimeout(scope: Construct, task: sfn.TaskStateBase, lease: Duration): void {
-  const render = task.toStateJson.bind(task);
   const leaseS = lease.toSeconds();
-  Object.defineProperty(task, 'toStateJson', {
-    configurable: true,
-    writable: true,
-    value: (topLevel?: sfn.QueryLanguage) => {
-      const json = render(topLevel) as Record<string, any>;
-      const retries = (json.Retry ?? []) as { MaxAttempts?: number; IntervalSeconds?: number; BackoffRate?: number; MaxDelaySeconds?: number }[];
-      const attempts = 1 + retries.reduce((n, r) => n + (r.MaxAttempts ?? 3), 0);
-      const backoff = retries.reduce((total, r) => {
-        let sum = 0;
-        for (let k = 0; k < (r.MaxAttempts ?? 3); k++) {
-          sum += Math.min(r.MaxDelaySeconds ?? Infinity, (r.IntervalSeconds ?? 1) * (r.BackoffRate ?? 2) ** k);
-        }
-        return total + sum;
-      }, 0);
-      const room = Math.floor((leaseS * 0.9 - backoff) / attempts);
-      if (json.TimeoutSeconds === undefined) {
-        if (room < 1) fail(scope, `the task's retries (${attempts} attempts, up to ${Math.ceil(backoff)} s of backoff) do not fit in the lease (${leaseS} s): raise leaseDuration`);
-        return { ...json, TimeoutSeconds: room };
+  wrapRendering(task, (json) => {
+    const retries = (json.Retry ?? []) as { MaxAttempts?: number; IntervalSeconds?: number; BackoffRate?: number; MaxDelaySeconds?: number }[];
+    const attempts = 1 + retries.reduce((n, r) => n + (r.MaxAttempts ?? 3), 0);
+    const backoff = retries.reduce((total, r) => {
+      let sum = 0;
+      for (let k = 0; k < (r.MaxAttempts ?? 3); k++) {
+        sum += Math.min(r.MaxDelaySeconds ?? Infinity, (r.IntervalSeconds ?? 1) * (r.BackoffRate ?? 2) ** k);
       }
-      if (typeof json.TimeoutSeconds === 'number' && json.TimeoutSeconds > room) {
-        fail(scope, `the task's timeout (${json.TimeoutSeconds} s) × ${attempts} attempts + ${Math.ceil(backoff)} s of backoff does not fit in 90 % of the lease (${leaseS} s): `
+      return total + sum;
+    }, 0);
+    const room = Math.floor((leaseS * 0.9 - backoff) / attempts);
+    if (json.TimeoutSeconds === undefined) {
+      if (room < 1) fail(scope, `the task's retries (${attempts} attempts, up to ${Math.ceil(backoff)} s of backoff) do not fit in the lease (${leaseS} s): raise leaseDuration`);
+      return { ...json, TimeoutSeconds: room };
+    }
+    if (typeof json.TimeoutSeconds === 'number' && json.TimeoutSeconds > room) {
+      fail(scope, `the task's timeout (${json.TimeoutSeconds} s) × ${attempts} attempts + ${Math.ceil(backoff)} s of backoff does not fit in 90 % of the lease (${leaseS} s): `
           + 'a lease could expire while the task runs. '
           + (room >= 1 ? `Give the task a timeout of at most ${room} s, or raise leaseDuration` : 'Raise leaseDuration (the retries alone do not fit), or retry less'));
-      }
-      return json;
-    },
+    }
+    return json;
   });
 }
 

@@ -1,4 +1,4 @@
-import { Annotations, Duration, Names, RemovalPolicy, Token, Validations } from 'aws-cdk-lib';
+import { Annotations, Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -11,8 +11,9 @@ import { IRateLimiter } from './i-rate-limiter';
 import { Limit } from './limit';
 import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
-import { LIMITER_DIMENSION, LimiterMetricNames, METRIC_NAMESPACE } from './private/contract';
+import { LimiterMetricNames } from './private/contract';
 import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
+import { checkedLimiterName, limiterMetric, limiterTable } from './private/limiter-parts';
 import { languageValidation } from './private/query-language';
 import { checkRange, fail } from './private/validation';
 
@@ -235,14 +236,7 @@ export abstract class RateLimiterBase extends Construct implements IRateLimiter 
    * @default - sum over 1 minute
    */
   public metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
-    return new cloudwatch.Metric({
-      namespace: METRIC_NAMESPACE,
-      metricName,
-      dimensionsMap: { [LIMITER_DIMENSION]: this.limiterName },
-      statistic: cloudwatch.Stats.SUM,
-      period: Duration.minutes(1),
-      ...props,
-    }).attachTo(this);
+    return limiterMetric(this, this.limiterName, metricName, props);
   }
 
   /**
@@ -348,19 +342,9 @@ export class RateLimiter extends RateLimiterBase {
     const memorySize = props.memorySize ?? 128;
     checkRange(this, 'memorySize', memorySize, { min: 128, max: 10_240, integer: true });
 
-    this.limiterName = checkedLimiterName(this, props.limiterName ?? Names.uniqueResourceName(this, { maxLength: 64, separator: '-' }));
+    this.limiterName = checkedLimiterName(this, props.limiterName);
 
-    if (props.table && props.removalPolicy !== undefined) {
-      fail(this, `removalPolicy applies to the table this construct creates: provide either table or removalPolicy, but not both (got table ${props.table.node.path} and removalPolicy ${props.removalPolicy})`);
-    }
-    this.table = props.table ?? new dynamodb.Table(this, 'Table', {
-      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
-      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
-      timeToLiveAttribute: 'exp',
-      encryption: dynamodb.TableEncryption.AWS_MANAGED,
-      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-      removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
-    });
+    this.table = limiterTable(this, props.table, props.removalPolicy);
 
     this.logGroup = props.logGroup ?? new logs.LogGroup(this, 'LogGroup', {
       retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
@@ -429,14 +413,6 @@ function checkedLimit(scope: IConstruct, form: LimitForm): { limits: Limit[]; ra
 function checkedMaxWait(scope: IConstruct, maxWait: Duration = Duration.minutes(5)): Duration {
   checkRange(scope, 'maxWait (ms)', maxWait.toMilliseconds(), { min: 0, max: Duration.hours(24).toMilliseconds(), integer: true });
   return maxWait;
-}
-
-/** A limiter name: it prefixes the limiter's items and is its metrics' dimension. */
-function checkedLimiterName(scope: IConstruct, name: string): string {
-  if (!Token.isUnresolved(name) && !/^[A-Za-z0-9._-]{1,64}$/.test(name)) {
-    fail(scope, `limiterName must be 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
-  }
-  return name;
 }
 
 /** A RateLimiter defined elsewhere, by its attributes. */

@@ -3,12 +3,10 @@
 // with the task token), release (give them back and hand them on), expire (a waiter's maxWait passed) and reap (an
 // EventBridge execution status change: the execution failed, timed out or was stopped).
 import { acquire, type Grant, type KeyState, type Lease, reap, release, type Settings, type Waiter } from './core';
+import type { FastResult } from './store';
 import { ThrottleErrors } from '../../src/errors';
 import { ConcurrencyField as F, ConcurrencyMetricNames, ConcurrencyOp, METRIC_NAMESPACE } from '../../src/private/contract';
 import { InvalidAcquireRequest } from '../rate-limiter/errors';
-
-/** A fast-path write: done (slots in use after it), or refused with the item as it was. */
-type FastResult = { ok: true; used: number } | { ok: false; state?: KeyState };
 
 /** What the function needs from the world. */
 export interface ConcurrencyDeps {

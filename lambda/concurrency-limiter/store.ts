@@ -30,9 +30,6 @@ const MAX_WRITES = 25;
  * and a write conditioned on the `ver` read — atomic per key, retried with jitter on a lost race.
  */
 export class ConcurrencyKeyStore {
-  /** DynamoDB calls made, for metrics and the bench. */
-  public calls = 0;
-
   constructor(private readonly client: DynamoDBClient, private readonly tableName: string) {}
 
   /**
@@ -112,7 +109,6 @@ export class ConcurrencyKeyStore {
     const found: string[] = [];
     let start: Record<string, AttributeValue> | undefined;
     do {
-      this.calls++;
       const page = await this.client.send(new ScanCommand({
         TableName: this.tableName,
         ProjectionExpression: 'pk',
@@ -127,7 +123,6 @@ export class ConcurrencyKeyStore {
   }
 
   async read(pk: string): Promise<{ state: KeyState; ver: number } | undefined> {
-    this.calls++;
     let item;
     try {
       item = (await this.client.send(new GetItemCommand({ TableName: this.tableName, Key: { pk: { S: pk } }, ConsistentRead: true }))).Item;
@@ -143,7 +138,6 @@ export class ConcurrencyKeyStore {
     ExpressionAttributeNames?: Record<string, string>;
     ExpressionAttributeValues: Record<string, AttributeValue>;
   }): Promise<FastResult> {
-    this.calls++;
     try {
       const res = await this.client.send(new UpdateItemCommand({
         TableName: this.tableName,
@@ -164,7 +158,6 @@ export class ConcurrencyKeyStore {
   }
 
   private async write(pk: string, state: KeyState, ver: number | undefined): Promise<boolean> {
-    this.calls++;
     const until = Math.max(0, ...Object.values(state.leases).map((l) => l.exp), ...state.waiters.map((w) => w.exp));
     try {
       await this.client.send(new PutItemCommand({

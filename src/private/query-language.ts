@@ -186,15 +186,22 @@ export { JSONATA, JSON_PATH };
  * JSONata (the language it renders its own fields in: its own, else the one passed at render time).
  */
 export function catchesInTaskLanguage(task: sfn.TaskStateBase): void {
-  const render = task.toStateJson.bind(task);
   const own = () => (task as unknown as { queryLanguage?: sfn.QueryLanguage }).queryLanguage;
+  wrapRendering(task, (json, topLevel) => (taskLanguage(task, topLevel, own()) === JSONATA ? jsonataCatches(task, json) : json));
+}
+
+/**
+ * Adds a step to how a user's task renders (the one place the library changes a state it does not own): `transform`
+ * gets aws-cdk-lib's rendering and the language passed at render time. Wrappers compose.
+ */
+export function wrapRendering(
+  task: sfn.TaskStateBase, transform: (json: Record<string, any>, topLevel?: sfn.QueryLanguage) => Record<string, any>,
+): void {
+  const render = task.toStateJson.bind(task);
   Object.defineProperty(task, 'toStateJson', {
     configurable: true,
     writable: true,
-    value: (topLevel?: sfn.QueryLanguage) => {
-      const json = render(topLevel) as Record<string, any>;
-      return taskLanguage(task, topLevel, own()) === JSONATA ? jsonataCatches(task, json) : json;
-    },
+    value: (topLevel?: sfn.QueryLanguage) => transform(render(topLevel) as Record<string, any>, topLevel),
   });
 }
 

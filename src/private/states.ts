@@ -15,9 +15,7 @@ export interface LanguageHint {
 
 /** A path this library wrote, as a JSONata expression. */
 function translated(scope: Construct, path: string): string {
-  const body = jsonataOf(path);
-  if (body === undefined) fail(scope, `cannot render ${path} in JSONata`);
-  return expr(body);
+  return expr(mustTranslate(scope, path));
 }
 
 /** Wait: `SecondsPath` and `OutputPath` in JSONPath; `Seconds` and `Output` in JSONata. */
@@ -112,6 +110,21 @@ function mapJsonata(scope: Construct, json: Record<string, any>, jsonata: MapJso
   return out;
 }
 
+/**
+ * A Map or DistributedMap rendered in its language: its processor re-rendered with the language (aws-cdk-lib passes
+ * none to nested graphs), JSONata fields in a JSONata machine.
+ */
+function renderMap(state: sfn.MapBase, topLevel: sfn.QueryLanguage | undefined, hint: LanguageHint, jsonata: MapJsonata,
+  renderSuper: (lang: sfn.QueryLanguage) => Record<string, any>, processor: () => sfn.StateGraph): object {
+  const r = rendering(state, topLevel, hint.queryLanguage);
+  if (r.known) hint.onRender?.(r.lang);
+  return withLanguage(r, () => {
+    const json = renderSuper(r.lang);
+    json.ItemProcessor = { ...json.ItemProcessor, ...processor().toGraphJson(r.known ? r.lang : undefined) };
+    return r.lang === JSONATA ? mapJsonata(state, json, jsonata, r.marker) : json;
+  });
+}
+
 /** Inline Map whose processor renders in its own language, JSONata fields in a JSONata machine. */
 export class LanguageMap extends sfn.Map {
   constructor(scope: Construct, id: string, props: sfn.MapProps, private readonly hint: LanguageHint, private readonly jsonata: MapJsonata) {
@@ -119,13 +132,8 @@ export class LanguageMap extends sfn.Map {
   }
 
   public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
-    const r = rendering(this, topLevelQueryLanguage, this.hint.queryLanguage);
-    if (r.known) this.hint.onRender?.(r.lang);
-    return withLanguage(r, () => {
-      const json = super.toStateJson(r.lang) as Record<string, any>;
-      json.ItemProcessor = { ...json.ItemProcessor, ...this.processor!.toGraphJson(r.known ? r.lang : undefined) };
-      return r.lang === JSONATA ? mapJsonata(this, json, this.jsonata, r.marker) : json;
-    });
+    const renderSuper = (lang: sfn.QueryLanguage) => super.toStateJson(lang) as Record<string, any>;
+    return renderMap(this, topLevelQueryLanguage, this.hint, this.jsonata, renderSuper, () => this.processor!);
   }
 }
 
@@ -138,12 +146,7 @@ export class LanguageDistributedMap extends sfn.DistributedMap {
   }
 
   public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
-    const r = rendering(this, topLevelQueryLanguage, this.hint.queryLanguage);
-    if (r.known) this.hint.onRender?.(r.lang);
-    return withLanguage(r, () => {
-      const json = super.toStateJson(r.lang) as Record<string, any>;
-      json.ItemProcessor = { ...json.ItemProcessor, ...this.processor!.toGraphJson(r.known ? r.lang : undefined) };
-      return r.lang === JSONATA ? mapJsonata(this, json, this.jsonata, r.marker) : json;
-    });
+    const renderSuper = (lang: sfn.QueryLanguage) => super.toStateJson(lang) as Record<string, any>;
+    return renderMap(this, topLevelQueryLanguage, this.hint, this.jsonata, renderSuper, () => this.processor!);
   }
 }
