@@ -29,6 +29,9 @@ export interface ConcurrencyDeps {
   readonly emit?: (line: string) => void;
 }
 
+/** Fast-path writes an acquire tries before the slow path (each failed one means another call's write landed). */
+const FAST_ATTEMPTS = 12;
+
 /** Errors of a task-token callback that mean nobody waits for the token any more. */
 const GONE = new Set(['TaskDoesNotExist', 'TaskTimedOut', 'InvalidToken']);
 
@@ -68,29 +71,41 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
     if (typeof token !== 'string' || token.length === 0) throw new InvalidAcquireRequest('token must be the task token ($$.Task.Token)');
     const execution = String(event[F.EXECUTION] ?? '');
     const granted = () => deps.sendSuccess(token, { leaseId, key, slots });
-    // Fast paths: one conditional write takes a free slot, or queues behind a full key. The slow path (a read, the
-    // core, a conditional write) takes the key's first use, a repeated call, and expired leases or waiters to clear.
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const fast = await deps.store.acquireFast(pk, leaseId, { s: slots, exp: now + deps.settings.leaseMs, ex: execution }, deps.settings.limit);
-      if (fast.ok) {
-        metrics(deps, { used: fast.used });
-        await granted();
-        return { result: 'granted' };
-      }
-      const seen = fast.state;
-      if (!seen) {
-        // the key's first use: create its item (one writer wins, the rest find it), then take the fast path
-        await deps.store.ensure(pk);
-        continue;
+    // Fast paths: one conditional write takes a free slot, or queues behind a full key; a write that fails returns
+    // the item as it was, and that item says which of the two to try next (each failure means another call's write
+    // landed in between). The slow path (a read, the core, a conditional write) takes the key's first use, a repeated
+    // call, expired leases or waiters to clear, and an acquire that lost FAST_ATTEMPTS races in a row.
+    const waiter: Waiter = { id: leaseId, s: slots, t: token, ex: execution, exp: now + deps.maxWaitMs, at: now };
+    let seen: KeyState | undefined;
+    let created = false;
+    for (let attempt = 0; attempt < FAST_ATTEMPTS; attempt++) {
+      const free = !seen || (seen.waiters.length === 0 && seen.used + slots <= deps.settings.limit);
+      if (free) {
+        const fast = await deps.store.acquireFast(pk, leaseId, { s: slots, exp: now + deps.settings.leaseMs, ex: execution }, deps.settings.limit);
+        if (fast.ok) {
+          metrics(deps, { used: fast.used });
+          await granted();
+          return { result: 'granted' };
+        }
+        seen = fast.state;
+        if (!seen) {
+          if (created) break;
+          // the key's first use: create its item (one writer wins, the rest find it), then take the fast path
+          await deps.store.ensure(pk);
+          created = true;
+          continue;
+        }
+      } else {
+        const queued = await deps.store.registerFast(pk, waiter, deps.settings.limit);
+        if (queued.ok) {
+          metrics(deps, { used: queued.used, waiting: seen!.waiters.length + 1 });
+          return { result: 'waiting' };
+        }
+        // a slot came free between the two writes: the item returned says whether to take it
+        seen = queued.state;
+        if (!seen) break;
       }
       if (seen.leases[leaseId] || seen.waiters.some((w) => w.id === leaseId) || stale(seen, now)) break;
-      const waiter: Waiter = { id: leaseId, s: slots, t: token, ex: execution, exp: now + deps.maxWaitMs, at: now };
-      const queued = await deps.store.registerFast(pk, waiter, deps.settings.limit);
-      if (queued.ok) {
-        metrics(deps, { used: queued.used, waiting: seen.waiters.length + 1 });
-        return { result: 'waiting' };
-      }
-      // a slot came free between the two writes: try to take it again
     }
     const req = { id: leaseId, slots, execution, token, maxWaitMs: deps.maxWaitMs };
     const out = await deps.store.update(pk, (s) => acquire(s, req, now, deps.settings));
