@@ -385,12 +385,18 @@ export class ConcurrencyLimitedTask extends sfn.StateMachineFragment {
   public readonly releaseState: sfn.State;
   /** The limiter. */
   public readonly limiter: IConcurrencyLimiter;
+  /** The task that runs while the slots are held. */
+  public readonly task: sfn.TaskStateBase;
+  /** Slots one run holds. */
+  public readonly slots: number;
   private readonly catchers: { addCatch(handler: sfn.IChainable, props?: sfn.CatchProps): unknown }[];
 
   constructor(scope: Construct, id: string, props: ConcurrencyLimitedTaskProps) {
     super(scope, id);
     this.limiter = props.limiter;
+    this.task = props.task;
     const slots = props.slots ?? 1;
+    this.slots = slots;
     checkRange(this, 'slots', slots, { min: 1, max: props.limiter.limit, integer: true, why: 'the limiter\'s limit' });
     const key = props.key ?? DEFAULT_KEY;
     const fn = props.limiter.concurrencyFunction;

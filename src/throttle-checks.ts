@@ -7,6 +7,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireOptions } from './acquire';
 import { BufferedQueueConsumer } from './buffered-queue-consumer';
+import { ConcurrencyLimitedTask, ConcurrencyLimiterBase } from './concurrency-limiter';
 import { IRateLimiter } from './i-rate-limiter';
 import { fail } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
@@ -128,7 +129,7 @@ export interface ThrottleChecksOptions {
 
 /** One line of the throttle plan. */
 interface PlanEntry {
-  readonly kind: 'limiter' | 'map' | 'consumer' | 'stateMachine';
+  readonly kind: 'limiter' | 'concurrencyLimiter' | 'map' | 'consumer' | 'stateMachine';
   readonly path: string;
   readonly [key: string]: unknown;
 }
@@ -175,6 +176,8 @@ export class ThrottleChecks implements IAspect {
     for (const limiter of all.filter((c): c is RateLimiterBase => c instanceof RateLimiterBase)) plan.push(checkLimiter(limiter, this.settings));
     for (const map of all.filter((c): c is ThrottledMap => c instanceof ThrottledMap)) plan.push(checkMap(map));
     for (const consumer of all.filter((c): c is BufferedQueueConsumer => c instanceof BufferedQueueConsumer)) plan.push(consumerEntry(consumer));
+    for (const limiter of all.filter((c): c is ConcurrencyLimiterBase => c instanceof ConcurrencyLimiterBase)) plan.push(concurrencyEntry(limiter));
+    checkConcurrencyTasks(all);
     checkEventSources(all);
     checkReservedConcurrency(all, this.settings);
     for (const machine of all.filter((c): c is sfn.StateMachine => c instanceof sfn.StateMachine)) {
@@ -287,6 +290,51 @@ function checkMap(map: ThrottledMap): PlanEntry {
     }
   }
   return entry as PlanEntry;
+}
+
+function concurrencyEntry(l: ConcurrencyLimiterBase): PlanEntry {
+  return {
+    kind: 'concurrencyLimiter', path: l.node.path, name: l.limiterName, limit: l.limit, leaseDurationSeconds: l.leaseDuration.toSeconds(), maxWaitSeconds: l.maxWait.toSeconds(),
+  };
+}
+
+/**
+ * Each ConcurrencyLimitedTask: a wrapped function of this app whose reserved concurrency is below the limit (the
+ * calls above it are throttled while they hold slots), and an Express state machine holding it (no execution status
+ * events: slots of failed executions come back only when their leases expire).
+ */
+function checkConcurrencyTasks(all: IConstruct[]): void {
+  const fns = all.filter((c): c is lambda.CfnFunction => c instanceof lambda.CfnFunction);
+  const machines = all.filter((c): c is sfn.StateMachine => c instanceof sfn.StateMachine);
+  for (const t of all.filter((c): c is ConcurrencyLimitedTask => c instanceof ConcurrencyLimitedTask)) {
+    const stack = Stack.of(t);
+    const limit = t.limiter.limit;
+    let rendered: unknown;
+    try {
+      rendered = t.task.toStateJson();
+    } catch {
+      rendered = undefined; // a task that renders only inside its machine: nothing to read here
+    }
+    for (const f of fns) {
+      if (Stack.of(f) !== stack || rendered === undefined || !refersTo(stack, rendered, { logicalId: stack.getLogicalId(f) })) continue;
+      const reserved = stack.resolve(f.reservedConcurrentExecutions);
+      if (typeof reserved === 'number' && reserved < limit * t.slots) {
+        Annotations.of(t).addWarningV2('cdk-sfn-throttle:concurrencyAboveReserved',
+          `limiter ${t.limiter.limiterName} lets ${Math.floor(limit / t.slots)} runs of ${t.task.stateId} at once on a key, but its function ${f.node.scope?.node.path ?? f.node.path} `
+          + `has reserved concurrency ${reserved}: the calls above ${reserved} are throttled (Lambda.TooManyRequestsException) while they hold slots. `
+          + `Lower the limit to ${reserved * t.slots}, or raise the reserved concurrency`);
+      }
+    }
+    for (const m of machines) {
+      if (m.stateMachineType !== sfn.StateMachineType.EXPRESS) continue;
+      const cfn = m.node.defaultChild as sfn.CfnStateMachine;
+      const definition = JSON.stringify(Stack.of(m).resolve(cfn.definitionString ?? cfn.definition) ?? '');
+      if (!definition.includes(JSON.stringify(JSON.stringify(t.acquireState.stateId)).slice(1, -1))) continue;
+      Annotations.of(t).addWarningV2('cdk-sfn-throttle:concurrencyInExpress',
+        `${t.node.path} runs in the Express state machine ${m.node.path}, which emits no execution status events: the slots of an execution that fails outside `
+        + `the task (a runtime error, a timeout) come back only when its lease expires (${t.limiter.leaseDuration.toSeconds()} s). Use a Standard state machine, or a shorter leaseDuration`);
+    }
+  }
 }
 
 function consumerEntry(c: BufferedQueueConsumer): PlanEntry {

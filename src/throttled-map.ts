@@ -4,6 +4,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
+import { ConcurrencyLimitedTask, IConcurrencyLimiter } from './concurrency-limiter';
 import { IRateLimiter } from './i-rate-limiter';
 import { AcquireTask, acquireStates, backoffStates, consumedAmount } from './private/acquire-task';
 import { AcquireField, BACKOFF_PHASE, DEFAULT_KEY, ITEM_ERROR_FIELD } from './private/contract';
@@ -249,6 +250,16 @@ export interface ThrottledMapProps {
   readonly acquire?: AcquireOptions;
 
   /**
+   * A concurrency limit every item (or batch) holds a slot of while its processor runs: a cap across every execution
+   * and every Map on the same key, where `concurrency` (MaxConcurrency) bounds one Map run only. The processor must be
+   * one task state; it runs in a `ConcurrencyLimitedTask` (its timeout fitted to the limiter's lease, `retry` applied
+   * while the slot is held). Inline maps only, and not together with `limiter`.
+   *
+   * @default - none: only `concurrency` bounds the items at once, per Map run
+   */
+  readonly concurrencyLimit?: MapConcurrencyLimit;
+
+  /**
    * Inline (at most 40 iterations at once, all in the parent's history) or distributed (child executions, up to
    * 10,000 at once, with batching, S3 item readers and tolerated failures).
    *
@@ -275,6 +286,28 @@ export interface ThrottledMapProps {
    * @default false
    */
   readonly catchItemFailures?: boolean;
+}
+
+/**
+ * The concurrency limit the items of a `ThrottledMap` hold slots of.
+ */
+export interface MapConcurrencyLimit {
+  /** The limiter. */
+  readonly limiter: IConcurrencyLimiter;
+
+  /**
+   * The limit's key: a literal (one limit per database), or a JSONPath / JSONata expression into the item's input.
+   *
+   * @default 'default'
+   */
+  readonly key?: string;
+
+  /**
+   * Slots one item holds. Valid range: 1 to the limiter's limit.
+   *
+   * @default 1
+   */
+  readonly slots?: number;
 }
 
 /**
@@ -442,7 +475,18 @@ export class ThrottledMap extends sfn.StateMachineFragment {
 
     let body: sfn.IChainable;
     let catchOn: { addCatch(handler: sfn.IChainable, props?: sfn.CatchProps): unknown } | undefined;
-    if (props.limiter && single && !batched) {
+    const hold = props.concurrencyLimit;
+    if (hold) {
+      if (!single) {
+        fail(this, `concurrencyLimit needs the item processor to be one task state, got a chain starting at "${sfn.Chain.start(processor).startState.stateId}": `
+          + 'put a ConcurrencyLimitedTask in the processor around the task that needs the slot');
+      }
+      // the task's own retries run while the slot is held, and the lease fits them (ConcurrencyLimitedTask checks it)
+      retry.applyTo(single);
+      const limited = new ConcurrencyLimitedTask(this, `${id} Item`, { limiter: hold.limiter, task: single, key: hold.key, slots: hold.slots });
+      body = limited;
+      catchOn = limited;
+    } else if (props.limiter && single && !batched) {
       // One task under a limiter: RateLimitedTask (backoff, then a token for the retry).
       const limited = new RateLimitedTask(this, `${id} Item`, {
         limiter: props.limiter, task: single, acquire: this.acquireOptions, retry, queryLanguage: props.queryLanguage,
@@ -582,6 +626,13 @@ function validate(scope: Construct, props: ThrottledMapProps, concurrency: MapCo
     }
     if (batch.maxItems !== undefined) checkRange(scope, 'mode batch.maxItems', batch.maxItems, { min: 1, max: 100_000, integer: true });
     if (batch.maxInputBytes !== undefined) checkRange(scope, 'mode batch.maxInputBytes', batch.maxInputBytes, { min: 1, max: 262_144, integer: true });
+  }
+  if (props.concurrencyLimit && props.limiter) {
+    fail(scope, `concurrencyLimit and limiter are exclusive on one ThrottledMap, got both (${props.concurrencyLimit.limiter.limiterName} and ${props.limiter.limiterName}): `
+      + 'a rate slot waited for while holding a concurrency slot wastes it, and one taken before the concurrency slot goes stale; use one of them per map');
+  }
+  if (props.concurrencyLimit && mode.isDistributed) {
+    fail(scope, 'concurrencyLimit needs an inline map (mode: MapMode.inline()), got a distributed one: its items are child executions, whose task tokens and failures the limiter is not granted');
   }
   if (props.acquire !== undefined && !props.limiter) {
     fail(scope, `acquire needs a limiter, got acquire ${JSON.stringify(props.acquire)} and no limiter`);

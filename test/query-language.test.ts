@@ -80,6 +80,18 @@ export const SHAPES: Record<string, (lang: Lang, factory: Factory) => Stack> = {
     p.machine(limited);
     return p.stack;
   },
+  'ThrottledMap inline with a concurrency limit': (lang, factory) => {
+    const p = pieces(lang);
+    const limiter = new ConcurrencyLimiter(p.stack, 'Db', { limit: 5, limiterName: 'db' });
+    p.machine(new ThrottledMap(p.stack, 'Orders', {
+      itemsPath: lang === 'JSONata' ? '{% $states.input.orders %}' : '$.orders',
+      concurrencyLimit: { limiter, key: p.key },
+      itemProcessor: p.task(factory),
+      retry: RetryPolicy.throttling(),
+      catchItemFailures: true,
+    }));
+    return p.stack;
+  },
   'sendMessageTask with waitForResult': (lang, factory) => {
     const p = pieces(lang);
     const target = lambda.Function.fromFunctionAttributes(p.stack, 'Target', { functionArn: 'arn:aws:lambda:us-east-1:123456789012:function:t', sameEnvironment: true });

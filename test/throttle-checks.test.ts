@@ -8,7 +8,7 @@ import * as sources from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
-import { MapConcurrency, RateLimitedTask, RateLimiter, ThrottleChecks, type ThrottleChecksOptions, ThrottledMap } from '../src';
+import { ConcurrencyLimitedTask, ConcurrencyLimiter, MapConcurrency, RateLimitedTask, RateLimiter, ThrottleChecks, type ThrottleChecksOptions, ThrottledMap } from '../src';
 
 function appWithChecks(region = 'us-east-1', outdir?: string, options: ThrottleChecksOptions = {}) {
   const app = new App({ outdir });
@@ -165,5 +165,44 @@ describe('ThrottleChecks', () => {
     expect(cost({})).toBeCloseTo(1e6 * (0.0000002 + 0.125 * 0.55 * 0.0000133334), 3);
     expect(cost({ memorySize: 1024, architecture: lambda.Architecture.X86_64 })).toBeCloseTo(1e6 * (0.0000002 + 1 * 0.55 * 0.0000166667), 3);
     expect(cost({}, { prices: { lambdaRequest: 0.000001, lambdaArmGbSecond: 0.00002 } })).toBeCloseTo(1e6 * (0.000001 + 0.125 * 0.55 * 0.00002), 3);
+  });
+});
+
+describe('ThrottleChecks: concurrency limits', () => {
+  const build = (options: { reserved?: number; type?: sfn.StateMachineType; limit?: number } = {}) => {
+    const { stack } = appWithChecks();
+    const limiter = new ConcurrencyLimiter(stack, 'Db', { limit: options.limit ?? 10, limiterName: 'db' });
+    const query = fn(stack, 'Query', { reservedConcurrentExecutions: options.reserved });
+    const task = tasks.LambdaInvoke.jsonPath(stack, 'Query rows', { lambdaFunction: query, retryOnServiceExceptions: false, payloadResponseOnly: true });
+    const limited = new ConcurrencyLimitedTask(stack, 'Limited', { limiter, task });
+    new sfn.StateMachine(stack, 'M', { definitionBody: sfn.DefinitionBody.fromChainable(limited), stateMachineType: options.type });
+    return stack;
+  };
+
+  test('a limit above the reserved concurrency of the function the task calls', () => {
+    expect(warnings(build({ reserved: 4 }), 'cdk-sfn-throttle:concurrencyAboveReserved')).toEqual([expect.stringContaining(
+      'limiter db lets 10 runs of Query rows at once on a key, but its function Stack/Query has reserved concurrency 4: the calls above 4 are throttled')]);
+  });
+
+  test('a limit the reserved concurrency covers, or none reserved: no warning', () => {
+    expect(warnings(build({ reserved: 10 }), 'cdk-sfn-throttle:concurrencyAboveReserved')).toEqual([]);
+    expect(warnings(build(), 'cdk-sfn-throttle:concurrencyAboveReserved')).toEqual([]);
+  });
+
+  test('an Express machine holding slots: no status events, leases are the only way back', () => {
+    expect(warnings(build({ type: sfn.StateMachineType.EXPRESS }), 'cdk-sfn-throttle:concurrencyInExpress')).toEqual([expect.stringContaining(
+      'Stack/Limited runs in the Express state machine Stack/M, which emits no execution status events')]);
+    expect(warnings(build(), 'cdk-sfn-throttle:concurrencyInExpress')).toEqual([]);
+  });
+
+  test('the plan lists the concurrency limiter', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plan-'));
+    const { app, stack } = appWithChecks('us-east-1', dir);
+    const limiter = new ConcurrencyLimiter(stack, 'Db', { limit: 50, limiterName: 'db', leaseDuration: Duration.minutes(2) });
+    const task = tasks.LambdaInvoke.jsonPath(stack, 'Q', { lambdaFunction: fn(stack, 'Query'), retryOnServiceExceptions: false });
+    new sfn.StateMachine(stack, 'M', { definitionBody: sfn.DefinitionBody.fromChainable(new ConcurrencyLimitedTask(stack, 'Limited', { limiter, task })) });
+    app.synth();
+    const plan = JSON.parse(fs.readFileSync(path.join(dir, 'throttle-plan.json'), 'utf8'));
+    expect(plan.entries).toEqual(expect.arrayContaining([expect.objectContaining({ kind: 'concurrencyLimiter', name: 'db', limit: 50, leaseDurationSeconds: 120, maxWaitSeconds: 300 })]));
   });
 });
