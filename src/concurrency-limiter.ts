@@ -259,9 +259,9 @@ export class ConcurrencyLimiter extends ConcurrencyLimiterBase {
       },
     });
     this.concurrencyFunction = fn;
-    // its own items only (GetItem/PutItem), and a Scan for the reaper (Scan takes no LeadingKeys condition)
+    // its own items only (GetItem/PutItem/UpdateItem), and a Scan for the reaper (Scan takes no LeadingKeys condition)
     role.addToPrincipalPolicy(new iam.PolicyStatement({
-      actions: ['dynamodb:GetItem', 'dynamodb:PutItem'],
+      actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'],
       resources: [this.table.tableArn],
       conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${this.limiterName}#*`] } },
     }));

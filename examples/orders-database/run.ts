@@ -31,7 +31,10 @@ async function main() {
     const t0 = Date.now();
     const results = await Promise.all(Array.from({ length: 150 }, (_, n) => runner.run({ n })));
     const failed = results.filter((r) => r.status !== 'SUCCEEDED').length;
-    console.log(`150 executions, ${CONNECTIONS} connections: ${served} queries served, ${failed} failed, most at once ${most} (limit ${CONNECTIONS}), ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const calls = (runner as any).db.requests?.() ?? {};
+    const total = Object.values(calls).reduce((a: number, b) => a + (b as number), 0);
+    console.log(`150 executions, ${CONNECTIONS} connections: ${served} queries served, ${failed} failed, most at once ${most} (limit ${CONNECTIONS}), `
+      + `${((Date.now() - t0) / 1000).toFixed(1)} s; DynamoDB calls ${JSON.stringify(calls)} (${(total / 150).toFixed(1)} per execution)`);
     if (most > CONNECTIONS || failed > 0) process.exitCode = 1;
   } finally {
     await runner.stop();

@@ -17,6 +17,7 @@ export interface ConcurrencyDeps {
     releaseFast(pk: string, id: string, slots: number): Promise<FastResult>;
     ensure(pk: string): Promise<void>;
     handOverFast(pk: string, id: string, slots: number, head: Waiter, lease: Lease, limit: number): Promise<FastResult>;
+    releaseOnly(pk: string, id: string, slots: number): Promise<FastResult>;
     /** Keys of this limiter (for the reaper). */
     keys(prefix: string): Promise<string[]>;
   };
@@ -105,7 +106,7 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
         seen = queued.state;
         if (!seen) break;
       }
-      if (seen.leases[leaseId] || seen.waiters.some((w) => w.id === leaseId) || stale(seen, now)) break;
+      if (seen.leases[leaseId] || seen.waiters.some((w) => w.id === leaseId) || stale(seen, now) || stranded(seen, deps.settings.limit)) break;
     }
     const req = { id: leaseId, slots, execution, token, maxWaitMs: deps.maxWaitMs };
     const out = await deps.store.update(pk, (s) => acquire(s, req, now, deps.settings));
@@ -118,13 +119,15 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
     const error = event[F.ERROR];
     const slots = event[F.SLOTS];
     if (op === ConcurrencyOp.RELEASE && Number.isInteger(slots)) {
-      // Fast paths: give the slots back when nobody waits; hand them to the head waiter (same slots) when someone
-      // does — one conditional write each, retried on the item the failed write returns.
+      // Fast paths: give the slots back when nobody waits, or hand them to the head waiter (same slots): one
+      // conditional write each. When that hand-over loses a race (releases at once all aim at the same head), give
+      // the slots back in a write no other release can make fail, then grant every waiter that fits in one
+      // read-and-write: of several releases at once, one such write grants for all, the others find nothing to do.
       let fast = await deps.store.releaseFast(pk, leaseId, slots);
-      for (let attempt = 0; !fast.ok && attempt < 25; attempt++) {
-        const seen = fast.state;
-        const head = seen?.waiters[0];
-        if (!seen || !seen.leases[leaseId] || !head || head.s !== slots || stale(seen, deps.nowMs())) break;
+      const seen = fast.ok ? undefined : fast.state;
+      const head = seen?.waiters[0];
+      const handable = seen !== undefined && seen.leases[leaseId] !== undefined && !stale(seen, deps.nowMs());
+      if (handable && head && head.s === slots) {
         const at = deps.nowMs();
         const lease = { s: head.s, exp: at + deps.settings.leaseMs, ex: head.ex };
         const handed = await deps.store.handOverFast(pk, leaseId, slots, head, lease, deps.settings.limit);
@@ -132,9 +135,21 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
           metrics(deps, { used: handed.used, waiting: seen.waiters.length - 1 });
           await deliver(pk, key, [{ id: head.id, t: head.t, s: head.s, waitedMs: at - head.at }], deps);
           fast = handed;
-          break;
         }
-        fast = handed.state?.waiters.length === 0 ? await deps.store.releaseFast(pk, leaseId, slots) : handed;
+      }
+      if (!fast.ok && handable) {
+        const back = await deps.store.releaseOnly(pk, leaseId, slots);
+        if (back.ok) {
+          fast = back;
+          const after = back.state;
+          if (after && after.waiters.length > 0 && after.used + after.waiters[0].s <= deps.settings.limit) {
+            const out = await deps.store.update(pk, (s) => release(s, leaseId, deps.nowMs(), deps.settings));
+            metrics(deps, { used: out.state.used, waiting: out.state.waiters.length, reclaimed: out.reclaimed, expired: out.expired });
+            await deliver(pk, key, out.grants, deps);
+          } else {
+            metrics(deps, { used: back.used });
+          }
+        }
       }
       if (fast.ok) {
         if (error && typeof error === 'object') throw new TaskError(String(error.Error ?? 'States.TaskFailed'), String(error.Cause ?? ''));
@@ -181,6 +196,14 @@ async function reapExecution(executionArn: string, deps: ConcurrencyDeps): Promi
     await deliver(pk, pk.slice(`${deps.limiterName}#c#`.length), out.grants, deps);
   }
   return { reaped };
+}
+
+/**
+ * Whether a slot is free while someone waits (a release gave its slot back and its grant did not follow, e.g. its
+ * function stopped between the two writes): the slow path grants the waiters first.
+ */
+function stranded(state: KeyState, limit: number): boolean {
+  return state.waiters.length > 0 && state.used + state.waiters[0].s <= limit;
 }
 
 /** Whether a key holds an expired lease or waiter (the slow path clears them). */

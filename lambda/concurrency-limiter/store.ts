@@ -11,7 +11,7 @@ import { EMPTY, type KeyState, type Lease, type Waiter } from './core';
 import { LimiterUnavailable } from '../rate-limiter/errors';
 
 /** A fast-path write: done (slots in use after it), or refused with the item as it was. */
-export type FastResult = { ok: true; used: number } | { ok: false; state?: KeyState };
+export type FastResult = { ok: true; used: number; state?: KeyState } | { ok: false; state?: KeyState };
 
 /** Format version of a concurrency key item; an item with another `v` fails closed. */
 export const KEY_ITEM_VERSION = 1;
@@ -62,6 +62,20 @@ export class ConcurrencyKeyStore {
       ExpressionAttributeNames: { '#id': id },
       ExpressionAttributeValues: { ':s': n(slots), ':one': n(1), ':v': n(KEY_ITEM_VERSION), ':zero': n(0) },
     });
+  }
+
+  /**
+   * Gives lease `id` (of `slots`) back whoever waits, and returns the item as written: a write no other release makes
+   * fail (it names only its own lease), for when releases race to hand their slots to the same head waiter. The
+   * caller then grants the waiters that fit, all in one read-and-write.
+   */
+  async releaseOnly(pk: string, id: string, slots: number): Promise<FastResult> {
+    return this.conditional(pk, {
+      UpdateExpression: 'REMOVE L.#id SET used = used - :s, ver = ver + :one',
+      ConditionExpression: 'v = :v AND attribute_exists(L.#id) AND L.#id.s = :s',
+      ExpressionAttributeNames: { '#id': id },
+      ExpressionAttributeValues: { ':s': n(slots), ':one': n(1), ':v': n(KEY_ITEM_VERSION) },
+    }, true);
   }
 
   /**
@@ -137,17 +151,18 @@ export class ConcurrencyKeyStore {
     ConditionExpression: string;
     ExpressionAttributeNames?: Record<string, string>;
     ExpressionAttributeValues: Record<string, AttributeValue>;
-  }): Promise<FastResult> {
+  }, returnState = false): Promise<FastResult> {
     try {
       const res = await this.client.send(new UpdateItemCommand({
         TableName: this.tableName,
         Key: { pk: { S: pk } },
         ...update,
         ConditionExpression: `attribute_exists(pk) AND ${update.ConditionExpression}`,
-        ReturnValues: 'UPDATED_NEW',
+        ReturnValues: returnState ? 'ALL_NEW' : 'UPDATED_NEW',
         ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
       }));
-      return { ok: true, used: Number(res.Attributes?.used?.N ?? 0) };
+      const state = returnState && res.Attributes ? { state: decode(pk, res.Attributes) } : {};
+      return { ok: true, used: Number(res.Attributes?.used?.N ?? 0), ...state };
     } catch (err) {
       if (err instanceof ConditionalCheckFailedException || (err as Error).name === 'ConditionalCheckFailedException') {
         const item = (err as { Item?: Record<string, AttributeValue> }).Item;
