@@ -528,6 +528,10 @@ export class BufferedQueueConsumer extends Construct {
       if (acquire.mode !== undefined && acquire.mode !== AcquireMode.RESERVE) {
         fail(this, `acquire.mode of QueueTarget.dispatch must be AcquireMode.RESERVE (a refused message would be redelivered and count a receive), got ${acquire.mode}`);
       }
+      if (l.limits.length > 1) {
+        fail(this, `QueueTarget.dispatch takes from a limiter of one limit, got ${l.limiterName} with ${l.limits.length} (${l.limits.map((x) => x.dimension).join(', ')}): `
+          + 'dispatch through a limiter per dimension, or call the target from a RateLimitedTask');
+      }
       const tokens = consumedAmount(this, l, acquire);
       if (Token.isUnresolved(tokens)) {
         fail(this, 'acquire.consume of QueueTarget.dispatch must be a number: the dispatcher has no state input to read it from, got a JSONPath');

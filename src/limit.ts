@@ -5,14 +5,14 @@ import { checkRange, fail } from './private/validation';
 export const REQUESTS_DIMENSION = 'requests';
 
 /**
- * Options of `Limit.perSecond()`.
+ * Options of `Limit.perSecond()` and `Limit.perMinute()`.
  */
 export interface LimitOptions {
   /**
    * Units that may be taken at once after idleness (the bucket size). In any window of length w the limit admits at
    * most `burst + rate × w`. Valid range: an integer from the limiter's `shards` to 1,000,000.
    *
-   * @default - max(1, ceil(rate))
+   * @default - one second's worth: max(1, ceil(rate per second))
    */
   readonly burst?: number;
 
@@ -36,6 +36,17 @@ export class Limit {
    */
   public static perSecond(rate: number, options: LimitOptions = {}): Limit {
     return new Limit(rate, options.burst ?? Math.max(1, Math.ceil(rate)), options.dimension ?? REQUESTS_DIMENSION, `Limit.perSecond(${rate})`);
+  }
+
+  /**
+   * `amount` units per minute (a model API's requests or tokens per minute), as a rate of amount / 60 per second
+   * with `options.burst` at once after idleness: in any 60 s at most burst + amount (2 × burst + amount when
+   * callers settle below their estimate: see `SettleOptions`). To hold a provider's quota Q per minute, state
+   * Q − burst (or Q − 2 × burst with settling).
+   */
+  public static perMinute(amount: number, options: LimitOptions = {}): Limit {
+    const rate = amount / 60;
+    return new Limit(rate, options.burst ?? Math.max(1, Math.ceil(rate)), options.dimension ?? REQUESTS_DIMENSION, `Limit.perMinute(${amount})`);
   }
 
   private constructor(

@@ -4,9 +4,10 @@ import { Construct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
 import { ThrottleErrors } from './errors';
 import { IRateLimiter } from './i-rate-limiter';
-import { acquireStates, backoffStates, consumedAmount } from './private/acquire-task';
+import { acquireStates, backoffStates, consumedAmount, consumedAmounts, settleStates } from './private/acquire-task';
 import { DEFAULT_KEY } from './private/contract';
 import { catchesInTaskLanguage, languageValidation } from './private/query-language';
+import { fail } from './private/validation';
 import { RetryPolicy } from './retry-policy';
 
 /**
@@ -59,6 +60,27 @@ export interface RateLimitedTaskProps {
    * @default - the state machine's, decided when it is rendered
    */
   readonly queryLanguage?: sfn.QueryLanguage;
+
+  /**
+   * With a limiter of several limits: after the task succeeds, what it really used of each dimension
+   * (`{ tokens: JsonPath.numberAt('$.result.usage.totalTokens') }`), settled against what the acquire took in one
+   * write — the unused part given back, an overrun taken. A dimension left out is settled at what was taken. When
+   * the task fails with an error the `retry` policy retries (a throttling error: the call did not happen), the whole
+   * estimate is given back before the retry acquires again. Needs `resultPath` (where the acquire's result, with what
+   * it took, stays in the data until the settle) and a task that keeps its input (a task `resultPath` such as
+   * `$.result`). JSONPath state machines.
+   *
+   * @default - nothing settled: what the acquire took counts in full
+   */
+  readonly settle?: SettleOptions;
+}
+
+/**
+ * What a `RateLimitedTask` settles after its task: what the call really used.
+ */
+export interface SettleOptions {
+  /** What the call used of each dimension: numbers, or JSONPath numbers read from the task's output. */
+  readonly consume: { [dimension: string]: number };
 }
 
 /**
@@ -76,6 +98,8 @@ export interface RateLimitedTaskProps {
 export class RateLimitedTask extends sfn.StateMachineFragment {
   public readonly startState: sfn.State;
   public readonly endStates: sfn.INextable[];
+  /** The state that settles what the task used, when `settle` is given. */
+  public readonly settleState?: sfn.TaskStateBase;
   /** The acquire state (catches added with `addCatch` apply to it too). */
   public readonly acquireState: sfn.TaskStateBase;
   /** The backoff state: every error of the task passes through it. */
@@ -102,7 +126,9 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     const mode = given.mode ?? AcquireMode.RESERVE;
     this.acquireOptions = {
       key: given.key ?? DEFAULT_KEY,
-      consume: { [props.limiter.limits[0].dimension]: consumedAmount(this, props.limiter, given) },
+      consume: props.limiter.limits.length > 1
+        ? consumedAmounts(this, props.limiter, given)
+        : { [props.limiter.limits[0].dimension]: consumedAmount(this, props.limiter, given) },
       mode,
     };
     const backoffName = `${id} Backoff`;
@@ -129,7 +155,8 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     wait.next(props.task);
     // Every error of the task passes the backoff step: retried with a token, or raised again from there.
     const hint = { queryLanguage: props.queryLanguage };
-    const backoff = backoffStates(this, backoffName, props.limiter, this.retry, this.retryErrors, props.task, acquire, hint);
+    const settleField = props.settle ? checkedSettle(this, props) : undefined;
+    const backoff = backoffStates(this, backoffName, props.limiter, this.retry, this.retryErrors, props.task, acquire, hint, settleField);
     // The backoff catch is rendered in the task's own language (JSONata: Output, not ResultPath).
     catchesInTaskLanguage(props.task);
     this.catchers = [acquire, backoff];
@@ -138,6 +165,11 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     this.task = props.task;
     this.startState = acquire;
     this.endStates = [props.task];
+    if (props.settle && settleField) {
+      this.settleState = settleStates(this, `${id} Settle`, props.limiter, settleField, props.settle);
+      props.task.next(this.settleState);
+      this.endStates = [this.settleState];
+    }
     this.node.addValidation({ validate: () => this.validateTask() });
     const ownStates = () => this.node.findAll().filter((c): c is sfn.State => c instanceof sfn.State);
     this.node.addValidation(languageValidation(this, () => [...ownStates(), props.task]));
@@ -171,4 +203,22 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     }
     return errors;
   }
+}
+
+/** Checks `settle` against the limiter and the task's props; returns the dotted field the acquire result is kept at. */
+function checkedSettle(scope: Construct, props: RateLimitedTaskProps): string {
+  const l = props.limiter;
+  if (l.limits.length < 2) {
+    fail(scope, `settle needs a limiter of several limits (limits: [Limit.perMinute(...), Limit.perMinute(..., { dimension: 'tokens' })]), got ${l.limiterName} with one (${l.limits[0].dimension})`);
+  }
+  const dims = l.limits.map((x) => x.dimension);
+  const foreign = Object.keys(props.settle!.consume).filter((d) => !dims.includes(d));
+  if (foreign.length > 0 || Object.keys(props.settle!.consume).length === 0) {
+    fail(scope, `settle.consume must name dimensions of the limiter (${dims.join(', ')}), got ${JSON.stringify(props.settle!.consume)}`);
+  }
+  const rp = props.resultPath;
+  if (rp === undefined || rp === sfn.JsonPath.DISCARD || !/^\$\.([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)$/.test(rp)) {
+    fail(scope, `settle needs resultPath, a simple path such as $.acquired where the acquire's result (what it took) stays for the settle, got ${rp === undefined ? 'none' : rp}`);
+  }
+  return rp.slice(2);
 }

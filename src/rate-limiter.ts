@@ -352,7 +352,14 @@ export class RateLimiter extends RateLimiterBase {
     });
 
     const role = handlerRole(this, 'ServiceRole', this.logGroup, `Acquire function of rate limiter ${this.node.path}`);
-    const buckets = { table: this.table, limiterName: this.limiterName, ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards };
+    const buckets = {
+      table: this.table,
+      limiterName: this.limiterName,
+      ratePerSecond: this.ratePerSecond,
+      burst: this.burst,
+      shards: this.shards,
+      limits: this.limits,
+    };
 
     this.acquireFunction = new AcquireFunction(this, 'Function', {
       description: `cdk-sfn-throttle rate limiter ${this.node.path}: acquire tokens (GCRA on DynamoDB)`,
@@ -397,13 +404,21 @@ function checkedLimit(scope: IConstruct, form: LimitForm): { limits: Limit[]; ra
     fail(scope, `burst goes with ratePerSecond; with limits give it in the Limit (Limit.perSecond(rate, { burst })), got burst ${form.burst} and limits`);
   }
   const limits = form.limits ? [...form.limits] : [Limit.perSecond(form.ratePerSecond!, { burst: form.burst })];
-  if (limits.length !== 1) {
-    fail(scope, `limits must hold exactly one Limit (one limit per limiter), got ${limits.length}`);
+  if (limits.length < 1 || limits.length > 10) {
+    fail(scope, `limits must hold 1 to 10 Limits, got ${limits.length}`);
+  }
+  limits.forEach((l, i) => l._check(scope, form.limits ? `limits[${i}] ` : ''));
+  const dimensions = limits.map((l) => l.dimension);
+  const repeated = dimensions.find((d, i) => dimensions.indexOf(d) !== i);
+  if (repeated !== undefined) {
+    fail(scope, `limits must count different dimensions (one Limit per dimension), got ${JSON.stringify(repeated)} twice in ${JSON.stringify(dimensions)}`);
+  }
+  if (limits.length > 1 && form.shards !== undefined && form.shards !== 1) {
+    fail(scope, `shards must be 1 with several limits (a key's limits are on one item, taken in one write), got ${form.shards}`);
   }
   const limit = limits[0];
-  limit._check(scope, form.limits ? 'limits[0] ' : '');
   const { ratePerSecond, burst } = limit;
-  const s = form.shards ?? Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), burst, 1000));
+  const s = form.shards ?? (limits.length > 1 ? 1 : Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), burst, 1000)));
   checkRange(scope, 'shards', s, { min: 1, max: 1000, integer: true });
   if (burst < s) fail(scope, `burst must be at least shards (${s}) so every shard holds a token, got ${burst}`);
   return { limits, ratePerSecond, burst, shards: s };

@@ -1,11 +1,12 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDbBucketStore } from './dynamodb-store';
-import { emfLine, metricsOf } from './emf';
+import { dimensionMetrics, emfLine, metricsOf } from './emf';
 import { InvalidAcquireRequest, LimiterUnavailable, RateLimitExceeded } from './errors';
 import { configFromEnv, Limiter } from './limiter';
+import { checkConsume, checkUsed, DynamoDbMultiStore, MultiLimiter, multiLimitsFromJson } from './multi-limiter';
 import { type AcquireRequest, parseRequest } from './request';
 import { retryStep, stampRedrive } from './retry';
-import { AcquireField, type AcquireResult, type BackoffResult, BACKOFF_PHASE, LimiterEnv } from '../../src/private/contract';
+import { AcquireField, type AcquireResult, type BackoffResult, BACKOFF_PHASE, LimiterEnv, SETTLE_PHASE } from '../../src/private/contract';
 import { clockUs, sleepUntilUs } from '../shared/clock';
 
 export type { AcquireResult, BackoffResult };
@@ -13,23 +14,36 @@ export type { AcquireResult, BackoffResult };
 // Built once per container. The client uses the default SDK configuration, so AWS_ENDPOINT_URL_DYNAMODB /
 // AWS_ENDPOINT_URL can point it at a local emulator.
 const config = configFromEnv(process.env);
+const client = new DynamoDBClient({});
 const limiter = new Limiter(config, {
-  store: new DynamoDbBucketStore(new DynamoDBClient({}), requiredEnv(LimiterEnv.TABLE_NAME)),
+  store: new DynamoDbBucketStore(client, requiredEnv(LimiterEnv.TABLE_NAME)),
   clockUs,
   random: Math.random,
+});
+// A limiter of several limits (requests and tokens per minute, say): every acquire takes from all of them at once.
+const multiLimits = multiLimitsFromJson(process.env[LimiterEnv.LIMITS]);
+const multi = multiLimits && new MultiLimiter({ limiterName: config.limiterName, limits: multiLimits, maxWaitMs: config.maxWaitMs }, {
+  store: new DynamoDbMultiStore(client, requiredEnv(LimiterEnv.TABLE_NAME)),
+  clockUs,
 });
 
 /**
  * Acquires tokens. When the event carries `input`, it is echoed back so a Wait state's OutputPath can restore
  * the workflow's original input (the acquire fragment's default).
  */
-export const handler = async (event: unknown): Promise<(AcquireResult & { input?: unknown }) | BackoffResult> => {
+export type SettleResult = { settled: boolean; input?: unknown };
+
+export const handler = async (event: unknown): Promise<(AcquireResult & { input?: unknown }) | BackoffResult | SettleResult> => {
   const request = parseRequest(event);
   if (request.phase === BACKOFF_PHASE) {
     return backoff(event, request);
   }
+  if (request.phase === SETTLE_PHASE) {
+    return settle(event as Record<string, unknown>, request);
+  }
   // A resultPath that cannot be applied fails before a token is taken (a token taken is a token spent).
   if (request.resultField && hasInput(event)) checkResultPath(event.input, request.resultField);
+  if (multi) return acquireAll(event as Record<string, unknown>, request, multi);
   let outcome;
   try {
     outcome = await limiter.acquire(request);
@@ -59,6 +73,75 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
   return { ...result, input: request.resultField ? withField(input, request.resultField, result) : input };
 };
 
+/** A limiter of several limits: takes `consume` of every dimension at once (a missing `consume`: `tokens` of the first). */
+async function acquireAll(event: Record<string, unknown>, request: AcquireRequest, m: MultiLimiter): Promise<AcquireResult & { input?: unknown }> {
+  const given = event[AcquireField.CONSUME] ?? { [m.config.limits[0].dimension]: request.tokens };
+  const consume = checkConsume(given, m.config.limits);
+  let outcome;
+  try {
+    outcome = await m.acquire(request.key, consume, request.mode);
+  } catch (err) {
+    if (err instanceof LimiterUnavailable) {
+      emit(emfLine(config.limiterName, { admitted: 0, delayed: 0, rejected: 0, dynamoCalls: 0, unavailable: 1 }, Date.now()));
+    }
+    throw err;
+  }
+  emit(emfLine(config.limiterName, {
+    admitted: outcome.admitted ? 1 : 0,
+    delayed: outcome.admitted && outcome.waitUs > 0 ? 1 : 0,
+    rejected: outcome.admitted ? 0 : 1,
+    dynamoCalls: outcome.dynamoCalls,
+    unavailable: 0,
+    ...(outcome.admitted ? { waitMs: outcome.waitUs / 1000, notBeforeUs: outcome.atUs, key: outcome.key } : {}),
+  }, Date.now(), outcome.admitted ? dimensionMetrics('Taken', consume) : {}));
+  if (!outcome.admitted) throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
+  const waitSeconds = await sleepSubSecondUntil(outcome.atUs);
+  const result: AcquireResult = {
+    admitted: true,
+    key: outcome.key,
+    tokens: consume[m.config.limits[0].dimension] ?? 0,
+    shard: 0,
+    waitSeconds,
+    waitMs: outcome.waitUs / 1000,
+    notBeforeUs: outcome.atUs,
+    notBefore: new Date(Math.ceil(outcome.atUs / 1000)).toISOString(),
+    taken: consume,
+    tats: outcome.tats,
+  };
+  if (!hasInput(event)) return result;
+  const input = stampRedrive(event.input, request);
+  return { ...result, input: request.resultField ? withField(input, request.resultField, result) : input };
+}
+
+/** Settles an admitted acquire of a limiter of several limits: `consume` was taken, `used` was used. */
+async function settle(event: Record<string, unknown>, request: AcquireRequest): Promise<SettleResult> {
+  if (!multi) throw new InvalidAcquireRequest('settle needs a limiter of several limits (limits: [...]): this one has one');
+  const taken = checkUsed(event[AcquireField.CONSUME], multi.config.limits);
+  const used = checkUsed(event[AcquireField.USED], multi.config.limits);
+  const out = await multi.settle(request.key, taken, used, tatsOf(event[AcquireField.TATS]));
+  const delta = Object.fromEntries(Object.keys(taken).map((d) => [d, (used[d] ?? taken[d]) - taken[d]]));
+  emit(emfLine(config.limiterName, { admitted: 0, delayed: 0, rejected: 0, dynamoCalls: out.dynamoCalls, unavailable: 0 }, Date.now(), dimensionMetrics('Settled', delta)));
+  return hasInput(event) ? { settled: out.changed, input: event.input } : { settled: out.changed };
+}
+
+/** The tats an acquire returned, as a settle passes them back (anything else: none, so nothing is given back). */
+function tatsOf(v: unknown): Record<string, number> {
+  if (!isObject(v)) return {};
+  return Object.fromEntries(Object.entries(v).filter(([, t]) => typeof t === 'number' && Number.isFinite(t))) as Record<string, number>;
+}
+
+/** Gives back all an acquire took (its result is at `field` of `input`): the call it was for did not happen. */
+async function giveBack(input: unknown, field: string, m: MultiLimiter): Promise<void> {
+  let node: unknown = input;
+  for (const part of field.split('.')) node = isObject(node) ? node[part] : undefined;
+  if (!isObject(node) || typeof node.key !== 'string' || !isObject(node.taken)) return;
+  const taken = checkUsed(node.taken, m.config.limits);
+  const none = Object.fromEntries(Object.keys(taken).map((d) => [d, 0]));
+  const out = await m.settle(node.key, taken, none, tatsOf(node.tats));
+  emit(emfLine(config.limiterName, { admitted: 0, delayed: 0, rejected: 0, dynamoCalls: out.dynamoCalls, unavailable: 0 }, Date.now(),
+    dimensionMetrics('Settled', Object.fromEntries(Object.entries(taken).map(([d, v]) => [d, -v])))));
+}
+
 /**
  * A RateLimitedTask's retry step, before it acquires again: counts the attempt, sleeps the sub-second part of
  * the backoff (exponential, capped, full jitter) and returns the whole seconds for its Wait state. No token is
@@ -69,6 +152,9 @@ async function backoff(event: unknown, request: AcquireRequest): Promise<Backoff
     task: request.task,
     redriveCount: request.redriveCount,
   });
+  // A RateLimitedTask that settles (several limits): the call is retried because it did not happen (the policy's
+  // throttling errors), so all the acquire took goes back before the retry acquires again.
+  if (multi && request.resultField && hasInput(event)) await giveBack(event.input, request.resultField, multi);
   const waitSeconds = await sleepSubSecondUntil(clockUs() + step.delayUs);
   return { attempt: step.attempt, waitSeconds, waitMs: step.delayUs / 1000, input: step.input };
 }

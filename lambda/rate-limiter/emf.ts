@@ -35,7 +35,16 @@ export function metricsOf(outcome: AcquireOutcome): AcquireMetrics {
  * One CloudWatch Embedded Metric Format line: CloudWatch Logs turns it into metrics, no PutMetricData call.
  * @see https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
  */
-export function emfLine(limiterName: string, m: AcquireMetrics, timestampMs: number): string {
+/**
+ * The per-dimension metrics of a limiter of several limits: what an acquire took of each (`Taken_<dimension>`), and
+ * what a settle changed (`Settled_<dimension>`, used − taken: negative when the estimate was above the use). Their
+ * sum over a period is what the dimension's calls used.
+ */
+export function dimensionMetrics(kind: 'Taken' | 'Settled', amounts: Readonly<Record<string, number>>): Record<string, number> {
+  return Object.fromEntries(Object.entries(amounts).map(([d, v]) => [`${kind}_${d}`, v]));
+}
+
+export function emfLine(limiterName: string, m: AcquireMetrics, timestampMs: number, extra: Readonly<Record<string, number>> = {}): string {
   const metrics: { Name: string; Unit: string }[] = [
     { Name: LimiterMetricNames.ADMITTED, Unit: 'Count' },
     { Name: LimiterMetricNames.DELAYED, Unit: 'Count' },
@@ -53,6 +62,10 @@ export function emfLine(limiterName: string, m: AcquireMetrics, timestampMs: num
   if (m.waitMs !== undefined) {
     metrics.push({ Name: LimiterMetricNames.WAIT_TIME, Unit: 'Milliseconds' });
     values[LimiterMetricNames.WAIT_TIME] = Math.round(m.waitMs * 1000) / 1000;
+  }
+  for (const [name, v] of Object.entries(extra)) {
+    metrics.push({ Name: name, Unit: 'Count' });
+    values[name] = v;
   }
   return JSON.stringify({
     _aws: {

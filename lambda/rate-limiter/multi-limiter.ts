@@ -56,6 +56,8 @@ export type MultiOutcome =
     readonly atUs: number;
     readonly waitUs: number;
     readonly dynamoCalls: number;
+    /** What the admission wrote per dimension: its place in each bucket, which a settle needs to give anything back. */
+    readonly tats: Readonly<Record<string, number>>;
   }
   | { readonly admitted: false; readonly key: string; readonly retryAfterUs: number; readonly binding: string; readonly dynamoCalls: number };
 
@@ -160,7 +162,7 @@ export class MultiLimiter {
       const res = await this.timed(counter, () => this.deps.store.write(pk, out.state, current?.ver, expiry(out.state)));
       if (res.ok) {
         this.remember(pk, { state: out.state, ver: (current?.ver ?? 0) + 1 });
-        return { admitted: true, key, nowUs: now, atUs: out.slotUs, waitUs: out.slotUs - now, dynamoCalls: counter.calls };
+        return { admitted: true, key, nowUs: now, atUs: out.slotUs, waitUs: out.slotUs - now, dynamoCalls: counter.calls, tats: out.tats };
       }
       current = res.current === 'unknown' ? await this.timed(counter, () => this.deps.store.read(pk)) : res.current;
       this.remember(pk, current);
@@ -170,9 +172,12 @@ export class MultiLimiter {
     throw new LimiterUnavailable(`${pk}: ${MAX_WRITES} conditional writes lost to contention; nothing taken`);
   }
 
-  /** Settles an admitted acquire: `taken` was taken, `used` was used (a dimension left out: as taken). One write. */
-  async settle(key: string, taken: Readonly<Record<string, number>>, used: Readonly<Record<string, number>>):
-  Promise<{ dynamoCalls: number; changed: boolean }> {
+  /**
+   * Settles an admitted acquire: `taken` was taken, `used` was used (a dimension left out: as taken), `tats` is what
+   * the acquire wrote (without it an overrun is still taken, but nothing is given back). One write.
+   */
+  async settle(key: string, taken: Readonly<Record<string, number>>, used: Readonly<Record<string, number>>,
+    tats: Readonly<Record<string, number>> = {}): Promise<{ dynamoCalls: number; changed: boolean }> {
     const pk = multiItemKey(this.config.limiterName, key);
     const counter = { calls: 0 };
     let current = this.cache.get(pk);
@@ -181,7 +186,7 @@ export class MultiLimiter {
         current = await this.timed(counter, () => this.deps.store.read(pk));
         if (!current) return { dynamoCalls: counter.calls, changed: false }; // expired: nothing to settle against
       }
-      const next = settleAll(current.state, this.deps.clockUs(), taken, used, this.config.limits);
+      const next = settleAll(current.state, this.deps.clockUs(), taken, used, this.config.limits, tats);
       if (JSON.stringify(next) === JSON.stringify(current.state)) return { dynamoCalls: counter.calls, changed: false };
       const base = current;
       const res = await this.timed(counter, () => this.deps.store.write(pk, next, base.ver, expiry(next)));

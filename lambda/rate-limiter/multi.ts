@@ -34,13 +34,19 @@ export interface DimensionBucket {
   readonly hz: number;
   /** The tat the latest slot's admission wrote, µs: the floor of a give-back while that slot is ahead. */
   readonly hzt: number;
+  /**
+   * The tat written when the bucket was last found idle (an admission after a gap, or a give-back down to now), µs:
+   * an estimate taken before it was absorbed by that idle time, so it is not given back.
+   */
+  readonly ct?: number;
 }
 
 /** A key's buckets, by dimension (a dimension never taken from has none). */
 export type MultiState = Readonly<Record<string, DimensionBucket>>;
 
 export type MultiTake =
-  | { readonly admitted: true; readonly slotUs: number; readonly state: MultiState }
+  /** `tats`: what this admission wrote per dimension; a settle gives back only what no idle time absorbed since. */
+  | { readonly admitted: true; readonly slotUs: number; readonly state: MultiState; readonly tats: Readonly<Record<string, number>> }
   | { readonly admitted: false; readonly retryAfterUs: number; readonly binding: string };
 
 /** Emission interval of `amount` units per `windowSeconds`, µs per unit, rounded up. */
@@ -68,23 +74,28 @@ export function takeAll(state: MultiState, arrivalUs: number, consume: Readonly<
   }
   if (slot - arrivalUs > maxWaitUs) return { admitted: false, retryAfterUs: slot - arrivalUs - maxWaitUs, binding };
   const next: Record<string, DimensionBucket> = { ...state };
+  const tats: Record<string, number> = {};
   for (const l of limits) {
     const amount = consume[l.dimension] ?? 0;
     if (amount <= 0) continue;
     const b = state[l.dimension];
+    const idle = !b || b.tat <= slot;
     const tat = Math.max(b?.tat ?? 0, slot) + amount * l.intervalUs;
+    tats[l.dimension] = tat;
     // hz is the latest slot handed out, hzt the tat its admission wrote (a later admission may get an earlier slot)
-    next[l.dimension] = !b || slot >= b.hz ? { tat, hz: slot, hzt: tat } : { tat, hz: b.hz, hzt: b.hzt };
+    const latest = !b || slot >= b.hz ? { hz: slot, hzt: tat } : { hz: b.hz, hzt: b.hzt };
+    next[l.dimension] = { tat, ...latest, ct: idle ? tat : b?.ct };
   }
-  return { admitted: true, slotUs: slot, state: next };
+  return { admitted: true, slotUs: slot, state: next, tats };
 }
 
 /**
  * Settles an admitted take: `taken[d]` was taken, `used[d]` was used (a dimension missing from `used` is settled at
- * what was taken). Returns the new state; dimensions without a limit are ignored.
+ * what was taken), `tats[d]` is what the take wrote (its admission's place in the bucket: without it nothing is given
+ * back). Returns the new state; dimensions without a limit are ignored.
  */
 export function settleAll(state: MultiState, nowUs: number, taken: Readonly<Record<string, number>>, used: Readonly<Record<string, number>>,
-  limits: readonly DimensionLimit[]): MultiState {
+  limits: readonly DimensionLimit[], tats: Readonly<Record<string, number>> = {}): MultiState {
   const next: Record<string, DimensionBucket> = { ...state };
   for (const l of limits) {
     const t = taken[l.dimension] ?? 0;
@@ -92,15 +103,21 @@ export function settleAll(state: MultiState, nowUs: number, taken: Readonly<Reco
     const b = state[l.dimension];
     if (u === t) continue;
     if (u > t) {
+      const idle = !b || b.tat <= nowUs;
       const tat = Math.max(b?.tat ?? 0, nowUs) + (u - t) * l.intervalUs;
-      next[l.dimension] = { tat, hz: b?.hz ?? nowUs, hzt: b ? (b.hz > nowUs ? b.hzt : tat) : tat };
+      next[l.dimension] = { tat, hz: b?.hz ?? nowUs, hzt: b ? (b.hz > nowUs ? b.hzt : tat) : tat, ct: idle ? tat : b?.ct };
       continue;
     }
     if (!b) continue;
+    // an estimate the bucket has since absorbed in idle time (or an admission of unknown place) is not given back
+    const at = tats[l.dimension];
+    if (at === undefined || at < (b.ct ?? 0)) continue;
     // the floor: a reservation still ahead keeps the tat it was counted from; an idle bucket holds at most burst
     const floor = Math.max(nowUs, b.hz > nowUs ? b.hzt : 0);
-    const tat = Math.max(b.tat - (t - u) * l.intervalUs, floor);
-    if (tat < b.tat) next[l.dimension] = { ...b, tat };
+    const lowered = b.tat - (t - u) * l.intervalUs;
+    const tat = Math.max(lowered, floor);
+    // a give-back down to now leaves the bucket idle: what was taken before it is absorbed
+    if (tat < b.tat) next[l.dimension] = { ...b, tat, ct: lowered <= nowUs ? tat : b.ct };
   }
   return next;
 }

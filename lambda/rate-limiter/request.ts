@@ -1,6 +1,7 @@
 import { InvalidAcquireRequest } from './errors';
 import {
   ACQUIRE_MODES, AcquireField as F, type AcquireModeName, BACKOFF_PHASE, DEFAULT_KEY, DEFAULT_MODE, MAX_COUNT, MAX_KEY_LENGTH, type RetryPayload,
+  SETTLE_PHASE,
 } from '../../src/private/contract';
 
 export type AcquireMode = AcquireModeName;
@@ -17,8 +18,8 @@ export interface AcquireRequest {
   readonly retry?: RetryConfig;
   /** Dotted path in the echoed input where the result is also put (a RateLimitedTask's resultPath). */
   readonly resultField?: string;
-  /** `backoff`: a RateLimitedTask's retry step — count the attempt and draw the backoff, take no token. */
-  readonly phase?: typeof BACKOFF_PHASE;
+  /** `backoff`: a RateLimitedTask's retry step — count the attempt and draw the backoff, take no token. `settle`: give back or add the difference of what was used. */
+  readonly phase?: typeof BACKOFF_PHASE | typeof SETTLE_PHASE;
   /** The RateLimitedTask the attempt count belongs to (its backoff state's name). */
   readonly task?: string;
   /** `$$.Execution.RedriveCount`: a redriven execution starts a fresh retry budget. */
@@ -104,8 +105,8 @@ export function parseRequest(event: unknown): AcquireRequest {
   }
 
   const phase = e[F.PHASE];
-  if (phase !== undefined && phase !== BACKOFF_PHASE) {
-    throw new InvalidAcquireRequest(`phase must be ${BACKOFF_PHASE} when given, got ${describe(phase)}`);
+  if (phase !== undefined && phase !== BACKOFF_PHASE && phase !== SETTLE_PHASE) {
+    throw new InvalidAcquireRequest(`phase must be ${BACKOFF_PHASE} or ${SETTLE_PHASE} when given, got ${describe(phase)}`);
   }
 
   let task: string | undefined;
@@ -126,7 +127,7 @@ export function parseRequest(event: unknown): AcquireRequest {
     redriveCount = rc;
   }
 
-  return { key, tokens, mode, retry, resultField, phase: phase as typeof BACKOFF_PHASE | undefined, task, redriveCount };
+  return { key, tokens, mode, retry, resultField, phase: phase as AcquireRequest['phase'], task, redriveCount };
 }
 
 function errorList(v: unknown): string[] | undefined {

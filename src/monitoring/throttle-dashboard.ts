@@ -8,6 +8,7 @@ import { Construct } from 'constructs';
 import { BufferedQueueConsumer } from '../buffered-queue-consumer';
 import { IConcurrencyLimiter } from '../concurrency-limiter';
 import { IRateLimiter } from '../i-rate-limiter';
+import { Limit } from '../limit';
 import { ThrottledMap } from '../throttled-map';
 
 /**
@@ -239,7 +240,7 @@ export class ThrottleDashboard extends Construct {
       title: 'DynamoDB throttled requests (limiter table)',
       left: [ddbThrottles],
       width: 6,
-    }));
+    }), ...(limiter.limits.length > 1 ? limiter.limits.map((l) => this.dimensionWidget(limiter, l)) : []));
 
     this.alarm(`${name} errors`, 'LimiterErrors', alarms.errors, { threshold: 1, evaluationPeriods: 3 },
       new cloudwatch.MathExpression({
@@ -264,6 +265,25 @@ export class ThrottleDashboard extends Construct {
    * A row for a concurrency limiter: slots in use against the limit, waiters, wait time, reclaimed leases and expired
    * waiters, the function's throttles/errors/concurrency; and its alarms.
    */
+  /**
+   * One dimension of a limiter of several limits: what calls took per minute, and what they used once settled
+   * (taken + the settle differences), against the limit.
+   */
+  private dimensionWidget(limiter: IRateLimiter, limit: Limit): cloudwatch.GraphWidget {
+    const d = limit.dimension;
+    const taken = limiter.metric(`Taken_${d}`, { statistic: cloudwatch.Stats.SUM, period: Duration.minutes(1) });
+    const settled = limiter.metric(`Settled_${d}`, { statistic: cloudwatch.Stats.SUM, period: Duration.minutes(1) });
+    return new cloudwatch.GraphWidget({
+      title: `${d} per minute: taken and used vs the limit`,
+      left: [
+        taken.with({ label: `${d} taken (estimates)` }),
+        new cloudwatch.MathExpression({ expression: 'taken + FILL(settled, 0)', usingMetrics: { taken, settled }, label: `${d} used (settled)`, period: Duration.minutes(1) }),
+      ],
+      leftAnnotations: [{ value: limit.ratePerSecond * 60, label: `${limit.description}`, color: cloudwatch.Color.RED }],
+      width: 6,
+    });
+  }
+
   public addConcurrencyLimiter(limiter: IConcurrencyLimiter, alarms: ConcurrencyLimiterAlarms = {}): ThrottleDashboard {
     const name = limiter.limiterName;
     this.dashboard.addWidgets(

@@ -6,7 +6,7 @@ import { Construct } from 'constructs';
 import { AcquireMode, AcquireStateOptions } from '../acquire';
 import { ThrottleErrors } from '../errors';
 import type { IRateLimiter } from '../i-rate-limiter';
-import { AcquireField as F, AcquireResultField as R, BACKOFF_PHASE, DEFAULT_KEY, ERROR_FIELD, RetryPayload } from './contract';
+import { AcquireField as F, AcquireResultField as R, BACKOFF_PHASE, DEFAULT_KEY, ERROR_FIELD, RetryPayload, SETTLE_PHASE } from './contract';
 import type { RetryPolicy } from '../retry-policy';
 import { argumentsOf, expr, isJsonataExpression, jsonataCatches, JSONATA, mergeAt, pathOfToken, rendering, userExpression } from './query-language';
 import { LanguageHint, LanguageWait } from './states';
@@ -57,6 +57,7 @@ export function backoffStates(
   catcher: { addCatch(handler: sfn.IChainable, props?: sfn.CatchProps): unknown },
   next: sfn.IChainable,
   hint: LanguageHint = {},
+  settleField?: string,
 ): AcquireTask {
   const backoff = new AcquireTask(scope, name, limiter.acquireFunction, {
     [F.PHASE]: BACKOFF_PHASE,
@@ -64,7 +65,9 @@ export function backoffStates(
     [fromPath(F.INPUT)]: '$',
     [F.RETRY]: retryPayload(retry, retry.retries ? errors : []),
     [fromPath(F.REDRIVE_COUNT)]: '$$.Execution.RedriveCount',
-  }, {}, { hint });
+    // settling: where the acquire result is, so a retried call (it did not happen) gives back all it took
+    ...(settleField !== undefined ? { [F.RESULT_FIELD]: settleField } : {}),
+  }, {}, { hint: settleField !== undefined ? jsonPathOnly(scope, hint) : hint });
   const wait = new LanguageWait(scope, `${name} Wait`, {
     secondsPath: `$.${R.WAIT_SECONDS}`,
     outputPath: `$.${R.INPUT}`,
@@ -73,6 +76,32 @@ export function backoffStates(
   catcher.addCatch(backoff, { errors: [sfn.Errors.ALL], resultPath: `$.${ERROR_FIELD}` });
   backoff.next(wait).next(next);
   return backoff;
+}
+
+/**
+ * The settle call after a RateLimitedTask's task: what the acquire took (kept at `field` of the data) against what the
+ * call used. Its result is discarded: the next state sees the task's output.
+ */
+export function settleStates(scope: Construct, name: string, limiter: IRateLimiter, field: string,
+  settle: { consume: { [dimension: string]: number } }): AcquireTask {
+  return new AcquireTask(scope, name, limiter.acquireFunction, {
+    [F.PHASE]: SETTLE_PHASE,
+    [fromPath(F.KEY)]: `$.${field}.key`,
+    [fromPath(F.CONSUME)]: `$.${field}.taken`,
+    [fromPath(F.TATS)]: `$.${field}.tats`,
+    [F.USED]: { ...settle.consume },
+  }, { resultPath: sfn.JsonPath.DISCARD }, { hint: jsonPathOnly(scope, {}) });
+}
+
+/** Settling renders in JSONPath machines only (for now): a JSONata machine fails the synth naming the construct. */
+function jsonPathOnly(scope: Construct, hint: LanguageHint): LanguageHint {
+  return {
+    ...hint,
+    onRender: (lang) => {
+      if (lang === JSONATA) fail(scope, 'settle renders in JSONPath state machines only, this one is JSONata: settle in a JSONPath machine, or leave settle out');
+      hint.onRender?.(lang);
+    },
+  };
 }
 
 /**
@@ -86,7 +115,8 @@ export function acquireStates(
   options: AcquireStatesOptions,
 ): { acquire: AcquireTask; wait: sfn.Wait } {
   const prop = options.prop ?? 'acquire.';
-  const tokens = consumedAmount(scope, limiter, options, prop);
+  const multi = limiter.limits.length > 1;
+  const tokens = multi ? 1 : consumedAmount(scope, limiter, options, prop);
   // a JsonPath token (JsonPath.stringAt('$.tenant')) is its path
   const key = pathOfToken(options.key ?? DEFAULT_KEY);
   if (!key.startsWith('$') && !Token.isUnresolved(key) && (key.length < 1 || key.length > 512)) {
@@ -97,7 +127,12 @@ export function acquireStates(
   if (echo && resultPath !== undefined && !/^\$\.([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)$/.test(resultPath)) {
     fail(scope, `resultPath must be a simple path like $.acquired, or JsonPath.DISCARD, got ${resultPath}`);
   }
-  const payload: Record<string, unknown> = { [F.TOKENS]: tokens, [F.MODE]: options.mode ?? AcquireMode.RESERVE };
+  const payload: Record<string, unknown> = multi
+    ? { [F.CONSUME]: consumedAmounts(scope, limiter, options, prop), [F.MODE]: options.mode ?? AcquireMode.RESERVE }
+    : { [F.TOKENS]: tokens, [F.MODE]: options.mode ?? AcquireMode.RESERVE };
+  if (multi && options.countPath !== undefined) {
+    fail(scope, `a batch takes acquire.consume per item, which a limiter of several limits (${limiter.limiterName}: ${limiter.limits.map((l) => l.dimension).join(', ')}) does not do yet: give the batch's total in acquire.consume of an item processor of your own`);
+  }
   if (options.countPath !== undefined) payload[fromPath(F.COUNT)] = options.countPath;
   if (echo) payload[fromPath(F.INPUT)] = '$';
   if (echo && resultPath !== undefined) payload[F.RESULT_FIELD] = resultPath.slice(2);
@@ -122,6 +157,11 @@ export function acquireStates(
  * be the limiter's; an amount is 1 to floor(burst / shards), or a number read from the input at run time).
  */
 export function consumedAmount(scope: Construct, limiter: IRateLimiter, options: { consume?: { [dimension: string]: number } }, prop = 'acquire.'): number {
+  if (limiter.limits.length > 1) {
+    // several limits: the amounts are checked by consumedAmounts; this is the first dimension's (1 when not taken)
+    const amounts = consumedAmounts(scope, limiter, options, prop);
+    return amounts[limiter.limits[0].dimension] ?? 1;
+  }
   const limit = limiter.limits[0];
   const consume = options.consume ?? { [limit.dimension]: 1 };
   const names = Object.keys(consume);
@@ -133,6 +173,28 @@ export function consumedAmount(scope: Construct, limiter: IRateLimiter, options:
   const max = Math.floor(limiter.burst / limiter.shards);
   checkRange(scope, `${prop}consume.${limit.dimension}`, amount, { min: 1, max, integer: true, why: `floor(burst ${limiter.burst} / shards ${limiter.shards})` });
   return amount;
+}
+
+/**
+ * The amounts an acquire takes of a limiter of several limits, checked: every dimension named is the limiter's; an
+ * amount is 0 to the limit's burst, or a number read from the input at run time; at least one dimension taken.
+ */
+export function consumedAmounts(scope: Construct, limiter: IRateLimiter, options: { consume?: { [dimension: string]: number } }, prop = 'acquire.'):
+{ [dimension: string]: number } {
+  const consume = options.consume ?? { [limiter.limits[0].dimension]: 1 };
+  const dims = limiter.limits.map((l) => l.dimension);
+  const foreign = Object.keys(consume).filter((d) => !dims.includes(d));
+  if (foreign.length > 0 || Object.keys(consume).length === 0) {
+    fail(scope, `${prop}consume must name dimensions of the limiter (${dims.join(', ')}), got ${JSON.stringify(consume)}`);
+  }
+  for (const [d, amount] of Object.entries(consume)) {
+    const limit = limiter.limits.find((l) => l.dimension === d)!;
+    checkRange(scope, `${prop}consume.${d}`, amount, { min: 0, max: limit.burst, integer: true, why: `the ${d} limit's burst (more can never be admitted)` });
+  }
+  if (Object.values(consume).every((a) => !Token.isUnresolved(a) && a === 0)) {
+    fail(scope, `${prop}consume must take something of a dimension, got ${JSON.stringify(consume)}`);
+  }
+  return { ...consume };
 }
 
 /**

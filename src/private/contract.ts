@@ -19,6 +19,8 @@ export const DEFAULT_MODE: AcquireModeName = 'RESERVE';
 
 /** The `phase` of a RateLimitedTask's backoff step: count the attempt and draw the backoff, take no token. */
 export const BACKOFF_PHASE = 'backoff';
+/** The phase of a call that settles an admitted acquire: what it took (`consume`) against what it used (`used`). */
+export const SETTLE_PHASE = 'settle';
 
 /** Field names of the acquire event the state machine sends (`Parameters` of the acquire and backoff states). */
 export const AcquireField = {
@@ -37,6 +39,12 @@ export const AcquireField = {
   /** `$$.Execution.RedriveCount`: a redriven execution starts a fresh retry budget. */
   REDRIVE_COUNT: 'redriveCount',
   RETRY: 'retry',
+  /** A limiter of several limits: what the acquire takes of each dimension (`{ requests: 1, tokens: 2400 }`). */
+  CONSUME: 'consume',
+  /** Settle: what the call used of each dimension. */
+  USED: 'used',
+  /** Settle: what the acquire wrote per dimension (its `tats`), which places it in each bucket. */
+  TATS: 'tats',
 } as const;
 
 /** A retry policy as the backoff step reads it (`AcquireField.RETRY`). */
@@ -72,6 +80,10 @@ export interface AcquireResult {
   readonly notBeforeUs: number;
   /** Earliest start, ISO 8601. */
   readonly notBefore: string;
+  /** A limiter of several limits: what was taken of each dimension (a settle gives it back against what was used). */
+  readonly taken?: Readonly<Record<string, number>>;
+  /** A limiter of several limits: what the admission wrote per dimension (a settle passes it back). */
+  readonly tats?: Readonly<Record<string, number>>;
 }
 
 /** What the backoff step of a RateLimitedTask returns. */
@@ -97,6 +109,8 @@ export const LimiterEnv = {
   BURST: 'BURST',
   SHARDS: 'SHARDS',
   MAX_WAIT_MS: 'MAX_WAIT_MS',
+  /** A limiter of several limits: `[{ dimension, ratePerSecond, burst }]` as JSON (absent: one limit, the fields above). */
+  LIMITS: 'LIMITS',
 } as const;
 
 // ---- The concurrency limiter's function ----

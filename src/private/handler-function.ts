@@ -3,6 +3,7 @@ import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import { Limit } from '../limit';
 import { LimiterEnv } from './contract';
 
 /** A limiter's buckets, as plain values: where they live and the limit a handler enforces on them. */
@@ -12,6 +13,8 @@ export interface LimiterBuckets {
   readonly ratePerSecond: number;
   readonly burst: number;
   readonly shards: number;
+  /** Several limits: their buckets share an item per key (`<limiterName>#multi#<key>`, written whole). */
+  readonly limits?: readonly Limit[];
 }
 
 /**
@@ -46,6 +49,11 @@ export function limiterEnvironment(limiter: LimiterBuckets, maxWaitMs: number): 
     [LimiterEnv.BURST]: String(limiter.burst),
     [LimiterEnv.SHARDS]: String(limiter.shards),
     [LimiterEnv.MAX_WAIT_MS]: String(maxWaitMs),
+    ...((limiter.limits?.length ?? 1) > 1
+      ? {
+        [LimiterEnv.LIMITS]: JSON.stringify(limiter.limits!.map((l) => ({ dimension: l.dimension, ratePerSecond: l.ratePerSecond, burst: l.burst }))),
+      }
+      : {}),
   };
 }
 
@@ -54,10 +62,11 @@ export function limiterEnvironment(limiter: LimiterBuckets, maxWaitMs: number): 
  * every item it reads or writes has a partition key starting `<limiterName>#`, so on a table shared by several
  * limiters each role can touch its own items and no other (`dynamodb:LeadingKeys`).
  */
-export function grantBucketAccess(limiter: Pick<LimiterBuckets, 'table' | 'limiterName'>, grantee: iam.IGrantable): iam.Grant {
+export function grantBucketAccess(limiter: Pick<LimiterBuckets, 'table' | 'limiterName' | 'limits'>, grantee: iam.IGrantable): iam.Grant {
   const grant = iam.Grant.addToPrincipal({
     grantee,
-    actions: ['dynamodb:UpdateItem', 'dynamodb:GetItem'],
+    // several limits: a key's buckets are one item, written whole (PutItem conditioned on its write counter)
+    actions: (limiter.limits?.length ?? 1) > 1 ? ['dynamodb:UpdateItem', 'dynamodb:GetItem', 'dynamodb:PutItem'] : ['dynamodb:UpdateItem', 'dynamodb:GetItem'],
     resourceArns: [limiter.table.tableArn],
     conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${limiter.limiterName}#*`] } },
   });

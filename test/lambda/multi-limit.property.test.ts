@@ -26,7 +26,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({ kind: fc.constant('settle' as const), pick: fc.nat(), fraction: fc.double({ min: 0, max: 1, noNaN: true }) }),
 );
 
-interface Caller { slotUs: number; taken: Record<string, number>; used?: Record<string, number> }
+interface Caller { slotUs: number; taken: Record<string, number>; tats: Record<string, number>; used?: Record<string, number> }
 
 function run(limits: DimensionLimit[], ops: Op[]) {
   let now = 1_700_000_000_000_000;
@@ -43,7 +43,7 @@ function run(limits: DimensionLimit[], ops: Op[]) {
         expect(out.slotUs).toBeGreaterThanOrEqual(now);
         expect(out.slotUs - now).toBeLessThanOrEqual(op.maxWaitUs);
         state = out.state;
-        callers.push({ slotUs: out.slotUs, taken: consume });
+        callers.push({ slotUs: out.slotUs, taken: consume, tats: { ...out.tats } });
       } else {
         expect(out.retryAfterUs).toBeGreaterThan(0);
       }
@@ -53,7 +53,7 @@ function run(limits: DimensionLimit[], ops: Op[]) {
       if (open.length === 0) continue;
       const c = open[op.pick % open.length];
       c.used = { tokens: Math.floor(c.taken.tokens * op.fraction) };
-      state = settleAll(state, now, c.taken, c.used, limits);
+      state = settleAll(state, now, c.taken, c.used, limits, c.tats);
     }
   }
   return callers;
@@ -97,16 +97,31 @@ describe('several limits in one acquire (pure core)', () => {
     check(true)(one, one, ops);
   });
 
-  test('the give-back bound is tight: burst + rate·w alone does not hold once callers settle below their estimate', () => {
-    // burst 1 per ms: a takes 1 at t0; b takes 1 at t1 (the bucket refilled); a used nothing and gives it back at
-    // t1; c then takes 1 at t1 beside b: 2 in a window of length 0, where burst + rate·0 = 1
-    const limits: DimensionLimit[] = [{ dimension: 'tokens', intervalUs: 1_000, burst: 1 }];
+  test('give-backs of estimates idle time has absorbed do not stack (found by 40,000 runs of an earlier rule)', () => {
+    const one = { intervalUs: 1_000, burst: 1 };
+    const ops: Op[] = [
+      { kind: 'acquire', requests: 0, tokens: 1, maxWaitUs: 0 }, { kind: 'acquire', requests: 0, tokens: 1, maxWaitUs: 1000 },
+      { kind: 'advance', us: 2000 }, { kind: 'acquire', requests: 0, tokens: 1, maxWaitUs: 0 }, { kind: 'settle', pick: 0, fraction: 0 },
+      { kind: 'acquire', requests: 0, tokens: 1, maxWaitUs: 0 }, { kind: 'settle', pick: 0, fraction: 0 }, { kind: 'acquire', requests: 0, tokens: 1, maxWaitUs: 0 },
+    ];
+    check(true)(one, one, ops);
+  });
+
+  test('the give-back bound is not burst + rate·w: a give-back can be larger than the room idle time would have left', () => {
+    // burst 29 per ms: a takes 1 at t0; b (16) and c (2) come 0.5 ms later, behind a; a used nothing and gives back
+    // 1 ms of the bucket, of which 0.5 ms idle time would have absorbed had a taken nothing; d (26) then gets a slot
+    // 0.5 ms early: 44 in a window of 14.5 ms, where burst + rate·w = 43.5 (and 2 × burst + rate·w = 72.5)
+    const limits: DimensionLimit[] = [{ dimension: 'tokens', intervalUs: 1_000, burst: 29 }];
     const t0 = 1_000_000_000;
     const a = takeAll({}, t0, { tokens: 1 }, limits, 0) as any;
-    const b = takeAll(a.state, t0 + 1_000, { tokens: 1 }, limits, 0) as any;
-    const settled = settleAll(b.state, t0 + 1_000, { tokens: 1 }, { tokens: 0 }, limits);
-    const c = takeAll(settled, t0 + 1_000, { tokens: 1 }, limits, 0) as any;
-    expect([b.slotUs, c.slotUs]).toEqual([t0 + 1_000, t0 + 1_000]);
+    const b = takeAll(a.state, t0 + 500, { tokens: 16 }, limits, 0) as any;
+    const c = takeAll(b.state, t0 + 500, { tokens: 2 }, limits, 0) as any;
+    const settled = settleAll(c.state, t0 + 500, { tokens: 1 }, { tokens: 0 }, limits, a.tats);
+    const d = takeAll(settled, t0 + 500, { tokens: 26 }, limits, 14_500) as any;
+    expect(d.slotUs).toBe(t0 + 15_000);
+    const used: Admission[] = [{ atUs: b.slotUs, tokens: 16 }, { atUs: c.slotUs, tokens: 2 }, { atUs: d.slotUs, tokens: 26 }];
+    expect(windowViolations(used, 1_000, 29, 14_500)).toBe(1);
+    expect(windowViolations(used, 1_000, 58, 14_500)).toBe(0);
   });
 
   test('a caller is admitted only when every limit admits: the slot is the latest of the per-limit slots', () => {
@@ -128,13 +143,13 @@ describe('several limits in one acquire (pure core)', () => {
     const second = takeAll(first.state, now, { tokens: 500 }, limits, 10_000_000) as any; // slot now + 0.5 s
     expect(second.slotUs).toBe(now + 500_000);
     // the first used nothing; the second's reservation is still ahead: the give-back stops at its tat
-    const settled = settleAll(second.state, now + 100_000, { tokens: 1_000 }, { tokens: 0 }, limits);
+    const settled = settleAll(second.state, now + 100_000, { tokens: 1_000 }, { tokens: 0 }, limits, first.tats);
     expect(settled.tokens.tat).toBe(second.state.tokens.tat);
     // once that slot has passed, the give-back lowers the tat, but not below now (an idle bucket holds burst)
-    const later = settleAll(second.state, now + 600_000, { tokens: 1_000 }, { tokens: 0 }, limits);
+    const later = settleAll(second.state, now + 600_000, { tokens: 1_000 }, { tokens: 0 }, limits, first.tats);
     expect(later.tokens.tat).toBe(now + 600_000);
     // an overrun of 300 is owed at once
-    const over = settleAll(first.state, now + 100_000, { tokens: 1_000 }, { tokens: 1_300 }, limits);
+    const over = settleAll(first.state, now + 100_000, { tokens: 1_000 }, { tokens: 1_300 }, limits, first.tats);
     expect(over.tokens.tat).toBe(first.state.tokens.tat + 300_000);
   });
 });

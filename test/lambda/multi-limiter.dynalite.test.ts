@@ -62,7 +62,7 @@ describe('multi-limit acquire and settle (dynalite, 5–20 ms a call)', () => {
     const first = await quiet.acquire('quiet', { requests: 1, tokens: 10 }, 'RESERVE');
     const second = await quiet.acquire('quiet', { requests: 1, tokens: 10 }, 'RESERVE');
     expect([first.dynamoCalls, second.dynamoCalls]).toEqual([1, 1]);
-    const settled = await quiet.settle('quiet', { requests: 1, tokens: 10 }, { tokens: 3 });
+    const settled = await quiet.settle('quiet', { requests: 1, tokens: 10 }, { tokens: 3 }, (second as any).tats);
     expect(settled).toEqual({ dynamoCalls: 1, changed: true });
     expect(multiItemKey('llm', 'quiet')).toBe('llm#multi#quiet');
   }, 60_000);
