@@ -4,6 +4,7 @@ import * as os from 'os';
 import { measureVariants } from './bundle.bench';
 import { runContention, runFailures, runUtilization } from './concurrency.bench';
 import { dispatcherScenarios, runDispatcher } from './dispatcher.bench';
+import { modelApiScenarios, runModelApi } from './model-api.bench';
 import { constantLatency, logNormalLatency, runFixedWindow, runGcra, type Scenario } from './rate-limiter.bench';
 import { table } from './stats';
 import { runFixedWaitLoop, runMapWithRetry, runRateLimitedTask } from './workflow.bench';
@@ -83,6 +84,16 @@ async function main() {
       }
       console.log(table(rows));
     }
+  }
+  if (want('model-api')) {
+    const rows = [];
+    for (const s of modelApiScenarios) {
+      process.stderr.write(`running the model API: ${s.name}, ${s.mode}, settle ${s.settle}…\n`);
+      rows.push(await runModelApi(s));
+    }
+    console.log('## Model API: requests and tokens per 2 s window (a minute scaled 30×), through a stub that counts like the provider; local runner\n');
+    console.log(table(rows));
+    console.log();
   }
   if (want('dispatcher')) {
     const rows = [];

@@ -6,7 +6,7 @@ import { Template } from 'aws-cdk-lib/assertions';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import * as esbuild from 'esbuild';
-import { AcquireMode, MapMode, RateLimitedTask, RateLimiter, RetryPolicy, ThrottledMap } from '../src';
+import { AcquireMode, Limit, MapMode, RateLimitedTask, RateLimiter, RetryPolicy, ThrottledMap } from '../src';
 import { aslOf } from './support/asl';
 import { ACQUIRE_MODES, AcquireField, LimiterEnv } from '../src/private/contract';
 
@@ -101,6 +101,12 @@ describe('contract between constructs and handlers', () => {
     expect(params.filter((p) => !fields.has(p))).toEqual([]);
     const env = Object.values(template.findResources('AWS::Lambda::Function'))
       .map((fn: any) => Object.keys(fn.Properties.Environment?.Variables ?? {}).filter((k) => k !== 'AWS_NODEJS_CONNECTION_REUSE_ENABLED').sort());
-    expect(env).toContainEqual(Object.values(LimiterEnv).sort());
+    // one limit: every name but LIMITS (present only with several limits, below)
+    expect(env).toContainEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.LIMITS).sort());
+    const other = new Stack(new App(), 'Other');
+    const two = new RateLimiter(other, 'Model', { limits: [Limit.perMinute(60), Limit.perMinute(6_000, { dimension: 'tokens' })] });
+    const vars = (Template.fromStack(other).findResources('AWS::Lambda::Function')[other.getLogicalId(two.acquireFunction.node.defaultChild as any)] as any)
+      .Properties.Environment.Variables;
+    expect(Object.keys(vars).filter((k) => k !== 'AWS_NODEJS_CONNECTION_REUSE_ENABLED').sort()).toEqual(Object.values(LimiterEnv).sort());
   });
 });

@@ -1,4 +1,6 @@
-import { App, Stack } from 'aws-cdk-lib';
+import * as fs from 'fs';
+import * as path from 'path';
+import { App, Aspects, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
@@ -7,7 +9,7 @@ import { aslOf } from './support/asl';
 import { expectValidationError } from './support/validation';
 import { ModelApiStub, modelWorkload } from '../local/model-api-stub';
 import { LocalRunner } from '../local/runner';
-import { AcquireMode, Limit, MapConcurrency, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard, ThrottledMap } from '../src';
+import { AcquireMode, Limit, MapConcurrency, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleChecks, ThrottleDashboard, ThrottledMap } from '../src';
 
 // Requests and tokens per window, like a model API's quotas: a limiter of two limits, an acquire that takes an
 // estimate (input + max_tokens) of tokens, and a settle that gives back what the call did not use. Judged at the
@@ -58,6 +60,18 @@ describe('several limits in one acquire, settled (model API)', () => {
       .filter((st: any) => JSON.stringify(st.Action).includes('dynamodb:PutItem'));
     expect(actions).toHaveLength(1);
     expect(actions[0].Condition).toEqual({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['model#*'] } });
+  });
+
+  test('the throttle plan lists each limit of the limiter', () => {
+    const { stack } = build();
+    const app = stack.node.root as App;
+    Aspects.of(app).add(new ThrottleChecks());
+    const assembly = app.synth();
+    const plan = JSON.parse(fs.readFileSync(path.join(assembly.directory, 'throttle-plan.json'), 'utf8'));
+    expect(plan.entries.find((e: any) => e.kind === 'limiter').limits).toEqual([
+      { dimension: 'requests', ratePerSecond: 16, burst: 2, stated: 'Limit.perSecond(16)' },
+      { dimension: 'tokens', ratePerSecond: 3_500, burst: 2_000, stated: 'Limit.perSecond(3500)' },
+    ]);
   });
 
   test('the dashboard shows each dimension: taken and used (settled) per minute against its limit', () => {
