@@ -114,6 +114,38 @@ describe('several limits in one acquire, settled (model API)', () => {
     }, /settle needs resultPath, a simple path such as \$\.acquired .*got none/],
   ])('fails at synth: %s', (_n, make, message) => expectValidationError(make, message));
 
+  test('a call the provider throttled gives back all it took before the retry takes again; the call that ran settles its use', async () => {
+    const { stack, machine } = build();
+    let calls = 0;
+    const lines: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    const runner = await LocalRunner.start(stack, machine, {
+      taskHandlers: {
+        'Invoke Model': async () => {
+          calls++;
+          if (calls === 1) throw Object.assign(new Error('Too many tokens'), { name: 'ThrottlingException' });
+          return { usage: { totalTokens: 100 } };
+        },
+      },
+    });
+    process.stdout.write = ((chunk: any, ...rest: any[]) => {
+      if (String(chunk).includes('"_aws"')) lines.push(String(chunk));
+      return (write as any)(chunk, ...rest);
+    }) as any;
+    try {
+      const result = await runner.run({ items: [{ i: 0, estimate: 1_000 }] });
+      expect(result.status).toBe('SUCCEEDED');
+      expect(calls).toBe(2);
+      const metric = (name: string) => lines.map((l) => JSON.parse(l)).filter((m) => m[name] !== undefined).map((m) => m[name]);
+      // two acquires of 1,000; the throttled call's 1,000 given back by the backoff step; the call that ran settles 900 back
+      expect(metric('Taken_tokens')).toEqual([1_000, 1_000]);
+      expect(metric('Settled_tokens')).toEqual([-1_000, -900]);
+    } finally {
+      process.stdout.write = write;
+      await runner.stop();
+    }
+  }, 60_000);
+
   test.each([AcquireMode.RESERVE, AcquireMode.TRY])('60 prompts at 2× the quota through the model API stub (%s): 0 ThrottlingException, both quotas held in every window', async (mode) => {
     const { stack, machine } = build({ mode });
     const items = modelWorkload(60, { mean: 300, maxTokens: 400, seed: 11 });
