@@ -31,6 +31,20 @@ const MAX_CACHED_KEYS = 10_000;
 export interface MultiItem {
   readonly state: MultiState;
   readonly ver: number;
+  /**
+   * The admissions settled last (their ids, newest last): a settle retried after its write landed (a lost answer,
+   * a Lambda retry) finds its id here and changes nothing, so an estimate is never given back twice.
+   */
+  readonly settled?: readonly string[];
+}
+
+/** Settled admissions an item remembers: retries of a settle come within seconds, long before 64 others settle. */
+const MAX_SETTLED = 64;
+
+/** An admission's id: what it wrote per dimension (each bucket's tat only grows with admissions, so it is unique). */
+export function admissionId(tats: Readonly<Record<string, number>>): string | undefined {
+  const entries = Object.entries(tats).sort(([a], [b]) => a.localeCompare(b));
+  return entries.length === 0 ? undefined : entries.map(([d, t]) => `${d}:${t}`).join(',');
 }
 
 export type MultiWrite = { readonly ok: true } | { readonly ok: false; readonly current: MultiItem | undefined | 'unknown' };
@@ -38,8 +52,8 @@ export type MultiWrite = { readonly ok: true } | { readonly ok: false; readonly 
 /** Where multi-limit items live: one read, one conditional write. */
 export interface MultiStore {
   read(pk: string): Promise<MultiItem | undefined>;
-  /** Writes `state` as version `ver + 1` if the item is still at `ver` (undefined: if there is no item). */
-  write(pk: string, state: MultiState, ver: number | undefined, expS: number): Promise<MultiWrite>;
+  /** Writes `state` (and `settled`) as version `ver + 1` if the item is still at `ver` (undefined: if there is no item). */
+  write(pk: string, state: MultiState, ver: number | undefined, expS: number, settled?: readonly string[]): Promise<MultiWrite>;
 }
 
 export interface MultiLimiterConfig {
@@ -159,9 +173,10 @@ export class MultiLimiter {
         return { admitted: false, key, retryAfterUs: out.retryAfterUs, binding: out.binding, dynamoCalls: counter.calls };
       }
       writes++;
-      const res = await this.timed(counter, () => this.deps.store.write(pk, out.state, current?.ver, expiry(out.state)));
+      const base = current;
+      const res = await this.timed(counter, () => this.deps.store.write(pk, out.state, base?.ver, expiry(out.state), base?.settled));
       if (res.ok) {
-        this.remember(pk, { state: out.state, ver: (current?.ver ?? 0) + 1 });
+        this.remember(pk, { state: out.state, ver: (base?.ver ?? 0) + 1, settled: base?.settled });
         return { admitted: true, key, nowUs: now, atUs: out.slotUs, waitUs: out.slotUs - now, dynamoCalls: counter.calls, tats: out.tats };
       }
       current = res.current === 'unknown' ? await this.timed(counter, () => this.deps.store.read(pk)) : res.current;
@@ -186,12 +201,15 @@ export class MultiLimiter {
         current = await this.timed(counter, () => this.deps.store.read(pk));
         if (!current) return { dynamoCalls: counter.calls, changed: false }; // expired: nothing to settle against
       }
+      const id = admissionId(tats);
+      if (id !== undefined && current.settled?.includes(id)) return { dynamoCalls: counter.calls, changed: false };
       const next = settleAll(current.state, this.deps.clockUs(), taken, used, this.config.limits, tats);
       if (JSON.stringify(next) === JSON.stringify(current.state)) return { dynamoCalls: counter.calls, changed: false };
       const base = current;
-      const res = await this.timed(counter, () => this.deps.store.write(pk, next, base.ver, expiry(next)));
+      const settled = id === undefined ? base.settled : [...(base.settled ?? []).slice(-(MAX_SETTLED - 1)), id];
+      const res = await this.timed(counter, () => this.deps.store.write(pk, next, base.ver, expiry(next), settled));
       if (res.ok) {
-        this.remember(pk, { state: next, ver: base.ver + 1 });
+        this.remember(pk, { state: next, ver: base.ver + 1, settled });
         return { dynamoCalls: counter.calls, changed: true };
       }
       current = res.current === 'unknown' ? await this.timed(counter, () => this.deps.store.read(pk)) : res.current;
@@ -224,7 +242,10 @@ function expiry(state: MultiState): number {
   return Math.ceil(last / 1_000_000) + TTL_SLACK_S;
 }
 
-/** Multi-limit items in DynamoDB: `ms` (S, the buckets as JSON), `ver` (N), `v` (N), TTL `exp` (N, s). */
+/**
+ * Multi-limit items in DynamoDB: `ms` (S, the buckets as JSON), `sd` (S, the last settled admissions as JSON), `ver`
+ * (N), `v` (N), TTL `exp` (N, s).
+ */
 export class DynamoDbMultiStore implements MultiStore {
   constructor(private readonly client: DynamoDBClient, private readonly tableName: string) {}
 
@@ -237,7 +258,7 @@ export class DynamoDbMultiStore implements MultiStore {
     }
   }
 
-  async write(pk: string, state: MultiState, ver: number | undefined, expS: number): Promise<MultiWrite> {
+  async write(pk: string, state: MultiState, ver: number | undefined, expS: number, settled: readonly string[] = []): Promise<MultiWrite> {
     try {
       await this.client.send(new PutItemCommand({
         TableName: this.tableName,
@@ -247,6 +268,7 @@ export class DynamoDbMultiStore implements MultiStore {
           ver: { N: String((ver ?? 0) + 1) },
           v: { N: String(MULTI_ITEM_VERSION) },
           exp: { N: String(expS) },
+          ...(settled.length > 0 ? { sd: { S: JSON.stringify(settled) } } : {}),
         },
         ConditionExpression: ver === undefined ? 'attribute_not_exists(pk)' : 'ver = :ver AND v = :v',
         ExpressionAttributeValues: ver === undefined ? undefined : { ':ver': { N: String(ver) }, ':v': { N: String(MULTI_ITEM_VERSION) } },
@@ -267,12 +289,14 @@ function decode(pk: string, item: Record<string, AttributeValue>): MultiItem {
   const v = Number(item.v?.N);
   if (v !== MULTI_ITEM_VERSION) throw new LimiterUnavailable(`item ${pk} has format version ${item.v?.N ?? 'none'}, this handler reads ${MULTI_ITEM_VERSION}`);
   let state: MultiState;
+  let settled: string[];
   try {
     state = JSON.parse(item.ms?.S ?? '{}');
+    settled = JSON.parse(item.sd?.S ?? '[]');
   } catch {
     throw new LimiterUnavailable(`item ${pk} holds buckets that are not JSON`);
   }
-  return { state, ver: Number(item.ver?.N ?? 0) };
+  return { state, ver: Number(item.ver?.N ?? 0), settled };
 }
 
 function unavailable(err: unknown): Error {

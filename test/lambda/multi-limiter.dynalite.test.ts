@@ -64,6 +64,14 @@ describe('multi-limit acquire and settle (dynalite, 5–20 ms a call)', () => {
     expect([first.dynamoCalls, second.dynamoCalls]).toEqual([1, 1]);
     const settled = await quiet.settle('quiet', { requests: 1, tokens: 10 }, { tokens: 3 }, (second as any).tats);
     expect(settled).toEqual({ dynamoCalls: 1, changed: true });
+    // the same settle again (a Lambda retry after its write landed): nothing given back twice, from any container
+    const before = await new DynamoDbMultiStore(client, 'limits').read(multiItemKey('llm', 'quiet'));
+    expect(await quiet.settle('quiet', { requests: 1, tokens: 10 }, { tokens: 3 }, (second as any).tats)).toEqual({ dynamoCalls: 0, changed: false });
+    expect(await container().settle('quiet', { requests: 1, tokens: 10 }, { tokens: 3 }, (second as any).tats)).toEqual({ dynamoCalls: 1, changed: false });
+    expect((await new DynamoDbMultiStore(client, 'limits').read(multiItemKey('llm', 'quiet')))!.state).toEqual(before!.state);
+    // and the next acquire keeps the record
+    await quiet.acquire('quiet', { requests: 1, tokens: 1 }, 'RESERVE');
+    expect((await new DynamoDbMultiStore(client, 'limits').read(multiItemKey('llm', 'quiet')))!.settled).toHaveLength(1);
     expect(multiItemKey('llm', 'quiet')).toBe('llm#multi#quiet');
   }, 60_000);
 
