@@ -41,7 +41,10 @@ export interface MultiItem {
 /** Settled admissions an item remembers: retries of a settle come within seconds, long before 64 others settle. */
 const MAX_SETTLED = 64;
 
-/** An admission's id: what it wrote per dimension (each bucket's tat only grows with admissions, so it is unique). */
+/** Where an admission's `tats` carry the item version it wrote (not a dimension: dimensions start with a letter). */
+export const VERSION_KEY = '_v';
+
+/** An admission's id: what it wrote per dimension and the item version it wrote (unique per item). */
 export function admissionId(tats: Readonly<Record<string, number>>): string | undefined {
   const entries = Object.entries(tats).sort(([a], [b]) => a.localeCompare(b));
   return entries.length === 0 ? undefined : entries.map(([d, t]) => `${d}:${t}`).join(',');
@@ -177,7 +180,9 @@ export class MultiLimiter {
       const res = await this.timed(counter, () => this.deps.store.write(pk, out.state, base?.ver, expiry(out.state), base?.settled));
       if (res.ok) {
         this.remember(pk, { state: out.state, ver: (base?.ver ?? 0) + 1, settled: base?.settled });
-        return { admitted: true, key, nowUs: now, atUs: out.slotUs, waitUs: out.slotUs - now, dynamoCalls: counter.calls, tats: out.tats };
+        // the item version this admission wrote makes its id unique (tats alone can repeat after a give-back to now)
+        const tats = { ...out.tats, [VERSION_KEY]: (base?.ver ?? 0) + 1 };
+        return { admitted: true, key, nowUs: now, atUs: out.slotUs, waitUs: out.slotUs - now, dynamoCalls: counter.calls, tats };
       }
       current = res.current === 'unknown' ? await this.timed(counter, () => this.deps.store.read(pk)) : res.current;
       this.remember(pk, current);

@@ -1,6 +1,6 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { type DimensionLimit } from '../../lambda/rate-limiter/multi';
-import { checkConsume, DynamoDbMultiStore, MultiLimiter, multiItemKey } from '../../lambda/rate-limiter/multi-limiter';
+import { admissionId, checkConsume, DynamoDbMultiStore, MultiLimiter, multiItemKey } from '../../lambda/rate-limiter/multi-limiter';
 import { type LocalDynamoDb, startDynalite } from '../../local/dynalite';
 import { type Admission, nowUs, sleep, windowViolations } from '../../local/timing';
 
@@ -69,6 +69,15 @@ describe('multi-limit acquire and settle (dynalite, 5–20 ms a call)', () => {
     expect(await quiet.settle('quiet', { requests: 1, tokens: 10 }, { tokens: 3 }, (second as any).tats)).toEqual({ dynamoCalls: 0, changed: false });
     expect(await container().settle('quiet', { requests: 1, tokens: 10 }, { tokens: 3 }, (second as any).tats)).toEqual({ dynamoCalls: 1, changed: false });
     expect((await new DynamoDbMultiStore(client, 'limits').read(multiItemKey('llm', 'quiet')))!.state).toEqual(before!.state);
+    // two admissions that wrote the same tats (the second after a give-back down to now) have different ids
+    // (a clock that stands still, so both admissions write the same tat)
+    const still = new MultiLimiter({ limiterName: 'llm', limits, maxWaitMs: 60_000 }, { store: slowStore(), clockUs: () => 1_900_000_000_000_000, initialLookaheadUs: 0 });
+    const a = await still.acquire('twin', { tokens: 5 }, 'TRY') as any;
+    await still.settle('twin', { tokens: 5 }, { tokens: 0 }, a.tats);
+    const b = await still.acquire('twin', { tokens: 5 }, 'TRY') as any;
+    expect(b.tats.tokens).toBe(a.tats.tokens);
+    expect(admissionId(a.tats)).not.toBe(admissionId(b.tats));
+    expect(await still.settle('twin', { tokens: 5 }, { tokens: 9 }, b.tats)).toMatchObject({ changed: true });
     // and the next acquire keeps the record
     await quiet.acquire('quiet', { requests: 1, tokens: 1 }, 'RESERVE');
     expect((await new DynamoDbMultiStore(client, 'limits').read(multiItemKey('llm', 'quiet')))!.settled).toHaveLength(1);
