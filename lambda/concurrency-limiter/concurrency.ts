@@ -76,7 +76,11 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
     // the item as it was, and that item says which of the two to try next (each failure means another call's write
     // landed in between). The slow path (a read, the core, a conditional write) takes the key's first use, a repeated
     // call, expired leases or waiters to clear, and an acquire that lost FAST_ATTEMPTS races in a row.
-    const waiter: Waiter = { id: leaseId, s: slots, t: token, ex: execution, exp: now + deps.maxWaitMs, at: now };
+    // The waiter expires when Step Functions times its task out: maxWait after the state was entered (the lease id
+    // carries that time), not after this call, which a cold start or a slow invoke can make later. The expire op
+    // that follows the timeout names no lease, so it finds the waiter only if it has expired by then.
+    const deadline = waitDeadline(leaseId, now, deps.maxWaitMs);
+    const waiter: Waiter = { id: leaseId, s: slots, t: token, ex: execution, exp: deadline, at: now };
     let seen: KeyState | undefined;
     let created = false;
     for (let attempt = 0; attempt < FAST_ATTEMPTS; attempt++) {
@@ -108,7 +112,7 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
       }
       if (seen.leases[leaseId] || seen.waiters.some((w) => w.id === leaseId) || stale(seen, now) || stranded(seen, deps.settings.limit)) break;
     }
-    const req = { id: leaseId, slots, execution, token, maxWaitMs: deps.maxWaitMs };
+    const req = { id: leaseId, slots, execution, token, maxWaitMs: Math.max(0, deadline - now) };
     const out = await deps.store.update(pk, (s) => acquire(s, req, now, deps.settings));
     metrics(deps, { used: out.state.used, waiting: out.state.waiters.length, reclaimed: out.reclaimed, expired: out.expired });
     if (out.result === 'granted') await granted();
@@ -196,6 +200,15 @@ async function reapExecution(executionArn: string, deps: ConcurrencyDeps): Promi
     await deliver(pk, pk.slice(`${deps.limiterName}#c#`.length), out.grants, deps);
   }
   return { reaped };
+}
+
+/**
+ * When a waiter's task times out: `maxWaitMs` after the state was entered, read from the lease id
+ * (`<execution>#<entered time>#<uuid>`); from `nowMs` when the id carries no time (or one in the future).
+ */
+export function waitDeadline(leaseId: string, nowMs: number, maxWaitMs: number): number {
+  const entered = Date.parse(leaseId.split('#')[1] ?? '');
+  return Number.isFinite(entered) && entered <= nowMs ? entered + maxWaitMs : nowMs + maxWaitMs;
 }
 
 /**

@@ -101,4 +101,26 @@ describe('concurrency handler under store latency (dynalite)', () => {
     state = (await store.read(pk))!.state;
     expect([state.used, held(state), state.waiters.map((w) => w.id)]).toEqual([LIMIT, LIMIT, ['l99']]);
   }, 30_000);
+
+  test('a waiter expires when its task times out (maxWait after its state was entered), so the expire op that names no lease removes it and the next waiter gets the free slot', async () => {
+    const { store } = slowStore();
+    const granted: string[] = [];
+    let clock = Date.parse('2026-12-01T10:00:00.800Z');
+    const d = { ...deps(store, granted), nowMs: () => clock, settings: { limit: 2, leaseMs: 600_000 }, maxWaitMs: 10_000 };
+    const key = 'expiry';
+    const entered = (ms: number) => new Date(ms).toISOString();
+    const lease = (i: number, enteredMs: number) => `arn:aws:states:us-east-1:123456789012:execution:M:e${i}#${entered(enteredMs)}#u${i}`;
+    const t0 = Date.parse('2026-12-01T10:00:00.000Z');
+    await handle({ op: 'acquire', key, slots: 1, leaseId: lease(0, t0), execution: 'e0', token: 't0' }, d);
+    // W1 wants both slots; its state was entered 800 ms before its acquire ran (a cold start)
+    expect(await handle({ op: 'acquire', key, slots: 2, leaseId: lease(1, t0), execution: 'e1', token: 't1' }, d)).toEqual({ result: 'waiting' });
+    expect(await handle({ op: 'acquire', key, slots: 1, leaseId: lease(2, clock), execution: 'e2', token: 't2' }, d)).toEqual({ result: 'waiting' });
+    // Step Functions times W1's task out at entered + maxWait; its expire op runs 300 ms later
+    clock = t0 + 10_000 + 300;
+    await expect(handle({ op: 'expire', key, leaseId: 'expired' }, d)).rejects.toThrow(/no slot of expiry within maxWait/);
+    const state = (await store.read(`db#c#${key}`))!.state;
+    expect(state.waiters.map((w) => w.t)).toEqual([]);
+    expect(granted).toEqual(['t0', 't2']);
+    expect([state.used, held(state)]).toEqual([2, 2]);
+  }, 30_000);
 });
