@@ -21,8 +21,8 @@ const MAX_WRITES = 25;
 
 /**
  * One key's state in a DynamoDB item: `used` (N, slots held), `L` (M, the leases by id: `{ s, exp, ex }`), `W` (L,
- * the waiters in order: `{ id, s, t, ex, exp, at }`), `ver` (N, a write counter), `v` (N, the format version) and the
- * TTL `exp`.
+ * the waiters in order: `{ id, s, t, ex, exp, at }`), `WI` (M, the waiters' ids: a fast write can check one is not
+ * queued yet), `ver` (N, a write counter), `v` (N, the format version) and the TTL `exp`.
  *
  * Fast paths, one conditional UpdateItem each, for what most calls are: taking a free slot when nobody waits,
  * queueing behind a full key, giving a slot back when nobody waits. Everything else (the key's first use, an expired
@@ -48,9 +48,14 @@ export class ConcurrencyKeyStore {
   /** Queues `waiter` if the key is still full or already has waiters (else a slot came free: acquire again). */
   async registerFast(pk: string, waiter: Waiter, limit: number): Promise<FastResult> {
     return this.conditional(pk, {
-      UpdateExpression: 'SET W = list_append(W, :w), ver = ver + :one',
-      ConditionExpression: 'v = :v AND (used > :max OR size(W) > :zero)',
-      ExpressionAttributeValues: { ':w': { L: [waiterAttr(waiter)] }, ':one': n(1), ':v': n(KEY_ITEM_VERSION), ':max': n(limit - waiter.s), ':zero': n(0) },
+      // WI indexes the waiters by id: the same acquire delivered twice queues once (and never beside its own lease)
+      UpdateExpression: 'SET W = list_append(W, :w), WI.#id = :t, ver = ver + :one',
+      ConditionExpression: 'v = :v AND (used > :max OR size(W) > :zero) AND attribute_exists(WI) AND attribute_not_exists(WI.#id) '
+        + 'AND attribute_not_exists(L.#id)',
+      ExpressionAttributeNames: { '#id': waiter.id },
+      ExpressionAttributeValues: {
+        ':w': { L: [waiterAttr(waiter)] }, ':t': { BOOL: true }, ':one': n(1), ':v': n(KEY_ITEM_VERSION), ':max': n(limit - waiter.s), ':zero': n(0),
+      },
     });
   }
 
@@ -85,7 +90,7 @@ export class ConcurrencyKeyStore {
    */
   async handOverFast(pk: string, id: string, slots: number, head: Waiter, lease: Lease, limit: number): Promise<FastResult> {
     return this.conditional(pk, {
-      UpdateExpression: 'SET L.#wid = :wlease, used = used + :delta, ver = ver + :one REMOVE L.#id, W[0]',
+      UpdateExpression: 'SET L.#wid = :wlease, used = used + :delta, ver = ver + :one REMOVE L.#id, W[0], WI.#wid',
       ConditionExpression: 'v = :v AND attribute_exists(L.#id) AND L.#id.s = :s AND W[0].id = :widv AND used <= :max',
       ExpressionAttributeNames: { '#id': id, '#wid': head.id },
       ExpressionAttributeValues: {
@@ -182,6 +187,7 @@ export class ConcurrencyKeyStore {
           used: n(state.used),
           L: { M: Object.fromEntries(Object.entries(state.leases).map(([id, l]) => [id, leaseAttr(l)])) },
           W: { L: state.waiters.map(waiterAttr) },
+          WI: { M: Object.fromEntries(state.waiters.map((w) => [w.id, { BOOL: true }])) },
           ver: n((ver ?? 0) + 1),
           v: n(KEY_ITEM_VERSION),
           // idle keys expire a day after their last lease or waiter would have

@@ -123,4 +123,22 @@ describe('concurrency handler under store latency (dynalite)', () => {
     expect(granted).toEqual(['t0', 't2']);
     expect([state.used, held(state)]).toEqual([2, 2]);
   }, 30_000);
+
+  test('the same acquire delivered twice at once queues once; the holder hands over, and the key empties', async () => {
+    const { store } = slowStore();
+    const granted: string[] = [];
+    const d = { ...deps(store, granted), settings: { limit: 1, leaseMs: 600_000 } };
+    const key = 'twice';
+    const pk = `db#c#${key}`;
+    await handle(acquireEvent(key, 0), d);
+    const twice = await Promise.all([handle(acquireEvent(key, 1), d), handle(acquireEvent(key, 1), d)]);
+    expect(twice).toEqual([{ result: 'waiting' }, { result: 'waiting' }]);
+    let state = (await store.read(pk))!.state;
+    expect(state.waiters.map((w) => w.id)).toEqual(['l1']);
+    await handle(releaseEvent(key, 0), d);
+    await handle(releaseEvent(key, 1), d);
+    state = (await store.read(pk))!.state;
+    expect(state).toEqual({ used: 0, leases: {}, waiters: [] });
+    expect(granted.filter((t) => t === 't1')).toHaveLength(1);
+  }, 30_000);
 });
