@@ -6,7 +6,7 @@ import { acquire, type Grant, type KeyState, type Lease, reap, release, type Set
 import type { FastResult } from './store';
 import { ThrottleErrors } from '../../src/errors';
 import { ConcurrencyField as F, ConcurrencyMetricNames, ConcurrencyOp, METRIC_NAMESPACE } from '../../src/private/contract';
-import { InvalidAcquireRequest } from '../rate-limiter/errors';
+import { InvalidAcquireRequest, LimiterUnavailable } from '../rate-limiter/errors';
 
 /** What the function needs from the world. */
 export interface ConcurrencyDeps {
@@ -176,16 +176,41 @@ export async function handle(event: any, deps: ConcurrencyDeps): Promise<unknown
 /** Sends each granted waiter its lease; a waiter that is gone gives its lease back, which may grant the next one. */
 async function deliver(pk: string, key: string, grants: readonly Grant[], deps: ConcurrencyDeps): Promise<void> {
   const queue = [...grants];
+  const undelivered: string[] = [];
   while (queue.length > 0) {
     const g = queue.shift()!;
     try {
-      await deps.sendSuccess(g.t, { leaseId: g.id, key, slots: g.s });
+      await sendWithRetries(g.t, { leaseId: g.id, key, slots: g.s }, deps);
       deps.emit?.(emf(deps.limiterName, { [ConcurrencyMetricNames.WAIT_TIME]: g.waitedMs }));
     } catch (err) {
-      if (!GONE.has((err as Error).name)) throw err;
+      if (!GONE.has((err as Error).name)) {
+        // Step Functions did not take the token (throttled, unavailable) even after retries: the other grants still
+        // go out; this waiter's slot comes back when its wait expires (its expire op gives back a late grant)
+        undelivered.push(`${g.id}: ${(err as Error).name}`);
+        continue;
+      }
       // nobody waits for it any more: the slot goes back (and on to the next waiter)
       const out = await deps.store.update(pk, (s) => release(s, g.id, deps.nowMs(), deps.settings));
       queue.push(...out.grants);
+    }
+  }
+  if (undelivered.length > 0) {
+    throw new LimiterUnavailable(`granted but not delivered (SendTaskSuccess failed after retries): ${undelivered.join('; ')}`);
+  }
+}
+
+/** Errors of SendTaskSuccess worth another try: throttling and the service's own failures. */
+const TRANSIENT = new Set(['ThrottlingException', 'TooManyRequestsException', 'ServiceUnavailable', 'ServiceUnavailableException', 'InternalServerError', 'InternalServerException']);
+
+/** SendTaskSuccess, tried up to 4 times with jittered backoff (50–400 ms) on a transient error. */
+async function sendWithRetries(token: string, output: unknown, deps: ConcurrencyDeps): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await deps.sendSuccess(token, output);
+      return;
+    } catch (err) {
+      if (!TRANSIENT.has((err as Error).name) || attempt >= 3) throw err;
+      await new Promise((r) => setTimeout(r, Math.random() * 50 * 2 ** attempt));
     }
   }
 }

@@ -141,4 +141,33 @@ describe('concurrency handler under store latency (dynalite)', () => {
     expect(state).toEqual({ used: 0, leases: {}, waiters: [] });
     expect(granted.filter((t) => t === 't1')).toHaveLength(1);
   }, 30_000);
+
+  test('SendTaskSuccess throttled: retried, the waiter gets its slot once; a token Step Functions never takes leaves the other grants delivered and the release retryable', async () => {
+    const { store } = slowStore();
+    const granted: string[] = [];
+    let throttles = 2;
+    const d = {
+      ...deps(store, granted),
+      settings: { limit: 2, leaseMs: 600_000 },
+      sendSuccess: async (token: string) => {
+        if (token === 't3' && throttles-- > 0) throw Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' });
+        if (token === 't4') throw Object.assign(new Error('Rate exceeded'), { name: 'ThrottlingException' });
+        granted.push(token);
+      },
+    };
+    const key = 'throttled';
+    const pk = `db#c#${key}`;
+    for (const i of [0, 1, 3]) await handle(acquireEvent(key, i), d);
+    // the release hands its slot to t3, whose SendTaskSuccess is throttled twice
+    await handle(releaseEvent(key, 0), d);
+    expect(granted.filter((t) => t === 't3')).toHaveLength(1);
+    // t4 is never taken: the release that granted it fails retryably (LimiterUnavailable), the grant stays recorded
+    await handle(acquireEvent(key, 4), d);
+    await expect(handle(releaseEvent(key, 1), d)).rejects.toThrow(/granted but not delivered \(SendTaskSuccess failed after retries\): l4: ThrottlingException/);
+    const state = (await store.read(pk))!.state;
+    expect(Object.keys(state.leases).sort()).toEqual(['l3', 'l4']);
+    expect([state.used, held(state), state.waiters.length]).toEqual([2, 2, 0]);
+    // the release's retry finds its lease gone: nothing freed twice
+    expect(await handle(releaseEvent(key, 1), d)).toEqual({ released: false });
+  }, 30_000);
 });
