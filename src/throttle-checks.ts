@@ -308,7 +308,12 @@ function concurrencyEntry(l: ConcurrencyLimiterBase): PlanEntry {
  */
 function checkConcurrencyTasks(all: IConstruct[]): void {
   const fns = all.filter((c): c is lambda.CfnFunction => c instanceof lambda.CfnFunction);
-  const machines = all.filter((c): c is sfn.StateMachine => c instanceof sfn.StateMachine);
+  // each Express machine's definition, resolved once
+  const express = all.filter((c): c is sfn.StateMachine => c instanceof sfn.StateMachine && c.stateMachineType === sfn.StateMachineType.EXPRESS)
+    .map((m) => {
+      const cfn = m.node.defaultChild as sfn.CfnStateMachine;
+      return { m, definition: JSON.stringify(Stack.of(m).resolve(cfn.definitionString ?? cfn.definition) ?? '') };
+    });
   for (const t of all.filter((c): c is ConcurrencyLimitedTask => c instanceof ConcurrencyLimitedTask)) {
     const stack = Stack.of(t);
     const limit = t.limiter.limit;
@@ -328,10 +333,7 @@ function checkConcurrencyTasks(all: IConstruct[]): void {
           + `Lower the limit to ${reserved * t.slots}, or raise the reserved concurrency`);
       }
     }
-    for (const m of machines) {
-      if (m.stateMachineType !== sfn.StateMachineType.EXPRESS) continue;
-      const cfn = m.node.defaultChild as sfn.CfnStateMachine;
-      const definition = JSON.stringify(Stack.of(m).resolve(cfn.definitionString ?? cfn.definition) ?? '');
+    for (const { m, definition } of express) {
       if (!definition.includes(JSON.stringify(JSON.stringify(t.acquireState.stateId)).slice(1, -1))) continue;
       Annotations.of(t).addWarningV2('cdk-sfn-throttle:concurrencyInExpress',
         `${t.node.path} runs in the Express state machine ${m.node.path}, which emits no execution status events: the slots of an execution that fails outside `

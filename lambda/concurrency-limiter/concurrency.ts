@@ -7,6 +7,7 @@ import type { FastResult } from './store';
 import { ThrottleErrors } from '../../src/errors';
 import { ConcurrencyField as F, ConcurrencyMetricNames, ConcurrencyOp, METRIC_NAMESPACE } from '../../src/private/contract';
 import { InvalidAcquireRequest, LimiterUnavailable } from '../rate-limiter/errors';
+import { jitteredPause } from '../shared/backoff';
 
 /** What the function needs from the world. */
 export interface ConcurrencyDeps {
@@ -210,7 +211,7 @@ async function sendWithRetries(token: string, output: unknown, deps: Concurrency
       return;
     } catch (err) {
       if (!TRANSIENT.has((err as Error).name) || attempt >= 3) throw err;
-      await new Promise((r) => setTimeout(r, Math.random() * 50 * 2 ** attempt));
+      await jitteredPause(attempt, 400, 50);
     }
   }
 }

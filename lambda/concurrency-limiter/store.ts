@@ -9,6 +9,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { EMPTY, type KeyState, type Lease, type Waiter } from './core';
 import { LimiterUnavailable } from '../rate-limiter/errors';
+import { jitteredPause } from '../shared/backoff';
 
 /** A fast-path write: done (slots in use after it), or refused with the item as it was. */
 export type FastResult = { ok: true; used: number; state?: KeyState } | { ok: false; state?: KeyState };
@@ -118,7 +119,7 @@ export class ConcurrencyKeyStore {
       if (read && JSON.stringify(out.state) === JSON.stringify(read.state)) return out;
       if (await this.write(pk, out.state, read?.ver)) return out;
       // lost the race: back off with full jitter so a herd on one key spreads out
-      await new Promise((r) => setTimeout(r, Math.random() * Math.min(100, 5 * 2 ** attempt)));
+      await jitteredPause(attempt, 100);
     }
     throw new LimiterUnavailable(`${MAX_WRITES} conditional writes on ${pk} lost to contention: nothing taken`);
   }

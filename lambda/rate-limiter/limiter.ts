@@ -147,6 +147,15 @@ export class RoundTrip {
     }
   }
 
+  /** Runs one store call: counted in `counter`, its round trip (on `clockUs`) fed to the estimate. */
+  async timed<T>(counter: { calls: number }, clockUs: () => number, call: () => Promise<T>): Promise<T> {
+    counter.calls++;
+    const t0 = clockUs();
+    const out = await call();
+    this.sample(clockUs() - t0);
+    return out;
+  }
+
   /** How far ahead of its clock the next take reserves, µs. */
   lookaheadUs(): number {
     if (this.srttUs === undefined) return this.initialUs;
@@ -325,12 +334,8 @@ export class Limiter {
   }
 
   /** One store call, counted, its round trip fed to the estimate. */
-  private async timed<T>(counter: { calls: number }, call: () => Promise<T>): Promise<T> {
-    counter.calls++;
-    const t0 = this.deps.clockUs();
-    const out = await call();
-    this.roundTrip.sample(this.deps.clockUs() - t0);
-    return out;
+  private timed<T>(counter: { calls: number }, call: () => Promise<T>): Promise<T> {
+    return this.roundTrip.timed(counter, this.deps.clockUs, call);
   }
 
   /** The stored state after a failed write: the returned old item, or a consistent read; checked before use. */

@@ -7,7 +7,8 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { InvalidAcquireRequest, LimiterUnavailable } from './errors';
 import { RoundTrip } from './limiter';
-import { type DimensionLimit, type MultiState, settleAll, takeAll } from './multi';
+import { type DimensionLimit, intervalUs, type MultiState, settleAll, takeAll } from './multi';
+import { jitteredPause } from '../shared/backoff';
 
 // Several limits of one key on one item, taken in one conditional write: the item holds every dimension's bucket
 // and a write counter `ver`; a write is conditioned on the counter it computed from. A container remembers the
@@ -20,10 +21,6 @@ export const MULTI_ITEM_VERSION = 1;
 /** Most writes one acquire or settle tries on a contended item before it fails closed. */
 const MAX_WRITES = 50;
 
-/** After a lost race: a pause with full jitter, so a herd on one item spreads out (at most 200 ms). */
-function backoff(attempt: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, Math.random() * Math.min(200, 5 * 2 ** attempt)));
-}
 /** Item lifetime past its last tat: an expired item is an idle one. */
 const TTL_SLACK_S = 3600;
 const MAX_CACHED_KEYS = 10_000;
@@ -98,7 +95,7 @@ export function multiLimitsFromJson(json: string | undefined): DimensionLimit[] 
     if (typeof l?.dimension !== 'string' || !(l.ratePerSecond >= 0.001) || !Number.isInteger(l.burst) || l.burst < 1) {
       throw new LimiterUnavailable(`invalid limit in the environment: ${JSON.stringify(l).slice(0, 80)}`);
     }
-    return { dimension: l.dimension, intervalUs: Math.ceil(1_000_000 / l.ratePerSecond), burst: l.burst };
+    return { dimension: l.dimension, intervalUs: intervalUs(l.ratePerSecond), burst: l.burst };
   });
 }
 
@@ -187,7 +184,7 @@ export class MultiLimiter {
       current = res.current === 'unknown' ? await this.timed(counter, () => this.deps.store.read(pk)) : res.current;
       this.remember(pk, current);
       fresh = true;
-      await backoff(writes);
+      await jitteredPause(writes, 200);
     }
     throw new LimiterUnavailable(`${pk}: ${MAX_WRITES} conditional writes lost to contention; nothing taken`);
   }
@@ -219,7 +216,7 @@ export class MultiLimiter {
       }
       current = res.current === 'unknown' ? await this.timed(counter, () => this.deps.store.read(pk)) : res.current;
       this.remember(pk, current);
-      await backoff(writes);
+      await jitteredPause(writes, 200);
     }
     throw new LimiterUnavailable(`${pk}: ${MAX_WRITES} conditional writes lost to contention while settling`);
   }
@@ -233,12 +230,8 @@ export class MultiLimiter {
     this.cache.set(pk, item);
   }
 
-  private async timed<T>(counter: { calls: number }, call: () => Promise<T>): Promise<T> {
-    counter.calls++;
-    const t0 = this.deps.clockUs();
-    const out = await call();
-    this.roundTrip.sample(this.deps.clockUs() - t0);
-    return out;
+  private timed<T>(counter: { calls: number }, call: () => Promise<T>): Promise<T> {
+    return this.roundTrip.timed(counter, this.deps.clockUs, call);
   }
 }
 

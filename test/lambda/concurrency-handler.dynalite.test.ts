@@ -1,9 +1,7 @@
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { handle, type ConcurrencyDeps } from '../../lambda/concurrency-limiter/concurrency';
 import { held } from '../../lambda/concurrency-limiter/core';
 import { ConcurrencyKeyStore } from '../../lambda/concurrency-limiter/store';
-import { type LocalDynamoDb, startDynalite } from '../../local/dynalite';
-import { sleep } from '../../local/timing';
+import { dynaliteTable, slowClient } from '../support/dynalite';
 
 // The concurrency function's handler against dynalite with DynamoDB's latency from Lambda put back in (5–20 ms per
 // call, random): releases at once that all find waiters, the case where hand-overs race for the same head waiter.
@@ -12,27 +10,12 @@ import { sleep } from '../../local/timing';
 const LIMIT = 25;
 
 describe('concurrency handler under store latency (dynalite)', () => {
-  let db: LocalDynamoDb;
-  let client: DynamoDBClient;
-  beforeAll(async () => {
-    db = await startDynalite();
-    await db.createTable('limits');
-    client = new DynamoDBClient({ endpoint: db.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'x' } });
-  });
-  afterAll(async () => {
-    client.destroy();
-    await db.stop();
-  });
+  const db = dynaliteTable('limits');
 
   /** The store with 5–20 ms before every call, and a count of its calls. */
-  function slowStore(): { store: ConcurrencyDeps['store'] & ConcurrencyKeyStore; calls: () => number } {
-    const real = new ConcurrencyKeyStore(client, 'limits');
-    let calls = 0;
-    const original = (client as any).send.bind(client);
-    const slowClient = { send: async (cmd: unknown) => { calls++; await sleep(5 + Math.random() * 15); return original(cmd); } };
-    const store = new ConcurrencyKeyStore(slowClient as any, 'limits');
-    void real;
-    return { store: store as any, calls: () => calls };
+  function slowStore(): { store: ConcurrencyKeyStore; calls: () => number } {
+    const slow = slowClient(db.client());
+    return { store: new ConcurrencyKeyStore(slow.client, 'limits'), calls: slow.calls };
   }
 
   function deps(store: ConcurrencyDeps['store'], granted: string[]): ConcurrencyDeps {

@@ -1,27 +1,16 @@
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { acquire, held, release, type Settings } from '../../lambda/concurrency-limiter/core';
 import { ConcurrencyKeyStore } from '../../lambda/concurrency-limiter/store';
-import { type LocalDynamoDb, startDynalite } from '../../local/dynalite';
+import { dynaliteTable } from '../support/dynalite';
 
 // The store against dynalite: many operations at once on one key, each atomic (a conditional write on the version it
 // read), so the limit holds whatever the interleaving.
 
 describe('concurrency key store (dynalite)', () => {
-  let db: LocalDynamoDb;
-  let client: DynamoDBClient;
-  beforeAll(async () => {
-    db = await startDynalite();
-    await db.createTable('limits');
-    client = new DynamoDBClient({ endpoint: db.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'x' } });
-  });
-  afterAll(async () => {
-    client.destroy();
-    await db.stop();
-  });
+  const db = dynaliteTable('limits');
 
   test('40 acquires at once on a new key with limit 5: exactly 5 granted, 35 queued in one order; releases hand every slot on, FIFO', async () => {
     const settings: Settings = { limit: 5, leaseMs: 60_000 };
-    const store = new ConcurrencyKeyStore(client, 'limits');
+    const store = new ConcurrencyKeyStore(db.client(), 'limits');
     const pk = 'db#c#orders';
     const now = Date.now();
     const settled = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => store.update(pk, (s) => acquire(s, {

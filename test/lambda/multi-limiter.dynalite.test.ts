@@ -1,34 +1,19 @@
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { type DimensionLimit } from '../../lambda/rate-limiter/multi';
 import { admissionId, checkConsume, DynamoDbMultiStore, MultiLimiter, multiItemKey } from '../../lambda/rate-limiter/multi-limiter';
-import { type LocalDynamoDb, startDynalite } from '../../local/dynalite';
-import { type Admission, nowUs, sleep, windowViolations } from '../../local/timing';
+import { type Admission, nowUs, windowViolations } from '../../local/timing';
+import { dynaliteTable, slowClient } from '../support/dynalite';
 
 // Several limits of a key on one item against dynalite, with DynamoDB's latency from Lambda put back in (5–20 ms a
 // call): callers at once, each from its own container (its own cache), judged at the slots the limiter gave.
 
 describe('multi-limit acquire and settle (dynalite, 5–20 ms a call)', () => {
-  let db: LocalDynamoDb;
-  let client: DynamoDBClient;
-  beforeAll(async () => {
-    db = await startDynalite();
-    await db.createTable('limits');
-    client = new DynamoDBClient({ endpoint: db.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'x', secretAccessKey: 'x' } });
-  });
-  afterAll(async () => {
-    client.destroy();
-    await db.stop();
-  });
+  const db = dynaliteTable('limits');
 
   const limits: DimensionLimit[] = [
     { dimension: 'requests', intervalUs: 50_000, burst: 5 }, // 20/s
     { dimension: 'tokens', intervalUs: 1_000, burst: 500 }, // 1,000/s
   ];
-  const slowStore = () => {
-    const send = client.send.bind(client);
-    const slow = { send: async (cmd: any) => { await sleep(5 + Math.random() * 15); return send(cmd); } };
-    return new DynamoDbMultiStore(slow as any, 'limits');
-  };
+  const slowStore = () => new DynamoDbMultiStore(slowClient(db.client()).client, 'limits');
   const container = () => new MultiLimiter({ limiterName: 'llm', limits, maxWaitMs: 60_000 }, { store: slowStore(), clockUs: nowUs });
 
   test('40 callers at once from 8 containers: every limit holds at the slots given; apart, an acquire and a settle are one write each', async () => {
@@ -65,10 +50,10 @@ describe('multi-limit acquire and settle (dynalite, 5–20 ms a call)', () => {
     const settled = await quiet.settle('quiet', { requests: 1, tokens: 10 }, { tokens: 3 }, (second as any).tats);
     expect(settled).toEqual({ dynamoCalls: 1, changed: true });
     // the same settle again (a Lambda retry after its write landed): nothing given back twice, from any container
-    const before = await new DynamoDbMultiStore(client, 'limits').read(multiItemKey('llm', 'quiet'));
+    const before = await new DynamoDbMultiStore(db.client(), 'limits').read(multiItemKey('llm', 'quiet'));
     expect(await quiet.settle('quiet', { requests: 1, tokens: 10 }, { tokens: 3 }, (second as any).tats)).toEqual({ dynamoCalls: 0, changed: false });
     expect(await container().settle('quiet', { requests: 1, tokens: 10 }, { tokens: 3 }, (second as any).tats)).toEqual({ dynamoCalls: 1, changed: false });
-    expect((await new DynamoDbMultiStore(client, 'limits').read(multiItemKey('llm', 'quiet')))!.state).toEqual(before!.state);
+    expect((await new DynamoDbMultiStore(db.client(), 'limits').read(multiItemKey('llm', 'quiet')))!.state).toEqual(before!.state);
     // two admissions that wrote the same tats (the second after a give-back down to now) have different ids
     // (a clock that stands still, so both admissions write the same tat)
     const still = new MultiLimiter({ limiterName: 'llm', limits, maxWaitMs: 60_000 }, { store: slowStore(), clockUs: () => 1_900_000_000_000_000, initialLookaheadUs: 0 });
@@ -80,7 +65,7 @@ describe('multi-limit acquire and settle (dynalite, 5–20 ms a call)', () => {
     expect(await still.settle('twin', { tokens: 5 }, { tokens: 9 }, b.tats)).toMatchObject({ changed: true });
     // and the next acquire keeps the record
     await quiet.acquire('quiet', { requests: 1, tokens: 1 }, 'RESERVE');
-    expect((await new DynamoDbMultiStore(client, 'limits').read(multiItemKey('llm', 'quiet')))!.settled).toHaveLength(1);
+    expect((await new DynamoDbMultiStore(db.client(), 'limits').read(multiItemKey('llm', 'quiet')))!.settled).toHaveLength(1);
     expect(multiItemKey('llm', 'quiet')).toBe('llm#multi#quiet');
   }, 60_000);
 
