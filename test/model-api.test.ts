@@ -62,6 +62,37 @@ describe('several limits in one acquire, settled (model API)', () => {
     expect(actions[0].Condition).toEqual({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['model#*'] } });
   });
 
+  test('in a JSONata machine: the acquire of several limits renders in JSONata (asl-validator), and settle is a synth error naming it', () => {
+    const app = new App();
+    const stack = new Stack(app, 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+    const limiter = new RateLimiter(stack, 'Model', { limiterName: 'model', limits: [Limit.perMinute(60), Limit.perMinute(60_000, { dimension: 'tokens', burst: 2_000 })] });
+    const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:model');
+    const call = new RateLimitedTask(stack, 'Call', {
+      limiter,
+      task: tasks.LambdaInvoke.jsonata(stack, 'Invoke Model', { lambdaFunction: fn, retryOnServiceExceptions: false }),
+      acquire: { consume: { requests: 1, tokens: 500 } },
+      retry: RetryPolicy.throttling({ errors: ['ThrottlingException'] }),
+    });
+    new sfn.StateMachine(stack, 'Machine', { queryLanguage: sfn.QueryLanguage.JSONATA, definitionBody: sfn.DefinitionBody.fromChainable(call) });
+    // validated by asl-validator as it is built
+    const acquire = aslOf(Template.fromStack(stack)).States['Call Acquire'];
+    expect(acquire.Arguments).toMatchObject({ consume: { requests: 1, tokens: 500 } });
+    expect(acquire.Parameters).toBeUndefined();
+
+    const b = new Stack(new App(), 'B');
+    const l2 = new RateLimiter(b, 'Model', { limits: [Limit.perMinute(60), Limit.perMinute(60_000, { dimension: 'tokens', burst: 2_000 })] });
+    const f2 = lambda.Function.fromFunctionArn(b, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:model');
+    const settled = new RateLimitedTask(b, 'Call', {
+      limiter: l2,
+      task: tasks.LambdaInvoke.jsonata(b, 'Invoke Model', { lambdaFunction: f2, retryOnServiceExceptions: false }),
+      resultPath: '$.acquired',
+      retry: RetryPolicy.throttling({ errors: ['ThrottlingException'] }),
+      settle: { consume: { tokens: 100 } },
+    });
+    expect(() => new sfn.StateMachine(b, 'Machine', { queryLanguage: sfn.QueryLanguage.JSONATA, definitionBody: sfn.DefinitionBody.fromChainable(settled) }).toString()
+      && Template.fromStack(b)).toThrow(/settle renders in JSONPath state machines only, this one is JSONata/);
+  });
+
   test('the throttle plan lists each limit of the limiter', () => {
     const { stack } = build();
     const app = stack.node.root as App;
