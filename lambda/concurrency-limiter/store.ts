@@ -18,7 +18,7 @@ export type FastResult = { ok: true; used: number; state?: KeyState } | { ok: fa
 export const KEY_ITEM_VERSION = 1;
 
 /** Conditional writes one slow-path operation may try before it fails closed (contention on one key). */
-const MAX_WRITES = 25;
+const MAX_WRITES = 50;
 
 /**
  * One key's state in a DynamoDB item: `used` (N, slots held), `L` (M, the leases by id: `{ s, exp, ex }`), `W` (L,
@@ -119,7 +119,7 @@ export class ConcurrencyKeyStore {
       if (read && JSON.stringify(out.state) === JSON.stringify(read.state)) return out;
       if (await this.write(pk, out.state, read?.ver)) return out;
       // lost the race: back off with full jitter so a herd on one key spreads out
-      await jitteredPause(attempt, 100);
+      await jitteredPause(attempt, 200);
     }
     throw new LimiterUnavailable(`${MAX_WRITES} conditional writes on ${pk} lost to contention: nothing taken`);
   }
