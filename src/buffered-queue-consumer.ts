@@ -9,7 +9,7 @@ import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
 import { IRateLimiter } from './i-rate-limiter';
-import { consumedAmount } from './private/acquire-task';
+import { consumedAmount, isMultiLimit } from './private/acquire-task';
 import { DEADLINE_MARGIN_MS, DEFAULT_KEY, DispatcherEnv, ReporterEnv, TASK_TOKEN_FIELD } from './private/contract';
 import { DeadLetterReporterFunction } from './private/dead-letter-reporter-function';
 import { DispatchFunction } from './private/dispatch-function';
@@ -528,8 +528,8 @@ export class BufferedQueueConsumer extends Construct {
       if (acquire.mode !== undefined && acquire.mode !== AcquireMode.RESERVE) {
         fail(this, `acquire.mode of QueueTarget.dispatch must be AcquireMode.RESERVE (a refused message would be redelivered and count a receive), got ${acquire.mode}`);
       }
-      if (l.limits.length > 1) {
-        fail(this, `QueueTarget.dispatch takes from a limiter of one limit, got ${l.limiterName} with ${l.limits.length} (${l.limits.map((x) => x.dimension).join(', ')}): `
+      if (isMultiLimit(l)) {
+        fail(this, `QueueTarget.dispatch takes from a limiter of one limit, got ${l.limiterName} with ${l.limits.length}${l.keyLimits ? ' and keyLimits' : ''} (${l.limits.map((x) => x.dimension).join(', ')}): `
           + 'dispatch through a limiter per dimension, or call the target from a RateLimitedTask');
       }
       const tokens = consumedAmount(this, l, acquire);

@@ -17,8 +17,10 @@ import { Limit } from './limit';
 export interface IRateLimiter extends IConstruct {
   /** Name of this limiter: the prefix of its items and the `LimiterName` metric dimension. */
   readonly limiterName: string;
-  /** The limits every key is held to (one, today). */
+  /** The limits every key is held to or, with `keyLimits`, all keys together. */
   readonly limits: Limit[];
+  /** Each key's own limits under the shared `limits` (tenants within a quota), when it has them. */
+  readonly keyLimits?: Limit[];
   /** Sustained rate of the limit, tokens per second. */
   readonly ratePerSecond: number;
   /** Tokens that may be taken at once after idleness. */

@@ -4,7 +4,7 @@ import { Construct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
 import { ThrottleErrors } from './errors';
 import { IRateLimiter } from './i-rate-limiter';
-import { acquireStates, backoffStates, consumedAmount, consumedAmounts, settleStates } from './private/acquire-task';
+import { acquireStates, backoffStates, consumedAmount, consumedAmounts, isMultiLimit, settleStates } from './private/acquire-task';
 import { DEFAULT_KEY } from './private/contract';
 import { catchesInTaskLanguage, languageValidation } from './private/query-language';
 import { fail } from './private/validation';
@@ -126,7 +126,7 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     const mode = given.mode ?? AcquireMode.RESERVE;
     this.acquireOptions = {
       key: given.key ?? DEFAULT_KEY,
-      consume: props.limiter.limits.length > 1
+      consume: isMultiLimit(props.limiter)
         ? consumedAmounts(this, props.limiter, given)
         : { [props.limiter.limits[0].dimension]: consumedAmount(this, props.limiter, given) },
       mode,
@@ -208,7 +208,7 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
 /** Checks `settle` against the limiter and the task's props; returns the dotted field the acquire result is kept at. */
 function checkedSettle(scope: Construct, props: RateLimitedTaskProps): string {
   const l = props.limiter;
-  if (l.limits.length < 2) {
+  if (!isMultiLimit(l)) {
     fail(scope, `settle needs a limiter of several limits (limits: [Limit.perMinute(...), Limit.perMinute(..., { dimension: 'tokens' })]), got ${l.limiterName} with one (${l.limits[0].dimension})`);
   }
   const dims = l.limits.map((x) => x.dimension);

@@ -48,6 +48,12 @@ export interface RateLimiterAttributes {
    */
   readonly limits?: Limit[];
   /**
+   * The limiter's per-key limits, when it was given `keyLimits`.
+   *
+   * @default - none: each key is held to `limits` alone
+   */
+  readonly keyLimits?: Limit[];
+  /**
    * The limiter's shards: must match the deployed limiter.
    *
    * @default - RateLimiter's default for this rate: ceil(ratePerSecond / 500), at most `burst`
@@ -86,12 +92,26 @@ export interface RateLimiterProps {
   readonly burst?: number;
 
   /**
-   * The limit, as a `Limit`: `[Limit.perSecond(100, { burst: 20 })]`. Give this or `ratePerSecond`, not both. One
-   * limit per limiter.
+   * The limits, as `Limit`s: `[Limit.perSecond(100, { burst: 20 })]`, or one per dimension
+   * (`[Limit.perMinute(500), Limit.perMinute(400_000, { dimension: 'tokens', burst: 100_000 })]`). Give this or
+   * `ratePerSecond`, not both. Without `keyLimits` they hold each key; with `keyLimits`, all keys together.
    *
    * @default - from `ratePerSecond` and `burst`
    */
   readonly limits?: Limit[];
+
+  /**
+   * Each key's own limits under the shared `limits` (tenants within an account quota): an acquire with
+   * `key: '$.tenantId'` is admitted only when it fits both its key's limits and the shared ones, in one conditional
+   * write (the shared buckets and every active key's are one item). A key over its own limit is refused with
+   * `RateLimitExceeded` and retried (it never holds the shared limit ahead of other keys); while the shared limit
+   * binds, each key is held to its fair share (the shared rate ÷ the keys active now), so a key asking less gets
+   * what it asks and the busy ones share the rest. A key's override item (`ratePerSecond`, `burst`) replaces the
+   * first key limit for that key. Each names a dimension of `limits`; `shards` must be 1.
+   *
+   * @default - none: each key is held to `limits` alone, independently of the others
+   */
+  readonly keyLimits?: Limit[];
 
   /**
    * DynamoDB items one key's limit is spread over (each gets rate / shards and floor(burst / shards)).
@@ -196,6 +216,7 @@ export interface RateLimiterProps {
 export abstract class RateLimiterBase extends Construct implements IRateLimiter {
   public abstract readonly limiterName: string;
   public abstract readonly limits: Limit[];
+  public abstract readonly keyLimits?: Limit[];
   public abstract readonly ratePerSecond: number;
   public abstract readonly burst: number;
   public abstract readonly shards: number;
@@ -314,6 +335,7 @@ export class RateLimiter extends RateLimiterBase {
 
   public readonly limiterName: string;
   public readonly limits: Limit[];
+  public readonly keyLimits?: Limit[];
   public readonly ratePerSecond: number;
   public readonly burst: number;
   public readonly shards: number;
@@ -326,7 +348,9 @@ export class RateLimiter extends RateLimiterBase {
   constructor(scope: Construct, id: string, props: RateLimiterProps) {
     super(scope, id);
 
-    ({ limits: this.limits, ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards } = checkedLimit(this, props));
+    ({
+      limits: this.limits, keyLimits: this.keyLimits, ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards,
+    } = checkedLimit(this, props));
     const perShard = this.ratePerSecond / this.shards;
     if (perShard > 700) {
       Annotations.of(this).addWarningV2('cdk-sfn-throttle:hotShard',
@@ -359,6 +383,7 @@ export class RateLimiter extends RateLimiterBase {
       burst: this.burst,
       shards: this.shards,
       limits: this.limits,
+      keyLimits: this.keyLimits,
     };
 
     this.acquireFunction = new AcquireFunction(this, 'Function', {
@@ -388,6 +413,7 @@ interface LimitForm {
   readonly ratePerSecond?: number;
   readonly burst?: number;
   readonly limits?: Limit[];
+  readonly keyLimits?: Limit[];
   readonly shards?: number;
 }
 
@@ -396,7 +422,8 @@ interface LimitForm {
  * one. Exactly one of the two forms. Default shards: ceil(rate / 500) (≤ 500 writes/s per item), at most burst and
  * at most 1,000.
  */
-function checkedLimit(scope: IConstruct, form: LimitForm): { limits: Limit[]; ratePerSecond: number; burst: number; shards: number } {
+function checkedLimit(scope: IConstruct, form: LimitForm):
+{ limits: Limit[]; keyLimits?: Limit[]; ratePerSecond: number; burst: number; shards: number } {
   if ((form.ratePerSecond === undefined) === (form.limits === undefined)) {
     fail(scope, `give the limit as ratePerSecond (with burst) or as limits, not ${form.limits ? 'both' : 'neither'}`);
   }
@@ -416,12 +443,33 @@ function checkedLimit(scope: IConstruct, form: LimitForm): { limits: Limit[]; ra
   if (limits.length > 1 && form.shards !== undefined && form.shards !== 1) {
     fail(scope, `shards must be 1 with several limits (a key's limits are on one item, taken in one write), got ${form.shards}`);
   }
+  const keyLimits = checkedKeyLimits(scope, form, dimensions);
+  const oneItem = limits.length > 1 || keyLimits !== undefined;
   const limit = limits[0];
   const { ratePerSecond, burst } = limit;
-  const s = form.shards ?? (limits.length > 1 ? 1 : Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), burst, 1000)));
+  const s = form.shards ?? (oneItem ? 1 : Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), burst, 1000)));
   checkRange(scope, 'shards', s, { min: 1, max: 1000, integer: true });
   if (burst < s) fail(scope, `burst must be at least shards (${s}) so every shard holds a token, got ${burst}`);
-  return { limits, ratePerSecond, burst, shards: s };
+  return { limits, keyLimits, ratePerSecond, burst, shards: s };
+}
+
+/** Per-key limits under shared ones: 1 to 10, distinct dimensions, each a dimension of `limits`, on one item (shards 1). */
+function checkedKeyLimits(scope: IConstruct, form: LimitForm, dimensions: string[]): Limit[] | undefined {
+  if (form.keyLimits === undefined) return undefined;
+  const keyLimits = [...form.keyLimits];
+  if (keyLimits.length < 1 || keyLimits.length > 10) fail(scope, `keyLimits must hold 1 to 10 Limits, got ${keyLimits.length}`);
+  keyLimits.forEach((l, i) => l._check(scope, `keyLimits[${i}] `));
+  const own = keyLimits.map((l) => l.dimension);
+  const repeated = own.find((d, i) => own.indexOf(d) !== i);
+  if (repeated !== undefined) fail(scope, `keyLimits must count different dimensions, got ${JSON.stringify(repeated)} twice in ${JSON.stringify(own)}`);
+  const foreign = own.filter((d) => !dimensions.includes(d));
+  if (foreign.length > 0) {
+    fail(scope, `keyLimits must count dimensions the shared limits count (${dimensions.join(', ')}): a key's limit sits under a shared one, got ${JSON.stringify(foreign)}`);
+  }
+  if (form.shards !== undefined && form.shards !== 1) {
+    fail(scope, `shards must be 1 with keyLimits (the shared buckets and every active key's are one item, taken in one write), got ${form.shards}`);
+  }
+  return keyLimits;
 }
 
 /** The longest reservation: 0 to 24 hours, whole milliseconds. */
@@ -434,6 +482,7 @@ function checkedMaxWait(scope: IConstruct, maxWait: Duration = Duration.minutes(
 class ImportedRateLimiter extends RateLimiterBase {
   public readonly limiterName: string;
   public readonly limits: Limit[];
+  public readonly keyLimits?: Limit[];
   public readonly ratePerSecond: number;
   public readonly burst: number;
   public readonly shards: number;
@@ -444,7 +493,9 @@ class ImportedRateLimiter extends RateLimiterBase {
   constructor(scope: Construct, id: string, attrs: RateLimiterAttributes) {
     super(scope, id);
     this.limiterName = checkedLimiterName(this, attrs.limiterName);
-    ({ limits: this.limits, ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards } = checkedLimit(this, attrs));
+    ({
+      limits: this.limits, keyLimits: this.keyLimits, ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards,
+    } = checkedLimit(this, attrs));
     this.maxWait = checkedMaxWait(this, attrs.maxWait);
     this.table = dynamodb.Table.fromTableArn(this, 'Table', attrs.tableArn);
     this.acquireFunction = lambda.Function.fromFunctionArn(this, 'Function', attrs.acquireFunctionArn);

@@ -6,7 +6,7 @@ import { Construct, IConstruct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
 import { ConcurrencyLimitedTask, IConcurrencyLimiter } from './concurrency-limiter';
 import { IRateLimiter } from './i-rate-limiter';
-import { AcquireTask, acquireStates, backoffStates, consumedAmount, consumedAmounts } from './private/acquire-task';
+import { AcquireTask, acquireStates, backoffStates, consumedAmount, consumedAmounts, isMultiLimit } from './private/acquire-task';
 import { AcquireField, BACKOFF_PHASE, DEFAULT_KEY, ITEM_ERROR_FIELD } from './private/contract';
 import { expr, holdsJsonata, isJsonataExpression, jsonataOf, languageValidation, pathOfToken, readsJsonPath, userExpression } from './private/query-language';
 import { LanguageDistributedMap, LanguageMap, LanguageParallel, LanguagePass } from './private/states';
@@ -347,7 +347,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
       const given = props.acquire ?? {};
       this.acquireOptions = {
         key: given.key ?? DEFAULT_KEY,
-        consume: props.limiter.limits.length > 1
+        consume: isMultiLimit(props.limiter)
           ? consumedAmounts(this, props.limiter, given)
           : { [props.limiter.limits[0].dimension]: consumedAmount(this, props.limiter, given) },
         mode: given.mode ?? AcquireMode.RESERVE,

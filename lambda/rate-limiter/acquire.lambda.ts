@@ -15,16 +15,20 @@ export type { AcquireResult, BackoffResult };
 // AWS_ENDPOINT_URL can point it at a local emulator.
 const config = configFromEnv(process.env);
 const client = new DynamoDBClient({});
+const bucketStore = new DynamoDbBucketStore(client, requiredEnv(LimiterEnv.TABLE_NAME));
 const limiter = new Limiter(config, {
-  store: new DynamoDbBucketStore(client, requiredEnv(LimiterEnv.TABLE_NAME)),
+  store: bucketStore,
   clockUs,
   random: Math.random,
 });
-// A limiter of several limits (requests and tokens per minute, say): every acquire takes from all of them at once.
+// A limiter of several limits (requests and tokens per minute, say), or of per-key limits under shared ones (tenants
+// within a quota): every acquire takes from all of them at once.
 const multiLimits = multiLimitsFromJson(process.env[LimiterEnv.LIMITS]);
-const multi = multiLimits && new MultiLimiter({ limiterName: config.limiterName, limits: multiLimits, maxWaitMs: config.maxWaitMs }, {
+const keyLimits = multiLimitsFromJson(process.env[LimiterEnv.KEY_LIMITS]);
+const multi = multiLimits && new MultiLimiter({ limiterName: config.limiterName, limits: multiLimits, keyLimits, maxWaitMs: config.maxWaitMs }, {
   store: new DynamoDbMultiStore(client, requiredEnv(LimiterEnv.TABLE_NAME)),
   clockUs,
+  overrides: bucketStore,
 });
 
 /**

@@ -42,7 +42,13 @@ export interface TenantLimits {
 }
 
 export type TenantTake =
-  | { readonly admitted: true; readonly slotUs: number; readonly state: MultiState; readonly tats: Readonly<Record<string, number>>; readonly tenants: number }
+  | {
+    readonly admitted: true;
+    readonly slotUs: number;
+    readonly state: MultiState;
+    readonly tats: Readonly<Record<string, number>>;
+    readonly tenants: number;
+  }
   /** `binding`: the shared dimension, `key:<dimension>` (the key's own limit), or `share` (the key's fair share). */
   | { readonly admitted: false; readonly retryAfterUs: number; readonly binding: string; readonly tenants: number };
 

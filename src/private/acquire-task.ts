@@ -115,7 +115,7 @@ export function acquireStates(
   options: AcquireStatesOptions,
 ): { acquire: AcquireTask; wait: sfn.Wait } {
   const prop = options.prop ?? 'acquire.';
-  const multi = limiter.limits.length > 1;
+  const multi = isMultiLimit(limiter);
   const tokens = multi ? 1 : consumedAmount(scope, limiter, options, prop);
   // a JsonPath token (JsonPath.stringAt('$.tenant')) is its path
   const key = pathOfToken(options.key ?? DEFAULT_KEY);
@@ -148,6 +148,17 @@ export function acquireStates(
     outputPath: echo ? `$.${R.INPUT}` : undefined,
     queryLanguage: options.queryLanguage,
   });
+  if ((limiter.keyLimits?.length ?? 0) > 0 && (options.mode ?? AcquireMode.RESERVE) === AcquireMode.RESERVE) {
+    // a key over its own limit (or its fair share) is refused rather than queued ahead of the other keys: it comes
+    // back within about a second (TRY mode has its own retry)
+    acquire.addRetry({
+      errors: [ThrottleErrors.RATE_LIMIT_EXCEEDED],
+      interval: Duration.seconds(1),
+      backoffRate: 1,
+      maxAttempts: 1000,
+      jitterStrategy: sfn.JitterType.FULL,
+    });
+  }
   acquire.next(wait);
   return { acquire, wait };
 }
@@ -157,7 +168,7 @@ export function acquireStates(
  * be the limiter's; an amount is 1 to floor(burst / shards), or a number read from the input at run time).
  */
 export function consumedAmount(scope: Construct, limiter: IRateLimiter, options: { consume?: { [dimension: string]: number } }, prop = 'acquire.'): number {
-  if (limiter.limits.length > 1) {
+  if (isMultiLimit(limiter)) {
     // several limits: the amounts are checked by consumedAmounts; this is the first dimension's (1 when not taken)
     const amounts = consumedAmounts(scope, limiter, options, prop);
     return amounts[limiter.limits[0].dimension] ?? 1;
@@ -179,6 +190,14 @@ export function consumedAmount(scope: Construct, limiter: IRateLimiter, options:
  * The amounts an acquire takes of a limiter of several limits, checked: every dimension named is the limiter's; an
  * amount is 0 to the limit's burst, or a number read from the input at run time; at least one dimension taken.
  */
+/**
+ * Whether a limiter takes through the several-limit path (one item, one conditional write for every limit of an
+ * acquire): several limits, or per-key limits under shared ones.
+ */
+export function isMultiLimit(limiter: Pick<IRateLimiter, 'limits' | 'keyLimits'>): boolean {
+  return limiter.limits.length > 1 || (limiter.keyLimits?.length ?? 0) > 0;
+}
+
 export function consumedAmounts(scope: Construct, limiter: IRateLimiter, options: { consume?: { [dimension: string]: number } }, prop = 'acquire.'):
 { [dimension: string]: number } {
   const consume = options.consume ?? { [limiter.limits[0].dimension]: 1 };
@@ -189,7 +208,14 @@ export function consumedAmounts(scope: Construct, limiter: IRateLimiter, options
   }
   for (const [d, amount] of Object.entries(consume)) {
     const limit = limiter.limits.find((l) => l.dimension === d)!;
-    checkRange(scope, `${prop}consume.${d}`, amount, { min: 0, max: limit.burst, integer: true, why: `the ${d} limit's burst (more can never be admitted)` });
+    const own = limiter.keyLimits?.find((l) => l.dimension === d);
+    const max = Math.min(limit.burst, own?.burst ?? limit.burst);
+    checkRange(scope, `${prop}consume.${d}`, amount, {
+      min: 0,
+      max,
+      integer: true,
+      why: own && own.burst < limit.burst ? `the ${d} key limit's burst (more can never be admitted)` : `the ${d} limit's burst (more can never be admitted)`,
+    });
   }
   if (Object.values(consume).every((a) => !Token.isUnresolved(a) && a === 0)) {
     fail(scope, `${prop}consume must take something of a dimension, got ${JSON.stringify(consume)}`);

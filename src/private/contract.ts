@@ -111,6 +111,8 @@ export const LimiterEnv = {
   MAX_WAIT_MS: 'MAX_WAIT_MS',
   /** A limiter of several limits: `[{ dimension, ratePerSecond, burst }]` as JSON (absent: one limit, the fields above). */
   LIMITS: 'LIMITS',
+  /** Each key's own limits under LIMITS (tenants within a quota), as JSON like LIMITS. */
+  KEY_LIMITS: 'KEY_LIMITS',
 } as const;
 
 // ---- The concurrency limiter's function ----

@@ -15,7 +15,17 @@ export interface LimiterBuckets {
   readonly shards: number;
   /** Several limits: their buckets share an item per key (`<limiterName>#multi#<key>`, written whole). */
   readonly limits?: readonly Limit[];
+  /** Each key's own limits under the shared `limits`: the shared buckets and every active key's on one item. */
+  readonly keyLimits?: readonly Limit[];
 }
+
+/** Whether the handler takes through its several-limit path (one item written whole per acquire). */
+function multiItem(limiter: Pick<LimiterBuckets, 'limits' | 'keyLimits'>): boolean {
+  return (limiter.limits?.length ?? 1) > 1 || (limiter.keyLimits?.length ?? 0) > 0;
+}
+
+const limitsJson = (limits: readonly Limit[]) =>
+  JSON.stringify(limits.map((l) => ({ dimension: l.dimension, ratePerSecond: l.ratePerSecond, burst: l.burst })));
 
 /**
  * The role of a bundled handler: it may log only to its own log group (instead of
@@ -49,11 +59,8 @@ export function limiterEnvironment(limiter: LimiterBuckets, maxWaitMs: number): 
     [LimiterEnv.BURST]: String(limiter.burst),
     [LimiterEnv.SHARDS]: String(limiter.shards),
     [LimiterEnv.MAX_WAIT_MS]: String(maxWaitMs),
-    ...((limiter.limits?.length ?? 1) > 1
-      ? {
-        [LimiterEnv.LIMITS]: JSON.stringify(limiter.limits!.map((l) => ({ dimension: l.dimension, ratePerSecond: l.ratePerSecond, burst: l.burst }))),
-      }
-      : {}),
+    ...(multiItem(limiter) ? { [LimiterEnv.LIMITS]: limitsJson(limiter.limits!) } : {}),
+    ...(limiter.keyLimits?.length ? { [LimiterEnv.KEY_LIMITS]: limitsJson(limiter.keyLimits) } : {}),
   };
 }
 
@@ -62,11 +69,11 @@ export function limiterEnvironment(limiter: LimiterBuckets, maxWaitMs: number): 
  * every item it reads or writes has a partition key starting `<limiterName>#`, so on a table shared by several
  * limiters each role can touch its own items and no other (`dynamodb:LeadingKeys`).
  */
-export function grantBucketAccess(limiter: Pick<LimiterBuckets, 'table' | 'limiterName' | 'limits'>, grantee: iam.IGrantable): iam.Grant {
+export function grantBucketAccess(limiter: Pick<LimiterBuckets, 'table' | 'limiterName' | 'limits' | 'keyLimits'>, grantee: iam.IGrantable): iam.Grant {
   const grant = iam.Grant.addToPrincipal({
     grantee,
     // several limits: a key's buckets are one item, written whole (PutItem conditioned on its write counter)
-    actions: (limiter.limits?.length ?? 1) > 1 ? ['dynamodb:UpdateItem', 'dynamodb:GetItem', 'dynamodb:PutItem'] : ['dynamodb:UpdateItem', 'dynamodb:GetItem'],
+    actions: multiItem(limiter) ? ['dynamodb:UpdateItem', 'dynamodb:GetItem', 'dynamodb:PutItem'] : ['dynamodb:UpdateItem', 'dynamodb:GetItem'],
     resourceArns: [limiter.table.tableArn],
     conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${limiter.limiterName}#*`] } },
   });
