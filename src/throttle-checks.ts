@@ -251,8 +251,11 @@ function checkLimiter(l: RateLimiterBase, settings: CheckSettings): PlanEntry {
     shards: l.shards,
     maxWaitSeconds: l.maxWait.toSeconds(),
     writesPerSecondPerShard: round(l.ratePerSecond / l.shards),
-    ...(l.limits.length > 1
+    ...(l.limits.length > 1 || l.keyLimits
       ? { limits: l.limits.map((x) => ({ dimension: x.dimension, ratePerSecond: round(x.ratePerSecond), burst: x.burst, stated: x.description })) }
+      : {}),
+    ...(l.keyLimits
+      ? { keyLimits: l.keyLimits.map((x) => ({ dimension: x.dimension, ratePerSecond: round(x.ratePerSecond), burst: x.burst, stated: x.description })) }
       : {}),
     acquireFunction: { memoryMb: shape.memoryMb, architecture: shape.arm ? 'arm64' : 'x86_64', concurrencyAtFullRate: round(concurrency) },
   };

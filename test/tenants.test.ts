@@ -1,4 +1,6 @@
-import { App, Stack } from 'aws-cdk-lib';
+import * as fs from 'fs';
+import * as path from 'path';
+import { App, Aspects, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
@@ -7,7 +9,7 @@ import { aslOf } from './support/asl';
 import { expectValidationError } from './support/validation';
 import { LocalRunner } from '../local/runner';
 import { type Admission, windowViolations } from '../local/timing';
-import { Limit, MapConcurrency, QueueTarget, BufferedQueueConsumer, RateLimitedTask, RateLimiter, RetryPolicy, ThrottledMap } from '../src';
+import { BufferedQueueConsumer, Limit, MapConcurrency, QueueTarget, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleChecks, ThrottledMap } from '../src';
 
 // Tenants within a shared quota: each key (tenant) has its own limit under the limiter's shared one. Judged at the
 // limiter's decisions (the admitted slots its metrics log), per key and over all keys, in every window.
@@ -52,6 +54,16 @@ describe('RateLimiter keyLimits (tenants within a shared quota)', () => {
       ErrorEquals: ['RateLimitExceeded'], IntervalSeconds: 1, BackoffRate: 1, JitterStrategy: 'FULL',
     })]));
     expect(template.toJSON()).toMatchSnapshot();
+  });
+
+  test('the throttle plan lists the shared limits and the per-key ones', () => {
+    const { stack } = build();
+    const app = stack.node.root as App;
+    Aspects.of(app).add(new ThrottleChecks());
+    const plan = JSON.parse(fs.readFileSync(path.join(app.synth().directory, 'throttle-plan.json'), 'utf8'));
+    const entry = plan.entries.find((e: any) => e.kind === 'limiter');
+    expect(entry.limits).toEqual([{ dimension: 'requests', ratePerSecond: 6, burst: 2, stated: 'Limit.perSecond(6)' }]);
+    expect(entry.keyLimits).toEqual([{ dimension: 'requests', ratePerSecond: 4, burst: 1, stated: 'Limit.perSecond(4)' }]);
   });
 
   test.each<[string, () => unknown, RegExp]>([

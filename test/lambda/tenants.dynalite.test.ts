@@ -47,8 +47,8 @@ describe('tenants within a shared quota (dynalite, 5–20 ms a call)', () => {
     };
     await Promise.all(Array.from({ length: 60 }, (_, i) => caller(i)));
     expect(admitted).toHaveLength(60);
-    const admissions = (key?: string): Admission[] => admitted.filter((a) => key === undefined || a.key === key).map((a) => ({ atUs: a.atUs, tokens: 1 }))
-      .sort((a, b) => a.atUs - b.atUs);
+    const admissions = (key?: string): Admission[] => admitted.filter((a) => key === undefined || a.key === key)
+      .map((a) => ({ atUs: a.atUs, tokens: 1 })).sort((a, b) => a.atUs - b.atUs);
     for (const w of [0, 100_000, 500_000, 1_000_000, 5_000_000]) {
       expect(windowViolations(admissions(), 50, 5, w)).toBe(0);
       for (let k = 0; k < 10; k++) expect(windowViolations(admissions(`t${k}`), 10, 2, w)).toBe(0);
