@@ -7,6 +7,7 @@ import { dispatcherScenarios, runDispatcher } from './dispatcher.bench';
 import { modelApiScenarios, runModelApi } from './model-api.bench';
 import { constantLatency, logNormalLatency, runFixedWindow, runGcra, type Scenario } from './rate-limiter.bench';
 import { table } from './stats';
+import { runTenants } from './tenants.bench';
 import { runFixedWaitLoop, runMapWithRetry, runRateLimitedTask } from './workflow.bench';
 import { startDynaliteProcess } from '../local/dynalite';
 
@@ -94,6 +95,22 @@ async function main() {
     console.log('## Model API: requests and tokens per 2 s window (a minute scaled 30×), through a stub that counts like the provider; local runner\n');
     console.log(table(rows));
     console.log();
+  }
+  if (want('tenants')) {
+    const db = await startDynaliteProcess({ returnOldItemOnConditionFailure: true });
+    try {
+      await db.createTable('bench');
+      const rows = [];
+      for (const kind of ['keyLimits', 'single-limit'] as const) {
+        process.stderr.write(`running tenants: ${kind}…\n`);
+        rows.push(await runTenants(db, 'bench', kind));
+      }
+      console.log('## Tenants within a shared quota: dynalite (own process) + 5–20 ms per call; RESERVE callers, refusals retried within a second\n');
+      console.log(table(rows));
+      console.log();
+    } finally {
+      await db.stop();
+    }
   }
   if (want('dispatcher')) {
     const rows = [];
