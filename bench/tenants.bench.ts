@@ -73,7 +73,8 @@ export async function runTenants(db: LocalDynamoDb, table: string, kind: 'keyLim
   const t0 = nowUs();
   await Promise.all(Array.from({ length: TENANTS * CALLERS_PER_TENANT }, (_, i) => caller(`t${i % TENANTS}`)));
   const inRun = admitted.filter((a) => a.atUs <= end);
-  const adm = (key?: string): Admission[] => inRun.filter((a) => key === undefined || a.key === key).map((a) => ({ atUs: a.atUs, tokens: 1 })).sort((a, b) => a.atUs - b.atUs);
+  const adm = (key?: string): Admission[] => inRun.filter((a) => key === undefined || a.key === key)
+    .map((a) => ({ atUs: a.atUs, tokens: 1 })).sort((a, b) => a.atUs - b.atUs);
   const windows = [0, 100_000, 1_000_000, 5_000_000];
   const sharedOver = windows.reduce((n, w) => n + windowViolations(adm(), SHARED.rate, SHARED.burst, w), 0);
   let keyOver = 0;
