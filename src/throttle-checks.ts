@@ -9,6 +9,7 @@ import { AcquireOptions } from './acquire';
 import { BufferedQueueConsumer } from './buffered-queue-consumer';
 import { ConcurrencyLimitedTask, ConcurrencyLimiterBase } from './concurrency-limiter';
 import { IRateLimiter } from './i-rate-limiter';
+import type { Limit } from './limit';
 import { fail } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
 import { RateLimiterBase } from './rate-limiter';
@@ -251,14 +252,15 @@ function checkLimiter(l: RateLimiterBase, settings: CheckSettings): PlanEntry {
     shards: l.shards,
     maxWaitSeconds: l.maxWait.toSeconds(),
     writesPerSecondPerShard: round(l.ratePerSecond / l.shards),
-    ...(l.limits.length > 1 || l.keyLimits
-      ? { limits: l.limits.map((x) => ({ dimension: x.dimension, ratePerSecond: round(x.ratePerSecond), burst: x.burst, stated: x.description })) }
-      : {}),
-    ...(l.keyLimits
-      ? { keyLimits: l.keyLimits.map((x) => ({ dimension: x.dimension, ratePerSecond: round(x.ratePerSecond), burst: x.burst, stated: x.description })) }
-      : {}),
+    ...(l.limits.length > 1 || l.keyLimits ? { limits: l.limits.map(planLimit) } : {}),
+    ...(l.keyLimits ? { keyLimits: l.keyLimits.map(planLimit) } : {}),
     acquireFunction: { memoryMb: shape.memoryMb, architecture: shape.arm ? 'arm64' : 'x86_64', concurrencyAtFullRate: round(concurrency) },
   };
+}
+
+/** A limit as the plan lists it. */
+function planLimit(x: Limit): { dimension: string; ratePerSecond: number; burst: number; stated: string } {
+  return { dimension: x.dimension, ratePerSecond: round(x.ratePerSecond), burst: x.burst, stated: x.description };
 }
 
 /**

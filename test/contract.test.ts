@@ -101,12 +101,14 @@ describe('contract between constructs and handlers', () => {
     expect(params.filter((p) => !fields.has(p))).toEqual([]);
     const env = Object.values(template.findResources('AWS::Lambda::Function'))
       .map((fn: any) => Object.keys(fn.Properties.Environment?.Variables ?? {}).filter((k) => k !== 'AWS_NODEJS_CONNECTION_REUSE_ENABLED').sort());
-    // one limit: every name but LIMITS (present only with several limits, below)
-    expect(env).toContainEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.LIMITS).sort());
+    // one limit: every name but LIMITS and KEY_LIMITS (present only with several limits and with keyLimits, below)
+    expect(env).toContainEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.LIMITS && n !== LimiterEnv.KEY_LIMITS).sort());
     const other = new Stack(new App(), 'Other');
     const two = new RateLimiter(other, 'Model', { limits: [Limit.perMinute(60), Limit.perMinute(6_000, { dimension: 'tokens' })] });
-    const vars = (Template.fromStack(other).findResources('AWS::Lambda::Function')[other.getLogicalId(two.acquireFunction.node.defaultChild as any)] as any)
-      .Properties.Environment.Variables;
-    expect(Object.keys(vars).filter((k) => k !== 'AWS_NODEJS_CONNECTION_REUSE_ENABLED').sort()).toEqual(Object.values(LimiterEnv).sort());
+    const tenants = new RateLimiter(other, 'Tenants', { limits: [Limit.perSecond(100)], keyLimits: [Limit.perSecond(20)] });
+    const varsOf = (l: RateLimiter) => Object.keys((Template.fromStack(other).findResources('AWS::Lambda::Function')[other.getLogicalId(l.acquireFunction.node.defaultChild as any)] as any)
+      .Properties.Environment.Variables).filter((k) => k !== 'AWS_NODEJS_CONNECTION_REUSE_ENABLED').sort();
+    expect(varsOf(two)).toEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.KEY_LIMITS).sort());
+    expect(varsOf(tenants)).toEqual(Object.values(LimiterEnv).sort());
   });
 });

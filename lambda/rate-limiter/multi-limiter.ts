@@ -204,6 +204,13 @@ export class MultiLimiter {
     const pk = this.itemKey(key);
     const counter = { calls: 0 };
     const perKey = this.config.keyLimits ? await this.keyLimitsFor(key, counter) : undefined;
+    for (const l of perKey ?? []) {
+      // more than the key's burst (its override's, when it has one) could never be admitted: refused, never retried
+      if ((consume[l.dimension] ?? 0) > l.burst) {
+        throw new InvalidAcquireRequest(`consume.${l.dimension} must be at most key ${JSON.stringify(key)}'s burst (${l.burst}): more can never be admitted, `
+          + `got ${consume[l.dimension]}`);
+      }
+    }
     const configured = this.config.maxWaitMs * 1000;
     const maxWaitUs = mode === 'TRY' ? 0 : options.maxWaitMs === undefined ? configured
       : Math.floor(Math.max(0, Math.min(configured, options.maxWaitMs * 1000 - this.roundTrip.lookaheadUs())));

@@ -34,7 +34,7 @@ describe('GCRA core (in-memory store, fake clock)', () => {
         tokens: fc.integer({ min: 1, max: 8 }),
         mode: fc.constantFrom<AcquireMode>('RESERVE', 'TRY'),
         key: fc.constantFrom('a', 'b'),
-      }), { minLength: 1, maxLength: 300 }),
+      }), { minLength: 1, maxLength: 300, size: 'max' }),
       fc.integer({ min: 1, max: 2 ** 31 - 1 }),
       async (limit, arrivals, seed) => {
         // GIVEN a limiter and an arbitrary arrival sequence over two keys
@@ -79,7 +79,7 @@ describe('GCRA core (in-memory store, fake clock)', () => {
         fresh: fc.boolean(),
         // a fresh container reserves this far ahead of its clock (its round-trip estimate)
         lookaheadUs: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 200_000 })),
-      }), { minLength: 2, maxLength: 60 }),
+      }), { minLength: 2, maxLength: 60, size: 'max' }),
       async (limit, calls) => {
         // GIVEN a store whose every call yields a random number of turns, so writes of concurrent acquires
         // interleave and run long after the clock reading they were computed from
@@ -380,7 +380,7 @@ describe('GCRA core (in-memory store, fake clock)', () => {
         container: fc.integer({ min: 0, max: 2 }),
         // simultaneous callers: bursts are where a limit change could let too many through
         count: fc.oneof(fc.constant(1), fc.integer({ min: 1, max: 60 })),
-      }), { minLength: 1, maxLength: 120 }),
+      }), { minLength: 1, maxLength: 120, size: 'max' }),
       async (deployed, firstChange, rest) => {
         // GIVEN three containers of one limiter, each with its own caches, overrides read on every call; the run
         // opens with the bucket drained at once and the limit changed right after, then goes on at random

@@ -78,12 +78,12 @@ describe('several limits in one acquire (pure core)', () => {
   };
 
   test('without settling: per dimension, admissions in every window stay within burst + rate·w', () => {
-    fc.assert(fc.property(dimensionArb, dimensionArb, fc.array(opArb, { minLength: 1, maxLength: 250 }), check(false)), { numRuns: 1000 });
+    fc.assert(fc.property(dimensionArb, dimensionArb, fc.array(opArb, { minLength: 1, maxLength: 250, size: 'max' }), check(false)), { numRuns: 1000 });
   });
 
   test('with give-backs: what callers used at their slots stays within 2 × burst + rate·w in every window', () => {
     const runs = Number(process.env.RUNS ?? 2000);
-    fc.assert(fc.property(dimensionArb, dimensionArb, fc.array(opArb, { minLength: 1, maxLength: 250 }), check(true)), { numRuns: runs });
+    fc.assert(fc.property(dimensionArb, dimensionArb, fc.array(opArb, { minLength: 1, maxLength: 250, size: 'max' }), check(true)), { numRuns: runs });
   });
 
   test('under a queue (callers wait in line, those whose slot has come settle low): within 2 × burst + rate·w', () => {
@@ -102,7 +102,7 @@ describe('several limits in one acquire (pure core)', () => {
       { weight: 3, arbitrary: fc.record({ kind: fc.constant('settle' as const), pick: fc.nat(), fraction: fc.constantFrom(0, 0, 0.1, 0.5, 1) }) },
     );
     const small = fc.record({ intervalUs: fc.constantFrom(1_000, 1_500), burst: fc.integer({ min: 1, max: 30 }) });
-    fc.assert(fc.property(small, small, fc.array(queued, { minLength: 20, maxLength: 300 }), check(true)), { numRuns: 1000 });
+    fc.assert(fc.property(small, small, fc.array(queued, { minLength: 20, maxLength: 300, size: 'max' }), check(true)), { numRuns: 1000 });
   });
 
   test('a long line of reservations: give-backs do not let newcomers in among them (a credit design measured 62 bursts over)', () => {

@@ -75,5 +75,10 @@ describe('tenants within a shared quota (dynalite, 5–20 ms a call)', () => {
     expect((await c.acquire('small', { requests: 1 }, 'TRY')).admitted).toBe(true);
     const small = [await c.acquire('small2', { requests: 1 }, 'TRY'), await c.acquire('small2', { requests: 1 }, 'TRY'), await c.acquire('small2', { requests: 1 }, 'TRY')];
     expect(small.map((o) => o.admitted)).toEqual([true, true, false]);
+    // more than a key's burst (its override's) could never be admitted: refused as the caller's error, not retried
+    // (found by review: an override burst below what the synth check allowed let 5 in at once where the key holds 1)
+    await raw.send(new PutItemCommand({ TableName: 'tenants', Item: { pk: { S: overrideItemKey('api', 'tiny') }, ratePerSecond: { N: '500' }, burst: { N: '1' } } }));
+    await expect(c.acquire('tiny', { requests: 2 }, 'RESERVE')).rejects.toThrow(/consume.requests must be at most key "tiny"'s burst \(1\).*got 2/);
+    await expect(c.acquire('small3', { requests: 3 }, 'RESERVE')).rejects.toThrow(/key "small3"'s burst \(2\)/);
   }, 60_000);
 });

@@ -31,7 +31,7 @@ function windows(l: { intervalUs: number; burst: number }, admissions: Admission
 
 describe('tenants within a shared quota (pure core)', () => {
   test('the shared limit over all keys, and each key\'s limit, hold in every window', () => {
-    fc.assert(fc.property(limitArb, limitArb, fc.array(opArb, { minLength: 1, maxLength: 300 }), (sharedL, keyL, ops) => {
+    fc.assert(fc.property(limitArb, limitArb, fc.array(opArb, { minLength: 1, maxLength: 300, size: 'max' }), (sharedL, keyL, ops) => {
       const limits: TenantLimits = { shared: [{ dimension: 'requests', ...sharedL }], perKey: [{ dimension: 'requests', ...keyL }] };
       let now = 1_700_000_000_000_000;
       let state: MultiState = {};
