@@ -1,12 +1,12 @@
 // Tenants within a shared quota against dynalite (own process) with 5–20 ms per call in front of it: the keyLimits
-// limiter (one item, one conditional write per admission) beside the single-limit limiter (one item per key).
+// limiter (one item, one UpdateItem per admission, additive on the shared tat) beside the single-limit limiter (one
+// item per key, no shared ceiling). Write units: DynamoDB charges an UpdateItem by the item's size (1 per KB).
 // Prints figures; asserts nothing.
 import { type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDbBucketStore } from '../lambda/rate-limiter/dynamodb-store';
 import { Limiter } from '../lambda/rate-limiter/limiter';
 import { type DimensionLimit } from '../lambda/rate-limiter/multi';
-import { DynamoDbMultiStore, MultiLimiter } from '../lambda/rate-limiter/multi-limiter';
-import { activeKeys } from '../lambda/rate-limiter/tenants';
+import { DynamoDbTenantStore, TenantLimiter } from '../lambda/rate-limiter/tenant-limiter';
 import { type LocalDynamoDb } from '../local/dynalite';
 import { type Admission, nowUs, sleep, windowViolations } from '../local/timing';
 
@@ -18,38 +18,35 @@ function slow(client: DynamoDBClient, counter: { calls: number }): DynamoDBClien
 const SHARED = { rate: 50, burst: 5 };
 const PER_KEY = { rate: 10, burst: 2 };
 const TENANTS = 10;
-const CALLERS_PER_TENANT = 3;
+const CALLERS_PER_TENANT = Number(process.env.BENCH_CALLERS_PER_TENANT ?? 2);
 const DURATION_S = 10;
 
 export async function runTenants(db: LocalDynamoDb, table: string, kind: 'keyLimits' | 'single-limit') {
   const counter = { calls: 0 };
-  const writes = { n: 0, units: 0, maxBytes: 0, maxKeys: 0 };
-  class Measured extends DynamoDbMultiStore {
-    write(...args: Parameters<DynamoDbMultiStore['write']>) {
-      const bytes = JSON.stringify(args[1]).length + 60; // the buckets' JSON + pk, ver, v, exp
+  const writes = { n: 0 };
+  class Measured extends DynamoDbTenantStore {
+    async write(...args: Parameters<DynamoDbTenantStore['write']>) {
       writes.n++;
-      writes.units += Math.max(1, Math.ceil(bytes / 1024));
-      writes.maxBytes = Math.max(writes.maxBytes, bytes);
-      writes.maxKeys = Math.max(writes.maxKeys, activeKeys(args[1]).size);
-      return super.write(...args);
+      const out = await super.write(...args);
+      return out;
     }
   }
-  const shared: DimensionLimit[] = [{ dimension: 'requests', intervalUs: Math.ceil(1e6 / SHARED.rate), burst: SHARED.burst }];
-  const perKey: DimensionLimit[] = [{ dimension: 'requests', intervalUs: Math.ceil(1e6 / PER_KEY.rate), burst: PER_KEY.burst }];
+  const shared: DimensionLimit = { dimension: 'requests', intervalUs: Math.ceil(1e6 / SHARED.rate), burst: SHARED.burst };
+  const perKey: DimensionLimit = { dimension: 'requests', intervalUs: Math.ceil(1e6 / PER_KEY.rate), burst: PER_KEY.burst };
   const name = `bench-${kind}-${Date.now()}`;
   const containers = Array.from({ length: 8 }, () => {
     const client = slow(db.client, counter);
     if (kind === 'keyLimits') {
-      const m = new MultiLimiter({ limiterName: name, limits: shared, keyLimits: perKey, maxWaitMs: 60_000 },
+      const m = new TenantLimiter({ limiterName: name, shared, perKey, maxWaitMs: 60_000 },
         { store: new Measured(client, table), clockUs: nowUs, overrides: new DynamoDbBucketStore(client, table) });
-      return async (key: string) => m.acquire(key, { requests: 1 }, 'RESERVE');
+      return async (key: string) => m.acquire(key, 1, 'RESERVE');
     }
     // one limit per key (the tenants' own), no shared ceiling: every key its own item
     const l = new Limiter({ limiterName: name, ratePerSecond: PER_KEY.rate, burst: PER_KEY.burst, shards: 1, maxWaitMs: 60_000 },
       { store: new DynamoDbBucketStore(client, table), clockUs: nowUs, random: Math.random });
     return async (key: string) => {
       const out = await l.acquire({ key, tokens: 1, mode: 'RESERVE' });
-      if (out.admitted) writes.n++, writes.units++;
+      if (out.admitted) writes.n++;
       return out;
     };
   });
@@ -57,9 +54,18 @@ export async function runTenants(db: LocalDynamoDb, table: string, kind: 'keyLim
   let refusals = 0;
   const end = nowUs() + DURATION_S * 1e6;
   let next = 0;
+  let unavailable = 0;
   const caller = async (key: string) => {
     while (nowUs() < end) {
-      const out = await containers[next++ % containers.length](key);
+      let out;
+      try {
+        out = await containers[next++ % containers.length](key);
+      } catch (err) {
+        // LimiterUnavailable (a write lost to contention 50 times): the acquire state retries it after a second
+        unavailable++;
+        await sleep(1000);
+        continue;
+      }
       if (out.admitted) {
         admitted.push({ key, atUs: out.atUs });
         await sleep((out.atUs - nowUs()) / 1000);
@@ -89,8 +95,7 @@ export async function runTenants(db: LocalDynamoDb, table: string, kind: 'keyLim
     'key windows over': keyOver,
     'DynamoDB calls / admission': (counter.calls / Math.max(1, inRun.length)).toFixed(2),
     'writes / admission': (writes.n / Math.max(1, inRun.length)).toFixed(2),
-    'write units / admission': (writes.units / Math.max(1, inRun.length)).toFixed(2),
-    'item max bytes (keys)': kind === 'keyLimits' ? `${writes.maxBytes} (${writes.maxKeys})` : '~100 (1)',
     'refusals retried': refusals,
+    'LimiterUnavailable (contention)': unavailable,
   };
 }

@@ -208,6 +208,9 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
 /** Checks `settle` against the limiter and the task's props; returns the dotted field the acquire result is kept at. */
 function checkedSettle(scope: Construct, props: RateLimitedTaskProps): string {
   const l = props.limiter;
+  if (l.keyLimits) {
+    fail(scope, `settle is not supported with a limiter of keyLimits yet (${l.limiterName}): its per-key admissions are not settled`);
+  }
   if (!isMultiLimit(l)) {
     fail(scope, `settle needs a limiter of several limits (limits: [Limit.perMinute(...), Limit.perMinute(..., { dimension: 'tokens' })]), got ${l.limiterName} with one (${l.limits[0].dimension})`);
   }

@@ -106,8 +106,8 @@ export interface RateLimiterProps {
    * write (the shared buckets and every active key's are one item). A key over its own limit is refused with
    * `RateLimitExceeded` and retried (it never holds the shared limit ahead of other keys); while the shared limit
    * binds, each key is held to its fair share (the shared rate ÷ the keys active now), so a key asking less gets
-   * what it asks and the busy ones share the rest. A key's override item (`ratePerSecond`, `burst`) replaces the
-   * first key limit for that key. Each names a dimension of `limits`; `shards` must be 1.
+   * what it asks and the busy ones share the rest. A key's override item (`ratePerSecond`, `burst`) replaces its
+   * limit. One Limit, of the dimension of the one shared Limit; `shards` must be 1; not with `settle`.
    *
    * @default - none: each key is held to `limits` alone, independently of the others
    */
@@ -457,7 +457,11 @@ function checkedLimit(scope: IConstruct, form: LimitForm):
 function checkedKeyLimits(scope: IConstruct, form: LimitForm, dimensions: string[]): Limit[] | undefined {
   if (form.keyLimits === undefined) return undefined;
   const keyLimits = [...form.keyLimits];
-  if (keyLimits.length < 1 || keyLimits.length > 10) fail(scope, `keyLimits must hold 1 to 10 Limits, got ${keyLimits.length}`);
+  // one shared limit and one per key: the write that takes both is additive on the shared bucket (tenant-write.ts)
+  if (keyLimits.length !== 1) fail(scope, `keyLimits must hold one Limit (several dimensions per key are not supported yet), got ${keyLimits.length}`);
+  if (dimensions.length !== 1) {
+    fail(scope, `limits must hold one Limit with keyLimits (several dimensions with per-key limits are not supported yet), got ${dimensions.length}: ${JSON.stringify(dimensions)}`);
+  }
   keyLimits.forEach((l, i) => l._check(scope, `keyLimits[${i}] `));
   const own = keyLimits.map((l) => l.dimension);
   const repeated = own.find((d, i) => own.indexOf(d) !== i);

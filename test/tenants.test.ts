@@ -72,7 +72,17 @@ describe('RateLimiter keyLimits (tenants within a shared quota)', () => {
     }), /keyLimits must count dimensions the shared limits count \(requests\).*got \["tokens"\]/],
     ['shards with keyLimits', () => new RateLimiter(new Stack(), 'L', { limits: [Limit.perSecond(10)], keyLimits: [Limit.perSecond(2)], shards: 2 }),
       /shards must be 1 with keyLimits/],
-    ['no key limit', () => new RateLimiter(new Stack(), 'L', { limits: [Limit.perSecond(10)], keyLimits: [] }), /keyLimits must hold 1 to 10 Limits, got 0/],
+    ['no key limit', () => new RateLimiter(new Stack(), 'L', { limits: [Limit.perSecond(10)], keyLimits: [] }), /keyLimits must hold one Limit .*got 0/],
+    ['several shared limits', () => new RateLimiter(new Stack(), 'L', { limits: [Limit.perSecond(10), Limit.perSecond(9, { dimension: 'tokens' })], keyLimits: [Limit.perSecond(2)] }),
+      /limits must hold one Limit with keyLimits .*got 2/],
+    ['settle', () => {
+      const stack = new Stack();
+      const limiter = new RateLimiter(stack, 'L', { limits: [Limit.perSecond(10)], keyLimits: [Limit.perSecond(2)] });
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      return new RateLimitedTask(stack, 'T', {
+        limiter, task: tasks.LambdaInvoke.jsonPath(stack, 'I', { lambdaFunction: fn, retryOnServiceExceptions: false }), resultPath: '$.a', settle: { consume: { requests: 1 } },
+      });
+    }, /settle is not supported with a limiter of keyLimits yet/],
     ['an amount above the key limit\'s burst', () => {
       const stack = new Stack();
       const limiter = new RateLimiter(stack, 'L', { limits: [Limit.perSecond(10, { burst: 10 })], keyLimits: [Limit.perSecond(2, { burst: 2 })] });

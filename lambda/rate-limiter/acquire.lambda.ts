@@ -6,6 +6,7 @@ import { configFromEnv, Limiter } from './limiter';
 import { checkConsume, checkUsed, DynamoDbMultiStore, MultiLimiter, multiLimitsFromJson } from './multi-limiter';
 import { type AcquireRequest, parseRequest } from './request';
 import { retryStep, stampRedrive } from './retry';
+import { DynamoDbTenantStore, TenantLimiter } from './tenant-limiter';
 import { AcquireField, type AcquireResult, type BackoffResult, BACKOFF_PHASE, LimiterEnv, SETTLE_PHASE } from '../../src/private/contract';
 import { clockUs, sleepUntilUs } from '../shared/clock';
 
@@ -25,10 +26,12 @@ const limiter = new Limiter(config, {
 // within a quota): every acquire takes from all of them at once.
 const multiLimits = multiLimitsFromJson(process.env[LimiterEnv.LIMITS]);
 const keyLimits = multiLimitsFromJson(process.env[LimiterEnv.KEY_LIMITS]);
-const multi = multiLimits && new MultiLimiter({ limiterName: config.limiterName, limits: multiLimits, keyLimits, maxWaitMs: config.maxWaitMs }, {
+const tenants = multiLimits && keyLimits && new TenantLimiter({
+  limiterName: config.limiterName, shared: multiLimits[0], perKey: keyLimits[0], maxWaitMs: config.maxWaitMs,
+}, { store: new DynamoDbTenantStore(client, requiredEnv(LimiterEnv.TABLE_NAME)), clockUs, overrides: bucketStore });
+const multi = multiLimits && !tenants && new MultiLimiter({ limiterName: config.limiterName, limits: multiLimits, maxWaitMs: config.maxWaitMs }, {
   store: new DynamoDbMultiStore(client, requiredEnv(LimiterEnv.TABLE_NAME)),
   clockUs,
-  overrides: bucketStore,
 });
 
 /**
@@ -47,6 +50,7 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
   }
   // A resultPath that cannot be applied fails before a token is taken (a token taken is a token spent).
   if (request.resultField && hasInput(event)) checkResultPath(event.input, request.resultField);
+  if (tenants) return acquireAll(event as Record<string, unknown>, request, tenants);
   if (multi) return acquireAll(event as Record<string, unknown>, request, multi);
   let outcome;
   try {
@@ -78,12 +82,16 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
 };
 
 /** A limiter of several limits: takes `consume` of every dimension at once (a missing `consume`: `tokens` of the first). */
-async function acquireAll(event: Record<string, unknown>, request: AcquireRequest, m: MultiLimiter): Promise<AcquireResult & { input?: unknown }> {
-  const given = event[AcquireField.CONSUME] ?? { [m.config.limits[0].dimension]: request.tokens };
-  const consume = checkConsume(given, m.config.limits);
+async function acquireAll(event: Record<string, unknown>, request: AcquireRequest, m: MultiLimiter | TenantLimiter):
+Promise<AcquireResult & { input?: unknown }> {
+  const limits = m instanceof TenantLimiter ? [m.config.shared] : m.config.limits;
+  const given = event[AcquireField.CONSUME] ?? { [limits[0].dimension]: request.tokens };
+  const consume = checkConsume(given, limits);
   let outcome;
   try {
-    outcome = await m.acquire(request.key, consume, request.mode);
+    outcome = m instanceof TenantLimiter
+      ? await m.acquire(request.key, consume[limits[0].dimension], request.mode)
+      : await m.acquire(request.key, consume, request.mode);
   } catch (err) {
     if (err instanceof LimiterUnavailable) {
       emit(emfLine(config.limiterName, { admitted: 0, delayed: 0, rejected: 0, dynamoCalls: 0, unavailable: 1 }, Date.now()));
@@ -103,7 +111,7 @@ async function acquireAll(event: Record<string, unknown>, request: AcquireReques
   const result: AcquireResult = {
     admitted: true,
     key: outcome.key,
-    tokens: consume[m.config.limits[0].dimension] ?? 0,
+    tokens: consume[limits[0].dimension] ?? 0,
     shard: 0,
     waitSeconds,
     waitMs: outcome.waitUs / 1000,
@@ -119,7 +127,7 @@ async function acquireAll(event: Record<string, unknown>, request: AcquireReques
 
 /** Settles an admitted acquire of a limiter of several limits: `consume` was taken, `used` was used. */
 async function settle(event: Record<string, unknown>, request: AcquireRequest): Promise<SettleResult> {
-  if (!multi) throw new InvalidAcquireRequest('settle needs a limiter of several limits (limits: [...]): this one has one');
+  if (!multi) throw new InvalidAcquireRequest(`settle needs a limiter of several limits (limits: [...]) without keyLimits: this one has ${tenants ? 'keyLimits' : 'one'}`);
   const taken = checkUsed(event[AcquireField.CONSUME], multi.config.limits);
   const used = checkUsed(event[AcquireField.USED], multi.config.limits);
   const out = await multi.settle(request.key, taken, used, tatsOf(event[AcquireField.TATS]));

@@ -6,9 +6,8 @@ import {
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
 import { InvalidAcquireRequest, LimiterUnavailable } from './errors';
-import { overrideItemKey, RoundTrip } from './limiter';
+import { RoundTrip } from './limiter';
 import { type DimensionLimit, intervalUs, type MultiState, settleAll, takeAll } from './multi';
-import { takeTenant, tenantAmounts, tenantLimits } from './tenants';
 import { jitteredPause } from '../shared/backoff';
 
 // Several limits of one key on one item, taken in one conditional write: the item holds every dimension's bucket
@@ -59,20 +58,9 @@ export interface MultiStore {
 
 export interface MultiLimiterConfig {
   readonly limiterName: string;
-  /** With `keyLimits`: the limits of all keys together; without: each key's. */
   readonly limits: readonly DimensionLimit[];
-  /** Each key's own limits under the shared `limits` (tenants within a quota): all keys on one item. */
-  readonly keyLimits?: readonly DimensionLimit[];
   readonly maxWaitMs: number;
 }
-
-/** Reads a key's override item (the single-limit limiter's format: `ratePerSecond`, `burst`). */
-export interface OverrideReader {
-  readOverride(pk: string): Promise<Record<string, unknown> | undefined>;
-}
-
-/** How long a key's override (or its absence) is cached, as the single-limit limiter. */
-const OVERRIDE_TTL_US = 10_000_000;
 
 export type MultiOutcome =
   | {
@@ -89,11 +77,6 @@ export type MultiOutcome =
 
 export function multiItemKey(limiterName: string, key: string): string {
   return `${limiterName}#multi#${key}`;
-}
-
-/** The one item of a limiter with `keyLimits`: the shared buckets and every active key's. */
-export function tenantsItemKey(limiterName: string): string {
-  return `${limiterName}#tenants`;
 }
 
 /**
@@ -157,43 +140,10 @@ export function checkUsed(used: unknown, limits: readonly DimensionLimit[]): Rec
  */
 export class MultiLimiter {
   private readonly cache = new Map<string, MultiItem>();
-  private readonly overrides = new Map<string, { readonly limits: readonly DimensionLimit[]; readonly untilUs: number }>();
   readonly roundTrip: RoundTrip;
 
-  constructor(readonly config: MultiLimiterConfig,
-    private readonly deps: { store: MultiStore; clockUs: () => number; initialLookaheadUs?: number; overrides?: OverrideReader }) {
+  constructor(readonly config: MultiLimiterConfig, private readonly deps: { store: MultiStore; clockUs: () => number; initialLookaheadUs?: number }) {
     this.roundTrip = new RoundTrip(deps.initialLookaheadUs ?? 100_000);
-  }
-
-  private itemKey(key: string): string {
-    return this.config.keyLimits ? tenantsItemKey(this.config.limiterName) : multiItemKey(this.config.limiterName, key);
-  }
-
-  /**
-   * A key's own limits: its override item (`ratePerSecond`, `burst`, for the first key limit's dimension) when valid,
-   * cached 10 s; else the deployed `keyLimits`.
-   */
-  async keyLimitsFor(key: string, counter: { calls: number }): Promise<readonly DimensionLimit[]> {
-    const deployed = this.config.keyLimits ?? [];
-    if (!this.deps.overrides || deployed.length === 0) return deployed;
-    const now = this.deps.clockUs();
-    const cached = this.overrides.get(key);
-    if (cached && cached.untilUs > now) return cached.limits;
-    const item = await this.timed(counter, () => this.deps.overrides!.readOverride(overrideItemKey(this.config.limiterName, key)));
-    let limits = deployed;
-    if (item) {
-      const rate = item.ratePerSecond;
-      const burst = item.burst ?? deployed[0].burst;
-      if (typeof rate === 'number' && rate >= 0.001 && Number.isInteger(burst) && (burst as number) >= 1) {
-        limits = [{ dimension: deployed[0].dimension, intervalUs: intervalUs(rate), burst: burst as number }, ...deployed.slice(1)];
-      } else {
-        // a bad override must not take the limiter down: the deployed limit stands, and the logs say so
-        process.stderr.write(`${JSON.stringify({ level: 'WARN', message: `ignoring override for key ${JSON.stringify(key)}: ratePerSecond ${JSON.stringify(rate)}, burst ${JSON.stringify(burst)}` })}\n`);
-      }
-    }
-    if (this.overrides.size >= MAX_CACHED_KEYS) this.overrides.clear();
-    this.overrides.set(key, { limits, untilUs: now + OVERRIDE_TTL_US });
-    return limits;
   }
 
   /**
@@ -201,16 +151,8 @@ export class MultiLimiter {
    * per-limit slots, counted from when the answer is expected back (now + the round-trip estimate).
    */
   async acquire(key: string, consume: Readonly<Record<string, number>>, mode: 'RESERVE' | 'TRY', options: { maxWaitMs?: number } = {}): Promise<MultiOutcome> {
-    const pk = this.itemKey(key);
+    const pk = multiItemKey(this.config.limiterName, key);
     const counter = { calls: 0 };
-    const perKey = this.config.keyLimits ? await this.keyLimitsFor(key, counter) : undefined;
-    for (const l of perKey ?? []) {
-      // more than the key's burst (its override's, when it has one) could never be admitted: refused, never retried
-      if ((consume[l.dimension] ?? 0) > l.burst) {
-        throw new InvalidAcquireRequest(`consume.${l.dimension} must be at most key ${JSON.stringify(key)}'s burst (${l.burst}): more can never be admitted, `
-          + `got ${consume[l.dimension]}`);
-      }
-    }
     const configured = this.config.maxWaitMs * 1000;
     const maxWaitUs = mode === 'TRY' ? 0 : options.maxWaitMs === undefined ? configured
       : Math.floor(Math.max(0, Math.min(configured, options.maxWaitMs * 1000 - this.roundTrip.lookaheadUs())));
@@ -219,9 +161,7 @@ export class MultiLimiter {
     for (let writes = 0; writes < MAX_WRITES;) {
       const now = this.deps.clockUs();
       const arrival = now + this.roundTrip.lookaheadUs();
-      const out = perKey
-        ? takeTenant(current?.state ?? {}, arrival, key, consume, { shared: this.config.limits, perKey }, maxWaitUs)
-        : takeAll(current?.state ?? {}, arrival, consume, this.config.limits, maxWaitUs);
+      const out = takeAll(current?.state ?? {}, arrival, consume, this.config.limits, maxWaitUs);
       if (!out.admitted) {
         // a remembered item may be older than a give-back: refuse only on what the table holds
         if (!fresh) {
@@ -255,16 +195,8 @@ export class MultiLimiter {
    */
   async settle(key: string, taken: Readonly<Record<string, number>>, used: Readonly<Record<string, number>>,
     tats: Readonly<Record<string, number>> = {}): Promise<{ dynamoCalls: number; changed: boolean }> {
-    const pk = this.itemKey(key);
+    const pk = multiItemKey(this.config.limiterName, key);
     const counter = { calls: 0 };
-    let limits = this.config.limits;
-    if (this.config.keyLimits) {
-      // a tenant's admission took the same amounts from the shared buckets and from its key's
-      const split = { shared: this.config.limits, perKey: await this.keyLimitsFor(key, counter) };
-      taken = tenantAmounts(taken, key, split);
-      used = tenantAmounts(used, key, split);
-      limits = tenantLimits(key, split);
-    }
     let current = this.cache.get(pk);
     for (let writes = 0; writes < MAX_WRITES; writes++) {
       if (!current) {
@@ -273,7 +205,7 @@ export class MultiLimiter {
       }
       const id = admissionId(tats);
       if (id !== undefined && current.settled?.includes(id)) return { dynamoCalls: counter.calls, changed: false };
-      const next = settleAll(current.state, this.deps.clockUs(), taken, used, limits, tats);
+      const next = settleAll(current.state, this.deps.clockUs(), taken, used, this.config.limits, tats);
       if (JSON.stringify(next) === JSON.stringify(current.state)) return { dynamoCalls: counter.calls, changed: false };
       const base = current;
       const settled = id === undefined ? base.settled : [...(base.settled ?? []).slice(-(MAX_SETTLED - 1)), id];

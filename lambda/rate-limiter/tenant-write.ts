@@ -80,7 +80,9 @@ export function planTenant(snap: TenantSnapshot, arrivalUs: number, amount: numb
     const hi = a + maxWaitUs + lead;
     const base = { s: { sharedPlus: x * T }, f, slot: { sharedPlus: -lead }, kBefore: snap.k };
     // A1: the key's bucket is behind the slot (k0 ≤ s − lead): k' = s − lead + xTk
-    if (s0 >= k0 + lead) return { admitted: true, plan: { ...base, lo: Math.max(K + lead, k0 + lead), hi, k: { sharedPlus: -lead + x * own.intervalUs } } };
+    if (s0 >= k0 + lead) {
+      return { admitted: true, plan: { ...base, lo: Math.max(K + lead, k0 + lead), hi, k: { sharedPlus: -lead + x * own.intervalUs } } };
+    }
     // A2: the key's bucket is ahead of the slot: k' = k0 + xTk
     return { admitted: true, plan: { ...base, lo: K + lead, hi: Math.min(hi, k0 + lead - 1), k: { set: k0 + x * own.intervalUs } } };
   }

@@ -1,10 +1,10 @@
 // Tenants within a shared quota: every key (tenant) has its own limits (`keyLimits`), and all keys together stay under
 // the limiter's shared limits (`limits`). Pure: no clock, no I/O. Times in integer microseconds.
 //
-// One item holds the shared buckets and the buckets of every key that is not idle, so an admission is one
-// conditional write that checks and takes both (no TransactWriteItems): a key's bucket is the dimension
-// `<dimension>@<key>` of the multi-limit state (dimensions never contain '@'), and a key whose buckets are all idle
-// is dropped from the item (an idle bucket is the same as none), so the item holds the tenants active now.
+// The model of the decision (several dimensions, on a multi-limit state: a key's bucket is the dimension
+// `<dimension>@<key>`, dimensions never contain '@'; a key whose buckets are all idle is dropped, an idle bucket being
+// the same as none). The handler writes one dimension of it without a version check on the shared bucket
+// (tenant-write.ts, tenant-limiter.ts); the bounds and the fairness are property-tested here.
 //
 // Admission (takeTenant):
 // - The shared bucket and the key's bucket each give an earliest slot (GCRA, as multi.ts). When the key's is later
@@ -118,14 +118,15 @@ export function takeTenant(state0: MultiState, arrivalUs: number, key: string, c
   for (const l of limits.perKey) if (consume[l.dimension]) amounts[keyDimension(l.dimension, key)] = consume[l.dimension];
   const out = takeAll(state, arrivalUs, amounts, composite, maxWaitUs);
   if (!out.admitted) return { ...out, tenants: n };
-  // the share buckets advance on every admission, at the shared rate ÷ n
+  // the share buckets advance on every admission, at the shared rate ÷ n, counted from arrival (a policy: it only
+  // refuses; tenant-write.ts writes it as a constant)
   const next: Record<string, DimensionBucket> = { ...out.state };
   for (const l of limits.shared) {
     const amount = consume[l.dimension] ?? 0;
     if (amount <= 0) continue;
     const d = shareDimension(l.dimension, key);
-    const tat = Math.max(state[d]?.tat ?? 0, out.slotUs) + amount * l.intervalUs * n;
-    next[d] = { tat, hz: out.slotUs, hzt: tat };
+    const tat = Math.max(state[d]?.tat ?? 0, arrivalUs) + amount * l.intervalUs * n;
+    next[d] = { tat, hz: arrivalUs, hzt: tat };
   }
   return { admitted: true, slotUs: out.slotUs, state: next, tats: out.tats, tenants: n };
 }
