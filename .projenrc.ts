@@ -151,6 +151,20 @@ new awscdk.LambdaFunction(project, {
   },
 });
 
+// The CircuitBreaker's function: elect probes, record failures and probe successes (the state machine reads the
+// breaker's item itself on the closed path).
+new awscdk.LambdaFunction(project, {
+  entrypoint: 'lambda/circuit-breaker/breaker.lambda.ts',
+  constructFile: 'src/private/breaker-function.ts',
+  constructName: 'BreakerFunction',
+  cdkDeps: project.cdkDeps,
+  runtime: awscdk.LambdaRuntime.NODEJS_24_X,
+  bundlingOptions: {
+    externals: ['@aws-sdk/*'],
+    sourcemap: false,
+  },
+});
+
 for (const [k, v] of Object.entries(quietEnv)) {
   project.tasks.addEnvironment(k, v);
 }

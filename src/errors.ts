@@ -39,6 +39,12 @@ export class ThrottleErrors {
   public static readonly CONCURRENCY_WAIT_EXPIRED = 'ConcurrencyWaitExpired';
 
   /**
+   * A CircuitBreaker is open: the protected task was not called. The cause names the breaker, the key and until
+   * when it stays open.
+   */
+  public static readonly CIRCUIT_OPEN = 'CircuitOpen';
+
+  /**
    * Errors a caller should retry: the limiter admitted nothing and may admit later. A new array on each call.
    */
   public static retryable(): string[] {

@@ -10,3 +10,4 @@ export * from './buffered-queue-consumer';
 export * from './monitoring/throttle-dashboard';
 export * from './throttle-checks';
 export * from './concurrency-limiter';
+export * from './circuit-breaker';

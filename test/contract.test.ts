@@ -44,6 +44,7 @@ describe('contract between constructs and handlers', () => {
   test('the handler bundles hold no aws-cdk-lib, constructs or construct code', () => {
     const files = bundles();
     expect(files.map((f) => path.relative(ROOT, f)).sort()).toEqual([
+      'assets/lambda/circuit-breaker/breaker.lambda/index.js',
       'assets/lambda/concurrency-limiter/concurrency.lambda/index.js',
       'assets/lambda/dead-letter-reporter/report.lambda/index.js',
       'assets/lambda/dispatcher/dispatch.lambda/index.js',

@@ -95,6 +95,11 @@ describe('public API (the built .jsii assembly)', () => {
     expect(members('AcquireOptions').sort()).toEqual(['consume', 'key', 'mode']);
     expect(members('BufferedQueueConsumer')).toContain('grantSendMessages');
     expect(members('RateLimiter')).toContain('fromRateLimiterAttributes');
+    // §7: CircuitBreaker({ failureThreshold, window, cooldown, halfOpenProbes, failureErrors }), protect(scope, id, { task, key?, fallback? })
+    expect(members('CircuitBreakerProps')).toEqual(expect.arrayContaining(['failureThreshold', 'window', 'cooldown', 'halfOpenProbes', 'failureErrors']));
+    expect(members('ProtectOptions')).toEqual(expect.arrayContaining(['task', 'key', 'fallback']));
+    expect(members('CircuitBreaker')).toEqual(expect.arrayContaining(['fromCircuitBreakerAttributes', 'protect', 'metricOpened', 'metricClosed', 'metricProbes']));
+    expect(members('RateLimiterProps')).toEqual(expect.arrayContaining(['limits', 'keyLimits']));
   });
 
   test('every optional prop documents its @default', () => {

@@ -40,7 +40,8 @@ export const CLOSED: BreakerState = { st: 'closed', f: 0, ws: 0, until: 0, pr: 0
 export type Transition = 'opened' | 'reopened' | 'closed' | 'none';
 
 /** A failure the breaker counts (the task failed with one of its failure errors). `probe`: the call was a probe. */
-export function recordFailure(state: BreakerState, nowMs: number, s: BreakerSettings, probe: boolean): { state: BreakerState; transition: Transition } {
+export function recordFailure(state: BreakerState, nowMs: number, s: BreakerSettings, probe: boolean):
+{ state: BreakerState; transition: Transition } {
   if (state.st === 'half' && probe) {
     return { state: { ...state, st: 'open', until: nowMs + s.cooldownMs, pr: 0, f: 0, openedAt: nowMs }, transition: 'reopened' };
   }

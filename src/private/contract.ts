@@ -241,3 +241,48 @@ export const DeadLetterAttributes = {
   /** Why the message was dead-lettered (message id, receives). */
   CAUSE: 'cdkSfnThrottleCause',
 } as const;
+
+// ---- The circuit breaker's function ----
+
+/** The environment of a CircuitBreaker's function. */
+export const BreakerEnv = {
+  TABLE_NAME: 'TABLE_NAME',
+  BREAKER_NAME: 'BREAKER_NAME',
+  FAILURE_THRESHOLD: 'FAILURE_THRESHOLD',
+  WINDOW_MS: 'WINDOW_MS',
+  COOLDOWN_MS: 'COOLDOWN_MS',
+  HALF_OPEN_PROBES: 'HALF_OPEN_PROBES',
+} as const;
+
+/** What the breaker function is asked: elect probes, or record a call's failure or a probe's success. */
+export const BreakerOp = { ELECT: 'elect', FAILURE: 'failure', SUCCESS: 'success' } as const;
+
+/** Fields of a breaker function request. */
+export const BreakerField = {
+  OP: 'op',
+  KEY: 'key',
+  /** Whether the call was a probe (elected while half-open). */
+  PROBE: 'probe',
+} as const;
+
+/** Fields of the breaker function's answer to an election. */
+export const BreakerResultField = {
+  /** Whether to call the task. */
+  CALL: 'call',
+  PROBE: 'probe',
+} as const;
+
+/**
+ * Attributes of a breaker item that the state machine reads through its GetItem (no Lambda on the closed path): the
+ * status (`closed`, `open`, `half`), until when it is open (ISO 8601, UTC, milliseconds: compared with
+ * `$$.State.EnteredTime`), and the probes elected in the half-open period.
+ */
+export const BreakerItem = { STATUS: 'st', UNTIL: 'until', PROBES: 'pr' } as const;
+
+/** Metrics published by the breaker function. */
+export const BreakerMetricNames = {
+  OPENED: 'CircuitOpened',
+  CLOSED: 'CircuitClosed',
+  PROBES: 'Probes',
+  SHORT_CIRCUITED: 'ShortCircuited',
+} as const;

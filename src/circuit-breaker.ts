@@ -1,0 +1,399 @@
+import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { Construct, IConstruct } from 'constructs';
+import { ThrottleErrors } from './errors';
+import { AcquireTask } from './private/acquire-task';
+import { BreakerFunction } from './private/breaker-function';
+import { BreakerEnv, BreakerField, BreakerItem, BreakerMetricNames, BreakerOp, BreakerResultField } from './private/contract';
+import { handlerRole } from './private/handler-function';
+import { checkedLimiterName, limiterTable } from './private/limiter-parts';
+import { checkRange, fail } from './private/validation';
+
+/**
+ * Properties of a `CircuitBreaker`.
+ */
+export interface CircuitBreakerProps {
+  /**
+   * The breaker's name: its items' prefix in the table and its metrics' `BreakerName`.
+   *
+   * @default - a name unique in the app, from the construct path
+   */
+  readonly breakerName?: string;
+  /**
+   * Failures (the task failing with one of `failureErrors`) within `window` that open the breaker.
+   *
+   * Valid range: an integer from 1 to 1,000.
+   *
+   * @default 5
+   */
+  readonly failureThreshold?: number;
+  /**
+   * The window failures are counted in (it starts at the first failure after the last one ended).
+   *
+   * Valid range: 1 second to 1 hour.
+   *
+   * @default Duration.minutes(1)
+   */
+  readonly window?: Duration;
+  /**
+   * How long the breaker stays open before probes are let through; also how long the elected probes have to report
+   * before others are elected (their executions may have stopped).
+   *
+   * Valid range: 1 second to 1 hour.
+   *
+   * @default Duration.seconds(30)
+   */
+  readonly cooldown?: Duration;
+  /**
+   * Executions let through per half-open period; the first to succeed closes the breaker, one failing re-opens it.
+   *
+   * Valid range: an integer from 1 to 10.
+   *
+   * @default 1
+   */
+  readonly halfOpenProbes?: number;
+  /**
+   * The task errors that count as failures of the downstream (exact names; `States.ALL` and `States.TaskFailed` are
+   * refused: they would count the caller's own validation errors and throttling). Throttling errors belong to the
+   * rate limiter, not here.
+   *
+   * @default - timeouts and Lambda's service errors: `States.Timeout`, `States.HeartbeatTimeout`,
+   * `Lambda.ServiceException`, `Lambda.AWSLambdaException`, `Lambda.SdkClientException`
+   */
+  readonly failureErrors?: string[];
+  /**
+   * A table for the breaker's items instead of a new one (a string partition key `pk`; TTL on `exp`). A RateLimiter's
+   * table fits.
+   *
+   * @default - a new on-demand table, encrypted, point-in-time recovery, retained on removal
+   */
+  readonly table?: dynamodb.ITable;
+  /**
+   * Removal policy of the table this construct creates (not with `table`).
+   *
+   * @default RemovalPolicy.RETAIN
+   */
+  readonly removalPolicy?: RemovalPolicy;
+}
+
+/**
+ * Options of `CircuitBreaker.protect()`.
+ */
+export interface ProtectOptions {
+  /**
+   * The task the breaker protects. It must keep its input (a `resultPath` such as `$.result`, or
+   * `JsonPath.DISCARD`): after it, the state machine reads whether the call was a probe from the data.
+   */
+  readonly task: sfn.TaskStateBase;
+  /**
+   * The breaker key (one breaker state per key): a literal, or a JSONPath (`$.partner`).
+   *
+   * @default 'default'
+   */
+  readonly key?: string;
+  /**
+   * Where to go instead of failing: when the breaker is open (the task is not called), and after a counted failure.
+   * The breaker's data (`resultPath`) holds why (`error` after a failure).
+   *
+   * @default - fail: `CircuitOpen` while open, the task's own error after a failure
+   */
+  readonly fallback?: sfn.IChainable;
+  /**
+   * Where the breaker keeps its data (the item it read, the time, the election, the error).
+   *
+   * @default '$.circuit'
+   */
+  readonly resultPath?: string;
+}
+
+/** A circuit breaker: created here or imported. */
+export interface ICircuitBreaker extends IConstruct {
+  /** Its items' prefix and its metrics' `BreakerName`. */
+  readonly breakerName: string;
+  readonly table: dynamodb.ITable;
+  /** The function that elects probes and records failures. */
+  readonly breakerFunction: lambda.IFunction;
+  /** Probes per half-open period. */
+  readonly halfOpenProbes: number;
+  /** The task errors counted as failures. */
+  readonly failureErrors: string[];
+  /** The states that protect `options.task`: check (one GetItem), the task, and a write only after a failure or a probe. */
+  protect(scope: Construct, id: string, options: ProtectOptions): sfn.StateMachineFragment;
+  /** A metric of the breaker function (namespace `CdkSfnThrottle`, dimension `BreakerName`). */
+  metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+}
+
+/** What `CircuitBreaker.fromCircuitBreakerAttributes` needs. */
+export interface CircuitBreakerAttributes {
+  readonly breakerName: string;
+  readonly tableArn: string;
+  readonly breakerFunctionArn: string;
+  /**
+   * Probes per half-open period, as deployed.
+   *
+   * @default 1
+   */
+  readonly halfOpenProbes?: number;
+  /**
+   * The failure errors, as deployed.
+   *
+   * @default - the CircuitBreaker default
+   */
+  readonly failureErrors?: string[];
+}
+
+const DEFAULT_FAILURE_ERRORS = ['States.Timeout', 'States.HeartbeatTimeout', 'Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException'];
+
+abstract class CircuitBreakerBase extends Construct implements ICircuitBreaker {
+  public abstract readonly breakerName: string;
+  public abstract readonly table: dynamodb.ITable;
+  public abstract readonly breakerFunction: lambda.IFunction;
+  public abstract readonly halfOpenProbes: number;
+  public abstract readonly failureErrors: string[];
+
+  public protect(scope: Construct, id: string, options: ProtectOptions): sfn.StateMachineFragment {
+    return new ProtectedTask(scope, id, this, options);
+  }
+
+  public metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return new cloudwatch.Metric({
+      namespace: 'CdkSfnThrottle',
+      metricName,
+      dimensionsMap: { BreakerName: this.breakerName },
+      statistic: 'Sum',
+      period: Duration.minutes(1),
+      ...props,
+    });
+  }
+
+  /** Times the breaker opened (or re-opened after a failed probe). */
+  public metricOpened(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(BreakerMetricNames.OPENED, props);
+  }
+
+  /** Times a probe closed the breaker. */
+  public metricClosed(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(BreakerMetricNames.CLOSED, props);
+  }
+
+  /** Probes elected. */
+  public metricProbes(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(BreakerMetricNames.PROBES, props);
+  }
+
+  /**
+   * Executions the function turned away (an election lost). Those the state machine turns away itself while the
+   * breaker is open are not counted (no Lambda runs for them).
+   */
+  public metricShortCircuited(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(BreakerMetricNames.SHORT_CIRCUITED, props);
+  }
+}
+
+/**
+ * A circuit breaker whose state every execution and container shares: it stops calling a downstream that is failing,
+ * lets a probe through after a cooldown, and closes when the probe succeeds. On the closed path a protected task
+ * costs one DynamoDB GetItem (a service integration, no Lambda); the function runs only after a counted failure,
+ * after a probe, or to elect probes once the cooldown has passed.
+ */
+export class CircuitBreaker extends CircuitBreakerBase {
+  /** A breaker defined elsewhere, to protect more tasks with the same state. */
+  public static fromCircuitBreakerAttributes(scope: Construct, id: string, attrs: CircuitBreakerAttributes): ICircuitBreaker {
+    return new ImportedCircuitBreaker(scope, id, attrs);
+  }
+
+  public readonly breakerName: string;
+  public readonly table: dynamodb.ITable;
+  public readonly breakerFunction: lambda.IFunction;
+  public readonly halfOpenProbes: number;
+  public readonly failureErrors: string[];
+  public readonly failureThreshold: number;
+  public readonly window: Duration;
+  public readonly cooldown: Duration;
+
+  constructor(scope: Construct, id: string, props: CircuitBreakerProps = {}) {
+    super(scope, id);
+    this.failureThreshold = props.failureThreshold ?? 5;
+    checkRange(this, 'failureThreshold', this.failureThreshold, { min: 1, max: 1000, integer: true });
+    this.window = props.window ?? Duration.minutes(1);
+    checkRange(this, 'window (s)', this.window.toSeconds(), { min: 1, max: 3600, integer: true });
+    this.cooldown = props.cooldown ?? Duration.seconds(30);
+    checkRange(this, 'cooldown (s)', this.cooldown.toSeconds(), { min: 1, max: 3600, integer: true });
+    this.halfOpenProbes = props.halfOpenProbes ?? 1;
+    checkRange(this, 'halfOpenProbes', this.halfOpenProbes, { min: 1, max: 10, integer: true });
+    this.failureErrors = checkedFailureErrors(this, props.failureErrors);
+    this.breakerName = checkedLimiterName(this, props.breakerName);
+    this.table = limiterTable(this, props.table, props.removalPolicy);
+    const logGroup = new logs.LogGroup(this, 'LogGroup', { retention: logs.RetentionDays.ONE_MONTH, removalPolicy: RemovalPolicy.DESTROY });
+    const role = handlerRole(this, 'ServiceRole', logGroup, `Circuit breaker function of ${this.node.path}`);
+    const fn = new BreakerFunction(this, 'Function', {
+      description: `cdk-sfn-throttle circuit breaker ${this.node.path}: elect probes, record failures and probe successes`,
+      role,
+      memorySize: 128,
+      architecture: lambda.Architecture.ARM_64,
+      tracing: lambda.Tracing.ACTIVE,
+      logGroup,
+      timeout: Duration.seconds(10),
+      environment: {
+        [BreakerEnv.TABLE_NAME]: this.table.tableName,
+        [BreakerEnv.BREAKER_NAME]: this.breakerName,
+        [BreakerEnv.FAILURE_THRESHOLD]: String(this.failureThreshold),
+        [BreakerEnv.WINDOW_MS]: String(this.window.toMilliseconds()),
+        [BreakerEnv.COOLDOWN_MS]: String(this.cooldown.toMilliseconds()),
+        [BreakerEnv.HALF_OPEN_PROBES]: String(this.halfOpenProbes),
+      },
+    });
+    this.breakerFunction = fn;
+    role.addToPrincipalPolicy(new iam.PolicyStatement({
+      actions: ['dynamodb:GetItem', 'dynamodb:PutItem'],
+      resources: [this.table.tableArn],
+      conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${this.breakerName}#*`] } },
+    }));
+    this.table.encryptionKey?.grantEncryptDecrypt(role);
+    Validations.of(fn).acknowledge({ id: 'Serverless-LambdaDLQ', reason: 'invoked synchronously by Step Functions only: a DLQ applies to asynchronous invocations' });
+  }
+}
+
+class ImportedCircuitBreaker extends CircuitBreakerBase {
+  public readonly breakerName: string;
+  public readonly table: dynamodb.ITable;
+  public readonly breakerFunction: lambda.IFunction;
+  public readonly halfOpenProbes: number;
+  public readonly failureErrors: string[];
+
+  constructor(scope: Construct, id: string, attrs: CircuitBreakerAttributes) {
+    super(scope, id);
+    this.breakerName = checkedLimiterName(this, attrs.breakerName);
+    this.table = dynamodb.Table.fromTableArn(this, 'Table', attrs.tableArn);
+    this.breakerFunction = lambda.Function.fromFunctionArn(this, 'Function', attrs.breakerFunctionArn);
+    this.halfOpenProbes = attrs.halfOpenProbes ?? 1;
+    checkRange(this, 'halfOpenProbes', this.halfOpenProbes, { min: 1, max: 10, integer: true });
+    this.failureErrors = checkedFailureErrors(this, attrs.failureErrors);
+  }
+}
+
+function checkedFailureErrors(scope: IConstruct, errors: string[] | undefined): string[] {
+  const list = [...(errors ?? DEFAULT_FAILURE_ERRORS)];
+  if (list.length === 0) fail(scope, 'failureErrors must name at least one error, got []');
+  const wild = list.filter((e) => e === 'States.ALL' || e === 'States.TaskFailed' || e.includes('*'));
+  if (wild.length > 0) {
+    fail(scope, `failureErrors must be exact error names (a wildcard would count the caller's own validation errors and throttling), got ${JSON.stringify(wild)}`);
+  }
+  const throttling = list.filter((e) => e === ThrottleErrors.RATE_LIMIT_EXCEEDED || /Throttl|TooManyRequests/.test(e));
+  if (throttling.length > 0) {
+    fail(scope, `failureErrors must not count throttling errors (they belong to the rate limiter and its retries), got ${JSON.stringify(throttling)}`);
+  }
+  return list;
+}
+
+/** Reads the breaker's item: one GetItem on exactly this breaker's items (LeadingKeys), with the time it was read. */
+class BreakerCheck extends sfn.TaskStateBase {
+  protected readonly taskMetrics?: sfn.TaskMetricsConfig;
+  protected readonly taskPolicies?: iam.PolicyStatement[];
+
+  constructor(scope: Construct, id: string, private readonly breaker: ICircuitBreaker, private readonly pk: string, resultPath: string) {
+    super(scope, id, {
+      resultSelector: { 'read.$': '$', 'now.$': '$$.State.EnteredTime' },
+      resultPath,
+    });
+    this.taskPolicies = [new iam.PolicyStatement({
+      actions: ['dynamodb:GetItem'],
+      resources: [breaker.table.tableArn],
+      conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${breaker.breakerName}#breaker#*`] } },
+    })];
+    this.addRetry({
+      errors: ['DynamoDB.InternalServerErrorException', 'DynamoDB.ProvisionedThroughputExceededException', 'DynamoDB.RequestLimitExceeded', 'DynamoDB.ThrottlingException'],
+      interval: Duration.seconds(1),
+      maxAttempts: 4,
+      backoffRate: 2,
+      jitterStrategy: sfn.JitterType.FULL,
+    });
+  }
+
+  public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
+    if (topLevelQueryLanguage === sfn.QueryLanguage.JSONATA) {
+      fail(this, 'CircuitBreaker.protect renders in JSONPath state machines only for now, this one is JSONata');
+    }
+    return super.toStateJson(topLevelQueryLanguage);
+  }
+
+  /** @internal */
+  protected _renderTask(): any {
+    const key = this.pk.startsWith('$')
+      ? { 'S.$': `States.Format('${this.breaker.breakerName}#breaker#{}', ${this.pk})` }
+      : { S: `${this.breaker.breakerName}#breaker#${this.pk}` };
+    return {
+      Resource: 'arn:aws:states:::dynamodb:getItem',
+      Parameters: { TableName: this.breaker.table.tableName, Key: { pk: key }, ConsistentRead: true },
+    };
+  }
+}
+
+/**
+ * check (GetItem) → closed: the task; open with its cooldown ahead: short-circuit; otherwise ask the function to
+ * elect probes → the task → after a counted failure, record it (→ fallback or the task's error); after a probe's
+ * success, record it (closes the breaker).
+ */
+class ProtectedTask extends sfn.StateMachineFragment {
+  public readonly startState: sfn.State;
+  public readonly endStates: sfn.INextable[];
+
+  constructor(scope: Construct, id: string, breaker: ICircuitBreaker, options: ProtectOptions) {
+    super(scope, id);
+    const rp = options.resultPath ?? '$.circuit';
+    if (!/^\$\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(rp)) fail(this, `resultPath must be a simple path like $.circuit, got ${rp}`);
+    const key = options.key ?? 'default';
+    if (!key.startsWith('$') && (key.length < 1 || key.length > 400)) fail(this, `key must be a JSONPath or a literal of 1 to 400 characters, got ${JSON.stringify(key)}`);
+    const taskJson = options.task.toStateJson() as Record<string, unknown>;
+    if (taskJson.ResultPath === undefined || taskJson.ResultPath === '$') {
+      fail(this, `task must keep its input (a resultPath such as '$.result', or JsonPath.DISCARD): the breaker reads whether the call was a probe from the data after it, got ${options.task.node.path} without one`);
+    }
+    const call = (name: string, op: string, probe?: boolean) => new AcquireTask(scope, `${id} ${name}`, breaker.breakerFunction,
+      { [BreakerField.OP]: op, ...(probe === undefined ? {} : { [BreakerField.PROBE]: probe }) },
+      {
+        resultSelector: { [`${BreakerResultField.CALL}.$`]: `$.${BreakerResultField.CALL}`, [`${BreakerResultField.PROBE}.$`]: `$.${BreakerResultField.PROBE}` },
+        resultPath: `${rp}.elected`,
+      },
+      { key, prop: 'key', hint: {}, owner: this });
+    const record = (name: string, op: string, probe: boolean, path: string) => new AcquireTask(scope, `${id} ${name}`, breaker.breakerFunction,
+      { [BreakerField.OP]: op, [BreakerField.PROBE]: probe }, { resultPath: path }, { key, prop: 'key', hint: {}, owner: this });
+
+    const check = new BreakerCheck(scope, `${id} Check`, breaker, key, rp);
+    const item = `${rp}.read.Item`;
+    const shortCircuit: sfn.IChainable = options.fallback ?? new sfn.Pass(scope, `${id} Open`, {
+      parameters: { 'cause.$': `States.Format('circuit breaker ${breaker.breakerName} is open for key {} until {}', ${key.startsWith('$') ? key : `'${key}'`}, ${item}.${BreakerItem.UNTIL}.S)` },
+      resultPath: `${rp}.open`,
+    }).next(new sfn.Fail(scope, `${id} Circuit Open`, { error: ThrottleErrors.CIRCUIT_OPEN, causePath: `${rp}.open.cause` }));
+    const elect = call('Elect', BreakerOp.ELECT);
+    const isProbe = sfn.Condition.and(sfn.Condition.isPresent(`${rp}.elected.${BreakerResultField.PROBE}`), sfn.Condition.booleanEquals(`${rp}.elected.${BreakerResultField.PROBE}`, true));
+    const done = new sfn.Pass(scope, `${id} Done`);
+    const recordSuccess = record('Probe Succeeded', BreakerOp.SUCCESS, true, sfn.JsonPath.DISCARD);
+    const afterTask = new sfn.Choice(scope, `${id} Was Probe`).when(isProbe, recordSuccess.next(done)).otherwise(done);
+    const rethrow: sfn.IChainable = options.fallback ?? new sfn.Fail(scope, `${id} Failed`, { errorPath: `${rp}.error.Error`, causePath: `${rp}.error.Cause` });
+    const recordFailure = record('Record Failure', BreakerOp.FAILURE, false, sfn.JsonPath.DISCARD);
+    const recordProbeFailure = record('Probe Failed', BreakerOp.FAILURE, true, sfn.JsonPath.DISCARD);
+    const onFailure = new sfn.Choice(scope, `${id} Failed Probe`).when(isProbe, recordProbeFailure).otherwise(recordFailure);
+    recordFailure.next(rethrow);
+    recordProbeFailure.next(rethrow);
+    options.task.addCatch(onFailure, { errors: breaker.failureErrors, resultPath: `${rp}.error` });
+    options.task.next(afterTask);
+
+    const halfWithRoom = Array.from({ length: breaker.halfOpenProbes }, (_, n) => sfn.Condition.stringEquals(`${item}.${BreakerItem.PROBES}.N`, String(n)));
+    const route = new sfn.Choice(scope, `${id} Closed`)
+      .when(sfn.Condition.or(sfn.Condition.not(sfn.Condition.isPresent(item)), sfn.Condition.stringEquals(`${item}.${BreakerItem.STATUS}.S`, 'closed')), options.task)
+      .when(sfn.Condition.and(sfn.Condition.stringEquals(`${item}.${BreakerItem.STATUS}.S`, 'half'), halfWithRoom.length === 1 ? halfWithRoom[0] : sfn.Condition.or(...halfWithRoom)), elect)
+      .when(sfn.Condition.timestampLessThanJsonPath(`${rp}.now`, `${item}.${BreakerItem.UNTIL}.S`), shortCircuit)
+      .otherwise(elect);
+    elect.next(new sfn.Choice(scope, `${id} Elected`)
+      .when(sfn.Condition.booleanEquals(`${rp}.elected.${BreakerResultField.CALL}`, true), options.task)
+      .otherwise(shortCircuit));
+    check.next(route);
+    this.startState = check;
+    this.endStates = [done];
+  }
+}

@@ -1,0 +1,141 @@
+import * as fs from 'fs';
+import * as path from 'path';
+import { App, Duration, Stack } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
+import { aslOf } from './support/asl';
+import { actionsOf, logicalIdOf, statementsOfRole } from './support/iam';
+import { nagFindings } from './support/nag';
+import { expectValidationError } from './support/validation';
+import { LocalRunner } from '../local/runner';
+import { sleep } from '../local/timing';
+import { CircuitBreaker } from '../src';
+
+// A circuit breaker shared by every execution: judged by the calls that reach the downstream, in the local runner
+// with the real breaker function and dynalite.
+
+function build(options: { probes?: number } = {}) {
+  const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+  const breaker = new CircuitBreaker(stack, 'Partner', {
+    breakerName: 'partner',
+    failureThreshold: 3,
+    window: Duration.seconds(30),
+    cooldown: Duration.seconds(2),
+    halfOpenProbes: options.probes ?? 1,
+    failureErrors: ['DownstreamUnavailable'],
+  });
+  const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:partner');
+  const task = tasks.LambdaInvoke.jsonPath(stack, 'Call Partner', { lambdaFunction: fn, payloadResponseOnly: true, retryOnServiceExceptions: false, resultPath: '$.result' });
+  const protectedCall = breaker.protect(stack, 'Guard', { task, key: '$.partner' });
+  const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(protectedCall) });
+  return { stack, breaker, machine };
+}
+
+describe('CircuitBreaker', () => {
+  test('renders check (GetItem on its own items) → closed? → the task; IAM on exact ARNs; the function only off the closed path', () => {
+    const { stack } = build();
+    const template = Template.fromStack(stack);
+    const asl = aslOf(template);
+    expect(asl.StartAt).toBe('Guard Check');
+    expect(asl.States['Guard Check']).toMatchObject({
+      Resource: 'arn:aws:states:::dynamodb:getItem',
+      Parameters: { Key: { pk: { 'S.$': "States.Format('partner#breaker#{}', $.partner)" } }, ConsistentRead: true },
+      ResultSelector: { 'read.$': '$', 'now.$': '$$.State.EnteredTime' },
+      ResultPath: '$.circuit',
+    });
+    expect(asl.States['Guard Closed'].Choices[0].Next).toBe('Call Partner');
+    expect(asl.States['Call Partner'].Catch[0]).toMatchObject({ ErrorEquals: ['DownstreamUnavailable'], Next: 'Guard Failed Probe', ResultPath: '$.circuit.error' });
+    expect(asl.States['Guard Circuit Open']).toMatchObject({ Type: 'Fail', Error: 'CircuitOpen', CausePath: '$.circuit.open.cause' });
+    const statements = Object.values(template.findResources('AWS::IAM::Policy')).flatMap((p: any) => p.Properties.PolicyDocument.Statement);
+    const getItem = statements.filter((st: any) => JSON.stringify(st.Action) === '"dynamodb:GetItem"');
+    expect(getItem).toHaveLength(1);
+    expect(getItem[0].Condition).toEqual({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['partner#breaker#*'] } });
+    expect(template.toJSON()).toMatchSnapshot();
+    // the library's constructs (the test's own task and its LambdaInvoke grant are not the library's)
+    expect(nagFindings(stack).filter((f) => f.includes('Stack/Partner') || f.includes('Stack/Guard'))).toEqual([]);
+  });
+
+  test('the function is granted exactly the DynamoDB calls its handler makes, on its own items', () => {
+    const { stack } = build();
+    const template = Template.fromStack(stack);
+    const dir = path.join(__dirname, '..', 'lambda', 'circuit-breaker');
+    const imports = fs.readdirSync(dir).filter((f) => f.endsWith('.ts'))
+      .flatMap((f) => [...fs.readFileSync(path.join(dir, f), 'utf8').matchAll(/import \{([^}]*)\} from '@aws-sdk\/client-dynamodb'/g)].map((m) => m[1]));
+    const used = new Set(imports.flatMap((list) => [...list.matchAll(/(\w+)Command\b/g)].map((m) => `dynamodb:${m[1]}`)));
+    expect([...used].sort()).toEqual(['dynamodb:GetItem', 'dynamodb:PutItem']);
+    const fnRole = logicalIdOf(template, 'AWS::IAM::Role', (p) => JSON.stringify(p).includes('Circuit breaker function'));
+    const statements = statementsOfRole(template, fnRole);
+    expect(actionsOf(statements.filter((st) => JSON.stringify(st.Action).includes('dynamodb:')))).toEqual([...used].sort());
+    expect((statements.find((st) => [st.Action].flat().includes('dynamodb:PutItem')) as any).Condition)
+      .toEqual({ 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': ['partner#*'] } });
+  });
+
+  test.each<[string, () => unknown, RegExp]>([
+    ['a wildcard failure error', () => new CircuitBreaker(new Stack(), 'B', { failureErrors: ['States.ALL'] }), /failureErrors must be exact error names .*\["States.ALL"\]/],
+    ['a throttling error counted as a failure', () => new CircuitBreaker(new Stack(), 'B', { failureErrors: ['Lambda.TooManyRequestsException'] }),
+      /failureErrors must not count throttling errors/],
+    ['halfOpenProbes out of range', () => new CircuitBreaker(new Stack(), 'B', { halfOpenProbes: 11 }), /halfOpenProbes must be .*10.*got 11/],
+    ['a task that does not keep its input', () => {
+      const stack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task: tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn }) });
+    }, /task must keep its input/],
+    ['a JSONata machine', () => {
+      const stack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const g = new CircuitBreaker(stack, 'B').protect(stack, 'G', { task: tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' }) });
+      new sfn.StateMachine(stack, 'M', { queryLanguage: sfn.QueryLanguage.JSONATA, definitionBody: sfn.DefinitionBody.fromChainable(g) });
+      return Template.fromStack(stack);
+    }, /CircuitBreaker.protect renders in JSONPath state machines only/],
+  ])('fails at synth: %s', (_n, make, message) => expectValidationError(make, message));
+
+  test('a failing downstream: threshold calls reach it, then none until the cooldown; one probe; healed, the probe closes it', async () => {
+    const { stack, machine } = build();
+    let down = true;
+    let calls = 0;
+    const runner = await LocalRunner.start(stack, machine, {
+      taskHandlers: {
+        'Call Partner': async () => {
+          calls++;
+          if (down) throw Object.assign(new Error('partner is down'), { name: 'DownstreamUnavailable' });
+          return { ok: true };
+        },
+      },
+    });
+    const quiet = process.stdout.write;
+    process.stdout.write = ((chunk: any, ...rest: any[]) => (String(chunk).includes('"_aws"') ? true : (quiet as any).call(process.stdout, chunk, ...rest))) as any;
+    try {
+      const statuses: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        const r = await runner.run({ partner: 'acme' });
+        statuses.push(`${r.status}:${(r as any).error ?? ''}`);
+      }
+      // 3 failures open it; the next 3 are short-circuited without a call
+      expect(calls).toBe(3);
+      expect(statuses.slice(0, 3).every((s) => s.startsWith('FAILED:DownstreamUnavailable'))).toBe(true);
+      expect(statuses.slice(3).every((s) => s.startsWith('FAILED:CircuitOpen'))).toBe(true);
+      // another key is not affected
+      const other = await runner.run({ partner: 'globex' });
+      expect(other.status).toBe('FAILED');
+      expect(calls).toBe(4);
+      // after the cooldown, 8 executions race while it is still down: one probe reaches it, fails, re-opens it
+      await sleep(2_100);
+      const raced = await Promise.all(Array.from({ length: 8 }, () => runner.run({ partner: 'acme' })));
+      expect(calls).toBe(5);
+      expect(raced.filter((r) => (r as any).error === 'CircuitOpen')).toHaveLength(7);
+      // healed: after the next cooldown the probe succeeds and closes it; calls flow again
+      down = false;
+      await sleep(2_100);
+      expect((await runner.run({ partner: 'acme' })).status).toBe('SUCCEEDED');
+      expect(calls).toBe(6);
+      const after = await Promise.all(Array.from({ length: 5 }, () => runner.run({ partner: 'acme' })));
+      expect(after.every((r) => r.status === 'SUCCEEDED')).toBe(true);
+      expect(calls).toBe(11);
+    } finally {
+      process.stdout.write = quiet;
+      await runner.stop();
+    }
+  }, 120_000);
+});
