@@ -86,10 +86,11 @@ export interface CircuitBreakerProps {
  */
 export interface ProtectOptions {
   /**
-   * The task the breaker protects. It must keep its input (a `resultPath` such as `$.result`, or
-   * `JsonPath.DISCARD`): after it, the state machine reads whether the call was a probe from the data.
+   * The task the breaker protects, or a Parallel (e.g. one branch holding a RateLimitedTask: the breaker is checked
+   * before the token is acquired, so no token is spent while it is open). It must keep its input (a `resultPath` such
+   * as `$.result`, or `JsonPath.DISCARD`): after it, the state machine reads whether the call was a probe.
    */
-  readonly task: sfn.TaskStateBase;
+  readonly task: sfn.TaskStateBase | sfn.Parallel;
   /**
    * The breaker key (one breaker state per key): a literal, or a JSONPath (`$.partner`).
    *

@@ -9,9 +9,9 @@ import { aslOf } from './support/asl';
 import { actionsOf, logicalIdOf, statementsOfRole } from './support/iam';
 import { nagFindings } from './support/nag';
 import { expectValidationError } from './support/validation';
-import { LocalRunner } from '../local/runner';
+import { LocalRunner, statesEntered } from '../local/runner';
 import { sleep } from '../local/timing';
-import { CircuitBreaker } from '../src';
+import { CircuitBreaker, RateLimitedTask, RateLimiter, RetryPolicy } from '../src';
 
 // A circuit breaker shared by every execution: judged by the calls that reach the downstream, in the local runner
 // with the real breaker function and dynalite.
@@ -133,6 +133,40 @@ describe('CircuitBreaker', () => {
       const after = await Promise.all(Array.from({ length: 5 }, () => runner.run({ partner: 'acme' })));
       expect(after.every((r) => r.status === 'SUCCEEDED')).toBe(true);
       expect(calls).toBe(11);
+    } finally {
+      process.stdout.write = quiet;
+      await runner.stop();
+    }
+  }, 120_000);
+
+  test('around a RateLimitedTask (in a Parallel): while open, no token is acquired', async () => {
+    const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+    const breaker = new CircuitBreaker(stack, 'Partner', { breakerName: 'partner', failureThreshold: 1, cooldown: Duration.seconds(60), failureErrors: ['DownstreamUnavailable'] });
+    const limiter = new RateLimiter(stack, 'Api', { limiterName: 'api', ratePerSecond: 5 });
+    const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:partner');
+    const limited = new RateLimitedTask(stack, 'Limited', {
+      limiter,
+      task: tasks.LambdaInvoke.jsonPath(stack, 'Call Partner', { lambdaFunction: fn, payloadResponseOnly: true, retryOnServiceExceptions: false, resultPath: '$.result' }),
+      retry: RetryPolicy.none(),
+    });
+    const parallel = new sfn.Parallel(stack, 'Limited Call', { resultPath: '$.result' }).branch(limited);
+    const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(breaker.protect(stack, 'Guard', { task: parallel })) });
+    let calls = 0;
+    const runner = await LocalRunner.start(stack, machine, {
+      taskHandlers: { 'Call Partner': async () => { calls++; throw Object.assign(new Error('down'), { name: 'DownstreamUnavailable' }); } },
+    });
+    const quiet = process.stdout.write;
+    process.stdout.write = ((chunk: any, ...rest: any[]) => (String(chunk).includes('"_aws"') ? true : (quiet as any).call(process.stdout, chunk, ...rest))) as any;
+    try {
+      const first = await runner.run({});
+      expect((first as any).error).toBe('DownstreamUnavailable');
+      expect(statesEntered(first, 'Limited Acquire')).toBe(1);
+      for (let i = 0; i < 3; i++) {
+        const r = await runner.run({});
+        expect((r as any).error).toBe('CircuitOpen');
+        expect(statesEntered(r, 'Limited Acquire')).toBe(0);
+      }
+      expect(calls).toBe(1);
     } finally {
       process.stdout.write = quiet;
       await runner.stop();
