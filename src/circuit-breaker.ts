@@ -125,8 +125,18 @@ export interface ICircuitBreaker extends IConstruct {
   readonly failureErrors: string[];
   /** The states that protect `options.task`: check (one GetItem), the task, and a write only after a failure or a probe. */
   protect(scope: Construct, id: string, options: ProtectOptions): sfn.StateMachineFragment;
+  /** How long it stays open before a probe (the dashboard's alarm period follows it). */
+  readonly cooldown: Duration;
   /** A metric of the breaker function (namespace `CdkSfnThrottle`, dimension `BreakerName`). */
   metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Times the breaker opened (or re-opened after a failed probe). */
+  metricOpened(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Times a probe closed the breaker. */
+  metricClosed(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Probes elected. */
+  metricProbes(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Executions the function turned away (not those the state machine turns away itself while open). */
+  metricShortCircuited(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
 }
 
 /** What `CircuitBreaker.fromCircuitBreakerAttributes` needs. */
@@ -146,6 +156,12 @@ export interface CircuitBreakerAttributes {
    * @default - the CircuitBreaker default
    */
   readonly failureErrors?: string[];
+  /**
+   * The cooldown, as deployed.
+   *
+   * @default Duration.seconds(30)
+   */
+  readonly cooldown?: Duration;
 }
 
 const DEFAULT_FAILURE_ERRORS = ['States.Timeout', 'States.HeartbeatTimeout', 'Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException'];
@@ -156,6 +172,7 @@ abstract class CircuitBreakerBase extends Construct implements ICircuitBreaker {
   public abstract readonly breakerFunction: lambda.IFunction;
   public abstract readonly halfOpenProbes: number;
   public abstract readonly failureErrors: string[];
+  public abstract readonly cooldown: Duration;
 
   public protect(scope: Construct, id: string, options: ProtectOptions): sfn.StateMachineFragment {
     return new ProtectedTask(scope, id, this, options);
@@ -266,6 +283,7 @@ class ImportedCircuitBreaker extends CircuitBreakerBase {
   public readonly breakerFunction: lambda.IFunction;
   public readonly halfOpenProbes: number;
   public readonly failureErrors: string[];
+  public readonly cooldown: Duration;
 
   constructor(scope: Construct, id: string, attrs: CircuitBreakerAttributes) {
     super(scope, id);
@@ -275,6 +293,7 @@ class ImportedCircuitBreaker extends CircuitBreakerBase {
     this.halfOpenProbes = attrs.halfOpenProbes ?? 1;
     checkRange(this, 'halfOpenProbes', this.halfOpenProbes, { min: 1, max: 10, integer: true });
     this.failureErrors = checkedFailureErrors(this, attrs.failureErrors);
+    this.cooldown = attrs.cooldown ?? Duration.seconds(30);
   }
 }
 

@@ -11,7 +11,7 @@ import { nagFindings } from './support/nag';
 import { expectValidationError } from './support/validation';
 import { LocalRunner, statesEntered } from '../local/runner';
 import { sleep } from '../local/timing';
-import { CircuitBreaker, RateLimitedTask, RateLimiter, RetryPolicy } from '../src';
+import { CircuitBreaker, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard } from '../src';
 
 // A circuit breaker shared by every execution: judged by the calls that reach the downstream, in the local runner
 // with the real breaker function and dynalite.
@@ -55,6 +55,24 @@ describe('CircuitBreaker', () => {
     expect(template.toJSON()).toMatchSnapshot();
     // the library's constructs (the test's own task and its LambdaInvoke grant are not the library's)
     expect(nagFindings(stack).filter((f) => f.includes('Stack/Partner') || f.includes('Stack/Guard'))).toEqual([]);
+  });
+
+  test('dashboard row: opened/closed, probes, the function; an alarm while open over its cooldown, one on the function\'s errors', () => {
+    const { stack, breaker } = build();
+    const dashboard = new ThrottleDashboard(stack, 'Throttles').addCircuitBreaker(breaker);
+    const template = Template.fromStack(stack);
+    const body = JSON.stringify(template.findResources('AWS::CloudWatch::Dashboard'));
+    for (const m of ['CircuitOpened', 'CircuitClosed', 'Probes', 'ShortCircuited']) expect(body).toContain(m);
+    expect(dashboard.alarms).toHaveLength(2);
+    const alarms = Object.values(template.findResources('AWS::CloudWatch::Alarm')).map((a: any) => a.Properties);
+    expect(alarms.find((a) => a.MetricName === 'CircuitOpened')).toMatchObject({
+      Namespace: 'CdkSfnThrottle',
+      Period: 60,
+      Threshold: 1,
+      EvaluationPeriods: 1,
+      Dimensions: [{ Name: 'BreakerName', Value: 'partner' }],
+      TreatMissingData: 'notBreaching',
+    });
   });
 
   test('the function is granted exactly the DynamoDB calls its handler makes, on its own items', () => {

@@ -6,6 +6,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { BufferedQueueConsumer } from '../buffered-queue-consumer';
+import { ICircuitBreaker } from '../circuit-breaker';
 import { IConcurrencyLimiter } from '../concurrency-limiter';
 import { IRateLimiter } from '../i-rate-limiter';
 import { Limit } from '../limit';
@@ -118,6 +119,21 @@ export interface ConcurrencyLimiterAlarms {
   /** Leases reclaimed after expiry (a holder vanished without releasing), per minute. @default - threshold 1, 1 period */
   readonly leasesReclaimed?: AlarmOverride;
   /** Errors of the concurrency function per minute. @default - threshold 1, 3 periods */
+  readonly errors?: AlarmOverride;
+}
+
+/**
+ * Standard alarms of a CircuitBreaker.
+ */
+export interface CircuitBreakerAlarms {
+  /**
+   * The breaker opened (or a probe re-opened it) within the last cooldown, rounded up to whole minutes: a downstream
+   * that stays down re-opens it once per cooldown, so the alarm holds while it is open.
+   *
+   * @default - threshold 1, 1 period of the cooldown (at least a minute)
+   */
+  readonly open?: AlarmOverride;
+  /** Errors of the breaker function per minute. @default - threshold 1, 3 periods */
   readonly errors?: AlarmOverride;
 }
 
@@ -317,6 +333,41 @@ export class ThrottleDashboard extends Construct {
       limiter.metricReclaimed(), `Concurrency limiter ${name}: leases expired without a release (a holder vanished; its slot was idle until the lease ran out)`, limiter);
     this.alarm(`${name} errors`, 'ConcurrencyErrors', alarms.errors, { threshold: 1, evaluationPeriods: 3 },
       limiter.concurrencyFunction.metricErrors({ period: Duration.minutes(1) }), `Concurrency limiter ${name}: the function fails (acquires and releases are retried; slots may wait for their lease to expire)`, limiter);
+    return this;
+  }
+
+  /**
+   * A row for a CircuitBreaker: openings, closings, probes and the executions its function turned away, the
+   * function's throttles/errors/concurrency; an alarm while it is open, and one on the function's errors.
+   */
+  public addCircuitBreaker(breaker: ICircuitBreaker, alarms: CircuitBreakerAlarms = {}): ThrottleDashboard {
+    const name = breaker.breakerName;
+    const period = Duration.minutes(Math.max(1, Math.ceil(breaker.cooldown.toSeconds() / 60)));
+    this.dashboard.addWidgets(
+      new cloudwatch.TextWidget({
+        markdown: `### Circuit breaker ${breaker.node.path}
+cooldown ${breaker.cooldown.toSeconds()} s, ${breaker.halfOpenProbes} probe(s) per half-open period; counts ${breaker.failureErrors.join(', ')}`,
+        width: 24,
+        height: 2,
+      }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'Opened and closed',
+        left: [breaker.metricOpened({ label: 'opened (or re-opened by a failed probe)' }), breaker.metricClosed({ label: 'closed by a probe' })],
+        width: 8,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Probes and executions turned away by the function',
+        left: [breaker.metricProbes({ label: 'probes' }), breaker.metricShortCircuited({ label: 'turned away (election lost)' })],
+        width: 8,
+      }),
+      this.functionWidget('Breaker function', breaker.breakerFunction),
+    );
+    this.alarm(`${name} open`, 'CircuitOpen', alarms.open, { threshold: 1, evaluationPeriods: 1 },
+      breaker.metricOpened({ period }), `Circuit breaker ${name}: open — the protected task is not called (CircuitOpen or the fallback) until a probe succeeds`, breaker);
+    this.alarm(`${name} errors`, 'BreakerErrors', alarms.errors, { threshold: 1, evaluationPeriods: 3 },
+      breaker.breakerFunction.metricErrors({ period: Duration.minutes(1) }), `Circuit breaker ${name}: the function fails (elections and failure records are retried)`, breaker);
     return this;
   }
 
