@@ -123,10 +123,10 @@ export interface ICircuitBreaker extends IConstruct {
   readonly halfOpenProbes: number;
   /** The task errors counted as failures. */
   readonly failureErrors: string[];
-  /** The states that protect `options.task`: check (one GetItem), the task, and a write only after a failure or a probe. */
-  protect(scope: Construct, id: string, options: ProtectOptions): sfn.StateMachineFragment;
   /** How long it stays open before a probe (the dashboard's alarm period follows it). */
   readonly cooldown: Duration;
+  /** The states that protect `options.task`: check (one GetItem), the task, and a write only after a failure or a probe. */
+  protect(scope: Construct, id: string, options: ProtectOptions): sfn.StateMachineFragment;
   /** A metric of the breaker function (namespace `CdkSfnThrottle`, dimension `BreakerName`). */
   metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric;
   /** Times the breaker opened (or re-opened after a failed probe). */

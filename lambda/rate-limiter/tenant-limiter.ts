@@ -36,7 +36,6 @@ const MAX_WRITES = 50;
 const MAX_PRUNED = 2;
 /** How long a key has been idle before a write removes it. */
 const PRUNE_IDLE_US = 1_000_000;
-const TTL_SLACK_S = 3600;
 const OVERRIDE_TTL_US = 10_000_000;
 const MAX_CACHED_OVERRIDES = 10_000;
 
@@ -56,7 +55,7 @@ export interface TenantStore {
   /** Creates the item (shared tat 0, no keys) unless it exists. */
   create(pk: string): Promise<void>;
   /** One conditional UpdateItem: the plan for `key`, removing `prune` (idle keys, each on its exact tat). */
-  write(pk: string, key: string, plan: TenantPlan, prune: ReadonlyArray<readonly [string, number]>, expS: number): Promise<TenantWrite>;
+  write(pk: string, key: string, plan: TenantPlan, prune: ReadonlyArray<readonly [string, number]>): Promise<TenantWrite>;
 }
 
 export interface TenantLimiterConfig {
@@ -132,9 +131,10 @@ export class TenantLimiter {
       }
       const now = this.deps.clockUs();
       const arrival = now + this.roundTrip.lookaheadUs();
-      const active = Object.keys(current.kt).filter((k) => (current!.kt[k] ?? 0) > now || (current!.kf[k] ?? 0) > now);
+      const active = Object.keys(current.kt).filter((k) => (ownValue(current!.kt, k) ?? 0) > now || (ownValue(current!.kf, k) ?? 0) > now);
       const tenants = active.length + (active.includes(key) ? 0 : 1);
-      const snap = { s: current.s, k: current.kt[key], f: current.kf[key], tenants };
+      // own properties only: a key named like an Object.prototype member ("constructor") is a key like any other
+      const snap = { s: current.s, k: ownValue(current.kt, key), f: ownValue(current.kf, key), tenants };
       const d = planTenant(snap, arrival, amount, asBucket(this.config.shared), asBucket(own), maxWaitUs);
       if (!d.admitted) {
         // a remembered item may be older than what the table holds: refuse only on a fresh one
@@ -146,12 +146,10 @@ export class TenantLimiter {
       }
       // keys idle for a second or more (one just idle may be back at once, and its write would fail this one)
       const idleSince = now - PRUNE_IDLE_US;
-      const prune = Object.keys(current.kt).filter((k) => k !== key && current!.kt[k] <= idleSince && (current!.kf[k] ?? 0) <= idleSince)
+      const prune = Object.keys(current.kt).filter((k) => k !== key && current!.kt[k] <= idleSince && (ownValue(current!.kf, k) ?? 0) <= idleSince)
         .slice(0, MAX_PRUNED).map((k) => [k, current!.kt[k]] as const);
-      const written = applyPlan(d.plan, current.s);
       writes++;
-      const expS = Math.ceil(Math.max(written.s, written.k, written.f) / 1e6) + TTL_SLACK_S;
-      const res = await this.timed(counter, () => this.deps.store.write(pk, key, d.plan, prune, expS));
+      const res = await this.timed(counter, () => this.deps.store.write(pk, key, d.plan, prune));
       if (res.ok) {
         // the shared tat before this write, from the one after it: the slot the write gave
         const before = 'sharedPlus' in d.plan.s ? res.s - d.plan.s.sharedPlus : current.s;
@@ -176,11 +174,16 @@ export class TenantLimiter {
   }
 }
 
+/** A map's own value for `k` (never an Object.prototype member). */
+function ownValue(m: Readonly<Record<string, number>>, k: string): number | undefined {
+  return Object.prototype.hasOwnProperty.call(m, k) ? m[k] : undefined;
+}
+
 function asBucket(l: DimensionLimit): BucketLimit {
   return { intervalUs: l.intervalUs, burst: l.burst };
 }
 
-/** Tenants items in DynamoDB: `s` (N), `kt` and `kf` (M of N), `v` (N), TTL `exp` (N, s). */
+/** Tenants items in DynamoDB: `s` (N), `kt` and `kf` (M of N), `v` (N); no TTL (one item per limiter). */
 export class DynamoDbTenantStore implements TenantStore {
   constructor(private readonly client: DynamoDBClient, private readonly tableName: string) {}
 
@@ -197,7 +200,9 @@ export class DynamoDbTenantStore implements TenantStore {
     try {
       await this.client.send(new PutItemCommand({
         TableName: this.tableName,
-        Item: { pk: { S: pk }, s: { N: '0' }, kt: { M: {} }, kf: { M: {} }, v: { N: String(TENANTS_ITEM_VERSION) }, exp: { N: String(Math.ceil(Date.now() / 1000) + TTL_SLACK_S) } },
+        // no TTL: one item per limiter, and an expiry computed from one key's tats could drop another key's state
+        // while its tat is still ahead (found by review: a key with burst × interval above the slack)
+        Item: { pk: { S: pk }, s: { N: '0' }, kt: { M: {} }, kf: { M: {} }, v: { N: String(TENANTS_ITEM_VERSION) } },
         ConditionExpression: 'attribute_not_exists(pk)',
       }));
     } catch (err) {
@@ -206,9 +211,9 @@ export class DynamoDbTenantStore implements TenantStore {
     }
   }
 
-  async write(pk: string, key: string, plan: TenantPlan, prune: ReadonlyArray<readonly [string, number]>, expS: number): Promise<TenantWrite> {
+  async write(pk: string, key: string, plan: TenantPlan, prune: ReadonlyArray<readonly [string, number]>): Promise<TenantWrite> {
     const names: Record<string, string> = { '#k': key };
-    const values: Record<string, AttributeValue> = { ':v': { N: String(TENANTS_ITEM_VERSION) }, ':f': num(plan.f), ':exp': num(expS) };
+    const values: Record<string, AttributeValue> = { ':v': { N: String(TENANTS_ITEM_VERSION) }, ':f': num(plan.f) };
     const expr = (w: TenantPlan['s'], name: string) => {
       if ('set' in w) {
         values[name] = num(w.set);
@@ -217,7 +222,7 @@ export class DynamoDbTenantStore implements TenantStore {
       values[name] = num(w.sharedPlus);
       return `s + ${name}`;
     };
-    const sets = [`s = ${expr(plan.s, ':s')}`, `kt.#k = ${expr(plan.k, ':k')}`, 'kf.#k = :f', 'exp = :exp'];
+    const sets = [`s = ${expr(plan.s, ':s')}`, `kt.#k = ${expr(plan.k, ':k')}`, 'kf.#k = :f'];
     const conditions = ['v = :v'];
     if (Number.isFinite(plan.lo)) {
       values[':lo'] = num(plan.lo);
@@ -273,7 +278,9 @@ function isConditionFailure(err: unknown): boolean {
 function decode(pk: string, item: Record<string, AttributeValue>): TenantItem {
   const v = Number(item.v?.N);
   if (v !== TENANTS_ITEM_VERSION) throw new LimiterUnavailable(`item ${pk} has format version ${item.v?.N ?? 'none'}, this handler reads ${TENANTS_ITEM_VERSION}`);
-  const map = (m: AttributeValue | undefined) => Object.fromEntries(Object.entries(m?.M ?? {}).map(([k, x]) => [k, Number(x.N)]));
+  // null-prototype maps: a key named like an Object.prototype member reads as absent until written
+  const map = (m: AttributeValue | undefined) =>
+    Object.assign(Object.create(null), Object.fromEntries(Object.entries(m?.M ?? {}).map(([k, x]) => [k, Number(x.N)])));
   const s = Number(item.s?.N);
   if (!Number.isFinite(s)) throw new LimiterUnavailable(`item ${pk} holds a shared tat that is not a number`);
   return { s, kt: map(item.kt), kf: map(item.kf) };

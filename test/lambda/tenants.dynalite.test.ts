@@ -70,6 +70,18 @@ describe('tenants within a shared quota (dynalite, 5–20 ms a call)', () => {
     expect(await keysIn()).toEqual(['d']);
   }, 60_000);
 
+  test('a key named like an Object.prototype member is a key like any other (found by review: it was never admitted)', async () => {
+    const c = container('proto-api');
+    for (const key of ['constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+      expect((await c.acquire(key, 1, 'TRY')).admitted).toBe(true);
+      expect((await c.acquire(key, 1, 'TRY')).admitted).toBe(true);
+      expect((await c.acquire(key, 1, 'TRY')).admitted).toBe(false); // the key's burst is 2
+    }
+    const item = (await db.client().send(new GetItemCommand({ TableName: 'tenants', Key: { pk: { S: tenantsItemKey('proto-api') } } }))).Item!;
+    expect(Object.keys(item.kt.M!).sort()).toEqual(['__proto__', 'constructor', 'hasOwnProperty', 'toString']);
+    expect(item.exp).toBeUndefined(); // no TTL: an expiry from one key's tats could drop another's state early
+  }, 60_000);
+
   test('a key\'s override item (ratePerSecond, burst) replaces its own limit: a bigger tenant', async () => {
     const raw = db.client();
     // a limiter of its own: the herd above left the shared bucket of 'api' a second ahead
