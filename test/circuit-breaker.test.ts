@@ -22,7 +22,7 @@ function build(options: { probes?: number } = {}) {
     breakerName: 'partner',
     failureThreshold: 3,
     window: Duration.seconds(30),
-    cooldown: Duration.seconds(2),
+    cooldown: Duration.seconds(6),
     halfOpenProbes: options.probes ?? 1,
     failureErrors: ['DownstreamUnavailable'],
   });
@@ -138,14 +138,15 @@ describe('CircuitBreaker', () => {
       const other = await runner.run({ partner: 'globex' });
       expect(other.status).toBe('FAILED');
       expect(calls).toBe(4);
-      // after the cooldown, 8 executions race while it is still down: one probe reaches it, fails, re-opens it
-      await sleep(2_100);
-      const raced = await Promise.all(Array.from({ length: 8 }, () => runner.run({ partner: 'acme' })));
+      // after the cooldown, 50 executions race while it is still down: one probe reaches it, fails, re-opens it
+      // (a cooldown of 6 s: the race must end within one, or a later execution rightly probes again)
+      await sleep(6_100);
+      const raced = await Promise.all(Array.from({ length: 50 }, () => runner.run({ partner: 'acme' })));
       expect(calls).toBe(5);
-      expect(raced.filter((r) => (r as any).error === 'CircuitOpen')).toHaveLength(7);
+      expect(raced.filter((r) => (r as any).error === 'CircuitOpen')).toHaveLength(49);
       // healed: after the next cooldown the probe succeeds and closes it; calls flow again
       down = false;
-      await sleep(2_100);
+      await sleep(6_100);
       expect((await runner.run({ partner: 'acme' })).status).toBe('SUCCEEDED');
       expect(calls).toBe(6);
       const after = await Promise.all(Array.from({ length: 5 }, () => runner.run({ partner: 'acme' })));
