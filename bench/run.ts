@@ -2,6 +2,7 @@
 // npm run bench: prints figures; asserts nothing. See README "Benchmarks".
 import * as os from 'os';
 import { measureVariants } from './bundle.bench';
+import { runBreaker } from './circuit-breaker.bench';
 import { runContention, runFailures, runUtilization } from './concurrency.bench';
 import { dispatcherScenarios, runDispatcher } from './dispatcher.bench';
 import { modelApiScenarios, runModelApi } from './model-api.bench';
@@ -111,6 +112,16 @@ async function main() {
     } finally {
       await db.stop();
     }
+  }
+  if (want('circuit-breaker')) {
+    const rows = [];
+    for (const [withBreaker, taskRetry] of [[true, true], [false, true], [true, false], [false, false]]) {
+      process.stderr.write(`running the circuit breaker scenario ${withBreaker ? 'with' : 'without'} the breaker, task Retry ${taskRetry}…\n`);
+      rows.push(await runBreaker(withBreaker, taskRetry));
+    }
+    console.log('## CircuitBreaker: a downstream down from 2 s to 8 s of 12 s, 20 executions at a time in a loop; local runner\n');
+    console.log(table(rows));
+    console.log();
   }
   if (want('dispatcher')) {
     const rows = [];
