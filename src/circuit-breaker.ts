@@ -1,4 +1,4 @@
-import { Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Annotations, Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -372,6 +372,13 @@ class ProtectedTask extends sfn.StateMachineFragment {
     const taskJson = options.task.toStateJson() as Record<string, unknown>;
     if (taskJson.ResultPath === undefined || taskJson.ResultPath === '$') {
       fail(this, `task must keep its input (a resultPath such as '$.result', or JsonPath.DISCARD): the breaker reads whether the call was a probe from the data after it, got ${options.task.node.path} without one`);
+    }
+    // a Catch of the task's own that comes first takes those errors: the breaker would never count them
+    const earlier = ((taskJson.Catch ?? []) as Array<{ ErrorEquals: string[] }>).flatMap((c) => c.ErrorEquals);
+    const swallowed = breaker.failureErrors.filter((e) => earlier.includes(e) || earlier.includes('States.ALL') || (e !== 'States.Timeout' && earlier.includes('States.TaskFailed')));
+    if (swallowed.length > 0) {
+      Annotations.of(this).addWarningV2('cdk-sfn-throttle:breakerNeverCounts',
+        `the task's own Catch takes ${JSON.stringify(swallowed)} before the breaker's: those failures are never counted, so they never open it — catch them after protect() (fallback) instead`);
     }
     const call = (name: string, op: string, probe?: boolean) => new AcquireTask(scope, `${id} ${name}`, breaker.breakerFunction,
       { [BreakerField.OP]: op, ...(probe === undefined ? {} : { [BreakerField.PROBE]: probe }) },

@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { App, Duration, Stack } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
@@ -73,6 +73,16 @@ describe('CircuitBreaker', () => {
       Dimensions: [{ Name: 'BreakerName', Value: 'partner' }],
       TreatMissingData: 'notBreaching',
     });
+  });
+
+  test('a warning when the task\'s own Catch takes the failure errors first (they would never open it)', () => {
+    const stack = new Stack();
+    const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+    const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' });
+    task.addCatch(new sfn.Pass(stack, 'Swallow'), { errors: ['States.ALL'] });
+    new CircuitBreaker(stack, 'B', { failureErrors: ['Down'] }).protect(stack, 'G', { task });
+    const warnings = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('.*breakerNeverCounts.*|.*never counted.*'));
+    expect(warnings.map((w) => String(w.entry.data))).toEqual([expect.stringContaining('the task\'s own Catch takes ["Down"] before the breaker\'s')]);
   });
 
   test('the function is granted exactly the DynamoDB calls its handler makes, on its own items', () => {
