@@ -7,9 +7,12 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { ThrottleErrors } from './errors';
-import { AcquireTask } from './private/acquire-task';
 import { BreakerFunction } from './private/breaker-function';
-import { BreakerEnv, BreakerField, BreakerItem, BreakerMetricNames, BreakerOp, BreakerResultField } from './private/contract';
+import {
+  breakerGate, BreakerWiring, checkedBreakerKey, checkedResultPath, checkTaskKeepsBreakerData,
+  circuitOpenFail, failureRecorder, rethrow, successRecorder,
+} from './private/breaker-states';
+import { BreakerEnv, BreakerMetricNames } from './private/contract';
 import { handlerRole } from './private/handler-function';
 import { checkedLimiterName, limiterTable } from './private/limiter-parts';
 import { checkRange, fail } from './private/validation';
@@ -311,49 +314,6 @@ function checkedFailureErrors(scope: IConstruct, errors: string[] | undefined): 
   return list;
 }
 
-/** Reads the breaker's item: one GetItem on exactly this breaker's items (LeadingKeys), with the time it was read. */
-class BreakerCheck extends sfn.TaskStateBase {
-  protected readonly taskMetrics?: sfn.TaskMetricsConfig;
-  protected readonly taskPolicies?: iam.PolicyStatement[];
-
-  constructor(scope: Construct, id: string, private readonly breaker: ICircuitBreaker, private readonly pk: string, resultPath: string) {
-    super(scope, id, {
-      resultSelector: { 'read.$': '$', 'now.$': '$$.State.EnteredTime' },
-      resultPath,
-    });
-    this.taskPolicies = [new iam.PolicyStatement({
-      actions: ['dynamodb:GetItem'],
-      resources: [breaker.table.tableArn],
-      conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${breaker.breakerName}#breaker#*`] } },
-    })];
-    this.addRetry({
-      errors: ['DynamoDB.InternalServerErrorException', 'DynamoDB.ProvisionedThroughputExceededException', 'DynamoDB.RequestLimitExceeded', 'DynamoDB.ThrottlingException'],
-      interval: Duration.seconds(1),
-      maxAttempts: 4,
-      backoffRate: 2,
-      jitterStrategy: sfn.JitterType.FULL,
-    });
-  }
-
-  public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
-    if (topLevelQueryLanguage === sfn.QueryLanguage.JSONATA) {
-      fail(this, 'CircuitBreaker.protect renders in JSONPath state machines only for now, this one is JSONata');
-    }
-    return super.toStateJson(topLevelQueryLanguage);
-  }
-
-  /** @internal */
-  protected _renderTask(): any {
-    const key = this.pk.startsWith('$')
-      ? { 'S.$': `States.Format('${this.breaker.breakerName}#breaker#{}', ${this.pk})` }
-      : { S: `${this.breaker.breakerName}#breaker#${this.pk}` };
-    return {
-      Resource: 'arn:aws:states:::dynamodb:getItem',
-      Parameters: { TableName: this.breaker.table.tableName, Key: { pk: key }, ConsistentRead: true },
-    };
-  }
-}
-
 /**
  * check (GetItem) → closed: the task; open with its cooldown ahead: short-circuit; otherwise ask the function to
  * elect probes → the task → after a counted failure, record it (→ fallback or the task's error); after a probe's
@@ -365,62 +325,49 @@ class ProtectedTask extends sfn.StateMachineFragment {
 
   constructor(scope: Construct, id: string, breaker: ICircuitBreaker, options: ProtectOptions) {
     super(scope, id);
-    const rp = options.resultPath ?? '$.circuit';
-    if (!/^\$\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(rp)) fail(this, `resultPath must be a simple path like $.circuit, got ${rp}`);
-    const key = options.key ?? 'default';
-    if (!key.startsWith('$') && (key.length < 1 || key.length > 400)) fail(this, `key must be a JSONPath or a literal of 1 to 400 characters, got ${JSON.stringify(key)}`);
-    const taskJson = options.task.toStateJson() as Record<string, unknown>;
-    if (taskJson.ResultPath === undefined || taskJson.ResultPath === '$') {
-      fail(this, `task must keep its input (a resultPath such as '$.result', or JsonPath.DISCARD): the breaker reads whether the call was a probe from the data after it, got ${options.task.node.path} without one`);
-    }
+    const w: BreakerWiring = { breaker, key: checkedBreakerKey(this, 'key', options.key), resultPath: checkedResultPath(this, options.resultPath) };
+    checkTaskKeepsBreakerData(this, options.task, w.resultPath, 'the breaker reads whether the call was a probe from the data after it');
     // a Catch of the task's own that comes first takes those errors: the breaker would never count them
+    const taskJson = options.task.toStateJson() as Record<string, unknown>;
     const earlier = ((taskJson.Catch ?? []) as Array<{ ErrorEquals: string[] }>).flatMap((c) => c.ErrorEquals);
     const swallowed = breaker.failureErrors.filter((e) => earlier.includes(e) || earlier.includes('States.ALL') || (e !== 'States.Timeout' && earlier.includes('States.TaskFailed')));
     if (swallowed.length > 0) {
       Annotations.of(this).addWarningV2('cdk-sfn-throttle:breakerNeverCounts',
         `the task's own Catch takes ${JSON.stringify(swallowed)} before the breaker's: those failures are never counted, so they never open it — catch them after protect() (fallback) instead`);
     }
-    const call = (name: string, op: string, probe?: boolean) => new AcquireTask(scope, `${id} ${name}`, breaker.breakerFunction,
-      { [BreakerField.OP]: op, ...(probe === undefined ? {} : { [BreakerField.PROBE]: probe }) },
-      {
-        resultSelector: { [`${BreakerResultField.CALL}.$`]: `$.${BreakerResultField.CALL}`, [`${BreakerResultField.PROBE}.$`]: `$.${BreakerResultField.PROBE}` },
-        resultPath: `${rp}.elected`,
-      },
-      { key, prop: 'key', hint: {}, owner: this });
-    const record = (name: string, op: string, probe: boolean, path: string) => new AcquireTask(scope, `${id} ${name}`, breaker.breakerFunction,
-      { [BreakerField.OP]: op, [BreakerField.PROBE]: probe }, { resultPath: path }, { key, prop: 'key', hint: {}, owner: this });
-
-    const check = new BreakerCheck(scope, `${id} Check`, breaker, key, rp);
-    const item = `${rp}.read.Item`;
-    const shortCircuit: sfn.IChainable = options.fallback ?? new sfn.Pass(scope, `${id} Open`, {
-      parameters: { 'cause.$': `States.Format('circuit breaker ${breaker.breakerName} is open for key {} until {}', ${key.startsWith('$') ? key : `'${key}'`}, ${item}.${BreakerItem.UNTIL}.S)` },
-      resultPath: `${rp}.open`,
-    }).next(new sfn.Fail(scope, `${id} Circuit Open`, { error: ThrottleErrors.CIRCUIT_OPEN, causePath: `${rp}.open.cause` }));
-    const elect = call('Elect', BreakerOp.ELECT);
-    const isProbe = sfn.Condition.and(sfn.Condition.isPresent(`${rp}.elected.${BreakerResultField.PROBE}`), sfn.Condition.booleanEquals(`${rp}.elected.${BreakerResultField.PROBE}`, true));
+    warnProbeOutlivesCooldown(this, breaker, taskJson);
+    const errorPath = `${w.resultPath}.error`;
     const done = new sfn.Pass(scope, `${id} Done`);
-    const recordSuccess = record('Probe Succeeded', BreakerOp.SUCCESS, true, sfn.JsonPath.DISCARD);
-    const afterTask = new sfn.Choice(scope, `${id} Was Probe`).when(isProbe, recordSuccess.next(done)).otherwise(done);
-    const rethrow: sfn.IChainable = options.fallback ?? new sfn.Fail(scope, `${id} Failed`, { errorPath: `${rp}.error.Error`, causePath: `${rp}.error.Cause` });
-    const recordFailure = record('Record Failure', BreakerOp.FAILURE, false, sfn.JsonPath.DISCARD);
-    const recordProbeFailure = record('Probe Failed', BreakerOp.FAILURE, true, sfn.JsonPath.DISCARD);
-    const onFailure = new sfn.Choice(scope, `${id} Failed Probe`).when(isProbe, recordProbeFailure).otherwise(recordFailure);
-    recordFailure.next(rethrow);
-    recordProbeFailure.next(rethrow);
-    options.task.addCatch(onFailure, { errors: breaker.failureErrors, resultPath: `${rp}.error` });
-    options.task.next(afterTask);
-
-    const halfWithRoom = Array.from({ length: breaker.halfOpenProbes }, (_, n) => sfn.Condition.stringEquals(`${item}.${BreakerItem.PROBES}.N`, String(n)));
-    const route = new sfn.Choice(scope, `${id} Closed`)
-      .when(sfn.Condition.or(sfn.Condition.not(sfn.Condition.isPresent(item)), sfn.Condition.stringEquals(`${item}.${BreakerItem.STATUS}.S`, 'closed')), options.task)
-      .when(sfn.Condition.and(sfn.Condition.stringEquals(`${item}.${BreakerItem.STATUS}.S`, 'half'), halfWithRoom.length === 1 ? halfWithRoom[0] : sfn.Condition.or(...halfWithRoom)), elect)
-      .when(sfn.Condition.timestampLessThanJsonPath(`${rp}.now`, `${item}.${BreakerItem.UNTIL}.S`), shortCircuit)
-      .otherwise(elect);
-    elect.next(new sfn.Choice(scope, `${id} Elected`)
-      .when(sfn.Condition.booleanEquals(`${rp}.elected.${BreakerResultField.CALL}`, true), options.task)
-      .otherwise(shortCircuit));
-    check.next(route);
-    this.startState = check;
+    const afterFailure: sfn.IChainable = options.fallback ?? rethrow(scope, id, errorPath);
+    options.task.addCatch(failureRecorder(scope, id, w, errorPath, afterFailure, false), { errors: breaker.failureErrors, resultPath: errorPath });
+    options.task.next(successRecorder(scope, id, w, done));
+    this.startState = breakerGate(scope, id, w, options.task, options.fallback ?? circuitOpenFail(scope, id, w));
     this.endStates = [done];
+  }
+}
+
+/**
+ * A probe whose task retries its failure errors for longer than the cooldown is taken for lost (its execution
+ * stopped) and another execution is elected beside it: warn with the figures.
+ */
+function warnProbeOutlivesCooldown(scope: IConstruct, breaker: ICircuitBreaker, taskJson: Record<string, unknown>): void {
+  type Retrier = { ErrorEquals: string[]; IntervalSeconds?: number; MaxAttempts?: number; BackoffRate?: number; MaxDelaySeconds?: number };
+  const retriers = (taskJson.Retry ?? []) as Retrier[];
+  const counted = retriers.filter((r) => r.ErrorEquals.some((e) => e === 'States.ALL' || breaker.failureErrors.includes(e)));
+  let worst = 0;
+  for (const r of counted) {
+    let delay = r.IntervalSeconds ?? 1;
+    let total = 0;
+    for (let i = 0; i < (r.MaxAttempts ?? 3); i++) {
+      total += r.MaxDelaySeconds !== undefined ? Math.min(delay, r.MaxDelaySeconds) : delay;
+      delay *= r.BackoffRate ?? 2;
+    }
+    worst = Math.max(worst, total);
+  }
+  const cooldown = breaker.cooldown.toSeconds();
+  if (worst > cooldown) {
+    Annotations.of(scope).addWarningV2('cdk-sfn-throttle:probeOutlivesCooldown',
+      `the task's own Retry on failure errors can wait ${worst} s in all, longer than the breaker's cooldown (${cooldown} s): `
+      + 'a probe still retrying is taken for lost and another execution is elected beside it. Shorten the Retry (LambdaInvoke: retryOnServiceExceptions: false) or lengthen the cooldown');
   }
 }

@@ -2,10 +2,15 @@ import { Duration } from 'aws-cdk-lib';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
+import { ICircuitBreaker } from './circuit-breaker';
 import { ThrottleErrors } from './errors';
 import { IRateLimiter } from './i-rate-limiter';
 import { acquireStates, backoffStates, consumedAmount, consumedAmounts, isMultiLimit, settleStates } from './private/acquire-task';
-import { DEFAULT_KEY } from './private/contract';
+import {
+  breakerGate, BreakerWiring, checkedBreakerKey, checkedResultPath, checkTaskKeepsBreakerData,
+  circuitOpenFail, failureRecorder, successRecorder, waitWhileOpen,
+} from './private/breaker-states';
+import { DEFAULT_KEY, ERROR_FIELD } from './private/contract';
 import { catchesInTaskLanguage, languageValidation } from './private/query-language';
 import { fail } from './private/validation';
 import { RetryPolicy } from './retry-policy';
@@ -73,6 +78,46 @@ export interface RateLimitedTaskProps {
    * @default - nothing settled: what the acquire took counts in full
    */
   readonly settle?: SettleOptions;
+
+  /**
+   * A circuit breaker in front of the call: checked first (one DynamoDB GetItem, no Lambda while closed), so no
+   * token is acquired while it is open; the task's failures of the breaker's `failureErrors` are recorded before the
+   * retry policy sees them; every retry checks the breaker again. While open the execution fails with `CircuitOpen`
+   * (or goes to `fallback`) — unless `retry` lists `ThrottleErrors.CIRCUIT_OPEN`: then it waits until the breaker's
+   * retry-after and checks again, without using an attempt. The task must keep its input (a task `resultPath`).
+   * JSONPath state machines.
+   *
+   * @default - no circuit breaker
+   */
+  readonly circuitBreaker?: CircuitBreakerOptions;
+}
+
+/**
+ * A circuit breaker on a `RateLimitedTask` (or a `ThrottledMap`'s items).
+ */
+export interface CircuitBreakerOptions {
+  /** The breaker. */
+  readonly breaker: ICircuitBreaker;
+  /**
+   * The breaker key (one breaker state per key): a literal, or a simple JSONPath (`$.partner`; a number there is
+   * formatted as a string).
+   *
+   * @default 'default'
+   */
+  readonly key?: string;
+  /**
+   * Where to go instead of failing with `CircuitOpen` while the breaker is open (the task is not called; the
+   * breaker's data at `resultPath` holds `open`: { cause, openedAt, retryAfter }).
+   *
+   * @default - fail with `CircuitOpen`
+   */
+  readonly fallback?: sfn.IChainable;
+  /**
+   * Where the breaker keeps its data in the execution's data (the item it read, the time, the election).
+   *
+   * @default '$.circuit'
+   */
+  readonly resultPath?: string;
 }
 
 /**
@@ -115,6 +160,8 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
   /** What each call takes from the limiter, defaults filled in. */
   public readonly acquireOptions: AcquireOptions;
   private readonly catchers: sfn.TaskStateBase[];
+  /** With a circuit breaker: where the task's Catch goes (it records a counted failure, then the backoff step). */
+  private breakerRecorder?: sfn.State;
 
   constructor(scope: Construct, id: string, props: RateLimitedTaskProps) {
     super(scope, id);
@@ -156,19 +203,44 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     // Every error of the task passes the backoff step: retried with a token, or raised again from there.
     const hint = { queryLanguage: props.queryLanguage };
     const settleField = props.settle ? checkedSettle(this, props) : undefined;
-    const backoff = backoffStates(this, backoffName, props.limiter, this.retry, this.retryErrors, props.task, acquire, hint, settleField);
+    const breaker = props.circuitBreaker ? breakerWiring(this, props) : undefined;
+    let first: sfn.State = acquire;
+    let catcher: { addCatch(handler: sfn.IChainable, p?: sfn.CatchProps): unknown } = props.task;
+    if (breaker) {
+      // check → acquire; the task's failures of the breaker's errors are recorded on their way to the backoff step;
+      // a retry goes back to the check
+      const waitOpen = this.retryErrors.includes(ThrottleErrors.CIRCUIT_OPEN);
+      const onOpen: sfn.IChainable = props.circuitBreaker!.fallback
+        ?? (waitOpen ? waitWhileOpen(this, id, breaker) : circuitOpenFail(this, id, breaker));
+      first = breakerGate(this, id, breaker, acquire, onOpen);
+      if (waitOpen && !props.circuitBreaker!.fallback) (onOpen as sfn.Wait).next(first);
+      catcher = {
+        addCatch: (handler, p) => {
+          this.breakerRecorder = failureRecorder(this, id, breaker, `$.${ERROR_FIELD}`, handler, true);
+          return props.task.addCatch(this.breakerRecorder, p);
+        },
+      };
+    }
+    const backoff = backoffStates(this, backoffName, props.limiter, this.retry, this.retryErrors, catcher, first, hint, settleField);
     // The backoff catch is rendered in the task's own language (JSONata: Output, not ResultPath).
     catchesInTaskLanguage(props.task);
     this.catchers = [acquire, backoff];
     this.acquireState = acquire;
     this.backoffState = backoff;
     this.task = props.task;
-    this.startState = acquire;
+    this.startState = first;
     this.endStates = [props.task];
     if (props.settle && settleField) {
       this.settleState = settleStates(this, `${id} Settle`, props.limiter, settleField, props.settle);
       props.task.next(this.settleState);
       this.endStates = [this.settleState];
+    }
+    if (breaker) {
+      // a probe's success closes the breaker; any other success writes nothing
+      const done = new sfn.Pass(this, `${id} Done`);
+      const recorder = successRecorder(this, id, breaker, done);
+      (this.settleState ?? props.task).next(recorder);
+      this.endStates = [done];
     }
     this.node.addValidation({ validate: () => this.validateTask() });
     const ownStates = () => this.node.findAll().filter((c): c is sfn.State => c instanceof sfn.State);
@@ -196,13 +268,29 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
         + (overlap.length > 0 ? ` (${overlap.join(', ')} are already retried by the RetryPolicy, each call with a token)` : '')
         + '. Remove the task\'s Retry (LambdaInvoke: retryOnServiceExceptions: false) and put the errors in `retry` (RetryPolicy.throttling({ errors }))');
     }
-    const foreign = (json.Catch ?? []).filter((c) => c.Next !== this.backoffState.stateId);
+    const target = (this.breakerRecorder ?? this.backoffState).stateId;
+    const foreign = (json.Catch ?? []).filter((c) => c.Next !== target);
     if (foreign.length > 0) {
       errors.push(`task "${this.task.stateId}" of RateLimitedTask ${this.node.path} has its own Catch (${foreign.map((c) => `${c.ErrorEquals.join(', ')} → ${c.Next}`).join('; ')}): `
         + 'every error of the task must pass the backoff state, which retries it with a token or raises it again. Use RateLimitedTask.addCatch()');
     }
     return errors;
   }
+}
+
+function breakerWiring(scope: Construct, props: RateLimitedTaskProps): BreakerWiring {
+  const cb = props.circuitBreaker!;
+  const w: BreakerWiring = {
+    breaker: cb.breaker,
+    key: checkedBreakerKey(scope, 'circuitBreaker.key', cb.key),
+    resultPath: checkedResultPath(scope, cb.resultPath),
+  };
+  checkTaskKeepsBreakerData(scope, props.task, w.resultPath, 'the circuit breaker reads whether the call was a probe from the data after it');
+  const rp = props.resultPath;
+  if (rp !== undefined && rp !== sfn.JsonPath.DISCARD && (rp === '$' || rp === w.resultPath || rp.startsWith(`${w.resultPath}.`) || w.resultPath.startsWith(`${rp}.`))) {
+    fail(scope, `resultPath ${rp} overlaps circuitBreaker.resultPath ${w.resultPath}: the acquire's result would overwrite the breaker's data`);
+  }
+  return w;
 }
 
 /** Checks `settle` against the limiter and the task's props; returns the dotted field the acquire result is kept at. */

@@ -11,7 +11,7 @@ import { nagFindings } from './support/nag';
 import { expectValidationError } from './support/validation';
 import { LocalRunner, statesEntered } from '../local/runner';
 import { sleep } from '../local/timing';
-import { CircuitBreaker, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard } from '../src';
+import { CircuitBreaker, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard, ThrottleErrors } from '../src';
 
 // A circuit breaker shared by every execution: judged by the calls that reach the downstream, in the local runner
 // with the real breaker function and dynalite.
@@ -116,8 +116,127 @@ describe('CircuitBreaker', () => {
       const g = new CircuitBreaker(stack, 'B').protect(stack, 'G', { task: tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' }) });
       new sfn.StateMachine(stack, 'M', { queryLanguage: sfn.QueryLanguage.JSONATA, definitionBody: sfn.DefinitionBody.fromChainable(g) });
       return Template.fromStack(stack);
-    }, /CircuitBreaker.protect renders in JSONPath state machines only/],
+    }, /a CircuitBreaker renders in JSONPath state machines only/],
+    ['a task with an outputPath (the probe flag would be dropped)', () => {
+      const stack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r', outputPath: '$.r' });
+      return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task });
+    }, /task must not have an outputPath \(got "\$.r" on Default\/T\)/],
+    ['a task result over the breaker\'s data', () => {
+      const stack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.circuit.result' });
+      return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task });
+    }, /task's resultPath \$.circuit.result overlaps the breaker's resultPath \$.circuit/],
+    ['a key path with an expression', () => {
+      const stack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' });
+      return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task, key: '$.partners[0]' });
+    }, /key must be a simple JSONPath like \$.partner \(fields only\) or a literal, got "\$.partners\[0\]"/],
+    ['a literal key too long', () => {
+      const stack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' });
+      return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task, key: 'k'.repeat(513) });
+    }, /key must be a JSONPath or a literal of 1 to 512 characters, got "k+" \(513\)/],
+    ['a literal key with a backslash', () => {
+      const stack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' });
+      return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task, key: 'eu\\west' });
+    }, /key must not contain a backslash, got "eu\\\\west"/],
   ])('fails at synth: %s', (_n, make, message) => expectValidationError(make, message));
+
+  test('a warning when the task\'s own Retry on failure errors outlasts the cooldown (a probe taken for lost)', () => {
+    const stack = new Stack();
+    const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+    // LambdaInvoke's default Retry: Lambda.ServiceException & co., 2 s × 2^n, 6 retries: 126 s in all
+    const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' });
+    new CircuitBreaker(stack, 'B', { cooldown: Duration.seconds(30) }).protect(stack, 'G', { task });
+    const warnings = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('.*probeOutlivesCooldown.*'));
+    expect(warnings.map((w) => String(w.entry.data))).toEqual([expect.stringContaining('can wait 126 s in all, longer than the breaker\'s cooldown (30 s)')]);
+    // no warning without the task's Retry
+    const quiet = new Stack();
+    const fn2 = lambda.Function.fromFunctionArn(quiet, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+    const task2 = tasks.LambdaInvoke.jsonPath(quiet, 'T', { lambdaFunction: fn2, resultPath: '$.r', retryOnServiceExceptions: false });
+    new CircuitBreaker(quiet, 'B', { cooldown: Duration.seconds(30) }).protect(quiet, 'G', { task: task2 });
+    expect(Annotations.fromStack(quiet).findWarning('*', Match.stringLikeRegexp('.*probeOutlivesCooldown.*'))).toHaveLength(0);
+  });
+
+  test('a failure without a Cause (a timeout) is raised again without one; the recording\'s own failure never replaces the task\'s error', () => {
+    const { stack } = build();
+    const asl = aslOf(Template.fromStack(stack));
+    expect(asl.States['Guard Has Cause']).toMatchObject({
+      Type: 'Choice',
+      Choices: [{ Variable: '$.circuit.error.Cause', IsPresent: true, Next: 'Guard Failed' }],
+      Default: 'Guard Failed Without Cause',
+    });
+    expect(asl.States['Guard Failed Without Cause']).toEqual({ Type: 'Fail', ErrorPath: '$.circuit.error.Error' });
+    for (const name of ['Guard Record Failure', 'Guard Probe Failed']) {
+      expect(asl.States[name].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.circuit.recordError', Next: 'Guard Has Cause' }]);
+    }
+    expect(asl.States['Guard Probe Succeeded'].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.circuit.recordError', Next: 'Guard Done' }]);
+    // every key sent to the function is a string
+    expect(asl.States['Guard Elect'].Parameters['key.$']).toBe("States.Format('{}', $.partner)");
+  });
+
+  test('the breaker function failing after the task failed: the execution fails with the task\'s error, not the function\'s', async () => {
+    const { stack, machine } = build();
+    const runner = await LocalRunner.start(stack, machine, {
+      taskHandlers: {
+        'Call Partner': async () => { throw Object.assign(new Error('partner is down'), { name: 'DownstreamUnavailable' }); },
+        'Guard Record Failure': async () => { throw Object.assign(new Error('table gone'), { name: 'ResourceNotFoundException' }); },
+      },
+    });
+    try {
+      const r = await runner.run({ partner: 'acme' });
+      expect(r.error).toBe('DownstreamUnavailable');
+      expect(String(r.cause)).toContain('partner is down');
+      expect(statesEntered(r, 'Guard Record Failure')).toBe(1);
+    } finally {
+      await runner.stop();
+    }
+  }, 60_000);
+
+  test('keys as the state machine gets them: a number at the path, a literal with quotes and braces', async () => {
+    const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+    const breaker = new CircuitBreaker(stack, 'Partner', {
+      breakerName: 'partner', failureThreshold: 2, cooldown: Duration.seconds(60), failureErrors: ['DownstreamUnavailable'],
+    });
+    const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:partner');
+    const call = (name: string) => tasks.LambdaInvoke.jsonPath(stack, name, { lambdaFunction: fn, payloadResponseOnly: true, retryOnServiceExceptions: false, resultPath: '$.result' });
+    const byNumber = breaker.protect(stack, 'ByNumber', { task: call('Call By Number'), key: '$.partnerId' });
+    const byLiteral = breaker.protect(stack, 'ByLiteral', { task: call('Call By Literal'), key: "o'brien {eu}" });
+    const choice = new sfn.Choice(stack, 'Which').when(sfn.Condition.isPresent('$.partnerId'), byNumber).otherwise(byLiteral);
+    const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(choice) });
+    let calls = 0;
+    const fail = async () => { calls++; throw Object.assign(new Error('down'), { name: 'DownstreamUnavailable' }); };
+    const runner = await LocalRunner.start(stack, machine, {
+      taskHandlers: {
+        'Call By Number': fail,
+        'Call By Literal': fail,
+      },
+    });
+    const quiet = process.stdout.write;
+    process.stdout.write = ((chunk: any, ...rest: any[]) => (String(chunk).includes('"_aws"') ? true : (quiet as any).call(process.stdout, chunk, ...rest))) as any;
+    try {
+      for (let i = 0; i < 3; i++) await runner.run({ partnerId: 42 });
+      expect(calls).toBe(2); // a number key is counted: the third is short-circuited
+      for (let i = 0; i < 3; i++) {
+        const r = await runner.run({});
+        if (i === 2) {
+          expect(r.error).toBe('CircuitOpen');
+          expect(String(r.cause)).toContain("circuit breaker partner is open for key o'brien {eu} (opened 20");
+        }
+      }
+      expect(calls).toBe(4);
+    } finally {
+      process.stdout.write = quiet;
+      await runner.stop();
+    }
+  }, 120_000);
 
   test('a failing downstream: threshold calls reach it, then none until the cooldown; one probe; healed, the probe closes it', async () => {
     const { stack, machine } = build();
@@ -201,4 +320,83 @@ describe('CircuitBreaker', () => {
       await runner.stop();
     }
   }, 120_000);
+
+  describe('RateLimitedTask circuitBreaker', () => {
+    function limitedBuild(retry: RetryPolicy, cooldownS: number) {
+      const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+      const breaker = new CircuitBreaker(stack, 'Partner', {
+        breakerName: 'partner', failureThreshold: 1, cooldown: Duration.seconds(cooldownS), failureErrors: ['DownstreamUnavailable'],
+      });
+      const limiter = new RateLimiter(stack, 'Api', { limiterName: 'api', ratePerSecond: 5 });
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:partner');
+      const limited = new RateLimitedTask(stack, 'Limited', {
+        limiter,
+        task: tasks.LambdaInvoke.jsonPath(stack, 'Call Partner', { lambdaFunction: fn, payloadResponseOnly: true, retryOnServiceExceptions: false, resultPath: '$.result' }),
+        retry,
+        circuitBreaker: { breaker, key: '$.partner' },
+      });
+      const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(limited) });
+      return { stack, machine, limited };
+    }
+
+    test('renders check → acquire; the task\'s failures pass the recorder on their way to the backoff step; a retry checks again', () => {
+      const { stack, limited } = limitedBuild(RetryPolicy.throttling({ errors: ['DownstreamUnavailable'] }), 30);
+      const asl = aslOf(Template.fromStack(stack));
+      expect(asl.StartAt).toBe('Limited Check');
+      expect(asl.States['Limited Closed'].Choices[0].Next).toBe('Limited Acquire');
+      expect(asl.States['Call Partner'].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.cdkSfnThrottleError', Next: 'Limited Counts' }]);
+      expect(asl.States['Limited Counts']).toMatchObject({
+        Choices: [{ Variable: '$.cdkSfnThrottleError.Error', StringEquals: 'DownstreamUnavailable', Next: 'Limited Failed Probe' }],
+        Default: 'Limited Backoff',
+      });
+      expect(asl.States['Limited Record Failure'].Next).toBe('Limited Backoff');
+      expect(asl.States['Limited Backoff Wait'].Next).toBe('Limited Check');
+      expect(asl.States['Limited Circuit Open']).toMatchObject({ Type: 'Fail', Error: 'CircuitOpen' });
+      expect(limited.endStates.map((st) => (st as unknown as sfn.State).stateId)).toEqual(['Limited Done']);
+      expect(Template.fromStack(stack).toJSON()).toMatchSnapshot();
+    });
+
+    test('while open no token is taken (CircuitOpen); with CircuitOpen in the retry policy it waits, probes, and succeeds once healed', async () => {
+      const failing = limitedBuild(RetryPolicy.none(), 60);
+      let calls = 0;
+      const down = async () => { calls++; throw Object.assign(new Error('down'), { name: 'DownstreamUnavailable' }); };
+      let runner = await LocalRunner.start(failing.stack, failing.machine, { taskHandlers: { 'Call Partner': down } });
+      const quiet = process.stdout.write;
+      process.stdout.write = ((chunk: any, ...rest: any[]) => (String(chunk).includes('"_aws"') ? true : (quiet as any).call(process.stdout, chunk, ...rest))) as any;
+      try {
+        const first = await runner.run({ partner: 'acme' });
+        expect(first.error).toBe('DownstreamUnavailable');
+        expect(statesEntered(first, 'Limited Record Failure')).toBe(1);
+        for (let i = 0; i < 3; i++) {
+          const r = await runner.run({ partner: 'acme' });
+          expect(r.error).toBe('CircuitOpen');
+          expect(statesEntered(r, 'Limited Acquire')).toBe(0);
+        }
+        expect(calls).toBe(1);
+        await runner.stop();
+
+        // CircuitOpen retried: the first call fails and opens it (cooldown 2 s); the retry waits until the breaker's
+        // retry-after, is elected the probe, the downstream is back, the probe closes it
+        const waiting = limitedBuild(RetryPolicy.throttling({ errors: ['DownstreamUnavailable', ThrottleErrors.CIRCUIT_OPEN], maxAttempts: 3 }), 2);
+        calls = 0;
+        runner = await LocalRunner.start(waiting.stack, waiting.machine, {
+          taskHandlers: { 'Call Partner': async () => { calls++; if (calls === 1) throw Object.assign(new Error('down'), { name: 'DownstreamUnavailable' }); return { ok: true }; } },
+        });
+        const r = await runner.run({ partner: 'globex' });
+        expect(r.status).toBe('SUCCEEDED');
+        expect(calls).toBe(2);
+        expect(statesEntered(r, 'Limited Wait While Open')).toBeGreaterThanOrEqual(1);
+        expect(statesEntered(r, 'Limited Elect')).toBe(1);
+        expect(statesEntered(r, 'Limited Probe Succeeded')).toBe(1);
+        expect(statesEntered(r, 'Limited Acquire')).toBe(2);
+        // closed again: the next call goes straight through, no function call
+        const next = await runner.run({ partner: 'globex' });
+        expect(next.status).toBe('SUCCEEDED');
+        expect(statesEntered(next, 'Limited Elect') + statesEntered(next, 'Limited Probe Succeeded')).toBe(0);
+      } finally {
+        process.stdout.write = quiet;
+        await runner.stop();
+      }
+    }, 120_000);
+  });
 });

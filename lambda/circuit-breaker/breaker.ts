@@ -16,6 +16,7 @@ import { jitteredPause } from '../shared/backoff';
 /** Format version of a breaker item (`v`); an item of another version fails closed. */
 export const BREAKER_ITEM_VERSION = 1;
 const MAX_WRITES = 20;
+const MAX_PK_BYTES = 2048;
 /** A breaker item outlives its last change by a day (then it is closed: no item). */
 const TTL_S = 86_400;
 
@@ -49,13 +50,16 @@ export interface BreakerDeps {
   readonly emit: (line: string) => void;
 }
 
-export type BreakerAnswer = { call: boolean; probe: boolean } | { transition: Transition };
+export type BreakerAnswer = { call: boolean; probe: boolean; until: string; openedAt: string } | { transition: Transition };
 
 export async function handle(event: unknown, deps: BreakerDeps): Promise<BreakerAnswer> {
   const e = (event ?? {}) as Record<string, unknown>;
   const op = e[BreakerField.OP];
   const key = e[BreakerField.KEY];
-  if (typeof key !== 'string' || key.length < 1 || key.length > 512) throw invalid(`key must be a string of 1 to 512 characters, got ${JSON.stringify(key)}`);
+  // The state machine formats every key as a string; the item key must fit DynamoDB's 2,048 bytes.
+  if (typeof key !== 'string' || Buffer.byteLength(breakerItemKey(deps.breakerName, key)) > MAX_PK_BYTES) {
+    throw invalid(`key must be a string whose item key fits ${MAX_PK_BYTES} bytes, got ${JSON.stringify(key)?.slice(0, 100)}`);
+  }
   if (op !== BreakerOp.ELECT && op !== BreakerOp.FAILURE && op !== BreakerOp.SUCCESS) throw invalid(`op must be elect, failure or success, got ${JSON.stringify(op)}`);
   const probe = e[BreakerField.PROBE] === true;
   const pk = breakerItemKey(deps.breakerName, key);
@@ -68,7 +72,7 @@ export async function handle(event: unknown, deps: BreakerDeps): Promise<Breaker
     if (op === BreakerOp.ELECT) {
       const r = elect(state, now, deps.settings);
       next = r.state;
-      answer = { call: r.call, probe: r.probe };
+      answer = { call: r.call, probe: r.probe, until: iso(r.state.until), openedAt: iso(r.state.openedAt) };
     } else if (op === BreakerOp.FAILURE) {
       const r = recordFailure(state, now, deps.settings, probe);
       next = r.state;
@@ -109,6 +113,10 @@ function done(deps: BreakerDeps, key: string, answer: BreakerAnswer): BreakerAns
   return answer;
 }
 
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
 function invalid(message: string): Error {
   return Object.assign(new Error(message), { name: 'InvalidAcquireRequest' });
 }
@@ -139,8 +147,9 @@ export class DynamoDbBreakerStore implements BreakerStore {
           pk: { S: pk },
           bs: { S: JSON.stringify(state) },
           [BreakerItem.STATUS]: { S: state.st },
-          [BreakerItem.UNTIL]: { S: new Date(state.until).toISOString() },
+          [BreakerItem.UNTIL]: { S: iso(state.until) },
           [BreakerItem.PROBES]: { N: String(state.pr) },
+          [BreakerItem.OPENED_AT]: { S: iso(state.openedAt) },
           ver: { N: String((ver ?? 0) + 1) },
           v: { N: String(BREAKER_ITEM_VERSION) },
           exp: { N: String(Math.ceil(Math.max(state.until, state.ws) / 1000) + TTL_S) },

@@ -270,14 +270,18 @@ export const BreakerResultField = {
   /** Whether to call the task. */
   CALL: 'call',
   PROBE: 'probe',
+  /** Until when the breaker stays open (or its probes may report), ISO 8601: the retry-after of a short-circuit. */
+  UNTIL: 'until',
+  /** When it last opened, ISO 8601. */
+  OPENED_AT: 'openedAt',
 } as const;
 
 /**
  * Attributes of a breaker item that the state machine reads through its GetItem (no Lambda on the closed path): the
  * status (`closed`, `open`, `half`), until when it is open (ISO 8601, UTC, milliseconds: compared with
- * `$$.State.EnteredTime`), and the probes elected in the half-open period.
+ * `$$.State.EnteredTime`), the probes elected in the half-open period, and when it last opened (ISO 8601).
  */
-export const BreakerItem = { STATUS: 'st', UNTIL: 'until', PROBES: 'pr' } as const;
+export const BreakerItem = { STATUS: 'st', UNTIL: 'until', PROBES: 'pr', OPENED_AT: 'at' } as const;
 
 /** Metrics published by the breaker function. */
 export const BreakerMetricNames = {
