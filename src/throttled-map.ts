@@ -5,13 +5,14 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
 import { ConcurrencyLimitedTask, IConcurrencyLimiter } from './concurrency-limiter';
+import { ThrottleErrors } from './errors';
 import { IRateLimiter } from './i-rate-limiter';
 import { AcquireTask, acquireStates, backoffStates, consumedAmount, consumedAmounts, isMultiLimit } from './private/acquire-task';
 import { AcquireField, BACKOFF_PHASE, DEFAULT_KEY, ITEM_ERROR_FIELD } from './private/contract';
 import { expr, holdsJsonata, isJsonataExpression, jsonataOf, languageValidation, pathOfToken, readsJsonPath, userExpression } from './private/query-language';
 import { LanguageDistributedMap, LanguageMap, LanguageParallel, LanguagePass } from './private/states';
 import { checkRange, fail } from './private/validation';
-import { RateLimitedTask } from './rate-limited-task';
+import { CircuitBreakerOptions, RateLimitedTask } from './rate-limited-task';
 import { RetryPolicy } from './retry-policy';
 
 /** Most iterations an inline Map runs at once, whatever MaxConcurrency says. */
@@ -260,6 +261,17 @@ export interface ThrottledMapProps {
   readonly concurrencyLimit?: MapConcurrencyLimit;
 
   /**
+   * A circuit breaker in front of every item's call, as on `RateLimitedTask`: while it is open no item acquires a
+   * token or calls the task; each item fails with `CircuitOpen` (collected as a failed item with
+   * `catchItemFailures`), goes to `fallback`, or — when `retry` lists `ThrottleErrors.CIRCUIT_OPEN` — waits until
+   * the breaker's retry-after. Needs `limiter` and an item processor that is one task (not batched). Items must be
+   * JSON objects (the breaker's data is put in them).
+   *
+   * @default - no circuit breaker
+   */
+  readonly circuitBreaker?: CircuitBreakerOptions;
+
+  /**
    * Inline (at most 40 iterations at once, all in the parent's history) or distributed (child executions, up to
    * 10,000 at once, with batching, S3 item readers and tolerated failures).
    *
@@ -476,6 +488,8 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     };
 
     let body: sfn.IChainable;
+    // states that end in a failed-item record (catchItemFailures) besides the catch
+    const failedItemEntries: sfn.Pass[] = [];
     let catchOn: { addCatch(handler: sfn.IChainable, props?: sfn.CatchProps): unknown } | undefined;
     const hold = props.concurrencyLimit;
     if (hold) {
@@ -490,9 +504,20 @@ export class ThrottledMap extends sfn.StateMachineFragment {
       catchOn = limited;
     } else if (props.limiter && single && !batched) {
       // One task under a limiter: RateLimitedTask (backoff, then a token for the retry).
+      const cb = props.circuitBreaker;
+      const openAsFailedItem = cb && props.catchItemFailures && !cb.fallback ? new sfn.Pass(this, `${id} Item Circuit Open`, {
+        parameters: { 'Error': ThrottleErrors.CIRCUIT_OPEN, 'Cause.$': `${cb.resultPath ?? '$.circuit'}.open.cause` },
+        resultPath: `$.${ITEM_ERROR_FIELD}`,
+      }) : undefined;
       const limited = new RateLimitedTask(this, `${id} Item`, {
-        limiter: props.limiter, task: single, acquire: this.acquireOptions, retry, queryLanguage: props.queryLanguage,
+        limiter: props.limiter,
+        task: single,
+        acquire: this.acquireOptions,
+        retry,
+        queryLanguage: props.queryLanguage,
+        circuitBreaker: cb && { ...cb, fallback: cb.fallback ?? openAsFailedItem },
       });
+      failedItemEntries.push(...(openAsFailedItem ? [openAsFailedItem] : []));
       body = limited;
       catchOn = limited;
     } else if (props.limiter) {
@@ -533,6 +558,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
         queryLanguage: props.queryLanguage,
       });
       catchOn.addCatch(failed, { resultPath: `$.${ITEM_ERROR_FIELD}` });
+      for (const entry of failedItemEntries) entry.next(failed);
       // The failure record ends the item like a success; the fragment's end states are the body's.
       return sfn.Chain.custom(sfn.Chain.start(body).startState, [...sfn.Chain.start(body).endStates, failed], body);
     }
@@ -635,6 +661,10 @@ function validate(scope: Construct, props: ThrottledMapProps, concurrency: MapCo
   }
   if (props.concurrencyLimit && mode.isDistributed) {
     fail(scope, 'concurrencyLimit needs an inline map (mode: MapMode.inline()), got a distributed one: its items are child executions, whose task tokens and failures the limiter is not granted');
+  }
+  if (props.circuitBreaker && (!props.limiter || batch || !singleTask(props.itemProcessor))) {
+    fail(scope, 'circuitBreaker needs a limiter and an item processor that is one task, not batched (it is the RateLimitedTask option), got '
+      + `${!props.limiter ? 'no limiter' : batch ? 'a batched map' : 'a processor of several states'}: otherwise put breaker.protect() in the item processor`);
   }
   if (props.acquire !== undefined && !props.limiter) {
     fail(scope, `acquire needs a limiter, got acquire ${JSON.stringify(props.acquire)} and no limiter`);

@@ -11,7 +11,7 @@ import { nagFindings } from './support/nag';
 import { expectValidationError } from './support/validation';
 import { LocalRunner, statesEntered } from '../local/runner';
 import { sleep } from '../local/timing';
-import { CircuitBreaker, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard, ThrottleErrors } from '../src';
+import { CircuitBreaker, MapConcurrency, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard, ThrottledMap, ThrottleErrors } from '../src';
 
 // A circuit breaker shared by every execution: judged by the calls that reach the downstream, in the local runner
 // with the real breaker function and dynalite.
@@ -398,5 +398,51 @@ describe('CircuitBreaker', () => {
         await runner.stop();
       }
     }, 120_000);
+  });
+
+  describe('ThrottledMap circuitBreaker', () => {
+    test('items after the breaker opens call nothing and are collected as CircuitOpen failures', async () => {
+      const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+      const breaker = new CircuitBreaker(stack, 'Partner', {
+        breakerName: 'partner', failureThreshold: 2, cooldown: Duration.seconds(60), failureErrors: ['DownstreamUnavailable'],
+      });
+      const limiter = new RateLimiter(stack, 'Api', { limiterName: 'api', ratePerSecond: 20, burst: 5 });
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:partner');
+      const map = new ThrottledMap(stack, 'Orders', {
+        itemsPath: '$.items',
+        limiter,
+        concurrency: MapConcurrency.fixed(1),
+        catchItemFailures: true,
+        circuitBreaker: { breaker },
+        itemProcessor: tasks.LambdaInvoke.jsonPath(stack, 'Call Partner', { lambdaFunction: fn, payloadResponseOnly: true, retryOnServiceExceptions: false, resultPath: '$.result' }),
+      });
+      const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(map) });
+      let calls = 0;
+      const runner = await LocalRunner.start(stack, machine, {
+        taskHandlers: { 'Call Partner': async () => { calls++; throw Object.assign(new Error('down'), { name: 'DownstreamUnavailable' }); } },
+      });
+      const quiet = process.stdout.write;
+      process.stdout.write = ((chunk: any, ...rest: any[]) => (String(chunk).includes('"_aws"') ? true : (quiet as any).call(process.stdout, chunk, ...rest))) as any;
+      try {
+        const r = await runner.run({ items: Array.from({ length: 8 }, (_, i) => ({ order: i })) });
+        expect(r.status).toBe('SUCCEEDED');
+        const results = r.output as Array<{ failed: boolean; error: { Error: string; Cause?: string } }>;
+        expect(results.map((x) => x.error.Error)).toEqual([
+          'DownstreamUnavailable', 'DownstreamUnavailable', ...Array.from({ length: 6 }, () => 'CircuitOpen')]);
+        expect(results[7].error.Cause).toContain('circuit breaker partner is open for key default');
+        expect(calls).toBe(2);
+        expect(statesEntered(r, 'Orders Item Acquire')).toBe(2);
+      } finally {
+        process.stdout.write = quiet;
+        await runner.stop();
+      }
+    }, 120_000);
+
+    test('fails at synth without a limiter (it is the RateLimitedTask option)', () => {
+      const stack = new Stack();
+      const breaker = new CircuitBreaker(stack, 'B');
+      expectValidationError(() => new ThrottledMap(stack, 'M', { circuitBreaker: { breaker }, itemProcessor: new sfn.Pass(stack, 'P') }),
+        /circuitBreaker needs a limiter and an item processor that is one task, not batched .*got no limiter/);
+    });
   });
 });
