@@ -10,11 +10,12 @@ import { ThrottleErrors } from './errors';
 import { BreakerFunction } from './private/breaker-function';
 import {
   breakerGate, BreakerWiring, checkedBreakerKey, checkedResultPath, checkTaskKeepsBreakerData,
-  circuitOpenFail, failureRecorder, rethrow, successRecorder,
+  circuitOpenFail, failureRecorder, rethrow, successRecorder, warnBreakerUse,
 } from './private/breaker-states';
 import { BreakerEnv, BreakerMetricNames } from './private/contract';
 import { handlerRole } from './private/handler-function';
 import { checkedLimiterName, limiterTable } from './private/limiter-parts';
+import { HTTP } from './private/task-kind';
 import { checkRange, fail } from './private/validation';
 
 /**
@@ -65,8 +66,9 @@ export interface CircuitBreakerProps {
    * refused: they would count the caller's own validation errors and throttling). Throttling errors belong to the
    * rate limiter, not here.
    *
-   * @default - timeouts and Lambda's service errors: `States.Timeout`, `States.HeartbeatTimeout`,
-   * `Lambda.ServiceException`, `Lambda.AWSLambdaException`, `Lambda.SdkClientException`
+   * @default - timeouts, Lambda's service errors and HttpInvoke's server errors: `States.Timeout`,
+   * `States.HeartbeatTimeout`, `Lambda.ServiceException`, `Lambda.AWSLambdaException`, `Lambda.SdkClientException`,
+   * `States.Http.StatusCode.500`, `States.Http.StatusCode.502`, `States.Http.StatusCode.504`
    */
   readonly failureErrors?: string[];
   /**
@@ -167,7 +169,12 @@ export interface CircuitBreakerAttributes {
   readonly cooldown?: Duration;
 }
 
-const DEFAULT_FAILURE_ERRORS = ['States.Timeout', 'States.HeartbeatTimeout', 'Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException'];
+const DEFAULT_FAILURE_ERRORS = [
+  'States.Timeout', 'States.HeartbeatTimeout',
+  'Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException',
+  // HttpInvoke's server errors (503 is a throttling error: RetryPolicy.httpThrottlingErrors)
+  'States.Http.StatusCode.500', 'States.Http.StatusCode.502', 'States.Http.StatusCode.504',
+];
 
 abstract class CircuitBreakerBase extends Construct implements ICircuitBreaker {
   public abstract readonly breakerName: string;
@@ -307,7 +314,7 @@ function checkedFailureErrors(scope: IConstruct, errors: string[] | undefined): 
   if (wild.length > 0) {
     fail(scope, `failureErrors must be exact error names (a wildcard would count the caller's own validation errors and throttling), got ${JSON.stringify(wild)}`);
   }
-  const throttling = list.filter((e) => e === ThrottleErrors.RATE_LIMIT_EXCEEDED || /Throttl|TooManyRequests/.test(e));
+  const throttling = list.filter((e) => e === ThrottleErrors.RATE_LIMIT_EXCEEDED || /Throttl|TooManyRequests/.test(e) || HTTP.includes(e));
   if (throttling.length > 0) {
     fail(scope, `failureErrors must not count throttling errors (they belong to the rate limiter and its retries), got ${JSON.stringify(throttling)}`);
   }
@@ -336,6 +343,7 @@ class ProtectedTask extends sfn.StateMachineFragment {
         `the task's own Catch takes ${JSON.stringify(swallowed)} before the breaker's: those failures are never counted, so they never open it — catch them after protect() (fallback) instead`);
     }
     warnProbeOutlivesCooldown(this, breaker, taskJson);
+    warnBreakerUse(this, breaker, options.task);
     const errorPath = `${w.resultPath}.error`;
     const done = new sfn.Pass(scope, `${id} Done`);
     const afterFailure: sfn.IChainable = options.fallback ?? rethrow(scope, id, errorPath);

@@ -8,7 +8,7 @@ import { IRateLimiter } from './i-rate-limiter';
 import { acquireStates, backoffStates, consumedAmount, consumedAmounts, isMultiLimit, settleStates } from './private/acquire-task';
 import {
   breakerGate, BreakerWiring, checkedBreakerKey, checkedResultPath, checkTaskKeepsBreakerData,
-  circuitOpenFail, failureRecorder, successRecorder, waitWhileOpen,
+  circuitOpenFail, failureRecorder, successRecorder, waitWhileOpen, warnBreakerUse,
 } from './private/breaker-states';
 import { DEFAULT_KEY, ERROR_FIELD } from './private/contract';
 import { catchesInTaskLanguage, languageValidation } from './private/query-language';
@@ -286,6 +286,7 @@ function breakerWiring(scope: Construct, props: RateLimitedTaskProps): BreakerWi
     resultPath: checkedResultPath(scope, cb.resultPath),
   };
   checkTaskKeepsBreakerData(scope, props.task, w.resultPath, 'the circuit breaker reads whether the call was a probe from the data after it');
+  warnBreakerUse(scope, cb.breaker, props.task, props.retry ?? RetryPolicy.throttling());
   const rp = props.resultPath;
   if (rp !== undefined && rp !== sfn.JsonPath.DISCARD && (rp === '$' || rp === w.resultPath || rp.startsWith(`${w.resultPath}.`) || w.resultPath.startsWith(`${rp}.`))) {
     fail(scope, `resultPath ${rp} overlaps circuitBreaker.resultPath ${w.resultPath}: the acquire's result would overwrite the breaker's data`);

@@ -104,6 +104,8 @@ describe('CircuitBreaker', () => {
     ['a wildcard failure error', () => new CircuitBreaker(new Stack(), 'B', { failureErrors: ['States.ALL'] }), /failureErrors must be exact error names .*\["States.ALL"\]/],
     ['a throttling error counted as a failure', () => new CircuitBreaker(new Stack(), 'B', { failureErrors: ['Lambda.TooManyRequestsException'] }),
       /failureErrors must not count throttling errors/],
+    ['an HTTP throttling status counted as a failure', () => new CircuitBreaker(new Stack(), 'B', { failureErrors: ['States.Http.StatusCode.503'] }),
+      /failureErrors must not count throttling errors .*States.Http.StatusCode.503/],
     ['halfOpenProbes out of range', () => new CircuitBreaker(new Stack(), 'B', { halfOpenProbes: 11 }), /halfOpenProbes must be .*10.*got 11/],
     ['a task that does not keep its input', () => {
       const stack = new Stack();
@@ -163,6 +165,26 @@ describe('CircuitBreaker', () => {
     const task2 = tasks.LambdaInvoke.jsonPath(quiet, 'T', { lambdaFunction: fn2, resultPath: '$.r', retryOnServiceExceptions: false });
     new CircuitBreaker(quiet, 'B', { cooldown: Duration.seconds(30) }).protect(quiet, 'G', { task: task2 });
     expect(Annotations.fromStack(quiet).findWarning('*', Match.stringLikeRegexp('.*probeOutlivesCooldown.*'))).toHaveLength(0);
+  });
+
+  test('warnings: failure errors this task can never raise (it never trips); a cooldown shorter than the retry policy\'s first backoff', () => {
+    const stack = new Stack();
+    const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+    const breaker = new CircuitBreaker(stack, 'B', { cooldown: Duration.seconds(5) });
+    // an SDK call without a timeout: none of the default errors (timeouts, Lambda's, HttpInvoke's) can come from it
+    const sdk = new tasks.CallAwsService(stack, 'Sdk', { service: 'sqs', action: 'sendMessage', iamResources: ['*'], resultPath: '$.r' });
+    breaker.protect(stack, 'G', { task: sdk });
+    const never = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('.*breakerNeverTrips.*'));
+    expect(never.map((w) => String(w.entry.data))).toEqual([expect.stringContaining('can come from Default/Sdk (a sdk task without a timeout): it can never trip')]);
+    // a Lambda task: its service errors count
+    const lambdaTask = tasks.LambdaInvoke.jsonPath(stack, 'L', { lambdaFunction: fn, resultPath: '$.r', retryOnServiceExceptions: false });
+    const limiter = new RateLimiter(stack, 'Api', { ratePerSecond: 5 });
+    new RateLimitedTask(stack, 'Limited', {
+      limiter, task: lambdaTask, retry: RetryPolicy.throttling({ interval: Duration.seconds(10) }), circuitBreaker: { breaker },
+    });
+    const all = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('.*breakerNeverTrips.*|.*breakerCooldownShort.*')).map((w) => String(w.entry.data));
+    expect(all).toHaveLength(2);
+    expect(all[1]).toContain('the breaker\'s cooldown (5 s) is shorter than the retry policy\'s first backoff (10 s)');
   });
 
   test('a failure without a Cause (a timeout) is raised again without one; the recording\'s own failure never replaces the task\'s error', () => {
@@ -428,7 +450,8 @@ describe('CircuitBreaker', () => {
         expect(r.status).toBe('SUCCEEDED');
         const results = r.output as Array<{ failed: boolean; error: { Error: string; Cause?: string } }>;
         expect(results.map((x) => x.error.Error)).toEqual([
-          'DownstreamUnavailable', 'DownstreamUnavailable', ...Array.from({ length: 6 }, () => 'CircuitOpen')]);
+          'DownstreamUnavailable', 'DownstreamUnavailable', ...Array.from({ length: 6 }, () => 'CircuitOpen'),
+        ]);
         expect(results[7].error.Cause).toContain('circuit breaker partner is open for key default');
         expect(calls).toBe(2);
         expect(statesEntered(r, 'Orders Item Acquire')).toBe(2);

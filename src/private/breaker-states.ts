@@ -1,4 +1,4 @@
-import { Duration } from 'aws-cdk-lib';
+import { Annotations, Duration } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
@@ -6,6 +6,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireTask } from './acquire-task';
 import { BreakerField, BreakerItem, BreakerOp, BreakerResultField } from './contract';
+import { taskKindOf } from './task-kind';
 import { fail } from './validation';
 import { ThrottleErrors } from '../errors';
 
@@ -235,5 +236,36 @@ export function checkTaskKeepsBreakerData(owner: IConstruct, task: sfn.State, rp
   }
   if (typeof resultPath === 'string' && (resultPath === rp || resultPath.startsWith(`${rp}.`) || rp.startsWith(`${resultPath}.`))) {
     fail(owner, `task's resultPath ${resultPath} overlaps the breaker's resultPath ${rp}: ${hint}; put the result elsewhere (e.g. $.result)`);
+  }
+}
+
+/**
+ * Warnings a breaker's configuration earns where it protects `task`: none of its failure errors can come from this
+ * task (it can never trip); a retry policy whose first backoff outlasts the cooldown (every retry finds the breaker
+ * past its cooldown and probes: the downstream gets no rest from retries).
+ */
+export function warnBreakerUse(owner: IConstruct, breaker: BreakerRef, task: sfn.State, retry?: { retries: boolean; interval: Duration }): void {
+  if (task instanceof sfn.TaskStateBase) {
+    const json = task.toStateJson() as Record<string, unknown>;
+    const kind = taskKindOf(task).kind;
+    const possible = breaker.failureErrors.filter((e) => {
+      if (e === 'States.Timeout') return json.TimeoutSeconds !== undefined || json.TimeoutSecondsPath !== undefined || json.TimeoutSecondsExpr !== undefined;
+      if (e === 'States.HeartbeatTimeout') return json.HeartbeatSeconds !== undefined || json.HeartbeatSecondsPath !== undefined;
+      if (e.startsWith('Lambda.')) return kind === 'lambda';
+      if (e.startsWith('States.Http.')) return kind === 'http';
+      return true;
+    });
+    if (possible.length === 0) {
+      Annotations.of(owner).addWarningV2('cdk-sfn-throttle:breakerNeverTrips',
+        `none of the breaker's failureErrors ${JSON.stringify(breaker.failureErrors)} can come from ${task.node.path} (a ${kind} task`
+        + `${json.TimeoutSeconds === undefined && json.TimeoutSecondsPath === undefined ? ' without a timeout' : ''}): it can never trip. `
+        + 'Give the breaker the errors this task raises (failureErrors), or the task a timeout');
+    }
+  }
+  const cooldown = breaker.cooldown.toSeconds();
+  if (retry?.retries && retry.interval.toSeconds() > cooldown) {
+    Annotations.of(owner).addWarningV2('cdk-sfn-throttle:breakerCooldownShort',
+      `the breaker's cooldown (${cooldown} s) is shorter than the retry policy's first backoff (${retry.interval.toSeconds()} s): `
+      + 'a retry always finds the breaker past its cooldown and probes, so the downstream gets no rest from retries. Lengthen the cooldown');
   }
 }
