@@ -37,7 +37,24 @@ export interface CircuitBreakerProps {
    */
   readonly failureThreshold?: number;
   /**
-   * The window failures are counted in (it starts at the first failure after the last one ended).
+   * The rate rule instead of `failureThreshold`: the breaker opens when, within a window, at least `minimumCalls`
+   * calls were counted and at least this percentage of them failed. A window starts at a failure (a healthy
+   * downstream costs no write); within it each success is recorded (one write, so the rule costs a write per call
+   * while failures are in the window). Valid range: 1 to 100 (percent). Not with `failureThreshold`.
+   *
+   * @default - the count rule (`failureThreshold`)
+   */
+  readonly failureRateThreshold?: number;
+  /**
+   * Calls a window must count before `failureRateThreshold` can open the breaker. Valid range: an integer from 1 to
+   * 10,000. Only with `failureRateThreshold`.
+   *
+   * @default 10
+   */
+  readonly minimumCalls?: number;
+  /**
+   * The window failures are counted in: a fixed window from the first failure after the last one ended (not a
+   * sliding one: failures just before and after its end fall in different windows).
    *
    * Valid range: 1 second to 1 hour.
    *
@@ -130,6 +147,8 @@ export interface ICircuitBreaker extends IConstruct {
   readonly failureErrors: string[];
   /** How long it stays open before a probe (the dashboard's alarm period follows it). */
   readonly cooldown: Duration;
+  /** The rate rule's percentage, when the breaker uses it (successes within a window are then recorded). */
+  readonly failureRateThreshold?: number;
   /** The states that protect `options.task`: check (one GetItem), the task, and a write only after a failure or a probe. */
   protect(scope: Construct, id: string, options: ProtectOptions): sfn.StateMachineFragment;
   /** A metric of the breaker function (namespace `CdkSfnThrottle`, dimension `BreakerName`). */
@@ -167,6 +186,12 @@ export interface CircuitBreakerAttributes {
    * @default Duration.seconds(30)
    */
   readonly cooldown?: Duration;
+  /**
+   * The rate rule's percentage, as deployed (the protecting states then record successes within a window).
+   *
+   * @default - the count rule
+   */
+  readonly failureRateThreshold?: number;
 }
 
 const DEFAULT_FAILURE_ERRORS = [
@@ -183,6 +208,7 @@ abstract class CircuitBreakerBase extends Construct implements ICircuitBreaker {
   public abstract readonly halfOpenProbes: number;
   public abstract readonly failureErrors: string[];
   public abstract readonly cooldown: Duration;
+  public abstract readonly failureRateThreshold?: number;
 
   public protect(scope: Construct, id: string, options: ProtectOptions): sfn.StateMachineFragment {
     return new ProtectedTask(scope, id, this, options);
@@ -240,14 +266,27 @@ export class CircuitBreaker extends CircuitBreakerBase {
   public readonly breakerFunction: lambda.IFunction;
   public readonly halfOpenProbes: number;
   public readonly failureErrors: string[];
-  public readonly failureThreshold: number;
+  public readonly failureThreshold?: number;
+  public readonly failureRateThreshold?: number;
+  public readonly minimumCalls?: number;
   public readonly window: Duration;
   public readonly cooldown: Duration;
 
   constructor(scope: Construct, id: string, props: CircuitBreakerProps = {}) {
     super(scope, id);
-    this.failureThreshold = props.failureThreshold ?? 5;
-    checkRange(this, 'failureThreshold', this.failureThreshold, { min: 1, max: 1000, integer: true });
+    if (props.failureRateThreshold !== undefined) {
+      if (props.failureThreshold !== undefined) {
+        fail(this, `failureThreshold and failureRateThreshold are exclusive (the count rule or the rate rule), got ${props.failureThreshold} and ${props.failureRateThreshold}`);
+      }
+      this.failureRateThreshold = props.failureRateThreshold;
+      checkRange(this, 'failureRateThreshold (%)', this.failureRateThreshold, { min: 1, max: 100 });
+      this.minimumCalls = props.minimumCalls ?? 10;
+      checkRange(this, 'minimumCalls', this.minimumCalls, { min: 1, max: 10_000, integer: true });
+    } else {
+      if (props.minimumCalls !== undefined) fail(this, `minimumCalls needs failureRateThreshold (the rate rule), got minimumCalls ${props.minimumCalls} without it`);
+      this.failureThreshold = props.failureThreshold ?? 5;
+      checkRange(this, 'failureThreshold', this.failureThreshold, { min: 1, max: 1000, integer: true });
+    }
     this.window = props.window ?? Duration.minutes(1);
     checkRange(this, 'window (s)', this.window.toSeconds(), { min: 1, max: 3600, integer: true });
     this.cooldown = props.cooldown ?? Duration.seconds(30);
@@ -270,7 +309,11 @@ export class CircuitBreaker extends CircuitBreakerBase {
       environment: {
         [BreakerEnv.TABLE_NAME]: this.table.tableName,
         [BreakerEnv.BREAKER_NAME]: this.breakerName,
-        [BreakerEnv.FAILURE_THRESHOLD]: String(this.failureThreshold),
+        [BreakerEnv.FAILURE_THRESHOLD]: String(this.failureThreshold ?? 1),
+        ...(this.failureRateThreshold !== undefined ? {
+          [BreakerEnv.FAILURE_RATE]: String(this.failureRateThreshold / 100),
+          [BreakerEnv.MINIMUM_CALLS]: String(this.minimumCalls),
+        } : {}),
         [BreakerEnv.WINDOW_MS]: String(this.window.toMilliseconds()),
         [BreakerEnv.COOLDOWN_MS]: String(this.cooldown.toMilliseconds()),
         [BreakerEnv.HALF_OPEN_PROBES]: String(this.halfOpenProbes),
@@ -294,6 +337,7 @@ class ImportedCircuitBreaker extends CircuitBreakerBase {
   public readonly halfOpenProbes: number;
   public readonly failureErrors: string[];
   public readonly cooldown: Duration;
+  public readonly failureRateThreshold?: number;
 
   constructor(scope: Construct, id: string, attrs: CircuitBreakerAttributes) {
     super(scope, id);
@@ -304,6 +348,8 @@ class ImportedCircuitBreaker extends CircuitBreakerBase {
     checkRange(this, 'halfOpenProbes', this.halfOpenProbes, { min: 1, max: 10, integer: true });
     this.failureErrors = checkedFailureErrors(this, attrs.failureErrors);
     this.cooldown = attrs.cooldown ?? Duration.seconds(30);
+    this.failureRateThreshold = attrs.failureRateThreshold;
+    if (this.failureRateThreshold !== undefined) checkRange(this, 'failureRateThreshold (%)', this.failureRateThreshold, { min: 1, max: 100 });
   }
 }
 

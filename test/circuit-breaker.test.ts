@@ -106,6 +106,10 @@ describe('CircuitBreaker', () => {
       /failureErrors must not count throttling errors/],
     ['an HTTP throttling status counted as a failure', () => new CircuitBreaker(new Stack(), 'B', { failureErrors: ['States.Http.StatusCode.503'] }),
       /failureErrors must not count throttling errors .*States.Http.StatusCode.503/],
+    ['both rules', () => new CircuitBreaker(new Stack(), 'B', { failureThreshold: 3, failureRateThreshold: 50 }),
+      /failureThreshold and failureRateThreshold are exclusive .*got 3 and 50/],
+    ['a rate above 100 %', () => new CircuitBreaker(new Stack(), 'B', { failureRateThreshold: 150 }), /failureRateThreshold \(%\) must be .*100.*got 150/],
+    ['minimumCalls without the rate rule', () => new CircuitBreaker(new Stack(), 'B', { minimumCalls: 5 }), /minimumCalls needs failureRateThreshold/],
     ['halfOpenProbes out of range', () => new CircuitBreaker(new Stack(), 'B', { halfOpenProbes: 11 }), /halfOpenProbes must be .*10.*got 11/],
     ['a task that does not keep its input', () => {
       const stack = new Stack();
@@ -203,6 +207,38 @@ describe('CircuitBreaker', () => {
     // every key sent to the function is a string
     expect(asl.States['Guard Elect'].Parameters['key.$']).toBe("States.Format('{}', $.partner)");
   });
+
+  test('the rate rule: a healthy downstream costs no write; within a failure window successes are recorded; 2 of 4 failed opens it', async () => {
+    const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+    const breaker = new CircuitBreaker(stack, 'Partner', {
+      breakerName: 'partner', failureRateThreshold: 50, minimumCalls: 4, window: Duration.seconds(60), cooldown: Duration.seconds(60), failureErrors: ['DownstreamUnavailable'],
+    });
+    const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:partner');
+    const task = tasks.LambdaInvoke.jsonPath(stack, 'Call Partner', { lambdaFunction: fn, payloadResponseOnly: true, retryOnServiceExceptions: false, resultPath: '$.result' });
+    const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(breaker.protect(stack, 'Guard', { task })) });
+    const env = Template.fromStack(stack).findResources('AWS::Lambda::Function');
+    expect(JSON.stringify(env)).toContain('"FAILURE_RATE":"0.5","MINIMUM_CALLS":"4"');
+    let calls = 0;
+    const outcomes = [true, true, false, true, true, false];
+    const runner = await LocalRunner.start(stack, machine, {
+      taskHandlers: { 'Call Partner': async () => { const ok = outcomes[calls++]; if (!ok) throw Object.assign(new Error('down'), { name: 'DownstreamUnavailable' }); return { ok }; } },
+    });
+    const quiet = process.stdout.write;
+    process.stdout.write = ((chunk: any, ...rest: any[]) => (String(chunk).includes('"_aws"') ? true : (quiet as any).call(process.stdout, chunk, ...rest))) as any;
+    try {
+      const results: Awaited<ReturnType<typeof runner.run>>[] = [];
+      for (let i = 0; i < 7; i++) results.push(await runner.run({}));
+      // healthy: no function call at all
+      expect(statesEntered(results[0], 'Guard Record Success') + statesEntered(results[1], 'Guard Record Success')).toBe(0);
+      // the window starts at the 3rd call's failure; the 4th and 5th succeed inside it (recorded); the 6th fails: 2 of 4
+      expect([3, 4].map((i) => statesEntered(results[i], 'Guard Record Success'))).toEqual([1, 1]);
+      expect(results.map((r) => r.error ?? r.status)).toEqual(['SUCCEEDED', 'SUCCEEDED', 'DownstreamUnavailable', 'SUCCEEDED', 'SUCCEEDED', 'DownstreamUnavailable', 'CircuitOpen']);
+      expect(calls).toBe(6);
+    } finally {
+      process.stdout.write = quiet;
+      await runner.stop();
+    }
+  }, 120_000);
 
   test('the breaker function failing after the task failed: the execution fails with the task\'s error, not the function\'s', async () => {
     const { stack, machine } = build();

@@ -14,6 +14,7 @@ export const handler = async (event: unknown) => handle(event, {
     windowMs: num(BreakerEnv.WINDOW_MS),
     cooldownMs: num(BreakerEnv.COOLDOWN_MS),
     halfOpenProbes: num(BreakerEnv.HALF_OPEN_PROBES),
+    ...(process.env[BreakerEnv.FAILURE_RATE] ? { failureRate: num(BreakerEnv.FAILURE_RATE), minimumCalls: num(BreakerEnv.MINIMUM_CALLS) } : {}),
   },
   emit: (line) => process.stdout.write(`${line}\n`),
 });

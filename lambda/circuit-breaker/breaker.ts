@@ -27,8 +27,8 @@ export interface StoredBreaker {
 
 export interface BreakerStore {
   read(pk: string): Promise<StoredBreaker | undefined>;
-  /** Writes `state` as version `ver + 1` if the item is still at `ver` (undefined: absent). */
-  write(pk: string, state: BreakerState, ver: number | undefined): Promise<boolean>;
+  /** Writes `state` as version `ver + 1` if the item is still at `ver` (undefined: absent); `windowMs` dates its window's end. */
+  write(pk: string, state: BreakerState, ver: number | undefined, windowMs?: number): Promise<boolean>;
 }
 
 export function breakerItemKey(breakerName: string, key: string): string {
@@ -78,12 +78,12 @@ export async function handle(event: unknown, deps: BreakerDeps): Promise<Breaker
       next = r.state;
       answer = { transition: r.transition };
     } else {
-      const r = recordSuccess(state, probe);
+      const r = recordSuccess(state, probe, now, deps.settings);
       next = r.state;
       answer = { transition: r.transition };
     }
     if (next === state) return done(deps, key, answer);
-    if (await deps.store.write(pk, next, stored?.ver)) return done(deps, key, answer);
+    if (await deps.store.write(pk, next, stored?.ver, deps.settings.windowMs)) return done(deps, key, answer);
     await jitteredPause(writes, 100);
   }
   throw new BreakerUnavailable(`${pk}: ${MAX_WRITES} conditional writes lost to contention`);
@@ -139,7 +139,7 @@ export class DynamoDbBreakerStore implements BreakerStore {
     }
   }
 
-  async write(pk: string, state: BreakerState, ver: number | undefined): Promise<boolean> {
+  async write(pk: string, state: BreakerState, ver: number | undefined, windowMs = 0): Promise<boolean> {
     try {
       await this.client.send(new PutItemCommand({
         TableName: this.tableName,
@@ -150,6 +150,8 @@ export class DynamoDbBreakerStore implements BreakerStore {
           [BreakerItem.UNTIL]: { S: iso(state.until) },
           [BreakerItem.PROBES]: { N: String(state.pr) },
           [BreakerItem.OPENED_AT]: { S: iso(state.openedAt) },
+          // while a window runs (closed, a failure counted): its end, so the state machine records successes in it
+          ...(state.st === 'closed' && state.f > 0 ? { [BreakerItem.WINDOW_END]: { S: iso(state.ws + windowMs) } } : {}),
           ver: { N: String((ver ?? 0) + 1) },
           v: { N: String(BREAKER_ITEM_VERSION) },
           exp: { N: String(Math.ceil(Math.max(state.until, state.ws) / 1000) + TTL_S) },

@@ -10,8 +10,15 @@
 // to elect probes (a conditional write: at most `halfOpenProbes` per cooldown).
 
 export interface BreakerSettings {
-  /** Failures within `windowMs` that open the breaker. */
+  /** Failures within `windowMs` that open the breaker (the count rule). */
   readonly failureThreshold: number;
+  /**
+   * The rate rule instead of the count rule: the breaker opens when, within a window, at least `minimumCalls` calls
+   * were counted and failures ÷ calls ≥ `failureRate` (0 < rate ≤ 1). A window starts at a failure; successes are
+   * counted only within one (a healthy downstream costs no write).
+   */
+  readonly failureRate?: number;
+  readonly minimumCalls?: number;
   readonly windowMs: number;
   /** How long it stays open before probes are let through; also how long a probe may take before others are elected. */
   readonly cooldownMs: number;
@@ -25,6 +32,8 @@ export interface BreakerState {
   readonly st: BreakerStatus;
   /** Failures counted in the current window (closed). */
   readonly f: number;
+  /** Successes counted in the current window (closed, rate rule only). */
+  readonly s?: number;
   /** The current window's start. */
   readonly ws: number;
   /** Open: until when; half: until when the elected probes may report before others are elected. */
@@ -46,18 +55,36 @@ export function recordFailure(state: BreakerState, nowMs: number, s: BreakerSett
     return { state: { ...state, st: 'open', until: nowMs + s.cooldownMs, pr: 0, f: 0, openedAt: nowMs }, transition: 'reopened' };
   }
   if (state.st !== 'closed') return { state, transition: 'none' }; // a call that started before it opened
-  const fresh = nowMs - state.ws >= s.windowMs;
+  const fresh = windowEnded(state, nowMs, s);
   const f = fresh ? 1 : state.f + 1;
+  const ok = fresh ? 0 : state.s ?? 0;
   const ws = fresh ? nowMs : state.ws;
-  if (f >= s.failureThreshold) {
-    return { state: { st: 'open', f: 0, ws: nowMs, until: nowMs + s.cooldownMs, pr: 0, openedAt: nowMs }, transition: 'opened' };
+  if (trips(f, ok, s)) {
+    return { state: { st: 'open', f: 0, s: 0, ws: nowMs, until: nowMs + s.cooldownMs, pr: 0, openedAt: nowMs }, transition: 'opened' };
   }
-  return { state: { ...state, f, ws }, transition: 'none' };
+  return { state: { ...state, f, s: ok, ws }, transition: 'none' };
 }
 
-/** A probe's call succeeded: the downstream is back. (A success while closed changes nothing and is not written.) */
-export function recordSuccess(state: BreakerState, probe: boolean): { state: BreakerState; transition: Transition } {
+/** Whether the current window has ended (or none began: no failure counted). */
+export function windowEnded(state: BreakerState, nowMs: number, s: BreakerSettings): boolean {
+  return state.f === 0 || nowMs - state.ws >= s.windowMs;
+}
+
+function trips(failures: number, successes: number, s: BreakerSettings): boolean {
+  if (s.failureRate === undefined) return failures >= s.failureThreshold;
+  const calls = failures + successes;
+  return calls >= (s.minimumCalls ?? 1) && failures >= s.failureRate * calls;
+}
+
+/**
+ * A call succeeded. A probe's success closes a half-open breaker. Under the rate rule, a success while closed within
+ * a window (a failure counted less than `windowMs` ago) is counted; any other success changes nothing (no write).
+ */
+export function recordSuccess(state: BreakerState, probe: boolean, nowMs = 0, s?: BreakerSettings): { state: BreakerState; transition: Transition } {
   if (state.st === 'half' && probe) return { state: CLOSED, transition: 'closed' };
+  if (s?.failureRate !== undefined && state.st === 'closed' && !windowEnded(state, nowMs, s)) {
+    return { state: { ...state, s: (state.s ?? 0) + 1 }, transition: 'none' };
+  }
   return { state, transition: 'none' };
 }
 

@@ -23,6 +23,7 @@ export interface BreakerRef {
   readonly halfOpenProbes: number;
   readonly failureErrors: string[];
   readonly cooldown: Duration;
+  readonly failureRateThreshold?: number;
 }
 
 export interface BreakerWiring {
@@ -209,9 +210,15 @@ export function failureRecorder(
 
 /** After a success: a probe's closes the breaker (one write); any other call writes nothing. Returns the first state. */
 export function successRecorder(scope: Construct, id: string, w: BreakerWiring, then: sfn.IChainable): sfn.State {
-  return new sfn.Choice(scope, `${id} Was Probe`)
-    .when(isProbe(w.resultPath), record(scope, `${id} Probe Succeeded`, w, BreakerOp.SUCCESS, true, then))
-    .otherwise(then);
+  const choice = new sfn.Choice(scope, `${id} Was Probe`)
+    .when(isProbe(w.resultPath), record(scope, `${id} Probe Succeeded`, w, BreakerOp.SUCCESS, true, then));
+  if (w.breaker.failureRateThreshold !== undefined) {
+    // the rate rule counts successes within a failure window (the item read before the call says until when)
+    const windowEnd = `${w.resultPath}.read.Item.${BreakerItem.WINDOW_END}.S`;
+    choice.when(sfn.Condition.and(sfn.Condition.isPresent(windowEnd), sfn.Condition.timestampLessThanJsonPath(`${w.resultPath}.now`, windowEnd)),
+      record(scope, `${id} Record Success`, w, BreakerOp.SUCCESS, false, then));
+  }
+  return choice.otherwise(then);
 }
 
 /** Fails with the error kept at `errorPath` ({ Error, Cause? }: a timeout has no Cause). */

@@ -252,6 +252,9 @@ export const BreakerEnv = {
   WINDOW_MS: 'WINDOW_MS',
   COOLDOWN_MS: 'COOLDOWN_MS',
   HALF_OPEN_PROBES: 'HALF_OPEN_PROBES',
+  /** The rate rule (a fraction, 0 < rate ≤ 1) and its minimum calls; absent: the count rule. */
+  FAILURE_RATE: 'FAILURE_RATE',
+  MINIMUM_CALLS: 'MINIMUM_CALLS',
 } as const;
 
 /** What the breaker function is asked: elect probes, or record a call's failure or a probe's success. */
@@ -279,9 +282,10 @@ export const BreakerResultField = {
 /**
  * Attributes of a breaker item that the state machine reads through its GetItem (no Lambda on the closed path): the
  * status (`closed`, `open`, `half`), until when it is open (ISO 8601, UTC, milliseconds: compared with
- * `$$.State.EnteredTime`), the probes elected in the half-open period, and when it last opened (ISO 8601).
+ * `$$.State.EnteredTime`), the probes elected in the half-open period, when it last opened (ISO 8601), and while a
+ * failure window runs, its end (ISO 8601: under the rate rule successes before it are recorded).
  */
-export const BreakerItem = { STATUS: 'st', UNTIL: 'until', PROBES: 'pr', OPENED_AT: 'at' } as const;
+export const BreakerItem = { STATUS: 'st', UNTIL: 'until', PROBES: 'pr', OPENED_AT: 'at', WINDOW_END: 'we' } as const;
 
 /** Metrics published by the breaker function. */
 export const BreakerMetricNames = {

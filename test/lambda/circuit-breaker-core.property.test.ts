@@ -106,4 +106,59 @@ describe('circuit breaker core (pure)', () => {
     expect(elect(first.state, 900, s)).toMatchObject({ call: false });
     expect(elect(first.state, 1_000, s)).toMatchObject({ call: true, probe: true, state: { st: 'half', pr: 1, until: 1_500 } });
   });
+
+  test('the rate rule: opens only with minimumCalls calls in a window of which the rate failed; successes outside a window change nothing', () => {
+    fc.assert(fc.property(
+      fc.record({
+        rate: fc.integer({ min: 1, max: 100 }), minimumCalls: fc.integer({ min: 1, max: 12 }), windowMs: fc.integer({ min: 100, max: 3_000 }),
+      }),
+      fc.array(
+        fc.record({ ok: fc.boolean(), dt: fc.oneof(fc.integer({ min: 0, max: 50 }), fc.integer({ min: 0, max: 2_000 })) }),
+        { minLength: 1, maxLength: 120, size: 'max' }),
+      (r, events) => {
+        const s: BreakerSettings = {
+          failureThreshold: 1, windowMs: r.windowMs, cooldownMs: 1_000, halfOpenProbes: 1, failureRate: r.rate / 100, minimumCalls: r.minimumCalls,
+        };
+        let state = CLOSED;
+        let now = 1e12;
+        const seen: { t: number; ok: boolean }[] = []; // every call while closed, since it last opened
+        for (const e of events) {
+          now += e.dt;
+          if (state.st !== 'closed') break;
+          seen.push({ t: now, ok: e.ok });
+          if (e.ok) {
+            const next = recordSuccess(state, false, now, s).state;
+            // outside a window (no failure counted within windowMs before): no write
+            const inWindow = seen.some((x) => !x.ok && now - x.t < s.windowMs);
+            if (!inWindow) expect(next).toBe(state);
+            state = next;
+            expect(state.st).toBe('closed');
+          } else {
+            const res = recordFailure(state, now, s, false);
+            state = res.state;
+            if (res.transition === 'opened') {
+              // some failure at w within the window before now starts a span [w, now] that meets both conditions
+              const ok = seen.some((start, i) => {
+                if (start.ok || now - start.t >= s.windowMs) return false;
+                const span = seen.slice(i);
+                const failures = span.filter((x) => !x.ok).length;
+                return span.length >= r.minimumCalls && failures >= (r.rate / 100) * span.length - 1e-9;
+              });
+              expect(ok).toBe(true);
+              seen.length = 0;
+            }
+          }
+        }
+      }), { numRuns: 2_000 });
+  });
+
+  test('the rate rule by example: 50 %, 4 calls', () => {
+    const s: BreakerSettings = { failureThreshold: 1, windowMs: 10_000, cooldownMs: 500, halfOpenProbes: 1, failureRate: 0.5, minimumCalls: 4 };
+    const run = (calls: boolean[]) => calls.reduce(
+      (st, ok, i) => (ok ? recordSuccess(st, false, i, s).state : recordFailure(st, i, s, false).state), CLOSED);
+    expect(run([false, true, true, false]).st).toBe('open');
+    expect(run([false, true, true, true]).st).toBe('closed');
+    expect(run([false, false, false]).st).toBe('closed'); // 3 calls: below minimumCalls
+    expect(run([true, true, true])).toBe(CLOSED); // no window: nothing counted, nothing written
+  });
 });
