@@ -7,8 +7,9 @@ import { quiet } from './support/quiet';
 import { FanOutStack, CARRIER_RATE, CRM_RATE } from '../examples/fan-out/stack';
 import { InferenceBatchStack, BATCH_SIZE, ENDPOINT_CONCURRENCY } from '../examples/inference-batch/stack';
 import { OrdersDatabaseStack } from '../examples/orders-database/stack';
+import { PartnerOutageStack, PARTNER_FAILURES } from '../examples/partner-outage/stack';
 import { ShippingApiStack, SHIPPING_API_BURST, SHIPPING_API_RATE } from '../examples/shipping-api/stack';
-import { LocalRunner } from '../local/runner';
+import { LocalRunner, statesEntered } from '../local/runner';
 import { type Admission, nowUs, sleep } from '../local/timing';
 import { RateLimiter } from '../src';
 
@@ -20,6 +21,7 @@ describe('examples', () => {
     ['inference-batch', () => new InferenceBatchStack(new App(), 'InferenceBatchExample', ENV)],
     ['fan-out', () => new FanOutStack(new App(), 'FanOutExample', ENV)],
     ['orders-database', () => new OrdersDatabaseStack(new App(), 'OrdersDatabaseExample', ENV)],
+    ['partner-outage', () => new PartnerOutageStack(new App(), 'PartnerOutageExample', ENV)],
   ] as [string, () => Stack][])('%s synthesizes (snapshot)', (_name, make) => {
     expect(Template.fromStack(make()).toJSON()).toMatchSnapshot();
   });
@@ -112,6 +114,36 @@ describe('examples', () => {
       // the CRM branch did not wait for the carrier's slower limit (at the limiter's decisions)
       const last = (xs: { atUs: number }[]) => Math.max(...xs.map((x) => x.atUs));
       expect(last(grantsOf('CrmLimit'))).toBeLessThan(last(grantsOf('CarrierLimit')) - 1_000_000);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  test('(d) partner outage: 5 server errors open the breaker; the next payments are parked without a call or a token', async () => {
+    const stack = new PartnerOutageStack(new App(), 'PartnerOutageExample', ENV);
+    let calls = 0;
+    const runner = await LocalRunner.start(stack, stack.machine, {
+      taskHandlers: {
+        'Charge Payment': () => {
+          calls++;
+          throw Object.assign(new Error('Internal Server Error'), { name: 'States.Http.StatusCode.500' });
+        },
+      },
+    });
+    try {
+      const run = (i: number) => runner.run({ paymentId: `pay-${i}`, amount: 10 });
+      // one after another: the first five reach the partner and fail, each counted
+      const first = await quiet(async () => { const out = []; for (let i = 0; i < PARTNER_FAILURES; i++) out.push(await run(i)); return out; });
+      expect(first.map((r) => r.error)).toEqual(Array.from({ length: PARTNER_FAILURES }, () => 'ChargeFailed'));
+      expect(calls).toBe(PARTNER_FAILURES);
+      // open: ten more at once are parked, none calls the partner or acquires a token
+      const parked = await quiet(() => Promise.all(Array.from({ length: 10 }, (_, i) => run(100 + i))));
+      expect(parked.map((r) => r.status)).toEqual(Array.from({ length: 10 }, () => 'SUCCEEDED'));
+      expect(calls).toBe(PARTNER_FAILURES);
+      expect(parked.map((r) => statesEntered(r, 'Partner Acquire') + statesEntered(r, 'Charge Payment'))).toEqual(Array.from({ length: 10 }, () => 0));
+      const table = stack.getLogicalId(stack.parked.node.defaultChild as any);
+      const item = await runner.db.client.send(new GetItemCommand({ TableName: runner.nameOf(table), Key: { paymentId: { S: 'pay-105' } } }));
+      expect(item.Item?.reason?.S).toMatch(/^circuit breaker payments-partner-breaker is open for key default \(opened 20.*\): not called, retry after 20/);
     } finally {
       await runner.stop();
     }
