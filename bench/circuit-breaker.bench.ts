@@ -7,23 +7,34 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { LocalRunner } from '../local/runner';
 import { sleep } from '../local/timing';
-import { CircuitBreaker } from '../src';
+import { CircuitBreaker, RateLimitedTask, RateLimiter, RetryPolicy } from '../src';
 
 const RUN_MS = 12_000;
 const DOWN = { fromMs: 2_000, toMs: 8_000 };
 const LOOPS = 20;
 const COOLDOWN_S = 1;
 
-export async function runBreaker(withBreaker: boolean, taskRetry = true) {
+/**
+ * `limited`: the call is a RateLimitedTask (100/s, burst 20) whose RetryPolicy retries the failure once after up to
+ * 1 s (each retry with a token), with the breaker as its `circuitBreaker` option; otherwise the task alone, with its
+ * own Retry (`taskRetry`) and `protect()`.
+ */
+export async function runBreaker(withBreaker: boolean, taskRetry = true, limited = false) {
   const stack = new Stack(new App(), 'Bench', { env: { account: '123456789012', region: 'us-east-1' } });
   const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:partner');
   const task = tasks.LambdaInvoke.jsonPath(stack, 'Call Partner', { lambdaFunction: fn, payloadResponseOnly: true, retryOnServiceExceptions: false, resultPath: '$.result' });
-  if (taskRetry) task.addRetry({ errors: ['DownstreamUnavailable'], interval: Duration.seconds(1), maxAttempts: 2, backoffRate: 1 });
-  const body = withBreaker
-    ? new CircuitBreaker(stack, 'Partner', {
-      breakerName: 'partner', failureThreshold: 5, window: Duration.seconds(10), cooldown: Duration.seconds(COOLDOWN_S), failureErrors: ['DownstreamUnavailable'],
-    }).protect(stack, 'Guard', { task })
-    : task;
+  if (taskRetry && !limited) task.addRetry({ errors: ['DownstreamUnavailable'], interval: Duration.seconds(1), maxAttempts: 2, backoffRate: 1 });
+  const breaker = withBreaker ? new CircuitBreaker(stack, 'Partner', {
+    breakerName: 'partner', failureThreshold: 5, window: Duration.seconds(10), cooldown: Duration.seconds(COOLDOWN_S), failureErrors: ['DownstreamUnavailable'],
+  }) : undefined;
+  const body: sfn.IChainable = limited
+    ? new RateLimitedTask(stack, 'Limited', {
+      limiter: new RateLimiter(stack, 'Api', { limiterName: 'api', ratePerSecond: 100, burst: 20 }),
+      task,
+      retry: RetryPolicy.custom({ errors: ['DownstreamUnavailable'], maxAttempts: 2, interval: Duration.seconds(1) }),
+      circuitBreaker: breaker && { breaker },
+    })
+    : breaker ? breaker.protect(stack, 'Guard', { task }) : task;
   const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(body) });
   let t0 = 0;
   const calls: { at: number; ok: boolean }[] = [];
@@ -67,7 +78,8 @@ export async function runBreaker(withBreaker: boolean, taskRetry = true) {
   const firstOkAfter = calls.filter((c) => c.ok && c.at >= DOWN.toMs).map((c) => c.at).sort((a, b) => a - b)[0];
   const okPerS = (from: number, to: number) => calls.filter((c) => c.ok && c.at >= from && c.at < to).length / ((to - from) / 1000);
   return {
-    'protection': `${withBreaker ? `CircuitBreaker (threshold 5 / 10 s, cooldown ${COOLDOWN_S} s, 1 probe)` : 'no breaker'}, ${taskRetry ? 'task Retry (2 attempts, 1 s)' : 'no task Retry'}`,
+    'protection': `${withBreaker ? `CircuitBreaker (threshold 5 / 10 s, cooldown ${COOLDOWN_S} s, 1 probe)` : 'no breaker'}, `
+      + `${limited ? 'RateLimitedTask 100/s, RetryPolicy (2 attempts, ≤ 1 s)' : taskRetry ? 'task Retry (2 attempts, 1 s)' : 'no task Retry'}`,
     'calls to the downstream while down (6 s)': whileDown,
     'most calls in flight at once while down': maxInFlightWhileDown,
     'executions': ends.length,

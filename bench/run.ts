@@ -115,9 +115,10 @@ async function main() {
   }
   if (want('circuit-breaker')) {
     const rows = [];
-    for (const [withBreaker, taskRetry] of [[true, true], [false, true], [true, false], [false, false]]) {
-      process.stderr.write(`running the circuit breaker scenario ${withBreaker ? 'with' : 'without'} the breaker, task Retry ${taskRetry}…\n`);
-      rows.push(await runBreaker(withBreaker, taskRetry));
+    const cases = [[true, true, false], [false, true, false], [true, false, false], [false, false, false], [true, true, true], [false, true, true]];
+    for (const [withBreaker, taskRetry, limited] of cases) {
+      process.stderr.write(`running the circuit breaker scenario ${withBreaker ? 'with' : 'without'} the breaker, task Retry ${taskRetry}, RateLimitedTask ${limited}…\n`);
+      rows.push(await runBreaker(withBreaker, taskRetry, limited));
     }
     console.log('## CircuitBreaker: a downstream down from 2 s to 8 s of 12 s, 20 executions at a time in a loop; local runner\n');
     console.log(table(rows));
