@@ -360,9 +360,19 @@ function checkedFailureErrors(scope: IConstruct, errors: string[] | undefined): 
   if (wild.length > 0) {
     fail(scope, `failureErrors must be exact error names (a wildcard would count the caller's own validation errors and throttling), got ${JSON.stringify(wild)}`);
   }
-  const throttling = list.filter((e) => e === ThrottleErrors.RATE_LIMIT_EXCEEDED || /Throttl|TooManyRequests/.test(e) || HTTP.includes(e));
+  const throttlingName = /Throttl|TooManyRequests|ProvisionedThroughputExceeded|RequestLimitExceeded|SlowDown|ServiceUnavailable/;
+  const throttling = list.filter((e) => throttlingName.test(e) || HTTP.includes(e));
   if (throttling.length > 0) {
     fail(scope, `failureErrors must not count throttling errors (they belong to the rate limiter and its retries), got ${JSON.stringify(throttling)}`);
+  }
+  const library = [
+    ThrottleErrors.RATE_LIMIT_EXCEEDED, ThrottleErrors.LIMITER_UNAVAILABLE, ThrottleErrors.INVALID_ACQUIRE_REQUEST, ThrottleErrors.RETRIES_EXHAUSTED,
+    ThrottleErrors.CIRCUIT_OPEN, ThrottleErrors.CONCURRENCY_WAIT_EXPIRED, ThrottleErrors.DISPATCH_FAILED,
+  ];
+  const own = list.filter((e) => library.includes(e));
+  if (own.length > 0) {
+    fail(scope, 'failureErrors must not count the library\'s own errors (not failures of the downstream; instead of RetriesExhausted, use circuitBreaker on '
+      + `the RateLimitedTask, which counts each failure), got ${JSON.stringify(own)}`);
   }
   return list;
 }
@@ -392,10 +402,13 @@ class ProtectedTask extends sfn.StateMachineFragment {
     warnBreakerUse(this, breaker, options.task);
     const errorPath = `${w.resultPath}.error`;
     const done = new sfn.Pass(scope, `${id} Done`);
-    const afterFailure: sfn.IChainable = options.fallback ?? rethrow(scope, id, errorPath);
-    options.task.addCatch(failureRecorder(scope, id, w, errorPath, afterFailure, false), { errors: breaker.failureErrors, resultPath: errorPath });
+    const raise = rethrow(scope, id, errorPath);
+    // every error passes the recorder: failure errors are counted (→ fallback, or raised again), others raised again
+    // (a probe's after giving its place back)
+    const recorder = failureRecorder(scope, id, w, errorPath, options.fallback ?? raise, raise);
+    options.task.addCatch(recorder, { errors: [sfn.Errors.ALL], resultPath: errorPath });
     options.task.next(successRecorder(scope, id, w, done));
-    this.startState = breakerGate(scope, id, w, options.task, options.fallback ?? circuitOpenFail(scope, id, w));
+    this.startState = breakerGate(scope, id, w, options.task, options.fallback ?? circuitOpenFail(scope, id, w)).check;
     this.endStates = [done];
   }
 }

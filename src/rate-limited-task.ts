@@ -205,18 +205,21 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     const settleField = props.settle ? checkedSettle(this, props) : undefined;
     const breaker = props.circuitBreaker ? breakerWiring(this, props) : undefined;
     let first: sfn.State = acquire;
+    const breakerStates: sfn.TaskStateBase[] = [];
     let catcher: { addCatch(handler: sfn.IChainable, p?: sfn.CatchProps): unknown } = props.task;
     if (breaker) {
       // check → acquire; the task's failures of the breaker's errors are recorded on their way to the backoff step;
       // a retry goes back to the check
-      const waitOpen = this.retryErrors.includes(ThrottleErrors.CIRCUIT_OPEN);
+      const waitOpen = this.retry.retries && this.retryErrors.includes(ThrottleErrors.CIRCUIT_OPEN);
       const onOpen: sfn.IChainable = props.circuitBreaker!.fallback
         ?? (waitOpen ? waitWhileOpen(this, id, breaker) : circuitOpenFail(this, id, breaker));
-      first = breakerGate(this, id, breaker, acquire, onOpen);
+      const gate = breakerGate(this, id, breaker, acquire, onOpen);
+      first = gate.check;
+      breakerStates.push(gate.check, gate.elect);
       if (waitOpen && !props.circuitBreaker!.fallback) (onOpen as sfn.Wait).next(first);
       catcher = {
         addCatch: (handler, p) => {
-          this.breakerRecorder = failureRecorder(this, id, breaker, `$.${ERROR_FIELD}`, handler, true);
+          this.breakerRecorder = failureRecorder(this, id, breaker, `$.${ERROR_FIELD}`, handler, handler);
           return props.task.addCatch(this.breakerRecorder, p);
         },
       };
@@ -224,7 +227,8 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     const backoff = backoffStates(this, backoffName, props.limiter, this.retry, this.retryErrors, catcher, first, hint, settleField);
     // The backoff catch is rendered in the task's own language (JSONata: Output, not ResultPath).
     catchesInTaskLanguage(props.task);
-    this.catchers = [acquire, backoff];
+    // the breaker's check and election too: a table that cannot be read goes to the caller's catch
+    this.catchers = [...breakerStates, acquire, backoff];
     this.acquireState = acquire;
     this.backoffState = backoff;
     this.task = props.task;

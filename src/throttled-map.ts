@@ -505,7 +505,8 @@ export class ThrottledMap extends sfn.StateMachineFragment {
     } else if (props.limiter && single && !batched) {
       // One task under a limiter: RateLimitedTask (backoff, then a token for the retry).
       const cb = props.circuitBreaker;
-      const openAsFailedItem = cb && props.catchItemFailures && !cb.fallback ? new sfn.Pass(this, `${id} Item Circuit Open`, {
+      const waitsWhileOpen = retry.retries && (retry.errors ?? []).includes(ThrottleErrors.CIRCUIT_OPEN);
+      const openAsFailedItem = cb && props.catchItemFailures && !cb.fallback && !waitsWhileOpen ? new sfn.Pass(this, `${id} Item Circuit Open`, {
         parameters: { 'Error': ThrottleErrors.CIRCUIT_OPEN, 'Cause.$': `${cb.resultPath ?? '$.circuit'}.open.cause` },
         resultPath: `$.${ITEM_ERROR_FIELD}`,
       }) : undefined;

@@ -46,7 +46,12 @@ describe('CircuitBreaker', () => {
       ResultPath: '$.circuit',
     });
     expect(asl.States['Guard Closed'].Choices[0].Next).toBe('Call Partner');
-    expect(asl.States['Call Partner'].Catch[0]).toMatchObject({ ErrorEquals: ['DownstreamUnavailable'], Next: 'Guard Failed Probe', ResultPath: '$.circuit.error' });
+    // every error passes the recorder: failure errors are counted, others raised again (a probe's after giving its place back)
+    expect(asl.States['Call Partner'].Catch).toEqual([{ ErrorEquals: ['States.ALL'], Next: 'Guard Counts', ResultPath: '$.circuit.error' }]);
+    expect(asl.States['Guard Counts']).toMatchObject({
+      Choices: [{ Variable: '$.circuit.error.Error', StringEquals: 'DownstreamUnavailable', Next: 'Guard Failed Probe' }, { Next: 'Guard Release Probe' }],
+      Default: 'Guard Has Cause',
+    });
     expect(asl.States['Guard Circuit Open']).toMatchObject({ Type: 'Fail', Error: 'CircuitOpen', CausePath: '$.circuit.open.cause' });
     const statements = Object.values(template.findResources('AWS::IAM::Policy')).flatMap((p: any) => p.Properties.PolicyDocument.Statement);
     const getItem = statements.filter((st: any) => JSON.stringify(st.Action) === '"dynamodb:GetItem"');
@@ -110,6 +115,16 @@ describe('CircuitBreaker', () => {
       /failureThreshold and failureRateThreshold are exclusive .*got 3 and 50/],
     ['a rate above 100 %', () => new CircuitBreaker(new Stack(), 'B', { failureRateThreshold: 150 }), /failureRateThreshold \(%\) must be .*100.*got 150/],
     ['minimumCalls without the rate rule', () => new CircuitBreaker(new Stack(), 'B', { minimumCalls: 5 }), /minimumCalls needs failureRateThreshold/],
+    ...['DynamoDB.ProvisionedThroughputExceededException', 'S3.SlowDownException', 'Sqs.ServiceUnavailableException'].map((e): [string, () => unknown, RegExp] =>
+      [`${e} counted as a failure`, () => new CircuitBreaker(new Stack(), 'B', { failureErrors: [e] }), /failureErrors must not count throttling errors/]),
+    ...['CircuitOpen', 'RetriesExhausted', 'LimiterUnavailable'].map((e): [string, () => unknown, RegExp] =>
+      [`the library's ${e} counted as a failure`, () => new CircuitBreaker(new Stack(), 'B', { failureErrors: [e] }), /failureErrors must not count the library's own errors/]),
+    ['a resultPath on the library\'s own fields', () => {
+      const stack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' });
+      return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task, resultPath: '$.cdkSfnThrottleError' });
+    }, /resultPath must not be one of the library's own fields .*got \$.cdkSfnThrottleError/],
     ['halfOpenProbes out of range', () => new CircuitBreaker(new Stack(), 'B', { halfOpenProbes: 11 }), /halfOpenProbes must be .*10.*got 11/],
     ['a task that does not keep its input', () => {
       const stack = new Stack();
@@ -200,10 +215,12 @@ describe('CircuitBreaker', () => {
       Default: 'Guard Failed Without Cause',
     });
     expect(asl.States['Guard Failed Without Cause']).toEqual({ Type: 'Fail', ErrorPath: '$.circuit.error.Error' });
-    for (const name of ['Guard Record Failure', 'Guard Probe Failed']) {
-      expect(asl.States[name].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.circuit.recordError', Next: 'Guard Has Cause' }]);
+    expect(asl.States['Guard Record Failure'].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.circuit.recordError', Next: 'Guard Has Cause' }]);
+    // a probe's verdict replaces the election, answer or error alike: the execution is no longer a probe
+    for (const name of ['Guard Probe Failed', 'Guard Release Probe']) {
+      expect(asl.States[name]).toMatchObject({ ResultPath: '$.circuit.elected', Catch: [{ ErrorEquals: ['States.ALL'], ResultPath: '$.circuit.elected', Next: 'Guard Has Cause' }] });
     }
-    expect(asl.States['Guard Probe Succeeded'].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.circuit.recordError', Next: 'Guard Done' }]);
+    expect(asl.States['Guard Probe Succeeded'].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.circuit.elected', Next: 'Guard Done' }]);
     // every key sent to the function is a string
     expect(asl.States['Guard Elect'].Parameters['key.$']).toBe("States.Format('{}', $.partner)");
   });
@@ -234,6 +251,38 @@ describe('CircuitBreaker', () => {
       expect([3, 4].map((i) => statesEntered(results[i], 'Guard Record Success'))).toEqual([1, 1]);
       expect(results.map((r) => r.error ?? r.status)).toEqual(['SUCCEEDED', 'SUCCEEDED', 'DownstreamUnavailable', 'SUCCEEDED', 'SUCCEEDED', 'DownstreamUnavailable', 'CircuitOpen']);
       expect(calls).toBe(6);
+    } finally {
+      process.stdout.write = quiet;
+      await runner.stop();
+    }
+  }, 120_000);
+
+  test('a probe that fails with an error the breaker does not count gives its place back: the next execution probes at once', async () => {
+    const { stack, machine } = build();
+    const outcomes = ['down', 'down', 'down', 'bad', 'ok'];
+    let calls = 0;
+    const runner = await LocalRunner.start(stack, machine, {
+      taskHandlers: {
+        'Call Partner': async () => {
+          const o = outcomes[calls++];
+          if (o === 'down') throw Object.assign(new Error('partner is down'), { name: 'DownstreamUnavailable' });
+          if (o === 'bad') throw Object.assign(new Error('no such order'), { name: 'BadRequest' });
+          return { ok: true };
+        },
+      },
+    });
+    const quiet = process.stdout.write;
+    process.stdout.write = ((chunk: any, ...rest: any[]) => (String(chunk).includes('"_aws"') ? true : (quiet as any).call(process.stdout, chunk, ...rest))) as any;
+    try {
+      for (let i = 0; i < 3; i++) await runner.run({ partner: 'acme' }); // opens it (threshold 3)
+      await sleep(7_100);
+      const bad = await runner.run({ partner: 'acme' });
+      expect(bad.error).toBe('BadRequest');
+      expect(statesEntered(bad, 'Guard Release Probe')).toBe(1);
+      const next = await runner.run({ partner: 'acme' });
+      expect(next.status).toBe('SUCCEEDED');
+      expect(statesEntered(next, 'Guard Probe Succeeded')).toBe(1);
+      expect(calls).toBe(5);
     } finally {
       process.stdout.write = quiet;
       await runner.stop();
@@ -327,13 +376,13 @@ describe('CircuitBreaker', () => {
       expect(calls).toBe(4);
       // after the cooldown, 50 executions race while it is still down: one probe reaches it, fails, re-opens it
       // (a cooldown of 6 s: the race must end within one, or a later execution rightly probes again)
-      await sleep(6_100);
+      await sleep(7_100);
       const raced = await Promise.all(Array.from({ length: 50 }, () => runner.run({ partner: 'acme' })));
       expect(calls).toBe(5);
       expect(raced.filter((r) => (r as any).error === 'CircuitOpen')).toHaveLength(49);
       // healed: after the next cooldown the probe succeeds and closes it; calls flow again
       down = false;
-      await sleep(6_100);
+      await sleep(7_100);
       expect((await runner.run({ partner: 'acme' })).status).toBe('SUCCEEDED');
       expect(calls).toBe(6);
       const after = await Promise.all(Array.from({ length: 5 }, () => runner.run({ partner: 'acme' })));
@@ -380,7 +429,7 @@ describe('CircuitBreaker', () => {
   }, 120_000);
 
   describe('RateLimitedTask circuitBreaker', () => {
-    function limitedBuild(retry: RetryPolicy, cooldownS: number) {
+    function limitedBuild(retry: RetryPolicy, cooldownS: number, handled = false) {
       const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
       const breaker = new CircuitBreaker(stack, 'Partner', {
         breakerName: 'partner', failureThreshold: 1, cooldown: Duration.seconds(cooldownS), failureErrors: ['DownstreamUnavailable'],
@@ -393,6 +442,7 @@ describe('CircuitBreaker', () => {
         retry,
         circuitBreaker: { breaker, key: '$.partner' },
       });
+      if (handled) limited.addCatch(new sfn.Pass(stack, 'Handled'));
       const machine = new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(limited) });
       return { stack, machine, limited };
     }
@@ -404,15 +454,69 @@ describe('CircuitBreaker', () => {
       expect(asl.States['Limited Closed'].Choices[0].Next).toBe('Limited Acquire');
       expect(asl.States['Call Partner'].Catch).toEqual([{ ErrorEquals: ['States.ALL'], ResultPath: '$.cdkSfnThrottleError', Next: 'Limited Counts' }]);
       expect(asl.States['Limited Counts']).toMatchObject({
-        Choices: [{ Variable: '$.cdkSfnThrottleError.Error', StringEquals: 'DownstreamUnavailable', Next: 'Limited Failed Probe' }],
+        Choices: [{ Variable: '$.cdkSfnThrottleError.Error', StringEquals: 'DownstreamUnavailable', Next: 'Limited Failed Probe' }, { Next: 'Limited Release Probe' }],
         Default: 'Limited Backoff',
       });
+      expect(asl.States['Limited Release Probe'].Next).toBe('Limited Backoff');
       expect(asl.States['Limited Record Failure'].Next).toBe('Limited Backoff');
       expect(asl.States['Limited Backoff Wait'].Next).toBe('Limited Check');
       expect(asl.States['Limited Circuit Open']).toMatchObject({ Type: 'Fail', Error: 'CircuitOpen' });
       expect(limited.endStates.map((st) => (st as unknown as sfn.State).stateId)).toEqual(['Limited Done']);
       expect(Template.fromStack(stack).toJSON()).toMatchSnapshot();
     });
+
+    test('addCatch reaches the check and the election (a table that cannot be read); a ThrottledMap that retries CircuitOpen waits', () => {
+      const { stack } = limitedBuild(RetryPolicy.none(), 30, true);
+      const asl = aslOf(Template.fromStack(stack));
+      for (const name of ['Limited Check', 'Limited Elect', 'Limited Acquire', 'Limited Backoff']) {
+        expect((asl.States[name].Catch ?? []).map((c: any) => c.Next)).toContain('Handled');
+      }
+      const mapStack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(mapStack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const map = new ThrottledMap(mapStack, 'Orders', {
+        limiter: new RateLimiter(mapStack, 'Api', { ratePerSecond: 5 }),
+        catchItemFailures: true,
+        retry: RetryPolicy.throttling({ errors: ['Lambda.TooManyRequestsException', ThrottleErrors.CIRCUIT_OPEN] }),
+        circuitBreaker: { breaker: new CircuitBreaker(mapStack, 'B') },
+        itemProcessor: tasks.LambdaInvoke.jsonPath(mapStack, 'Call', { lambdaFunction: fn, retryOnServiceExceptions: false, resultPath: '$.r' }),
+      });
+      new sfn.StateMachine(mapStack, 'M', { definitionBody: sfn.DefinitionBody.fromChainable(map) });
+      const states = aslOf(Template.fromStack(mapStack)).States.Orders.ItemProcessor.States;
+      expect(states['Orders Item Open'].Next).toBe('Orders Item Wait While Open');
+      expect(states['Orders Item Wait While Open']).toMatchObject({ TimestampPath: '$.circuit.open.retryAfter', Next: 'Orders Item Check' });
+    });
+
+    test('a probe that meets a throttling error gives its place back and is elected again on its retry; it closes the breaker', async () => {
+      const { stack, machine } = limitedBuild(RetryPolicy.throttling({ errors: ['Lambda.TooManyRequestsException'], maxAttempts: 3 }), 2);
+      let calls = 0;
+      const script = ['down', 'throttled', 'ok', 'ok'];
+      const runner = await LocalRunner.start(stack, machine, {
+        taskHandlers: {
+          'Call Partner': async () => {
+            const next = script[calls++];
+            if (next === 'down') throw Object.assign(new Error('down'), { name: 'DownstreamUnavailable' });
+            if (next === 'throttled') throw Object.assign(new Error('slow down'), { name: 'Lambda.TooManyRequestsException' });
+            return { ok: true };
+          },
+        },
+      });
+      const quiet = process.stdout.write;
+      process.stdout.write = ((chunk: any, ...rest: any[]) => (String(chunk).includes('"_aws"') ? true : (quiet as any).call(process.stdout, chunk, ...rest))) as any;
+      try {
+        expect((await runner.run({ partner: 'acme' })).error).toBe('DownstreamUnavailable'); // opens it
+        await sleep(3_100); // the cooldown (2 s), its retry-after rounded up to a whole second
+        const probe = await runner.run({ partner: 'acme' });
+        expect(probe.status).toBe('SUCCEEDED');
+        expect(calls).toBe(3);
+        expect(['Limited Release Probe', 'Limited Elect', 'Limited Probe Succeeded'].map((n) => statesEntered(probe, n))).toEqual([1, 2, 1]);
+        // the breaker's retry-after, as the state machine read it, is a whole second
+        expect((await runner.run({ partner: 'acme' })).status).toBe('SUCCEEDED');
+        expect(calls).toBe(4);
+      } finally {
+        process.stdout.write = quiet;
+        await runner.stop();
+      }
+    }, 120_000);
 
     test('while open no token is taken (CircuitOpen); with CircuitOpen in the retry policy it waits, probes, and succeeds once healed', async () => {
       const failing = limitedBuild(RetryPolicy.none(), 60);

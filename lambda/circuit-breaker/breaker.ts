@@ -5,7 +5,7 @@ import {
   PutItemCommand,
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
-import { type BreakerSettings, type BreakerState, CLOSED, elect, recordFailure, recordSuccess, type Transition } from './core';
+import { type BreakerSettings, type BreakerState, CLOSED, elect, recordFailure, recordSuccess, releaseProbe, type Transition } from './core';
 import { BreakerField, BreakerItem, BreakerMetricNames, BreakerOp } from '../../src/private/contract';
 import { jitteredPause } from '../shared/backoff';
 
@@ -60,7 +60,8 @@ export async function handle(event: unknown, deps: BreakerDeps): Promise<Breaker
   if (typeof key !== 'string' || Buffer.byteLength(breakerItemKey(deps.breakerName, key)) > MAX_PK_BYTES) {
     throw invalid(`key must be a string whose item key fits ${MAX_PK_BYTES} bytes, got ${JSON.stringify(key)?.slice(0, 100)}`);
   }
-  if (op !== BreakerOp.ELECT && op !== BreakerOp.FAILURE && op !== BreakerOp.SUCCESS) throw invalid(`op must be elect, failure or success, got ${JSON.stringify(op)}`);
+  const ops: string[] = Object.values(BreakerOp);
+  if (typeof op !== 'string' || !ops.includes(op)) throw invalid(`op must be one of ${ops.join(', ')}, got ${JSON.stringify(op)}`);
   const probe = e[BreakerField.PROBE] === true;
   const pk = breakerItemKey(deps.breakerName, key);
   for (let writes = 0; writes < MAX_WRITES; writes++) {
@@ -72,9 +73,16 @@ export async function handle(event: unknown, deps: BreakerDeps): Promise<Breaker
     if (op === BreakerOp.ELECT) {
       const r = elect(state, now, deps.settings);
       next = r.state;
-      answer = { call: r.call, probe: r.probe, until: iso(r.state.until), openedAt: iso(r.state.openedAt) };
+      // not elected: retry after the period ends, in whole seconds (a Wait on a timestamp ignores milliseconds) and at
+      // least a second from now (a Step Functions clock ahead of this one would otherwise loop Wait → elect at once)
+      const retryAfter = r.call ? wholeSecond(r.state.until) : Math.max(wholeSecond(r.state.until), wholeSecond(now + 1000));
+      answer = { call: r.call, probe: r.probe, until: iso(retryAfter), openedAt: iso(r.state.openedAt) };
     } else if (op === BreakerOp.FAILURE) {
       const r = recordFailure(state, now, deps.settings, probe);
+      next = r.state;
+      answer = { transition: r.transition };
+    } else if (op === BreakerOp.RELEASE) {
+      const r = releaseProbe(state, probe);
       next = r.state;
       answer = { transition: r.transition };
     } else {
@@ -113,6 +121,11 @@ function done(deps: BreakerDeps, key: string, answer: BreakerAnswer): BreakerAns
   return answer;
 }
 
+/** `ms` rounded up to a whole second. */
+export function wholeSecond(ms: number): number {
+  return Math.ceil(ms / 1000) * 1000;
+}
+
 function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
@@ -147,7 +160,8 @@ export class DynamoDbBreakerStore implements BreakerStore {
           pk: { S: pk },
           bs: { S: JSON.stringify(state) },
           [BreakerItem.STATUS]: { S: state.st },
-          [BreakerItem.UNTIL]: { S: iso(state.until) },
+          // whole seconds, rounded up: the state machine waits on it and a Wait on a timestamp ignores milliseconds
+          [BreakerItem.UNTIL]: { S: iso(wholeSecond(state.until)) },
           [BreakerItem.PROBES]: { N: String(state.pr) },
           [BreakerItem.OPENED_AT]: { S: iso(state.openedAt) },
           // while a window runs (closed, a failure counted): its end, so the state machine records successes in it

@@ -89,6 +89,15 @@ export function recordSuccess(state: BreakerState, probe: boolean, nowMs = 0, s?
 }
 
 /**
+ * A probe ended without a verdict (its task failed with an error the breaker does not count: the caller's own, or
+ * throttling): its place is given back, so another execution is elected without waiting out the period.
+ */
+export function releaseProbe(state: BreakerState, probe: boolean): { state: BreakerState; transition: Transition } {
+  if (state.st === 'half' && probe && state.pr > 0) return { state: { ...state, pr: state.pr - 1 }, transition: 'none' };
+  return { state, transition: 'none' };
+}
+
+/**
  * An execution found the breaker open or half-open past `until`: is it a probe? At most `halfOpenProbes` are elected
  * per period; a period whose probes did not report within the cooldown (their executions stopped) starts again.
  */

@@ -54,6 +54,8 @@ export function checkedBreakerKey(owner: IConstruct, prop: string, key: string |
 export function checkedResultPath(owner: IConstruct, rp: string | undefined): string {
   const r = rp ?? '$.circuit';
   if (!/^\$\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/.test(r)) fail(owner, `resultPath must be a simple path like $.circuit, got ${r}`);
+  // the library's own fields (the caught error, the attempt count): the breaker's data would overwrite them or they it
+  if (r.startsWith('$.cdkSfnThrottle')) fail(owner, `resultPath must not be one of the library's own fields ($.cdkSfnThrottle…), got ${r}`);
   return r;
 }
 
@@ -123,11 +125,15 @@ function isProbe(rp: string): sfn.Condition {
     sfn.Condition.booleanEquals(`${rp}.elected.${BreakerResultField.PROBE}`, true));
 }
 
-/** A call of the breaker function that never fails the execution: its own errors go to `then` (kept at `recordError`). */
-function record(scope: Construct, name: string, w: BreakerWiring, op: string, probe: boolean, then: sfn.IChainable): sfn.State {
+/**
+ * A call of the breaker function that never fails the execution: its own errors go to `then`. A probe's verdict
+ * (`endsProbe`) replaces the election, answer or error alike, so the execution is no longer taken for a probe.
+ */
+function record(scope: Construct, name: string, w: BreakerWiring, op: string, probe: boolean, then: sfn.IChainable, endsProbe = false): sfn.State {
+  const at = endsProbe ? `${w.resultPath}.elected` : undefined;
   const t = new AcquireTask(scope, name, w.breaker.breakerFunction,
-    { [BreakerField.OP]: op, [BreakerField.PROBE]: probe, ...keyField(w.key) }, { resultPath: sfn.JsonPath.DISCARD }, { hint: {} });
-  t.addCatch(then, { errors: [sfn.Errors.ALL], resultPath: `${w.resultPath}.recordError` });
+    { [BreakerField.OP]: op, [BreakerField.PROBE]: probe, ...keyField(w.key) }, { resultPath: at ?? sfn.JsonPath.DISCARD }, { hint: {} });
+  t.addCatch(then, { errors: [sfn.Errors.ALL], resultPath: at ?? `${w.resultPath}.recordError` });
   t.next(then);
   return t;
 }
@@ -137,7 +143,8 @@ function record(scope: Construct, name: string, w: BreakerWiring, op: string, pr
  * elected: `proceed`, else short-circuited; open with its cooldown ahead: short-circuited. A short-circuited execution
  * has `<rp>.open` = { cause, openedAt, retryAfter } and goes to `onOpen`. Returns the check, the gate's first state.
  */
-export function breakerGate(scope: Construct, id: string, w: BreakerWiring, proceed: sfn.IChainable, onOpen: sfn.IChainable): sfn.State {
+export function breakerGate(scope: Construct, id: string, w: BreakerWiring, proceed: sfn.IChainable, onOpen: sfn.IChainable):
+{ check: sfn.TaskStateBase; elect: sfn.TaskStateBase } {
   const rp = w.resultPath;
   const name = w.breaker.breakerName;
   const item = `${rp}.read.Item`;
@@ -177,7 +184,7 @@ export function breakerGate(scope: Construct, id: string, w: BreakerWiring, proc
     .otherwise(elect);
   const check = new BreakerCheck(scope, `${id} Check`, w);
   check.next(route);
-  return check;
+  return { check, elect };
 }
 
 /** The default short-circuit: fail with `CircuitOpen`, the cause from `<rp>.open`. */
@@ -191,27 +198,28 @@ export function waitWhileOpen(scope: Construct, id: string, w: BreakerWiring): s
 }
 
 /**
- * After a failure caught at `errorPath` ({ Error, Cause? }): when `onlyFailureErrors`, only the breaker's failure
- * errors are recorded (the others go straight to `then`); a probe's failure re-opens the breaker. The recording's own
+ * After any failure of the call, caught at `errorPath` ({ Error, Cause? }): one of the breaker's failure errors is
+ * recorded (a probe's re-opens the breaker) and goes to `counted`; any other error goes to `uncounted`, a probe's
+ * after giving its place back (another execution is elected without waiting out the period). The recording's own
  * errors never fail the execution. Returns the first state.
  */
 export function failureRecorder(
-  scope: Construct, id: string, w: BreakerWiring, errorPath: string, then: sfn.IChainable, onlyFailureErrors: boolean,
+  scope: Construct, id: string, w: BreakerWiring, errorPath: string, counted: sfn.IChainable, uncounted: sfn.IChainable,
 ): sfn.State {
   const probeChoice = new sfn.Choice(scope, `${id} Failed Probe`)
-    .when(isProbe(w.resultPath), record(scope, `${id} Probe Failed`, w, BreakerOp.FAILURE, true, then))
-    .otherwise(record(scope, `${id} Record Failure`, w, BreakerOp.FAILURE, false, then));
-  if (!onlyFailureErrors) return probeChoice;
-  const counted = w.breaker.failureErrors.map((e) => sfn.Condition.stringEquals(`${errorPath}.Error`, e));
+    .when(isProbe(w.resultPath), record(scope, `${id} Probe Failed`, w, BreakerOp.FAILURE, true, counted, true))
+    .otherwise(record(scope, `${id} Record Failure`, w, BreakerOp.FAILURE, false, counted));
+  const conditions = w.breaker.failureErrors.map((e) => sfn.Condition.stringEquals(`${errorPath}.Error`, e));
   return new sfn.Choice(scope, `${id} Counts`)
-    .when(counted.length === 1 ? counted[0] : sfn.Condition.or(...counted), probeChoice)
-    .otherwise(then);
+    .when(conditions.length === 1 ? conditions[0] : sfn.Condition.or(...conditions), probeChoice)
+    .when(isProbe(w.resultPath), record(scope, `${id} Release Probe`, w, BreakerOp.RELEASE, true, uncounted, true))
+    .otherwise(uncounted);
 }
 
 /** After a success: a probe's closes the breaker (one write); any other call writes nothing. Returns the first state. */
 export function successRecorder(scope: Construct, id: string, w: BreakerWiring, then: sfn.IChainable): sfn.State {
   const choice = new sfn.Choice(scope, `${id} Was Probe`)
-    .when(isProbe(w.resultPath), record(scope, `${id} Probe Succeeded`, w, BreakerOp.SUCCESS, true, then));
+    .when(isProbe(w.resultPath), record(scope, `${id} Probe Succeeded`, w, BreakerOp.SUCCESS, true, then, true));
   if (w.breaker.failureRateThreshold !== undefined) {
     // the rate rule counts successes within a failure window (the item read before the call says until when)
     const windowEnd = `${w.resultPath}.read.Item.${BreakerItem.WINDOW_END}.S`;

@@ -258,7 +258,7 @@ export const BreakerEnv = {
 } as const;
 
 /** What the breaker function is asked: elect probes, or record a call's failure or a probe's success. */
-export const BreakerOp = { ELECT: 'elect', FAILURE: 'failure', SUCCESS: 'success' } as const;
+export const BreakerOp = { ELECT: 'elect', FAILURE: 'failure', SUCCESS: 'success', RELEASE: 'release' } as const;
 
 /** Fields of a breaker function request. */
 export const BreakerField = {
