@@ -160,8 +160,10 @@ export class DynamoDbBreakerStore implements BreakerStore {
           pk: { S: pk },
           bs: { S: JSON.stringify(state) },
           [BreakerItem.STATUS]: { S: state.st },
-          // whole seconds, rounded up: the state machine waits on it and a Wait on a timestamp ignores milliseconds
-          [BreakerItem.UNTIL]: { S: iso(wholeSecond(state.until)) },
+          [BreakerItem.UNTIL]: { S: iso(state.until) },
+          // the retry-after an execution turned away waits for: whole seconds, rounded up (a Wait on a timestamp
+          // ignores milliseconds: waiting for `until` itself would end just before it and come back at once)
+          [BreakerItem.RETRY_AFTER]: { S: iso(wholeSecond(state.until)) },
           [BreakerItem.PROBES]: { N: String(state.pr) },
           [BreakerItem.OPENED_AT]: { S: iso(state.openedAt) },
           // while a window runs (closed, a failure counted): its end, so the state machine records successes in it

@@ -152,9 +152,9 @@ export function breakerGate(scope: Construct, id: string, w: BreakerWiring, proc
     `States.Format('circuit breaker {} is open for key {} (opened {}): not called, retry after {}', ${intrinsicString(name)}, ${keyArgument(w.key)}, ${at}, ${until})`;
   const open = new sfn.Pass(scope, `${id} Open`, {
     parameters: {
-      'cause.$': cause(`${item}.${BreakerItem.OPENED_AT}.S`, `${item}.${BreakerItem.UNTIL}.S`),
+      'cause.$': cause(`${item}.${BreakerItem.OPENED_AT}.S`, `${item}.${BreakerItem.RETRY_AFTER}.S`),
       'openedAt.$': `${item}.${BreakerItem.OPENED_AT}.S`,
-      'retryAfter.$': `${item}.${BreakerItem.UNTIL}.S`,
+      'retryAfter.$': `${item}.${BreakerItem.RETRY_AFTER}.S`,
     },
     resultPath: `${rp}.open`,
   });

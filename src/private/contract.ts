@@ -282,10 +282,10 @@ export const BreakerResultField = {
 /**
  * Attributes of a breaker item that the state machine reads through its GetItem (no Lambda on the closed path): the
  * status (`closed`, `open`, `half`), until when it is open (ISO 8601, UTC, milliseconds: compared with
- * `$$.State.EnteredTime`), the probes elected in the half-open period, when it last opened (ISO 8601), and while a
+ * `$$.State.EnteredTime`) and that time rounded up to a whole second (the retry-after a Wait waits for), the probes elected in the half-open period, when it last opened (ISO 8601), and while a
  * failure window runs, its end (ISO 8601: under the rate rule successes before it are recorded).
  */
-export const BreakerItem = { STATUS: 'st', UNTIL: 'until', PROBES: 'pr', OPENED_AT: 'at', WINDOW_END: 'we' } as const;
+export const BreakerItem = { STATUS: 'st', UNTIL: 'until', RETRY_AFTER: 'ra', PROBES: 'pr', OPENED_AT: 'at', WINDOW_END: 'we' } as const;
 
 /** Metrics published by the breaker function. */
 export const BreakerMetricNames = {
