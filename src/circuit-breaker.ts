@@ -15,6 +15,7 @@ import {
 import { BreakerEnv, BreakerMetricNames } from './private/contract';
 import { handlerRole } from './private/handler-function';
 import { checkedLimiterName, limiterTable } from './private/limiter-parts';
+import { catchesInTaskLanguage } from './private/query-language';
 import { HTTP } from './private/task-kind';
 import { checkRange, fail } from './private/validation';
 
@@ -110,7 +111,8 @@ export interface ProtectOptions {
   /**
    * The task the breaker protects, or a Parallel (e.g. one branch holding a RateLimitedTask: the breaker is checked
    * before the token is acquired, so no token is spent while it is open). It must keep its input (a `resultPath` such
-   * as `$.result`, or `JsonPath.DISCARD`): after it, the state machine reads whether the call was a probe.
+   * as `$.result`, or `JsonPath.DISCARD`; in a JSONata machine, `outputs` that merge its result into `$states.input`):
+   * after it, the state machine reads whether the call was a probe.
    */
   readonly task: sfn.TaskStateBase | sfn.Parallel;
   /**
@@ -388,7 +390,7 @@ class ProtectedTask extends sfn.StateMachineFragment {
 
   constructor(scope: Construct, id: string, breaker: ICircuitBreaker, options: ProtectOptions) {
     super(scope, id);
-    const w: BreakerWiring = { breaker, key: checkedBreakerKey(this, 'key', options.key), resultPath: checkedResultPath(this, options.resultPath) };
+    const w: BreakerWiring = { breaker, key: checkedBreakerKey(this, 'key', options.key), resultPath: checkedResultPath(this, options.resultPath), task: options.task };
     checkTaskKeepsBreakerData(this, options.task, w.resultPath, 'the breaker reads whether the call was a probe from the data after it');
     // a Catch of the task's own that comes first takes those errors: the breaker would never count them
     const taskJson = options.task.toStateJson() as Record<string, unknown>;
@@ -402,11 +404,13 @@ class ProtectedTask extends sfn.StateMachineFragment {
     warnBreakerUse(this, breaker, options.task);
     const errorPath = `${w.resultPath}.error`;
     const done = new sfn.Pass(scope, `${id} Done`);
-    const raise = rethrow(scope, id, errorPath);
+    const raise = rethrow(scope, id, w, errorPath);
     // every error passes the recorder: failure errors are counted (→ fallback, or raised again), others raised again
     // (a probe's after giving its place back)
     const recorder = failureRecorder(scope, id, w, errorPath, options.fallback ?? raise, raise);
     options.task.addCatch(recorder, { errors: [sfn.Errors.ALL], resultPath: errorPath });
+    // the catch in the task's own language (JSONata: Output, not ResultPath)
+    if (options.task instanceof sfn.TaskStateBase) catchesInTaskLanguage(options.task);
     options.task.next(successRecorder(scope, id, w, done));
     this.startState = breakerGate(scope, id, w, options.task, options.fallback ?? circuitOpenFail(scope, id, w)).check;
     this.endStates = [done];

@@ -84,8 +84,8 @@ export interface RateLimitedTaskProps {
    * token is acquired while it is open; the task's failures of the breaker's `failureErrors` are recorded before the
    * retry policy sees them; every retry checks the breaker again. While open the execution fails with `CircuitOpen`
    * (or goes to `fallback`) — unless `retry` lists `ThrottleErrors.CIRCUIT_OPEN`: then it waits until the breaker's
-   * retry-after and checks again, without using an attempt. The task must keep its input (a task `resultPath`).
-   * JSONPath state machines.
+   * retry-after and checks again, without using an attempt. The task must keep its input (a task `resultPath`; in a
+   * JSONata machine an `outputs` that merges into `$states.input`).
    *
    * @default - no circuit breaker
    */
@@ -288,6 +288,8 @@ function breakerWiring(scope: Construct, props: RateLimitedTaskProps): BreakerWi
     breaker: cb.breaker,
     key: checkedBreakerKey(scope, 'circuitBreaker.key', cb.key),
     resultPath: checkedResultPath(scope, cb.resultPath),
+    hint: { queryLanguage: props.queryLanguage },
+    task: props.task,
   };
   checkTaskKeepsBreakerData(scope, props.task, w.resultPath, 'the circuit breaker reads whether the call was a probe from the data after it');
   warnBreakerUse(scope, cb.breaker, props.task, props.retry ?? RetryPolicy.throttling());

@@ -8,6 +8,7 @@ import { ConcurrencyLimitedTask, IConcurrencyLimiter } from './concurrency-limit
 import { ThrottleErrors } from './errors';
 import { IRateLimiter } from './i-rate-limiter';
 import { AcquireTask, acquireStates, backoffStates, consumedAmount, consumedAmounts, isMultiLimit } from './private/acquire-task';
+import { BreakerPass } from './private/breaker-states';
 import { AcquireField, BACKOFF_PHASE, DEFAULT_KEY, ITEM_ERROR_FIELD } from './private/contract';
 import { expr, holdsJsonata, isJsonataExpression, jsonataOf, languageValidation, pathOfToken, readsJsonPath, userExpression } from './private/query-language';
 import { LanguageDistributedMap, LanguageMap, LanguageParallel, LanguagePass } from './private/states';
@@ -506,10 +507,11 @@ export class ThrottledMap extends sfn.StateMachineFragment {
       // One task under a limiter: RateLimitedTask (backoff, then a token for the retry).
       const cb = props.circuitBreaker;
       const waitsWhileOpen = retry.retries && (retry.errors ?? []).includes(ThrottleErrors.CIRCUIT_OPEN);
-      const openAsFailedItem = cb && props.catchItemFailures && !cb.fallback && !waitsWhileOpen ? new sfn.Pass(this, `${id} Item Circuit Open`, {
-        parameters: { 'Error': ThrottleErrors.CIRCUIT_OPEN, 'Cause.$': `${cb.resultPath ?? '$.circuit'}.open.cause` },
-        resultPath: `$.${ITEM_ERROR_FIELD}`,
-      }) : undefined;
+      const cause = `${cb?.resultPath ?? '$.circuit'}.open.cause`;
+      const openAsFailedItem = cb && props.catchItemFailures && !cb.fallback && !waitsWhileOpen ? new BreakerPass(this, `${id} Item Circuit Open`,
+        { hint: { queryLanguage: props.queryLanguage } },
+        { jsonPath: { 'Error': ThrottleErrors.CIRCUIT_OPEN, 'Cause.$': cause }, jsonata: { Error: JSON.stringify(ThrottleErrors.CIRCUIT_OPEN), Cause: jsonataOf(cause)! } },
+        `$.${ITEM_ERROR_FIELD}`) : undefined;
       const limited = new RateLimitedTask(this, `${id} Item`, {
         limiter: props.limiter,
         task: single,

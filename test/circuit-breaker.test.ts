@@ -131,13 +131,13 @@ describe('CircuitBreaker', () => {
       const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
       return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task: tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn }) });
     }, /task must keep its input/],
-    ['a JSONata machine', () => {
+    ['a JSONPath task in a JSONata machine', () => {
       const stack = new Stack();
       const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
       const g = new CircuitBreaker(stack, 'B').protect(stack, 'G', { task: tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' }) });
       new sfn.StateMachine(stack, 'M', { queryLanguage: sfn.QueryLanguage.JSONATA, definitionBody: sfn.DefinitionBody.fromChainable(g) });
       return Template.fromStack(stack);
-    }, /a CircuitBreaker renders in JSONPath state machines only/],
+    }, /in a JSONata state machine the protected task Default\/T must keep its input/],
     ['a task with an outputPath (the probe flag would be dropped)', () => {
       const stack = new Stack();
       const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');

@@ -6,6 +6,8 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireTask } from './acquire-task';
 import { BreakerField, BreakerItem, BreakerOp, BreakerResultField } from './contract';
+import { expr, jsonataCatches, JSONATA, mergeAt, rendering } from './query-language';
+import { LanguageHint } from './states';
 import { taskKindOf } from './task-kind';
 import { fail } from './validation';
 import { ThrottleErrors } from '../errors';
@@ -28,6 +30,10 @@ export interface BreakerRef {
 
 export interface BreakerWiring {
   readonly breaker: BreakerRef;
+  /** The construct's `queryLanguage` prop, for states nested in a container of the user's. */
+  readonly hint?: LanguageHint;
+  /** The protected task: in a JSONata machine its Output must keep the breaker's data (checked at render). */
+  readonly task?: sfn.State;
   /** A literal key or a simple JSONPath (checked by `checkedBreakerKey`). */
   readonly key: string;
   /** Where the breaker's data lives, e.g. `$.circuit`. */
@@ -69,9 +75,119 @@ function keyArgument(key: string): string {
   return key.startsWith('$') ? key : intrinsicString(key);
 }
 
-/** The key in a breaker function request: always a string (a number at the path is formatted). */
-function keyField(key: string): Record<string, string> {
-  return key.startsWith('$') ? { [`${BreakerField.KEY}.$`]: `States.Format('{}', ${key})` } : { [BreakerField.KEY]: key };
+/** A simple JSONPath of this module (fields only, perhaps with `-`) as JSONata on `$states.input`. */
+function js(path: string): string {
+  const fields = path.replace(/^\$\.?/, '').split('.').filter((f) => f.length > 0);
+  return ['$states.input', ...fields.map((f) => (/^[A-Za-z_][A-Za-z0-9_]*$/.test(f) ? f : `\`${f}\``))].join('.');
+}
+
+/** The key as a JSONata string expression: the literal, or the value at the path formatted as a string. */
+function keyJsonata(key: string): string {
+  return key.startsWith('$') ? `$string(${js(key)})` : JSON.stringify(key);
+}
+
+/** The language a breaker state renders in (and the marker a JSONata state needs where the surrounding is not). */
+function lang(state: sfn.State, topLevel: sfn.QueryLanguage | undefined, w: { hint?: LanguageHint }) {
+  return rendering(state, topLevel, w.hint?.queryLanguage);
+}
+
+/** A Choice whose every rule is given in both languages. */
+class BreakerChoice extends sfn.Choice {
+  private readonly jsonata: string[] = [];
+
+  constructor(scope: Construct, id: string, private readonly w: BreakerWiring) {
+    super(scope, id);
+  }
+
+  public whenBoth(condition: sfn.Condition, jsonataBody: string, next: sfn.IChainable): BreakerChoice {
+    this.jsonata.push(jsonataBody);
+    this.when(condition, next);
+    return this;
+  }
+
+  public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
+    const r = lang(this, topLevelQueryLanguage, this.w);
+    const json = super.toStateJson(sfn.QueryLanguage.JSON_PATH) as Record<string, any>;
+    if (r.lang !== JSONATA) return json;
+    const choices = (json.Choices as Array<{ Next: string }>).map((c, i) => ({ Condition: expr(this.jsonata[i]), Next: c.Next }));
+    return { ...json, ...r.marker, Choices: choices };
+  }
+}
+
+/** A Pass that puts `fields` at `at` in the data: Parameters + ResultPath, or Output (JSONata bodies given). */
+export class BreakerPass extends sfn.Pass {
+  constructor(scope: Construct, id: string, private readonly w: { hint?: LanguageHint },
+    private readonly fields: { jsonPath: Record<string, unknown>; jsonata: Record<string, string> }, private readonly at: string) {
+    super(scope, id, { parameters: fields.jsonPath, resultPath: at });
+  }
+
+  public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
+    const r = lang(this, topLevelQueryLanguage, this.w);
+    const json = super.toStateJson(sfn.QueryLanguage.JSON_PATH) as Record<string, any>;
+    if (r.lang !== JSONATA) return json;
+    const { Parameters, ResultPath, ...rest } = json;
+    const value = `{${Object.entries(this.fields.jsonata).map(([k, v]) => `${JSON.stringify(k)}: ${v}`).join(', ')}}`;
+    return { ...rest, ...r.marker, Output: expr(mergeAt(this, this.at, value)) };
+  }
+}
+
+/** A Fail whose error and cause are read from the data (`errorPath` or a literal `error`; `causePath`). */
+class BreakerFail extends sfn.Fail {
+  constructor(scope: Construct, id: string, private readonly w: BreakerWiring,
+    private readonly f: { error?: string; errorPath?: string; causePath?: string }) {
+    super(scope, id, f);
+  }
+
+  public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
+    const r = lang(this, topLevelQueryLanguage, this.w);
+    const json = super.toStateJson(sfn.QueryLanguage.JSON_PATH) as Record<string, any>;
+    if (r.lang !== JSONATA) return json;
+    const { ErrorPath, CausePath, ...rest } = json;
+    return {
+      ...rest,
+      ...r.marker,
+      ...(this.f.errorPath ? { Error: expr(js(this.f.errorPath)) } : {}),
+      ...(this.f.causePath ? { Cause: expr(js(this.f.causePath)) } : {}),
+    };
+  }
+}
+
+/** Waits until the timestamp at `path`. */
+class BreakerWait extends sfn.Wait {
+  constructor(scope: Construct, id: string, private readonly w: BreakerWiring, private readonly path: string) {
+    super(scope, id, { time: sfn.WaitTime.timestampPath(path) });
+  }
+
+  public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
+    const r = lang(this, topLevelQueryLanguage, this.w);
+    const json = super.toStateJson(sfn.QueryLanguage.JSON_PATH) as Record<string, any>;
+    if (r.lang !== JSONATA) return json;
+    const { TimestampPath, ...rest } = json;
+    return { ...rest, ...r.marker, Timestamp: expr(js(this.path)) };
+  }
+}
+
+/** A call of the breaker function: `{ op, probe?, key }`, the key always a string (a number at the path is formatted). */
+class BreakerCall extends AcquireTask {
+  constructor(scope: Construct, id: string, private readonly w: BreakerWiring,
+    private readonly request: { op: string; probe?: boolean }, props: sfn.TaskStateBaseProps) {
+    super(scope, id, w.breaker.breakerFunction, {}, props, { hint: w.hint ?? {} });
+  }
+
+  /** @internal */
+  protected _renderTask(topLevelQueryLanguage?: sfn.QueryLanguage): any {
+    const r = lang(this, topLevelQueryLanguage, this.w);
+    const fields = { [BreakerField.OP]: this.request.op, ...(this.request.probe === undefined ? {} : { [BreakerField.PROBE]: this.request.probe }) };
+    const key = this.w.key;
+    const resource = this.w.breaker.breakerFunction.functionArn;
+    if (r.lang === JSONATA) {
+      return { Resource: resource, Arguments: { ...fields, [BreakerField.KEY]: key.startsWith('$') ? expr(keyJsonata(key)) : key } };
+    }
+    return {
+      Resource: resource,
+      Parameters: { ...fields, ...(key.startsWith('$') ? { [`${BreakerField.KEY}.$`]: `States.Format('{}', ${key})` } : { [BreakerField.KEY]: key }) },
+    };
+  }
 }
 
 /** Reads the breaker's item: one GetItem on exactly this breaker's items (LeadingKeys), with the time it was read. */
@@ -100,10 +216,33 @@ class BreakerCheck extends sfn.TaskStateBase {
   }
 
   public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
-    if (topLevelQueryLanguage === sfn.QueryLanguage.JSONATA) {
-      fail(this, 'a CircuitBreaker renders in JSONPath state machines only for now, this one is JSONata');
+    const r = lang(this, topLevelQueryLanguage, this.w);
+    const json = super.toStateJson(sfn.QueryLanguage.JSON_PATH) as Record<string, any>;
+    if (r.lang !== JSONATA) return json;
+    this.checkTaskKeepsInput();
+    const { Parameters, ResultSelector, ResultPath, ...rest } = json;
+    const name = this.w.breaker.breakerName;
+    return {
+      ...jsonataCatches(this, rest),
+      ...r.marker,
+      Arguments: {
+        TableName: Parameters.TableName,
+        Key: { pk: { S: expr(`${JSON.stringify(`${name}#breaker#`)} & ${keyJsonata(this.w.key)}`) } },
+        ConsistentRead: true,
+      },
+      Output: expr(mergeAt(this, this.w.resultPath, '{"read": $states.result, "now": $states.context.State.EnteredTime}')),
+    };
+  }
+
+  /** In JSONata the task's Output replaces the data: it must merge its result into `$states.input`. */
+  private checkTaskKeepsInput(): void {
+    const task = this.w.task;
+    if (!task) return;
+    const json = task.toStateJson(JSONATA) as Record<string, unknown>;
+    if (typeof json.Output !== 'string' || !json.Output.includes('$states.input')) {
+      fail(this, `in a JSONata state machine the protected task ${task.node.path} must keep its input (the breaker reads whether the call was a probe from it): `
+        + `give it outputs: '{% $merge([$states.input, {"result": $states.result}]) %}', got ${json.Output === undefined ? 'no Output' : JSON.stringify(json.Output)}`);
     }
-    return super.toStateJson(topLevelQueryLanguage);
   }
 
   /** @internal */
@@ -119,10 +258,10 @@ class BreakerCheck extends sfn.TaskStateBase {
   }
 }
 
-function isProbe(rp: string): sfn.Condition {
-  return sfn.Condition.and(
-    sfn.Condition.isPresent(`${rp}.elected.${BreakerResultField.PROBE}`),
-    sfn.Condition.booleanEquals(`${rp}.elected.${BreakerResultField.PROBE}`, true));
+/** "The execution is an elected probe", in both languages. */
+function probeRule(rp: string): [sfn.Condition, string] {
+  const probe = `${rp}.elected.${BreakerResultField.PROBE}`;
+  return [sfn.Condition.and(sfn.Condition.isPresent(probe), sfn.Condition.booleanEquals(probe, true)), `${js(probe)} = true`];
 }
 
 /**
@@ -131,8 +270,7 @@ function isProbe(rp: string): sfn.Condition {
  */
 function record(scope: Construct, name: string, w: BreakerWiring, op: string, probe: boolean, then: sfn.IChainable, endsProbe = false): sfn.State {
   const at = endsProbe ? `${w.resultPath}.elected` : undefined;
-  const t = new AcquireTask(scope, name, w.breaker.breakerFunction,
-    { [BreakerField.OP]: op, [BreakerField.PROBE]: probe, ...keyField(w.key) }, { resultPath: at ?? sfn.JsonPath.DISCARD }, { hint: {} });
+  const t = new BreakerCall(scope, name, w, { op, probe }, { resultPath: at ?? sfn.JsonPath.DISCARD });
   t.addCatch(then, { errors: [sfn.Errors.ALL], resultPath: at ?? `${w.resultPath}.recordError` });
   t.next(then);
   return t;
@@ -141,60 +279,58 @@ function record(scope: Construct, name: string, w: BreakerWiring, op: string, pr
 /**
  * check → closed (or no item): `proceed`; half-open with room, or open past its cooldown: elect (the function) →
  * elected: `proceed`, else short-circuited; open with its cooldown ahead: short-circuited. A short-circuited execution
- * has `<rp>.open` = { cause, openedAt, retryAfter } and goes to `onOpen`. Returns the check, the gate's first state.
+ * has `<rp>.open` = { cause, openedAt, retryAfter } and goes to `onOpen`. Returns the check (the gate's first state)
+ * and the election.
  */
 export function breakerGate(scope: Construct, id: string, w: BreakerWiring, proceed: sfn.IChainable, onOpen: sfn.IChainable):
 { check: sfn.TaskStateBase; elect: sfn.TaskStateBase } {
   const rp = w.resultPath;
   const name = w.breaker.breakerName;
   const item = `${rp}.read.Item`;
+  const attr = (a: string, type = 'S') => `${item}.${a}.${type}`;
   const cause = (at: string, until: string) =>
     `States.Format('circuit breaker {} is open for key {} (opened {}): not called, retry after {}', ${intrinsicString(name)}, ${keyArgument(w.key)}, ${at}, ${until})`;
-  const open = new sfn.Pass(scope, `${id} Open`, {
-    parameters: {
-      'cause.$': cause(`${item}.${BreakerItem.OPENED_AT}.S`, `${item}.${BreakerItem.RETRY_AFTER}.S`),
-      'openedAt.$': `${item}.${BreakerItem.OPENED_AT}.S`,
-      'retryAfter.$': `${item}.${BreakerItem.RETRY_AFTER}.S`,
-    },
-    resultPath: `${rp}.open`,
+  const causeJsonata = (at: string, until: string) =>
+    `'circuit breaker ' & ${JSON.stringify(name)} & ' is open for key ' & ${keyJsonata(w.key)} & ' (opened ' & ${js(at)} & '): not called, retry after ' & ${js(until)}`;
+  const openData = (at: string, until: string) => ({
+    jsonPath: { 'cause.$': cause(at, until), 'openedAt.$': at, 'retryAfter.$': until },
+    jsonata: { cause: causeJsonata(at, until), openedAt: js(at), retryAfter: js(until) },
   });
+  const open = new BreakerPass(scope, `${id} Open`, w, openData(attr(BreakerItem.OPENED_AT), attr(BreakerItem.RETRY_AFTER)), `${rp}.open`);
   open.next(onOpen);
   const elected = `${rp}.elected`;
-  const notElected = new sfn.Pass(scope, `${id} Not Elected`, {
-    parameters: {
-      'cause.$': cause(`${elected}.${BreakerResultField.OPENED_AT}`, `${elected}.${BreakerResultField.UNTIL}`),
-      'openedAt.$': `${elected}.${BreakerResultField.OPENED_AT}`,
-      'retryAfter.$': `${elected}.${BreakerResultField.UNTIL}`,
-    },
-    resultPath: `${rp}.open`,
-  });
+  const notElected = new BreakerPass(scope, `${id} Not Elected`, w,
+    openData(`${elected}.${BreakerResultField.OPENED_AT}`, `${elected}.${BreakerResultField.UNTIL}`), `${rp}.open`);
   notElected.next(onOpen);
-  const elect = new AcquireTask(scope, `${id} Elect`, w.breaker.breakerFunction, { [BreakerField.OP]: BreakerOp.ELECT, ...keyField(w.key) }, {
-    resultSelector: Object.fromEntries(Object.values(BreakerResultField).map((f) => [`${f}.$`, `$.${f}`])),
-    resultPath: elected,
-  }, { hint: {} });
-  elect.next(new sfn.Choice(scope, `${id} Elected`)
-    .when(sfn.Condition.booleanEquals(`${elected}.${BreakerResultField.CALL}`, true), proceed)
+  const elect = new BreakerCall(scope, `${id} Elect`, w, { op: BreakerOp.ELECT }, { resultPath: elected });
+  const call = `${elected}.${BreakerResultField.CALL}`;
+  elect.next(new BreakerChoice(scope, `${id} Elected`, w)
+    .whenBoth(sfn.Condition.booleanEquals(call, true), `${js(call)} = true`, proceed)
     .otherwise(notElected));
-  const halfWithRoom = Array.from({ length: w.breaker.halfOpenProbes }, (_, n) => sfn.Condition.stringEquals(`${item}.${BreakerItem.PROBES}.N`, String(n)));
-  const route = new sfn.Choice(scope, `${id} Closed`)
-    .when(sfn.Condition.or(sfn.Condition.not(sfn.Condition.isPresent(item)), sfn.Condition.stringEquals(`${item}.${BreakerItem.STATUS}.S`, 'closed')), proceed)
-    .when(sfn.Condition.and(sfn.Condition.stringEquals(`${item}.${BreakerItem.STATUS}.S`, 'half'), halfWithRoom.length === 1 ? halfWithRoom[0] : sfn.Condition.or(...halfWithRoom)), elect)
-    .when(sfn.Condition.timestampLessThanJsonPath(`${rp}.now`, `${item}.${BreakerItem.UNTIL}.S`), open)
-    .otherwise(elect);
+  const status = attr(BreakerItem.STATUS);
+  const probes = attr(BreakerItem.PROBES, 'N');
+  const halfWithRoom = Array.from({ length: w.breaker.halfOpenProbes }, (_, n) => sfn.Condition.stringEquals(probes, String(n)));
+  const route = new BreakerChoice(scope, `${id} Closed`, w)
+    .whenBoth(sfn.Condition.or(sfn.Condition.not(sfn.Condition.isPresent(item)), sfn.Condition.stringEquals(status, 'closed')),
+      `$not($exists(${js(item)})) or ${js(status)} = 'closed'`, proceed)
+    .whenBoth(sfn.Condition.and(sfn.Condition.stringEquals(status, 'half'), halfWithRoom.length === 1 ? halfWithRoom[0] : sfn.Condition.or(...halfWithRoom)),
+      `${js(status)} = 'half' and $number(${js(probes)}) < ${w.breaker.halfOpenProbes}`, elect)
+    .whenBoth(sfn.Condition.timestampLessThanJsonPath(`${rp}.now`, attr(BreakerItem.UNTIL)),
+      `$toMillis(${js(`${rp}.now`)}) < $toMillis(${js(attr(BreakerItem.UNTIL))})`, open);
+  route.otherwise(elect);
   const check = new BreakerCheck(scope, `${id} Check`, w);
   check.next(route);
   return { check, elect };
 }
 
 /** The default short-circuit: fail with `CircuitOpen`, the cause from `<rp>.open`. */
-export function circuitOpenFail(scope: Construct, id: string, w: BreakerWiring): sfn.Fail {
-  return new sfn.Fail(scope, `${id} Circuit Open`, { error: ThrottleErrors.CIRCUIT_OPEN, causePath: `${w.resultPath}.open.cause` });
+export function circuitOpenFail(scope: Construct, id: string, w: BreakerWiring): sfn.State {
+  return new BreakerFail(scope, `${id} Circuit Open`, w, { error: ThrottleErrors.CIRCUIT_OPEN, causePath: `${w.resultPath}.open.cause` });
 }
 
-/** Waits until the breaker's retry-after, then goes to `check` (a CircuitOpen the retry policy retries). */
+/** Waits until the breaker's retry-after, then goes on (to the check: a CircuitOpen the retry policy retries). */
 export function waitWhileOpen(scope: Construct, id: string, w: BreakerWiring): sfn.Wait {
-  return new sfn.Wait(scope, `${id} Wait While Open`, { time: sfn.WaitTime.timestampPath(`${w.resultPath}.open.retryAfter`) });
+  return new BreakerWait(scope, `${id} Wait While Open`, w, `${w.resultPath}.open.retryAfter`);
 }
 
 /**
@@ -206,34 +342,40 @@ export function waitWhileOpen(scope: Construct, id: string, w: BreakerWiring): s
 export function failureRecorder(
   scope: Construct, id: string, w: BreakerWiring, errorPath: string, counted: sfn.IChainable, uncounted: sfn.IChainable,
 ): sfn.State {
-  const probeChoice = new sfn.Choice(scope, `${id} Failed Probe`)
-    .when(isProbe(w.resultPath), record(scope, `${id} Probe Failed`, w, BreakerOp.FAILURE, true, counted, true))
+  const [probe, probeJsonata] = probeRule(w.resultPath);
+  const probeChoice = new BreakerChoice(scope, `${id} Failed Probe`, w)
+    .whenBoth(probe, probeJsonata, record(scope, `${id} Probe Failed`, w, BreakerOp.FAILURE, true, counted, true))
     .otherwise(record(scope, `${id} Record Failure`, w, BreakerOp.FAILURE, false, counted));
-  const conditions = w.breaker.failureErrors.map((e) => sfn.Condition.stringEquals(`${errorPath}.Error`, e));
-  return new sfn.Choice(scope, `${id} Counts`)
-    .when(conditions.length === 1 ? conditions[0] : sfn.Condition.or(...conditions), probeChoice)
-    .when(isProbe(w.resultPath), record(scope, `${id} Release Probe`, w, BreakerOp.RELEASE, true, uncounted, true))
+  const errorName = `${errorPath}.Error`;
+  const conditions = w.breaker.failureErrors.map((e) => sfn.Condition.stringEquals(errorName, e));
+  return new BreakerChoice(scope, `${id} Counts`, w)
+    .whenBoth(conditions.length === 1 ? conditions[0] : sfn.Condition.or(...conditions), `${js(errorName)} in ${JSON.stringify(w.breaker.failureErrors)}`, probeChoice)
+    .whenBoth(probe, probeJsonata, record(scope, `${id} Release Probe`, w, BreakerOp.RELEASE, true, uncounted, true))
     .otherwise(uncounted);
 }
 
 /** After a success: a probe's closes the breaker (one write); any other call writes nothing. Returns the first state. */
 export function successRecorder(scope: Construct, id: string, w: BreakerWiring, then: sfn.IChainable): sfn.State {
-  const choice = new sfn.Choice(scope, `${id} Was Probe`)
-    .when(isProbe(w.resultPath), record(scope, `${id} Probe Succeeded`, w, BreakerOp.SUCCESS, true, then, true));
+  const [probe, probeJsonata] = probeRule(w.resultPath);
+  const choice = new BreakerChoice(scope, `${id} Was Probe`, w)
+    .whenBoth(probe, probeJsonata, record(scope, `${id} Probe Succeeded`, w, BreakerOp.SUCCESS, true, then, true));
   if (w.breaker.failureRateThreshold !== undefined) {
     // the rate rule counts successes within a failure window (the item read before the call says until when)
     const windowEnd = `${w.resultPath}.read.Item.${BreakerItem.WINDOW_END}.S`;
-    choice.when(sfn.Condition.and(sfn.Condition.isPresent(windowEnd), sfn.Condition.timestampLessThanJsonPath(`${w.resultPath}.now`, windowEnd)),
+    const now = `${w.resultPath}.now`;
+    choice.whenBoth(sfn.Condition.and(sfn.Condition.isPresent(windowEnd), sfn.Condition.timestampLessThanJsonPath(now, windowEnd)),
+      `$exists(${js(windowEnd)}) and $toMillis(${js(now)}) < $toMillis(${js(windowEnd)})`,
       record(scope, `${id} Record Success`, w, BreakerOp.SUCCESS, false, then));
   }
   return choice.otherwise(then);
 }
 
 /** Fails with the error kept at `errorPath` ({ Error, Cause? }: a timeout has no Cause). */
-export function rethrow(scope: Construct, id: string, errorPath: string): sfn.State {
-  return new sfn.Choice(scope, `${id} Has Cause`)
-    .when(sfn.Condition.isPresent(`${errorPath}.Cause`), new sfn.Fail(scope, `${id} Failed`, { errorPath: `${errorPath}.Error`, causePath: `${errorPath}.Cause` }))
-    .otherwise(new sfn.Fail(scope, `${id} Failed Without Cause`, { errorPath: `${errorPath}.Error` }));
+export function rethrow(scope: Construct, id: string, w: BreakerWiring, errorPath: string): sfn.State {
+  return new BreakerChoice(scope, `${id} Has Cause`, w)
+    .whenBoth(sfn.Condition.isPresent(`${errorPath}.Cause`), `$exists(${js(`${errorPath}.Cause`)})`,
+      new BreakerFail(scope, `${id} Failed`, w, { errorPath: `${errorPath}.Error`, causePath: `${errorPath}.Cause` }))
+    .otherwise(new BreakerFail(scope, `${id} Failed Without Cause`, w, { errorPath: `${errorPath}.Error` }));
 }
 
 /**
@@ -242,6 +384,8 @@ export function rethrow(scope: Construct, id: string, errorPath: string): sfn.St
  */
 export function checkTaskKeepsBreakerData(owner: IConstruct, task: sfn.State, rp: string, hint: string): void {
   const json = task.toStateJson() as Record<string, unknown>;
+  // a JSONata task keeps its input through its Output: checked where it renders (BreakerCheck)
+  if (json.QueryLanguage === 'JSONata') return;
   const resultPath = json.ResultPath as string | null | undefined;
   if (resultPath === undefined || resultPath === '$') {
     fail(owner, `task must keep its input (a resultPath such as '$.result', or JsonPath.DISCARD): ${hint}, got ${task.node.path} without one`);
