@@ -15,7 +15,7 @@ import {
 import { BreakerEnv, BreakerMetricNames } from './private/contract';
 import { handlerRole } from './private/handler-function';
 import { checkedLimiterName, limiterTable } from './private/limiter-parts';
-import { catchesInTaskLanguage } from './private/query-language';
+import { catchesInTaskLanguage, languageValidation } from './private/query-language';
 import { HTTP } from './private/task-kind';
 import { checkRange, fail } from './private/validation';
 
@@ -134,6 +134,15 @@ export interface ProtectOptions {
    * @default '$.circuit'
    */
   readonly resultPath?: string;
+
+  /**
+   * The query language of the state machine these states render into, needed only when they are nested in a
+   * Parallel or Map of yours in a JSONata machine (aws-cdk-lib renders nested states without the machine's language;
+   * synth fails naming the states if they rendered as JSONPath there).
+   *
+   * @default - the state machine's, decided when it is rendered
+   */
+  readonly queryLanguage?: sfn.QueryLanguage;
 }
 
 /** A circuit breaker: created here or imported. */
@@ -390,7 +399,13 @@ class ProtectedTask extends sfn.StateMachineFragment {
 
   constructor(scope: Construct, id: string, breaker: ICircuitBreaker, options: ProtectOptions) {
     super(scope, id);
-    const w: BreakerWiring = { breaker, key: checkedBreakerKey(this, 'key', options.key), resultPath: checkedResultPath(this, options.resultPath), task: options.task };
+    const w: BreakerWiring = {
+      breaker,
+      key: checkedBreakerKey(this, 'key', options.key),
+      resultPath: checkedResultPath(this, options.resultPath),
+      task: options.task,
+      hint: { queryLanguage: options.queryLanguage },
+    };
     checkTaskKeepsBreakerData(this, options.task, w.resultPath, 'the breaker reads whether the call was a probe from the data after it');
     // a Catch of the task's own that comes first takes those errors: the breaker would never count them
     const taskJson = options.task.toStateJson() as Record<string, unknown>;
@@ -414,6 +429,8 @@ class ProtectedTask extends sfn.StateMachineFragment {
     options.task.next(successRecorder(scope, id, w, done));
     this.startState = breakerGate(scope, id, w, options.task, options.fallback ?? circuitOpenFail(scope, id, w)).check;
     this.endStates = [done];
+    // nested in a JSONata container of the user's, the states cannot learn the machine's language: fail naming them
+    this.node.addValidation(languageValidation(this, () => sfn.State.findReachableStates(this.startState)));
   }
 }
 

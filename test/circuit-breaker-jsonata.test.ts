@@ -133,6 +133,16 @@ describe('CircuitBreaker in JSONata machines', () => {
     expect(failed.cdkSfnThrottleItemError).toEqual({ Error: 'CircuitOpen', Cause: 'why' });
   });
 
+  test('nested in a JSONata Parallel of the user\'s: fails at synth naming queryLanguage; with it, JSONata', () => {
+    const { stack, breaker, call } = setup();
+    const nested = new sfn.Parallel(stack, 'Fan Out', { queryLanguage: sfn.QueryLanguage.JSONATA }).branch(breaker.protect(stack, 'Guard', { task: call('Call Partner') }));
+    expect(() => machine(stack, nested)).toThrow(/states of Stack\/Guard \(.*Guard Check.*\) are nested in a Parallel or Map of yours that is JSONata.*Give the construct queryLanguage/);
+    const again = setup();
+    const fixed = new sfn.Parallel(again.stack, 'Fan Out', { queryLanguage: sfn.QueryLanguage.JSONATA })
+      .branch(again.breaker.protect(again.stack, 'Guard', { task: again.call('Call Partner'), queryLanguage: sfn.QueryLanguage.JSONATA }));
+    expectAllJsonata(machine(again.stack, fixed));
+  });
+
   test('fails at synth: a JSONata task that does not keep its input', () => {
     const { stack, breaker, call } = setup();
     expectValidationError(() => machine(stack, breaker.protect(stack, 'Guard', { task: call('Call Partner', false) })),
