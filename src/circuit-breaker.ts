@@ -16,7 +16,7 @@ import { BreakerEnv, BreakerMetricNames } from './private/contract';
 import { handlerRole } from './private/handler-function';
 import { checkedLimiterName, limiterTable } from './private/limiter-parts';
 import { catchesInTaskLanguage, languageValidation } from './private/query-language';
-import { HTTP } from './private/task-kind';
+import { API_GATEWAY, HTTP } from './private/task-kind';
 import { checkRange, fail } from './private/validation';
 
 /**
@@ -86,7 +86,8 @@ export interface CircuitBreakerProps {
    *
    * @default - timeouts, Lambda's service errors and HttpInvoke's server errors: `States.Timeout`,
    * `States.HeartbeatTimeout`, `Lambda.ServiceException`, `Lambda.AWSLambdaException`, `Lambda.SdkClientException`,
-   * `States.Http.StatusCode.500`, `States.Http.StatusCode.502`, `States.Http.StatusCode.504`
+   * `States.Http.StatusCode.500`, `States.Http.StatusCode.502`, `States.Http.StatusCode.504`, and the same statuses of
+   * the API Gateway integration (`ApiGateway.500`, `ApiGateway.502`, `ApiGateway.504`)
    */
   readonly failureErrors?: string[];
   /**
@@ -208,8 +209,9 @@ export interface CircuitBreakerAttributes {
 const DEFAULT_FAILURE_ERRORS = [
   'States.Timeout', 'States.HeartbeatTimeout',
   'Lambda.ServiceException', 'Lambda.AWSLambdaException', 'Lambda.SdkClientException',
-  // HttpInvoke's server errors (503 is a throttling error: RetryPolicy.httpThrottlingErrors)
+  // HttpInvoke's and API Gateway's server errors (503 is a throttling error: RetryPolicy.httpThrottlingErrors)
   'States.Http.StatusCode.500', 'States.Http.StatusCode.502', 'States.Http.StatusCode.504',
+  'ApiGateway.500', 'ApiGateway.502', 'ApiGateway.504',
 ];
 
 abstract class CircuitBreakerBase extends Construct implements ICircuitBreaker {
@@ -372,7 +374,7 @@ function checkedFailureErrors(scope: IConstruct, errors: string[] | undefined): 
     fail(scope, `failureErrors must be exact error names (a wildcard would count the caller's own validation errors and throttling), got ${JSON.stringify(wild)}`);
   }
   const throttlingName = /Throttl|TooManyRequests|ProvisionedThroughputExceeded|RequestLimitExceeded|SlowDown|ServiceUnavailable/;
-  const throttling = list.filter((e) => throttlingName.test(e) || HTTP.includes(e));
+  const throttling = list.filter((e) => throttlingName.test(e) || HTTP.includes(e) || API_GATEWAY.includes(e));
   if (throttling.length > 0) {
     fail(scope, `failureErrors must not count throttling errors (they belong to the rate limiter and its retries), got ${JSON.stringify(throttling)}`);
   }

@@ -11,3 +11,4 @@ export * from './monitoring/throttle-dashboard';
 export * from './throttle-checks';
 export * from './concurrency-limiter';
 export * from './circuit-breaker';
+export * from './throttled-api-proxy';

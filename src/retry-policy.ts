@@ -1,7 +1,7 @@
 import { Duration, Token } from 'aws-cdk-lib';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { IConstruct } from 'constructs';
-import { HTTP, LAMBDA, throttlingErrorsOf } from './private/task-kind';
+import { API_GATEWAY, HTTP, LAMBDA, throttlingErrorsOf } from './private/task-kind';
 import { checkRange, fail } from './private/validation';
 
 /**
@@ -14,6 +14,7 @@ export interface ThrottlingRetryOptions {
    *
    * @default - the throttling and transient errors of the task the policy is applied to:
    * `RetryPolicy.lambdaThrottlingErrors()` for Lambda invokes, `RetryPolicy.httpThrottlingErrors()` for HttpInvoke,
+   * `RetryPolicy.apiGatewayThrottlingErrors()` for API Gateway calls,
    * and `<Service>.ThrottlingException`, `<Service>.TooManyRequestsException`,
    * `<Service>.ServiceUnavailableException` (plus the service's own, e.g.
    * `DynamoDb.ProvisionedThroughputExceededException`) for CallAwsService. Other task kinds need `errors`.
@@ -74,6 +75,14 @@ export class RetryPolicy {
   /** Errors of an HttpInvoke task whose endpoint throttles (429) or is overloaded (503). A new array on each call. */
   public static httpThrottlingErrors(): string[] {
     return [...HTTP];
+  }
+
+  /**
+   * Errors of an API Gateway call (`CallApiGatewayRestApiEndpoint`, `ThrottledApiProxy.callTask`) throttled (429) or
+   * overloaded (503): `ApiGateway.429`, `ApiGateway.503`. A new array on each call.
+   */
+  public static apiGatewayThrottlingErrors(): string[] {
+    return [...API_GATEWAY];
   }
 
   /**

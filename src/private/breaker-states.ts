@@ -412,6 +412,7 @@ export function warnBreakerUse(owner: IConstruct, breaker: BreakerRef, task: sfn
       if (e === 'States.HeartbeatTimeout') return json.HeartbeatSeconds !== undefined || json.HeartbeatSecondsPath !== undefined;
       if (e.startsWith('Lambda.')) return kind === 'lambda';
       if (e.startsWith('States.Http.')) return kind === 'http';
+      if (e.startsWith('ApiGateway.')) return kind === 'apigateway';
       return true;
     });
     if (possible.length === 0) {

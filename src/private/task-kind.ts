@@ -13,6 +13,11 @@ export const LAMBDA: readonly string[] = [
   'Lambda.ClientExecutionTimeoutException',
 ];
 export const HTTP: readonly string[] = ['States.Http.StatusCode.429', 'States.Http.StatusCode.503'];
+/**
+ * The optimized API Gateway integration (`apigateway:invoke`) names a failed call `ApiGateway.<status>` (as LocalStack's
+ * parity-tested emulation of it does; not verified against AWS from this machine).
+ */
+export const API_GATEWAY: readonly string[] = ['ApiGateway.429', 'ApiGateway.503'];
 /** The optimized DynamoDB integrations (DynamoGetItem, DynamoPutItem, ...) prefix errors with `DynamoDB.`. */
 const DYNAMODB_OPTIMIZED = [
   'DynamoDB.ProvisionedThroughputExceededException',
@@ -66,6 +71,7 @@ const SDK_GENERIC_ERRORS = ['ThrottlingException', 'TooManyRequestsException', '
 export type TaskKind =
   | { kind: 'lambda' }
   | { kind: 'http' }
+  | { kind: 'apigateway' }
   | { kind: 'sdk'; service: string }
   | { kind: 'dynamodb' }
   | { kind: 'other'; resource: string };
@@ -76,6 +82,7 @@ export function taskKindOf(state: sfn.State): TaskKind {
   const resource = flatten(Stack.of(state).resolve(json.Resource));
   if (/:states:::lambda:invoke(\.|$)/.test(resource) || /:lambda:[^:]*:[^:]*:function:/.test(resource)) return { kind: 'lambda' };
   if (/:states:::http:invoke(\.|$)/.test(resource)) return { kind: 'http' };
+  if (/:states:::apigateway:invoke(\.|$)/.test(resource)) return { kind: 'apigateway' };
   const sdk = /:states:::aws-sdk:([a-z0-9]+):/.exec(resource);
   if (sdk) return sdk[1] === 'lambda' ? { kind: 'lambda' } : { kind: 'sdk', service: sdk[1] };
   if (/:states:::dynamodb:/.test(resource)) return { kind: 'dynamodb' };
@@ -88,6 +95,7 @@ export function throttlingErrorsOf(state: sfn.State): string[] {
   switch (k.kind) {
     case 'lambda': return [...LAMBDA];
     case 'http': return [...HTTP];
+    case 'apigateway': return [...API_GATEWAY];
     case 'sdk': {
       const prefix = SDK_SERVICE_NAMES[k.service] ?? k.service.charAt(0).toUpperCase() + k.service.slice(1);
       return [...SDK_GENERIC_ERRORS, ...(SDK_SERVICE_ERRORS[k.service] ?? [])].map((e) => `${prefix}.${e}`);

@@ -1,0 +1,136 @@
+import { App, Stack } from 'aws-cdk-lib';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
+import * as apigateway from 'aws-cdk-lib/aws-apigateway';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { ProxyAuthorization, ProxyTarget, RateLimitedTask, RateLimiter, ThrottledApiProxy } from '../src';
+import { aslOf } from './support/asl';
+import { nagFindings } from './support/nag';
+import { expectValidationError } from './support/validation';
+
+// ThrottledApiProxy: the throttles land on the stage and its methods exactly as given; only the workflows may call.
+
+function build(extra: Partial<ConstructorParameters<typeof ThrottledApiProxy>[2]> = {}) {
+  const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+  const proxy = new ThrottledApiProxy(stack, 'Shipping', {
+    target: ProxyTarget.http('https://api.shipping.example.com/v1'),
+    stageThrottle: { rateLimit: 5, burstLimit: 2 },
+    upstreamLimit: { rateLimit: 5, burstLimit: 2 },
+    ...extra,
+  });
+  proxy.addRoute('POST', '/labels', { throttle: { rateLimit: 4, burstLimit: 1 } });
+  proxy.addRoute('GET', '/labels/{id}');
+  return { stack, proxy };
+}
+
+describe('ThrottledApiProxy', () => {
+  test('a Regional REST API: stage and method throttles as given, IAM on every method, JSON access logs, X-Ray, JSON 429/5xx responses', () => {
+    const { stack } = build();
+    const t = Template.fromStack(stack);
+    t.hasResourceProperties('AWS::ApiGateway::RestApi', { EndpointConfiguration: { Types: ['REGIONAL'] } });
+    const stage = Object.values(t.findResources('AWS::ApiGateway::Stage'))[0].Properties;
+    expect(stage.TracingEnabled).toBe(true);
+    expect(stage.MethodSettings).toEqual([
+      expect.objectContaining({ HttpMethod: '*', ResourcePath: '/*', ThrottlingRateLimit: 5, ThrottlingBurstLimit: 2 }),
+      expect.objectContaining({ HttpMethod: 'POST', ResourcePath: '/~1labels', ThrottlingRateLimit: 4, ThrottlingBurstLimit: 1 }),
+    ]);
+    expect(JSON.parse(stage.AccessLogSetting.Format)).toMatchObject({ status: '$context.status', apiId: '$context.apiId' });
+    const methods = Object.values(t.findResources('AWS::ApiGateway::Method')).map((m: any) => m.Properties);
+    expect(methods.map((m) => [m.HttpMethod, m.AuthorizationType, m.Integration.Type])).toEqual([['POST', 'AWS_IAM', 'HTTP_PROXY'], ['GET', 'AWS_IAM', 'HTTP_PROXY']]);
+    expect(methods[1].Integration).toMatchObject({
+      Uri: 'https://api.shipping.example.com/v1/labels/{id}',
+      RequestParameters: { 'integration.request.path.id': 'method.request.path.id' },
+    });
+    const responses = Object.values(t.findResources('AWS::ApiGateway::GatewayResponse')).map((r: any) => [r.Properties.ResponseType, r.Properties.StatusCode]);
+    expect(responses).toEqual(expect.arrayContaining([['THROTTLED', '429'], ['QUOTA_EXCEEDED', '429'], ['DEFAULT_5XX', undefined]]));
+    t.hasResourceProperties('AWS::Logs::MetricFilter', { FilterPattern: '{ $.status = "429" }', MetricTransformations: [Match.objectLike({ MetricName: 'ProxyThrottled', Dimensions: [{ Key: 'ApiId', Value: '$.apiId' }] })] });
+    expect(t.toJSON()).toMatchSnapshot();
+  });
+
+  test('callTask: the API Gateway task signed with the role, granted exactly its route; RateLimitedTask retries ApiGateway.429 with a token', () => {
+    const { stack, proxy } = build();
+    const limiter = new RateLimiter(stack, 'Limit', { limiterName: 'shipping', ratePerSecond: 4, burst: 1 });
+    const limited = new RateLimitedTask(stack, 'Label', {
+      limiter,
+      task: proxy.callTask(stack, 'Create Label', { method: 'POST', path: '/labels', body: sfn.TaskInput.fromJsonPathAt('$.order') }),
+    });
+    const read = proxy.callTask(stack, 'Read Label', { method: 'GET', path: '/labels/{id}', pathParameters: { id: sfn.JsonPath.stringAt('$.response.ResponseBody.id') } });
+    new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(limited.next(read)) });
+    const t = Template.fromStack(stack);
+    const asl = aslOf(t);
+    expect(asl.States['Create Label']).toMatchObject({ Resource: 'arn:<AWS::Partition>:states:::apigateway:invoke', Parameters: { Method: 'POST', Path: '/labels', AuthType: 'IAM_ROLE', Stage: 'prod' } });
+    expect(asl.States['Read Label'].Parameters['Path.$']).toBe("States.Format('/labels/{}', $.response.ResponseBody.id)");
+    expect(limited.retryErrors).toEqual(['ApiGateway.429', 'ApiGateway.503']);
+    const invoke = Object.values(t.findResources('AWS::IAM::Policy')).flatMap((p: any) => p.Properties.PolicyDocument.Statement)
+      .filter((s: any) => s.Action === 'execute-api:Invoke');
+    const arns = JSON.stringify(invoke.map((s: any) => s.Resource));
+    expect(arns).toContain('/prod/POST/labels');
+    expect(arns).toContain('/prod/GET/labels/*');
+    expect(arns).not.toMatch(/"\*"/);
+  });
+
+  test('grantInvoke: every route of the stage, by its ARN', () => {
+    const { stack, proxy } = build();
+    const role = new iam.Role(stack, 'Caller', { assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com') });
+    proxy.grantInvoke(role);
+    const statements = Object.values(Template.fromStack(stack).findResources('AWS::IAM::Policy')).flatMap((p: any) => p.Properties.PolicyDocument.Statement);
+    const text = JSON.stringify(statements.find((s: any) => s.Action === 'execute-api:Invoke').Resource);
+    expect(text).toContain('/prod/POST/labels');
+    expect(text).toContain('/prod/GET/labels/*');
+  });
+
+  test('usage plans: a key per consumer with its throttle and quota, the methods requiring keys', () => {
+    const { stack } = build({
+      authorization: ProxyAuthorization.IAM_AND_API_KEY,
+      usagePlans: [{ name: 'orders', throttle: { rateLimit: 2, burstLimit: 1 }, quota: { limit: 10_000, period: apigateway.Period.DAY } }],
+    });
+    const t = Template.fromStack(stack);
+    t.hasResourceProperties('AWS::ApiGateway::UsagePlan', { Throttle: { RateLimit: 2, BurstLimit: 1 }, Quota: { Limit: 10000, Period: 'DAY' } });
+    t.resourceCountIs('AWS::ApiGateway::ApiKey', 1);
+    t.hasResourceProperties('AWS::ApiGateway::Method', { ApiKeyRequired: true });
+  });
+
+  test('warnings: a route above the stage, the proxy above the upstream\'s documented limit', () => {
+    const { stack, proxy } = build({ upstreamLimit: { rateLimit: 3, burstLimit: 1 } });
+    proxy.addRoute('PUT', '/labels/{id}', { throttle: { rateLimit: 8, burstLimit: 2 } });
+    const ids = Annotations.fromStack(stack).findWarning('*', Match.anyValue()).map((w) => String(w.entry.data));
+    expect(ids.filter((w) => w.includes('proxyAboveUpstream'))).toHaveLength(3); // the stage, POST /labels, PUT /labels/{id}
+    expect(ids.filter((w) => w.includes('routeAboveStage'))).toEqual([expect.stringContaining('route PUT /labels/{id} throttle (8/s, burst 2) is above the stage\'s (5/s, burst 2)')]);
+  });
+
+  test('cdk-nag: no unacknowledged finding on the proxy', () => {
+    const { stack } = build();
+    expect(nagFindings(stack).filter((f) => f.includes('Stack/Shipping'))).toEqual([]);
+  });
+
+  const target = ProxyTarget.http('https://api.example.com');
+  test.each<[string, () => unknown, RegExp]>([
+    ['a negative stage rate', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: -1, burstLimit: 1 } }), /stageThrottle.rateLimit must be .*got -1/],
+    ['a stage rate above the account quota', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 20_000, burstLimit: 1 } }), /stageThrottle.rateLimit must be .*10000.*got 20000/],
+    ['a burst of 0', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 0 } }), /stageThrottle.burstLimit must be an integer from 1 to 5000, got 0/],
+    ['a fractional burst', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1.5 } }), /stageThrottle.burstLimit must be an integer/],
+    ['an http:// target', () => new ThrottledApiProxy(new Stack(), 'P', { target: ProxyTarget.http('http://api.example.com'), stageThrottle: { rateLimit: 5, burstLimit: 1 } }),
+      /target \(ProxyTarget.http\) must be an https:\/\/ URL .*got "http:\/\/api.example.com"/],
+    ['usage plans with IAM alone', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 }, usagePlans: [{ name: 'a' }] }),
+      /usagePlans need authorization ProxyAuthorization.IAM_AND_API_KEY/],
+    ['a quota without a period', () => new ThrottledApiProxy(new Stack(), 'P', {
+      target, stageThrottle: { rateLimit: 5, burstLimit: 1 }, authorization: ProxyAuthorization.IAM_AND_API_KEY, usagePlans: [{ name: 'a', quota: { limit: 5 } as any }],
+    }), /usagePlans a quota needs a period/],
+    ['a malformed path', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } }).addRoute('GET', 'labels'), /path must start with \/ .*got "labels"/],
+    ['an unknown method', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } }).addRoute('FETCH', '/x'), /method must be one of .*got "FETCH"/],
+    ['a route twice', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } }).addRoute('GET', '/x').addRoute('get', '/x'), /route GET \/x was added twice/],
+    ['a negative route rate', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } }).addRoute('GET', '/x', { throttle: { rateLimit: 0, burstLimit: 1 } }),
+      /addRoute\(GET \/x\) throttle.rateLimit must be/],
+    ['callTask on a route not added', () => {
+      const p = new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } }).addRoute('GET', '/x');
+      return p.callTask(p, 'T', { method: 'POST', path: '/x' });
+    }, /callTask needs a route added with addRoute, got POST \/x \(routes: GET \/x\)/],
+    ['callTask without the path\'s parameters', () => {
+      const p = new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } }).addRoute('GET', '/x/{id}');
+      return p.callTask(p, 'T', { method: 'GET', path: '/x/{id}' });
+    }, /callTask pathParameters must name exactly the path's parameters \(id\), got \[\]/],
+    ['duplicate plan names', () => new ThrottledApiProxy(new Stack(), 'P', {
+      target, stageThrottle: { rateLimit: 5, burstLimit: 1 }, authorization: ProxyAuthorization.IAM_AND_API_KEY, usagePlans: [{ name: 'a' }, { name: 'a' }],
+    }), /usagePlans names must be unique, got "a" twice/],
+  ])('fails at synth: %s', (_n, make, message) => expectValidationError(make, message));
+});
