@@ -10,9 +10,11 @@ import { BufferedQueueConsumer } from './buffered-queue-consumer';
 import { ConcurrencyLimitedTask, ConcurrencyLimiterBase } from './concurrency-limiter';
 import { IRateLimiter } from './i-rate-limiter';
 import type { Limit } from './limit';
+import { proxyCalls } from './private/proxy-calls';
 import { fail } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
 import { RateLimiterBase } from './rate-limiter';
+import { ThrottledApiProxy } from './throttled-api-proxy';
 import { ThrottledMap } from './throttled-map';
 
 /**
@@ -130,7 +132,7 @@ export interface ThrottleChecksOptions {
 
 /** One line of the throttle plan. */
 interface PlanEntry {
-  readonly kind: 'limiter' | 'concurrencyLimiter' | 'map' | 'consumer' | 'stateMachine';
+  readonly kind: 'limiter' | 'concurrencyLimiter' | 'map' | 'consumer' | 'stateMachine' | 'apiProxy';
   readonly path: string;
   readonly [key: string]: unknown;
 }
@@ -178,6 +180,8 @@ export class ThrottleChecks implements IAspect {
     for (const map of all.filter((c): c is ThrottledMap => c instanceof ThrottledMap)) plan.push(checkMap(map));
     for (const consumer of all.filter((c): c is BufferedQueueConsumer => c instanceof BufferedQueueConsumer)) plan.push(consumerEntry(consumer));
     for (const limiter of all.filter((c): c is ConcurrencyLimiterBase => c instanceof ConcurrencyLimiterBase)) plan.push(concurrencyEntry(limiter));
+    for (const proxy of all.filter((c): c is ThrottledApiProxy => c instanceof ThrottledApiProxy)) plan.push(proxyEntry(proxy));
+    checkProxyCalls(all);
     checkConcurrencyTasks(all);
     checkEventSources(all);
     checkReservedConcurrency(all, this.settings);
@@ -298,6 +302,39 @@ function checkMap(map: ThrottledMap): PlanEntry {
     }
   }
   return entry as PlanEntry;
+}
+
+function proxyEntry(p: ThrottledApiProxy): PlanEntry {
+  return {
+    kind: 'apiProxy',
+    path: p.node.path,
+    stage: p.stageName,
+    stageThrottle: { ...p.stageThrottle },
+    routes: p.routeKeys.map((r) => {
+      const [method, ...resource] = r.split(' ');
+      return { route: r, ...p.throttleOf(method, resource.join(' ')) };
+    }),
+    upstreamLimit: p.upstreamLimit && { ...p.upstreamLimit },
+  } as PlanEntry;
+}
+
+/**
+ * A RateLimitedTask calling a ThrottledApiProxy route whose limiter lets through more than the route's throttle: the
+ * proxy answers the excess 429 (retried with a token, but each one a wasted call and a token).
+ */
+function checkProxyCalls(all: IConstruct[]): void {
+  for (const t of all.filter((c): c is RateLimitedTask => c instanceof RateLimitedTask)) {
+    const call = proxyCalls.get(t.task);
+    if (!call) continue;
+    const l = t.limiter;
+    const perCall = tokensOf(t.acquireOptions);
+    const rate = l.ratePerSecond / perCall;
+    if (rate > call.throttle.rateLimit || l.burst / perCall > call.throttle.burstLimit) {
+      Annotations.of(t).addWarningV2('cdk-sfn-throttle:limiterAboveProxy',
+        `limiter ${l.limiterName} lets ${round(rate)} calls/s (burst ${round(l.burst / perCall)}) through to ${call.route} of ${call.proxyPath}, whose throttle is `
+        + `${call.throttle.rateLimit}/s (burst ${call.throttle.burstLimit}): the proxy answers the excess 429. Lower the limiter to the proxy's throttle or below`);
+    }
+  }
 }
 
 function concurrencyEntry(l: ConcurrencyLimiterBase): PlanEntry {

@@ -7,6 +7,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
+import { proxyCalls } from './private/proxy-calls';
 import { checkRange, fail } from './private/validation';
 
 /**
@@ -436,7 +437,7 @@ export class ThrottledApiProxy extends Construct {
     const values = params.map((p) => options.pathParameters![p]);
     const apiPath = params.length === 0 ? options.path
       : sfn.JsonPath.format(options.path.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, '{}'), ...values);
-    return new ProxyCallTask(scope, id, {
+    const task = new ProxyCallTask(scope, id, {
       api: this.api,
       stageName: this.stageName,
       method: m as tasks.HttpMethod,
@@ -447,6 +448,8 @@ export class ThrottledApiProxy extends Construct {
       authType: tasks.AuthType.IAM_ROLE,
       resultPath: options.resultPath ?? '$.response',
     }, this.api.arnForExecuteApi(m, options.path.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, '*'), this.stageName));
+    proxyCalls.set(task, { proxyPath: this.node.path, route: `${m} ${options.path}`, throttle: this.throttleOf(m, options.path) });
+    return task;
   }
 
   /** Grants `execute-api:Invoke` on every route of the stage (each route's ARN, resolved once all are added). */

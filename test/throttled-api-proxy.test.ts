@@ -1,9 +1,12 @@
-import { App, Stack } from 'aws-cdk-lib';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { App, Aspects, Stack } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as apigateway from 'aws-cdk-lib/aws-apigateway';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import { ProxyAuthorization, ProxyTarget, RateLimitedTask, RateLimiter, ThrottledApiProxy } from '../src';
+import { ProxyAuthorization, ProxyTarget, RateLimitedTask, RateLimiter, ThrottleChecks, ThrottleDashboard, ThrottledApiProxy } from '../src';
 import { aslOf } from './support/asl';
 import { nagFindings } from './support/nag';
 import { expectValidationError } from './support/validation';
@@ -96,6 +99,48 @@ describe('ThrottledApiProxy', () => {
     const ids = Annotations.fromStack(stack).findWarning('*', Match.anyValue()).map((w) => String(w.entry.data));
     expect(ids.filter((w) => w.includes('proxyAboveUpstream'))).toHaveLength(3); // the stage, POST /labels, PUT /labels/{id}
     expect(ids.filter((w) => w.includes('routeAboveStage'))).toEqual([expect.stringContaining('route PUT /labels/{id} throttle (8/s, burst 2) is above the stage\'s (5/s, burst 2)')]);
+  });
+
+  test('ThrottleChecks: a limiter above the route\'s throttle warns; the proxy is in the throttle plan', () => {
+    const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'proxy-plan-'));
+    const app = new App({ outdir });
+    const stack = new Stack(app, 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+    Aspects.of(app).add(new ThrottleChecks());
+    const proxy = new ThrottledApiProxy(stack, 'Shipping', { target: ProxyTarget.http('https://api.shipping.example.com'), stageThrottle: { rateLimit: 5, burstLimit: 2 } });
+    proxy.addRoute('POST', '/labels', { throttle: { rateLimit: 4, burstLimit: 1 } });
+    proxy.addRoute('GET', '/labels');
+    const fast = new RateLimitedTask(stack, 'Fast', {
+      limiter: new RateLimiter(stack, 'FastLimit', { limiterName: 'fast', ratePerSecond: 5, burst: 1 }),
+      task: proxy.callTask(stack, 'Create', { method: 'POST', path: '/labels' }),
+    });
+    const fitting = new RateLimitedTask(stack, 'Fitting', {
+      limiter: new RateLimiter(stack, 'FitLimit', { limiterName: 'fit', ratePerSecond: 5, burst: 2 }),
+      task: proxy.callTask(stack, 'List', { method: 'GET', path: '/labels' }),
+    });
+    new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(fast.next(fitting)) });
+    app.synth();
+    const warned = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('.*limiterAboveProxy.*')).map((w) => [w.id, String(w.entry.data)]);
+    expect(warned).toEqual([['/Stack/Fast', expect.stringContaining('limiter fast lets 5 calls/s (burst 1) through to POST /labels of Stack/Shipping, whose throttle is 4/s (burst 1)')]]);
+    const plan = JSON.parse(fs.readFileSync(path.join(outdir, 'throttle-plan.json'), 'utf8'));
+    expect(plan.entries.find((e: any) => e.kind === 'apiProxy')).toEqual({
+      kind: 'apiProxy',
+      path: 'Stack/Shipping',
+      stage: 'prod',
+      stageThrottle: { rateLimit: 5, burstLimit: 2 },
+      routes: [{ route: 'POST /labels', rateLimit: 4, burstLimit: 1 }, { route: 'GET /labels', rateLimit: 5, burstLimit: 2 }],
+    });
+  });
+
+  test('dashboard row: requests against the throttle, 429s, 4XX/5XX, latency; alarms on 429s, 5xx and p99', () => {
+    const { stack, proxy } = build();
+    const dashboard = new ThrottleDashboard(stack, 'Throttles').addApiProxy(proxy);
+    const t = Template.fromStack(stack);
+    const body = JSON.stringify(t.findResources('AWS::CloudWatch::Dashboard'));
+    for (const m of ['Count', '4XXError', '5XXError', 'Latency', 'ProxyThrottled']) expect(body).toContain(m);
+    expect(dashboard.alarms).toHaveLength(3);
+    const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm')).map((a: any) => a.Properties);
+    expect(alarms.find((a) => a.MetricName === 'Latency')).toMatchObject({ ExtendedStatistic: 'p99', Threshold: 5000, Namespace: 'AWS/ApiGateway' });
+    expect(alarms.find((a) => a.MetricName === 'ProxyThrottled')).toMatchObject({ Namespace: 'CdkSfnThrottle', Threshold: 1, EvaluationPeriods: 3 });
   });
 
   test('cdk-nag: no unacknowledged finding on the proxy', () => {

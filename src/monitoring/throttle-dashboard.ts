@@ -10,6 +10,7 @@ import { ICircuitBreaker } from '../circuit-breaker';
 import { IConcurrencyLimiter } from '../concurrency-limiter';
 import { IRateLimiter } from '../i-rate-limiter';
 import { Limit } from '../limit';
+import { ThrottledApiProxy } from '../throttled-api-proxy';
 import { ThrottledMap } from '../throttled-map';
 
 /**
@@ -135,6 +136,21 @@ export interface CircuitBreakerAlarms {
   readonly open?: AlarmOverride;
   /** Errors of the breaker function per minute. @default - threshold 1, 3 periods */
   readonly errors?: AlarmOverride;
+}
+
+/** Alarms of a ThrottledApiProxy row. */
+export interface ApiProxyAlarms {
+  /**
+   * Requests the proxy answered 429 (its throttle or a quota) per minute: the limiter in front lets more through than
+   * the proxy's throttle, or callers bypass the limiter.
+   *
+   * @default - threshold 1, 3 periods of 1 minute
+   */
+  readonly throttled?: AlarmOverride;
+  /** Server errors (5XXError) per minute: the upstream or the proxy failing. @default - threshold 5, 3 periods */
+  readonly serverErrors?: AlarmOverride;
+  /** Latency p99 in milliseconds. @default - threshold 5000, 3 periods */
+  readonly latency?: AlarmOverride;
 }
 
 /**
@@ -298,6 +314,49 @@ export class ThrottleDashboard extends Construct {
       leftAnnotations: [{ value: limit.ratePerSecond * 60, label: `${limit.description}`, color: cloudwatch.Color.RED }],
       width: 6,
     });
+  }
+
+  /**
+   * A row for an API proxy: requests, 4XX (429s apart) and 5XX errors, latency p50/p99 against its throttle; alarms on
+   * 429s, server errors and p99 latency.
+   */
+  public addApiProxy(proxy: ThrottledApiProxy, alarms: ApiProxyAlarms = {}): ThrottleDashboard {
+    const t = proxy.stageThrottle;
+    const perMinute = t.rateLimit * 60;
+    this.dashboard.addWidgets(
+      new cloudwatch.TextWidget({
+        markdown: `### API proxy ${proxy.node.path}
+stage ${proxy.stageName}: ${t.rateLimit}/s, burst ${t.burstLimit} (${perMinute}/min)${proxy.upstreamLimit ? `; upstream documents ${proxy.upstreamLimit.rateLimit}/s` : ''}; routes ${proxy.routeKeys.join(', ')}`,
+        width: 24,
+        height: 2,
+      }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'Requests against the stage throttle (per minute)',
+        left: [proxy.metricCount({ label: 'requests' })],
+        leftAnnotations: [{ value: perMinute, label: 'stage throttle' }],
+        width: 8,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Refused and failed',
+        left: [proxy.metricThrottled({ label: '429 (throttle or quota)' }), proxy.metric4XXError({ label: '4XX (429s included)' }), proxy.metric5XXError({ label: '5XX' })],
+        width: 8,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Latency (ms)',
+        left: [proxy.metricLatency({ statistic: 'p50', label: 'p50' }), proxy.metricLatency({ label: 'p99' })],
+        width: 8,
+      }),
+    );
+    const name = proxy.node.path;
+    this.alarm(`${name} throttled`, 'ProxyThrottled', alarms.throttled, { threshold: 1, evaluationPeriods: 3 }, proxy.metricThrottled(),
+      `API proxy ${name}: requests answered 429 — a limiter in front lets more through than the proxy's throttle, or callers bypass it`, proxy);
+    this.alarm(`${name} 5xx`, 'Proxy5xx', alarms.serverErrors, { threshold: 5, evaluationPeriods: 3 }, proxy.metric5XXError(),
+      `API proxy ${name}: server errors — the upstream or the proxy is failing`, proxy);
+    this.alarm(`${name} latency`, 'ProxyLatency', alarms.latency, { threshold: 5000, evaluationPeriods: 3 }, proxy.metricLatency(),
+      `API proxy ${name}: p99 latency at or above the threshold (ms)`, proxy);
+    return this;
   }
 
   public addConcurrencyLimiter(limiter: IConcurrencyLimiter, alarms: ConcurrencyLimiterAlarms = {}): ThrottleDashboard {
