@@ -9,6 +9,8 @@ import { InferenceBatchStack, BATCH_SIZE, ENDPOINT_CONCURRENCY } from '../exampl
 import { OrdersDatabaseStack } from '../examples/orders-database/stack';
 import { PartnerOutageStack, PARTNER_FAILURES } from '../examples/partner-outage/stack';
 import { ShippingApiStack, SHIPPING_API_BURST, SHIPPING_API_RATE } from '../examples/shipping-api/stack';
+import { ShippingApiProxyStack } from '../examples/shipping-api-proxy/stack';
+import { apiGatewayStandIn } from '../local/api-gateway';
 import { LocalRunner, statesEntered } from '../local/runner';
 import { type Admission, nowUs, sleep } from '../local/timing';
 import { RateLimiter } from '../src';
@@ -22,6 +24,7 @@ describe('examples', () => {
     ['fan-out', () => new FanOutStack(new App(), 'FanOutExample', ENV)],
     ['orders-database', () => new OrdersDatabaseStack(new App(), 'OrdersDatabaseExample', ENV)],
     ['partner-outage', () => new PartnerOutageStack(new App(), 'PartnerOutageExample', ENV)],
+    ['shipping-api-proxy', () => new ShippingApiProxyStack(new App(), 'ShippingApiProxyExample', ENV)],
   ] as [string, () => Stack][])('%s synthesizes (snapshot)', (_name, make) => {
     expect(Template.fromStack(make()).toJSON()).toMatchSnapshot();
   });
@@ -144,6 +147,26 @@ describe('examples', () => {
       const table = stack.getLogicalId(stack.parked.node.defaultChild as any);
       const item = await runner.db.client.send(new GetItemCommand({ TableName: runner.nameOf(table), Key: { paymentId: { S: 'pay-105' } } }));
       expect(item.Item?.reason?.S).toMatch(/^circuit breaker payments-partner-breaker is open for key default \(opened 20.*\): not called, retry after 20/);
+    } finally {
+      await runner.stop();
+    }
+  });
+
+  test('(e) shipping API behind the proxy: 20 orders at once through a stand-in that enforces the proxy\'s throttle — every label created, every 429 retried with a token', async () => {
+    const stack = new ShippingApiProxyStack(new App(), 'ShippingApiProxyExample', ENV);
+    const api = apiGatewayStandIn(stack.proxy, {
+      'POST /labels': (req) => ({ status: 201, body: { trackingNumber: `TRK-${(req.body as any).orderId}` } }),
+    });
+    const runner = await LocalRunner.start(stack, stack.machine, { dynamoDbProcess: true, integrations: [api.integration] });
+    try {
+      const results = await quiet(() => Promise.all(Array.from({ length: 20 }, (_, i) => runner.run({ orderId: `order-${i}`, address: {} }))));
+      expect(results.filter((r) => r.status !== 'SUCCEEDED').map((r) => [r.error, r.cause])).toEqual([]);
+      expect(results.map((r) => r.output.label.ResponseBody.trackingNumber).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `TRK-order-${i}`).sort());
+      const created = api.calls.filter((c) => c.status === 201).length;
+      const refused = api.calls.filter((c) => c.status === 429).length;
+      expect(created).toBe(20);
+      // every call held a token: acquires = calls (each 429 went back through the limiter)
+      expect(results.reduce((n, r) => n + statesEntered(r, 'Create Label Acquire'), 0)).toBe(created + refused);
     } finally {
       await runner.stop();
     }

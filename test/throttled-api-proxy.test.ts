@@ -8,6 +8,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { ProxyAuthorization, ProxyTarget, RateLimitedTask, RateLimiter, ThrottleChecks, ThrottleDashboard, ThrottledApiProxy } from '../src';
 import { aslOf } from './support/asl';
+import { apiGatewayStandIn } from '../local/api-gateway';
 import { nagFindings } from './support/nag';
 import { expectValidationError } from './support/validation';
 
@@ -141,6 +142,22 @@ describe('ThrottledApiProxy', () => {
     const alarms = Object.values(t.findResources('AWS::CloudWatch::Alarm')).map((a: any) => a.Properties);
     expect(alarms.find((a) => a.MetricName === 'Latency')).toMatchObject({ ExtendedStatistic: 'p99', Threshold: 5000, Namespace: 'AWS/ApiGateway' });
     expect(alarms.find((a) => a.MetricName === 'ProxyThrottled')).toMatchObject({ Namespace: 'CdkSfnThrottle', Threshold: 1, EvaluationPeriods: 3 });
+  });
+
+  test('the local stand-in answers as the proxy would: a token bucket per route with its throttle, 429 as ApiGateway.429', async () => {
+    const { proxy } = build();
+    const api = apiGatewayStandIn(proxy, {
+      'POST /labels': () => ({ status: 201, body: { ok: true } }),
+      'GET /labels/{id}': (req) => ({ id: req.pathParameters.id }),
+    });
+    const call = api.integration.handler({ name: 'T', resource: 'arn:aws:states:::apigateway:invoke', state: {} }, [] as any, {} as any)!;
+    // POST /labels: its own throttle, burst 1 — three at once: one through, two refused
+    const posts = await Promise.allSettled([0, 1, 2].map(() => call({ Method: 'POST', Path: '/labels', RequestBody: {} }, {} as any)));
+    expect(posts.map((p) => (p.status === 'fulfilled' ? (p.value as any).StatusCode : (p.reason as Error).name))).toEqual([201, 'ApiGateway.429', 'ApiGateway.429']);
+    // GET /labels/{id}: the stage's throttle (burst 2), its own bucket
+    const gets = await Promise.allSettled([0, 1, 2].map((i) => call({ Method: 'GET', Path: `/labels/${i}` }, {} as any)));
+    expect(gets.map((p) => (p.status === 'fulfilled' ? (p.value as any).ResponseBody.id : (p.reason as Error).name))).toEqual(['0', '1', 'ApiGateway.429']);
+    await expect(Promise.resolve(call({ Method: 'DELETE', Path: '/labels/1' }, {} as any))).rejects.toMatchObject({ name: 'ApiGateway.403' });
   });
 
   test('cdk-nag: no unacknowledged finding on the proxy', () => {
