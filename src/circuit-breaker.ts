@@ -401,10 +401,11 @@ class ProtectedTask extends sfn.StateMachineFragment {
 
   constructor(scope: Construct, id: string, breaker: ICircuitBreaker, options: ProtectOptions) {
     super(scope, id);
+    const resultPath = checkedResultPath(this, options.resultPath);
     const w: BreakerWiring = {
       breaker,
-      key: checkedBreakerKey(this, 'key', options.key),
-      resultPath: checkedResultPath(this, options.resultPath),
+      key: checkedBreakerKey(this, 'key', options.key, [resultPath, (options.task.toStateJson() as { ResultPath?: string }).ResultPath]),
+      resultPath,
       task: options.task,
       hint: { queryLanguage: options.queryLanguage },
     };
@@ -427,7 +428,7 @@ class ProtectedTask extends sfn.StateMachineFragment {
     const recorder = failureRecorder(scope, id, w, errorPath, options.fallback ?? raise, raise);
     options.task.addCatch(recorder, { errors: [sfn.Errors.ALL], resultPath: errorPath });
     // the catch in the task's own language (JSONata: Output, not ResultPath)
-    if (options.task instanceof sfn.TaskStateBase) catchesInTaskLanguage(options.task);
+    catchesInTaskLanguage(options.task);
     options.task.next(successRecorder(scope, id, w, done));
     this.startState = breakerGate(scope, id, w, options.task, options.fallback ?? circuitOpenFail(scope, id, w)).check;
     this.endStates = [done];

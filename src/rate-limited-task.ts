@@ -1,4 +1,4 @@
-import { Duration } from 'aws-cdk-lib';
+import { Annotations, Duration } from 'aws-cdk-lib';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { AcquireMode, AcquireOptions } from './acquire';
@@ -236,15 +236,18 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
     this.endStates = [props.task];
     if (props.settle && settleField) {
       this.settleState = settleStates(this, `${id} Settle`, props.limiter, settleField, props.settle);
-      props.task.next(this.settleState);
       this.endStates = [this.settleState];
+      // its errors reach addCatch too
+      this.catchers.push(this.settleState);
     }
+    // after the task: a probe's success closes the breaker (before a settle, whose failure must not leave it
+    // half-open; any other success writes nothing), then the settle
     if (breaker) {
-      // a probe's success closes the breaker; any other success writes nothing
-      const done = new sfn.Pass(this, `${id} Done`);
-      const recorder = successRecorder(this, id, breaker, done);
-      (this.settleState ?? props.task).next(recorder);
-      this.endStates = [done];
+      const last: sfn.INextable & sfn.IChainable = this.settleState ?? new sfn.Pass(this, `${id} Done`);
+      props.task.next(successRecorder(this, id, breaker, last));
+      this.endStates = [last];
+    } else if (this.settleState) {
+      props.task.next(this.settleState);
     }
     this.node.addValidation({ validate: () => this.validateTask() });
     const ownStates = () => this.node.findAll().filter((c): c is sfn.State => c instanceof sfn.State);
@@ -284,15 +287,24 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
 
 function breakerWiring(scope: Construct, props: RateLimitedTaskProps): BreakerWiring {
   const cb = props.circuitBreaker!;
+  const resultPath = checkedResultPath(scope, cb.resultPath);
   const w: BreakerWiring = {
     breaker: cb.breaker,
-    key: checkedBreakerKey(scope, 'circuitBreaker.key', cb.key),
-    resultPath: checkedResultPath(scope, cb.resultPath),
+    key: checkedBreakerKey(scope, 'circuitBreaker.key', cb.key, [resultPath, props.resultPath, (props.task.toStateJson() as { ResultPath?: string }).ResultPath]),
+    resultPath,
     hint: { queryLanguage: props.queryLanguage },
     task: props.task,
   };
   checkTaskKeepsBreakerData(scope, props.task, w.resultPath, 'the circuit breaker reads whether the call was a probe from the data after it');
   warnBreakerUse(scope, cb.breaker, props.task, props.retry ?? RetryPolicy.throttling());
+  // an elected probe waits for its token before it calls: a wait longer than the cooldown and it is taken for lost
+  const mode = props.acquire?.mode ?? AcquireMode.RESERVE;
+  const cooldown = cb.breaker.cooldown.toSeconds();
+  if (mode === AcquireMode.RESERVE && props.limiter.maxWait.toSeconds() > cooldown) {
+    Annotations.of(scope).addWarningV2('cdk-sfn-throttle:probeOutlivesCooldown',
+      `limiter ${props.limiter.limiterName} may keep a call waiting for its token up to maxWait (${props.limiter.maxWait.toSeconds()} s), longer than the breaker's `
+      + `cooldown (${cooldown} s): a probe still waiting is taken for lost and another execution is elected beside it. Lengthen the cooldown or shorten maxWait`);
+  }
   const rp = props.resultPath;
   if (rp !== undefined && rp !== sfn.JsonPath.DISCARD && (rp === '$' || rp === w.resultPath || rp.startsWith(`${w.resultPath}.`) || w.resultPath.startsWith(`${rp}.`))) {
     fail(scope, `resultPath ${rp} overlaps circuitBreaker.resultPath ${w.resultPath}: the acquire's result would overwrite the breaker's data`);

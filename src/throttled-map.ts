@@ -8,7 +8,7 @@ import { ConcurrencyLimitedTask, IConcurrencyLimiter } from './concurrency-limit
 import { ThrottleErrors } from './errors';
 import { IRateLimiter } from './i-rate-limiter';
 import { AcquireTask, acquireStates, backoffStates, consumedAmount, consumedAmounts, isMultiLimit } from './private/acquire-task';
-import { BreakerPass } from './private/breaker-states';
+import { BreakerPass, isBreakerState } from './private/breaker-states';
 import { AcquireField, BACKOFF_PHASE, DEFAULT_KEY, ITEM_ERROR_FIELD } from './private/contract';
 import { expr, holdsJsonata, isJsonataExpression, jsonataOf, languageValidation, pathOfToken, readsJsonPath, userExpression } from './private/query-language';
 import { LanguageDistributedMap, LanguageMap, LanguageParallel, LanguagePass } from './private/states';
@@ -573,12 +573,14 @@ export class ThrottledMap extends sfn.StateMachineFragment {
 function ownRetries(start: sfn.State): { state: string; errors: string[] }[] {
   // The limiter's own calls (acquire and backoff of a RateLimitedTask inside the processor) call no downstream.
   const limiterStates = new Set(Stack.of(start).node.findAll().filter((c) => c instanceof AcquireTask).map((c) => (c as AcquireTask).stateId));
+  // a circuit breaker's check and function calls (breaker.protect() in the processor) call no downstream either
+  const breakerStates = new Set(Stack.of(start).node.findAll().filter((c) => isBreakerState(c)).map((c) => (c as sfn.State).stateId));
   const found: { state: string; errors: string[] }[] = [];
   const visit = (name: string, json: any) => {
     const errors = ((json.Retry ?? []) as { ErrorEquals: string[] }[]).flatMap((r) => r.ErrorEquals);
     const params = json.Parameters;
     const ours = limiterStates.has(name) && params !== undefined && (AcquireField.TOKENS in params || params[AcquireField.PHASE] === BACKOFF_PHASE);
-    if (errors.length > 0 && !ours) found.push({ state: name, errors });
+    if (errors.length > 0 && !ours && !breakerStates.has(name)) found.push({ state: name, errors });
     for (const branch of [...(json.Branches ?? []), ...(json.ItemProcessor ? [json.ItemProcessor] : []), ...(json.Iterator ? [json.Iterator] : [])]) {
       for (const [n, st] of Object.entries(branch.States ?? {})) visit(n, st);
     }

@@ -143,6 +143,28 @@ describe('CircuitBreaker in JSONata machines', () => {
     expectAllJsonata(machine(again.stack, fixed));
   });
 
+  test('a JSONata Parallel as the task: its catch in JSONata; the key: a missing field fails, a literal is never evaluated', async () => {
+    const { stack, breaker, call } = setup();
+    const parallel = sfn.Parallel.jsonata(stack, 'Both', { outputs: '{% $merge([$states.input, {"results": $states.result}]) %}' }).branch(call('Call A'));
+    const def = machine(stack, breaker.protect(stack, 'Guard', { task: parallel, key: '$.partner' }));
+    expectAllJsonata(def);
+    await expect(ev(def.States['Guard Check'].Arguments.Key.pk.S, { input: {} })).rejects.toMatchObject({ message: expect.stringContaining('the circuit breaker key $.partner is not in the input') });
+    const lit = setup();
+    const def2 = machine(lit.stack, lit.breaker.protect(lit.stack, 'Guard', { task: lit.call('Call'), key: '{% 1 + 1 %}' }));
+    expect(await ev(def2.States['Guard Check'].Arguments.Key.pk.S, { input: {} })).toBe('partner#breaker#{% 1 + 1 %}');
+    expect(await ev(def2.States['Guard Elect'].Arguments.key, { input: {} })).toBe('{% 1 + 1 %}');
+  });
+
+  test.each([
+    ['an Output that nests the input', '{% {"original": $states.input, "result": $states.result.Payload} %}'],
+    ['an Output that writes over the breaker\'s data', '{% $merge([$states.input, {"circuit": $states.result.Payload}]) %}'],
+  ])('fails at synth: %s', (_n, outputs) => {
+    const { stack, breaker } = setup();
+    const fn = lambda.Function.fromFunctionArn(stack, 'Fn2', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+    const task = tasks.LambdaInvoke.jsonata(stack, 'Call', { lambdaFunction: fn, retryOnServiceExceptions: false, outputs });
+    expectValidationError(() => machine(stack, breaker.protect(stack, 'Guard', { task })), /must keep its input .*not writing "circuit"/);
+  });
+
   test('fails at synth: a JSONata task that does not keep its input', () => {
     const { stack, breaker, call } = setup();
     expectValidationError(() => machine(stack, breaker.protect(stack, 'Guard', { task: call('Call Partner', false) })),

@@ -11,7 +11,7 @@ import { nagFindings } from './support/nag';
 import { expectValidationError } from './support/validation';
 import { LocalRunner, statesEntered } from '../local/runner';
 import { sleep } from '../local/timing';
-import { CircuitBreaker, MapConcurrency, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard, ThrottledMap, ThrottleErrors } from '../src';
+import { CircuitBreaker, Limit, MapConcurrency, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard, ThrottledMap, ThrottleErrors } from '../src';
 
 // A circuit breaker shared by every execution: judged by the calls that reach the downstream, in the local runner
 // with the real breaker function and dynalite.
@@ -162,6 +162,18 @@ describe('CircuitBreaker', () => {
       const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' });
       return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task, key: 'k'.repeat(513) });
     }, /key must be a JSONPath or a literal of 1 to 512 characters, got "k+" \(513\)/],
+    ['a key under the breaker\'s own data (overwritten by the check)', () => {
+      const stack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' });
+      return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task, key: '$.circuit.id' });
+    }, /key \$.circuit.id is under \$.circuit, which is written during the call/],
+    ['a key under the task\'s result', () => {
+      const stack = new Stack();
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const task = tasks.LambdaInvoke.jsonPath(stack, 'T', { lambdaFunction: fn, resultPath: '$.r' });
+      return new CircuitBreaker(stack, 'B').protect(stack, 'G', { task, key: '$.r.partner' });
+    }, /key \$.r.partner is under \$.r, which is written during the call/],
     ['a literal key with a backslash', () => {
       const stack = new Stack();
       const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
@@ -486,6 +498,29 @@ describe('CircuitBreaker', () => {
       expect(states['Orders Item Wait While Open']).toMatchObject({ TimestampPath: '$.circuit.open.retryAfter', Next: 'Orders Item Check' });
     });
 
+    test('with settle: a probe\'s success is recorded before the settle; addCatch reaches the settle', () => {
+      const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+      const breaker = new CircuitBreaker(stack, 'Partner', { breakerName: 'partner', failureErrors: ['DownstreamUnavailable'] });
+      const limiter = new RateLimiter(stack, 'Api', { limiterName: 'api', limits: [Limit.perMinute(60), Limit.perMinute(6000, { dimension: 'tokens', burst: 1000 })] });
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:partner');
+      const limited = new RateLimitedTask(stack, 'Limited', {
+        limiter,
+        task: tasks.LambdaInvoke.jsonPath(stack, 'Call Partner', { lambdaFunction: fn, payloadResponseOnly: true, retryOnServiceExceptions: false, resultPath: '$.result' }),
+        acquire: { consume: { requests: 1, tokens: 100 } },
+        resultPath: '$.acquired',
+        settle: { consume: { tokens: sfn.JsonPath.numberAt('$.result.used') } },
+        circuitBreaker: { breaker },
+      });
+      limited.addCatch(new sfn.Pass(stack, 'Handled'));
+      new sfn.StateMachine(stack, 'Machine', { definitionBody: sfn.DefinitionBody.fromChainable(limited) });
+      const asl = aslOf(Template.fromStack(stack));
+      expect(asl.States['Call Partner'].Next).toBe('Limited Was Probe');
+      expect(asl.States['Limited Was Probe'].Default).toBe('Limited Settle');
+      expect(asl.States['Limited Probe Succeeded'].Next).toBe('Limited Settle');
+      expect(asl.States['Limited Settle'].Catch.map((c: any) => c.Next)).toContain('Handled');
+      expect(limited.endStates.map((st) => (st as unknown as sfn.State).stateId)).toEqual(['Limited Settle']);
+    });
+
     test('a probe that meets a throttling error gives its place back and is elected again on its retry; it closes the breaker', async () => {
       const { stack, machine } = limitedBuild(RetryPolicy.throttling({ errors: ['Lambda.TooManyRequestsException'], maxAttempts: 3 }), 2);
       let calls = 0;
@@ -600,6 +635,16 @@ describe('CircuitBreaker', () => {
         await runner.stop();
       }
     }, 120_000);
+
+    test('protect() in a multi-state item processor under a limiter: the breaker\'s own retries are not the downstream\'s', () => {
+      const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+      const breaker = new CircuitBreaker(stack, 'B', { failureErrors: ['Down'] });
+      const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:x');
+      const guarded = breaker.protect(stack, 'Guard', { task: tasks.LambdaInvoke.jsonPath(stack, 'Call', { lambdaFunction: fn, retryOnServiceExceptions: false, resultPath: '$.r' }) });
+      const map = new ThrottledMap(stack, 'Orders', { limiter: new RateLimiter(stack, 'Api', { ratePerSecond: 5 }), itemProcessor: guarded });
+      new sfn.StateMachine(stack, 'M', { definitionBody: sfn.DefinitionBody.fromChainable(map) });
+      expect(() => Template.fromStack(stack)).not.toThrow();
+    });
 
     test('fails at synth without a limiter (it is the RateLimitedTask option)', () => {
       const stack = new Stack();

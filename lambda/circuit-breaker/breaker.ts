@@ -50,7 +50,7 @@ export interface BreakerDeps {
   readonly emit: (line: string) => void;
 }
 
-export type BreakerAnswer = { call: boolean; probe: boolean; until: string; openedAt: string } | { transition: Transition };
+export type BreakerAnswer = { call: boolean; probe: boolean; until: string; openedAt: string; period?: number } | { transition: Transition };
 
 export async function handle(event: unknown, deps: BreakerDeps): Promise<BreakerAnswer> {
   const e = (event ?? {}) as Record<string, unknown>;
@@ -63,6 +63,10 @@ export async function handle(event: unknown, deps: BreakerDeps): Promise<Breaker
   const ops: string[] = Object.values(BreakerOp);
   if (typeof op !== 'string' || !ops.includes(op)) throw invalid(`op must be one of ${ops.join(', ')}, got ${JSON.stringify(op)}`);
   const probe = e[BreakerField.PROBE] === true;
+  // the period a probe was elected in (the until of its election): a probe of an earlier period is not this one's
+  const period = typeof e[BreakerField.PERIOD] === 'number' ? e[BreakerField.PERIOD] as number : undefined;
+  // the state machine's time when it asked (its clock may be ahead of this one)
+  const askedAt = typeof e[BreakerField.AT] === 'string' ? Date.parse(e[BreakerField.AT] as string) : NaN;
   const pk = breakerItemKey(deps.breakerName, key);
   for (let writes = 0; writes < MAX_WRITES; writes++) {
     const stored = await deps.store.read(pk);
@@ -75,18 +79,21 @@ export async function handle(event: unknown, deps: BreakerDeps): Promise<Breaker
       next = r.state;
       // not elected: retry after the period ends, in whole seconds (a Wait on a timestamp ignores milliseconds) and at
       // least a second from now (a Step Functions clock ahead of this one would otherwise loop Wait → elect at once)
-      const retryAfter = r.call ? wholeSecond(r.state.until) : Math.max(wholeSecond(r.state.until), wholeSecond(now + 1000));
-      answer = { call: r.call, probe: r.probe, until: iso(retryAfter), openedAt: iso(r.state.openedAt) };
+      const latest = Number.isFinite(askedAt) ? Math.max(now, askedAt) : now;
+      const retryAfter = r.call ? wholeSecond(r.state.until) : Math.max(wholeSecond(r.state.until), wholeSecond(latest + 1000));
+      answer = {
+        call: r.call, probe: r.probe, until: iso(retryAfter), openedAt: iso(r.state.openedAt), ...(r.probe ? { period: r.state.until } : {}),
+      };
     } else if (op === BreakerOp.FAILURE) {
-      const r = recordFailure(state, now, deps.settings, probe);
+      const r = recordFailure(state, now, deps.settings, probe, period);
       next = r.state;
       answer = { transition: r.transition };
     } else if (op === BreakerOp.RELEASE) {
-      const r = releaseProbe(state, probe);
+      const r = releaseProbe(state, probe, period);
       next = r.state;
       answer = { transition: r.transition };
     } else {
-      const r = recordSuccess(state, probe, now, deps.settings);
+      const r = recordSuccess(state, probe, now, deps.settings, period);
       next = r.state;
       answer = { transition: r.transition };
     }

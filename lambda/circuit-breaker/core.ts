@@ -48,10 +48,21 @@ export const CLOSED: BreakerState = { st: 'closed', f: 0, ws: 0, until: 0, pr: 0
 
 export type Transition = 'opened' | 'reopened' | 'closed' | 'none';
 
-/** A failure the breaker counts (the task failed with one of its failure errors). `probe`: the call was a probe. */
-export function recordFailure(state: BreakerState, nowMs: number, s: BreakerSettings, probe: boolean):
+/**
+ * Whether a call elected as a probe in the period that ends at `period` (the `until` it was elected with) is a probe
+ * of the current half-open period: a probe taken for lost (its period ended, another was elected) is not.
+ */
+export function isCurrentProbe(state: BreakerState, probe: boolean, period: number | undefined): boolean {
+  return probe && state.st === 'half' && period !== undefined && state.until === period;
+}
+
+/**
+ * A failure the breaker counts (the task failed with one of its failure errors). `probe`: the call was elected as a
+ * probe, in the period ending at `period`.
+ */
+export function recordFailure(state: BreakerState, nowMs: number, s: BreakerSettings, probe: boolean, period?: number):
 { state: BreakerState; transition: Transition } {
-  if (state.st === 'half' && probe) {
+  if (isCurrentProbe(state, probe, period)) {
     return { state: { ...state, st: 'open', until: nowMs + s.cooldownMs, pr: 0, f: 0, openedAt: nowMs }, transition: 'reopened' };
   }
   if (state.st !== 'closed') return { state, transition: 'none' }; // a call that started before it opened
@@ -80,8 +91,10 @@ function trips(failures: number, successes: number, s: BreakerSettings): boolean
  * A call succeeded. A probe's success closes a half-open breaker. Under the rate rule, a success while closed within
  * a window (a failure counted less than `windowMs` ago) is counted; any other success changes nothing (no write).
  */
-export function recordSuccess(state: BreakerState, probe: boolean, nowMs = 0, s?: BreakerSettings): { state: BreakerState; transition: Transition } {
-  if (state.st === 'half' && probe) return { state: CLOSED, transition: 'closed' };
+export function recordSuccess(state: BreakerState, probe: boolean, nowMs = 0, s?: BreakerSettings, period?: number):
+{ state: BreakerState; transition: Transition } {
+  // a probe's success closes it — a probe of an earlier period too: the downstream answered
+  if (state.st === 'half' && probe && period !== undefined) return { state: CLOSED, transition: 'closed' };
   if (s?.failureRate !== undefined && state.st === 'closed' && !windowEnded(state, nowMs, s)) {
     return { state: { ...state, s: (state.s ?? 0) + 1 }, transition: 'none' };
   }
@@ -92,8 +105,8 @@ export function recordSuccess(state: BreakerState, probe: boolean, nowMs = 0, s?
  * A probe ended without a verdict (its task failed with an error the breaker does not count: the caller's own, or
  * throttling): its place is given back, so another execution is elected without waiting out the period.
  */
-export function releaseProbe(state: BreakerState, probe: boolean): { state: BreakerState; transition: Transition } {
-  if (state.st === 'half' && probe && state.pr > 0) return { state: { ...state, pr: state.pr - 1 }, transition: 'none' };
+export function releaseProbe(state: BreakerState, probe: boolean, period?: number): { state: BreakerState; transition: Transition } {
+  if (isCurrentProbe(state, probe, period) && state.pr > 0) return { state: { ...state, pr: state.pr - 1 }, transition: 'none' };
   return { state, transition: 'none' };
 }
 

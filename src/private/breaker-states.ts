@@ -45,10 +45,14 @@ const PATH_KEY = /^\$(\.[A-Za-z_][A-Za-z0-9_-]*)+$/;
 export const MAX_LITERAL_KEY = 512;
 
 /** A key: a simple JSONPath (`$.partner`, `$.order.partnerId`), or a literal of 1 to 512 characters. */
-export function checkedBreakerKey(owner: IConstruct, prop: string, key: string | undefined): string {
+export function checkedBreakerKey(owner: IConstruct, prop: string, key: string | undefined, written: Array<string | null | undefined> = []): string {
   const k = key ?? 'default';
   if (k.startsWith('$')) {
     if (!PATH_KEY.test(k)) fail(owner, `${prop} must be a simple JSONPath like $.partner (fields only) or a literal, got ${JSON.stringify(k)}`);
+    // the key is read before and after the call: not where the breaker, the acquire, the task or the library write
+    const over = [...written, '$.cdkSfnThrottle'].filter((p): p is string => typeof p === 'string' && p !== '$')
+      .find((p) => k === p || k.startsWith(`${p}.`) || (p === '$.cdkSfnThrottle' && k.startsWith(p)));
+    if (over) fail(owner, `${prop} ${k} is under ${over}, which is written during the call (the key is read before and after it): read it from elsewhere`);
     return k;
   }
   if (k.length < 1 || k.length > MAX_LITERAL_KEY) fail(owner, `${prop} must be a JSONPath or a literal of 1 to ${MAX_LITERAL_KEY} characters, got ${JSON.stringify(k)} (${k.length})`);
@@ -81,9 +85,14 @@ function js(path: string): string {
   return ['$states.input', ...fields.map((f) => (/^[A-Za-z_][A-Za-z0-9_]*$/.test(f) ? f : `\`${f}\``))].join('.');
 }
 
-/** The key as a JSONata string expression: the literal, or the value at the path formatted as a string. */
+/**
+ * The key as a JSONata string expression: the literal, or the value at the path formatted as a string — an error when
+ * the field is missing, as the JSONPath rendering fails (JSONata would give undefined: every such execution one item).
+ */
 function keyJsonata(key: string): string {
-  return key.startsWith('$') ? `$string(${js(key)})` : JSON.stringify(key);
+  return key.startsWith('$')
+    ? `($exists(${js(key)}) ? $string(${js(key)}) : $error(${JSON.stringify(`the circuit breaker key ${key} is not in the input`)}))`
+    : JSON.stringify(key);
 }
 
 /** The language a breaker state renders in (and the marker a JSONata state needs where the surrounding is not). */
@@ -170,7 +179,7 @@ class BreakerWait extends sfn.Wait {
 /** A call of the breaker function: `{ op, probe?, key }`, the key always a string (a number at the path is formatted). */
 class BreakerCall extends AcquireTask {
   constructor(scope: Construct, id: string, private readonly w: BreakerWiring,
-    private readonly request: { op: string; probe?: boolean }, props: sfn.TaskStateBaseProps) {
+    private readonly request: { op: string; probe?: boolean; period?: boolean; at?: boolean }, props: sfn.TaskStateBaseProps) {
     super(scope, id, w.breaker.breakerFunction, {}, props, { hint: w.hint ?? {} });
   }
 
@@ -179,13 +188,28 @@ class BreakerCall extends AcquireTask {
     const r = lang(this, topLevelQueryLanguage, this.w);
     const fields = { [BreakerField.OP]: this.request.op, ...(this.request.probe === undefined ? {} : { [BreakerField.PROBE]: this.request.probe }) };
     const key = this.w.key;
+    const period = `${this.w.resultPath}.elected.${BreakerResultField.PERIOD}`;
     const resource = this.w.breaker.breakerFunction.functionArn;
     if (r.lang === JSONATA) {
-      return { Resource: resource, Arguments: { ...fields, [BreakerField.KEY]: key.startsWith('$') ? expr(keyJsonata(key)) : key } };
+      return {
+        Resource: resource,
+        Arguments: {
+          ...fields,
+          // a literal key as an expression too: a literal that looks like {% ... %} would be evaluated
+          [BreakerField.KEY]: expr(keyJsonata(key)),
+          ...(this.request.period ? { [BreakerField.PERIOD]: expr(js(period)) } : {}),
+          ...(this.request.at ? { [BreakerField.AT]: expr('$states.context.State.EnteredTime') } : {}),
+        },
+      };
     }
     return {
       Resource: resource,
-      Parameters: { ...fields, ...(key.startsWith('$') ? { [`${BreakerField.KEY}.$`]: `States.Format('{}', ${key})` } : { [BreakerField.KEY]: key }) },
+      Parameters: {
+        ...fields,
+        ...(key.startsWith('$') ? { [`${BreakerField.KEY}.$`]: `States.Format('{}', ${key})` } : { [BreakerField.KEY]: key }),
+        ...(this.request.period ? { [`${BreakerField.PERIOD}.$`]: period } : {}),
+        ...(this.request.at ? { [`${BreakerField.AT}.$`]: '$$.State.EnteredTime' } : {}),
+      },
     };
   }
 }
@@ -239,9 +263,12 @@ class BreakerCheck extends sfn.TaskStateBase {
     const task = this.w.task;
     if (!task) return;
     const json = task.toStateJson(JSONATA) as Record<string, unknown>;
-    if (typeof json.Output !== 'string' || !json.Output.includes('$states.input')) {
+    const field = this.w.resultPath.split('.')[1];
+    const keeps = typeof json.Output === 'string' && /^\{%\s*\$merge\(\[\s*\$states\.input\s*,/.test(json.Output)
+      && !new RegExp(`["'\`]${field}["'\`]\s*:`).test(json.Output);
+    if (!keeps) {
       fail(this, `in a JSONata state machine the protected task ${task.node.path} must keep its input (the breaker reads whether the call was a probe from it): `
-        + `give it outputs: '{% $merge([$states.input, {"result": $states.result}]) %}', got ${json.Output === undefined ? 'no Output' : JSON.stringify(json.Output)}`);
+        + `give it outputs: '{% $merge([$states.input, {"result": $states.result}]) %}' (not writing "${field}"), got ${json.Output === undefined ? 'no Output' : JSON.stringify(json.Output)}`);
     }
   }
 
@@ -270,7 +297,8 @@ function probeRule(rp: string): [sfn.Condition, string] {
  */
 function record(scope: Construct, name: string, w: BreakerWiring, op: string, probe: boolean, then: sfn.IChainable, endsProbe = false): sfn.State {
   const at = endsProbe ? `${w.resultPath}.elected` : undefined;
-  const t = new BreakerCall(scope, name, w, { op, probe }, { resultPath: at ?? sfn.JsonPath.DISCARD });
+  // a probe's verdict names the period it was elected in (a probe of an earlier period is not this one's)
+  const t = new BreakerCall(scope, name, w, { op, probe, period: probe }, { resultPath: at ?? sfn.JsonPath.DISCARD });
   t.addCatch(then, { errors: [sfn.Errors.ALL], resultPath: at ?? `${w.resultPath}.recordError` });
   t.next(then);
   return t;
@@ -302,7 +330,7 @@ export function breakerGate(scope: Construct, id: string, w: BreakerWiring, proc
   const notElected = new BreakerPass(scope, `${id} Not Elected`, w,
     openData(`${elected}.${BreakerResultField.OPENED_AT}`, `${elected}.${BreakerResultField.UNTIL}`), `${rp}.open`);
   notElected.next(onOpen);
-  const elect = new BreakerCall(scope, `${id} Elect`, w, { op: BreakerOp.ELECT }, { resultPath: elected });
+  const elect = new BreakerCall(scope, `${id} Elect`, w, { op: BreakerOp.ELECT, at: true }, { resultPath: elected });
   const call = `${elected}.${BreakerResultField.CALL}`;
   elect.next(new BreakerChoice(scope, `${id} Elected`, w)
     .whenBoth(sfn.Condition.booleanEquals(call, true), `${js(call)} = true`, proceed)
@@ -428,4 +456,9 @@ export function warnBreakerUse(owner: IConstruct, breaker: BreakerRef, task: sfn
       `the breaker's cooldown (${cooldown} s) is shorter than the retry policy's first backoff (${retry.interval.toSeconds()} s): `
       + 'a retry always finds the breaker past its cooldown and probes, so the downstream gets no rest from retries. Lengthen the cooldown');
   }
+}
+
+/** Whether `state` is one of the breaker's own (its check and its function's calls: no downstream is called). */
+export function isBreakerState(state: unknown): boolean {
+  return state instanceof BreakerCheck || state instanceof BreakerCall;
 }

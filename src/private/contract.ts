@@ -266,6 +266,10 @@ export const BreakerField = {
   KEY: 'key',
   /** Whether the call was a probe (elected while half-open). */
   PROBE: 'probe',
+  /** The period the probe was elected in (the election's `period`). */
+  PERIOD: 'period',
+  /** The state machine's time of the request (`$$.State.EnteredTime`). */
+  AT: 'at',
 } as const;
 
 /** Fields of the breaker function's answer to an election. */
@@ -277,6 +281,8 @@ export const BreakerResultField = {
   UNTIL: 'until',
   /** When it last opened, ISO 8601. */
   OPENED_AT: 'openedAt',
+  /** A probe's period (epoch ms): sent back with the probe's verdict. */
+  PERIOD: 'period',
 } as const;
 
 /**

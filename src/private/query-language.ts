@@ -185,7 +185,7 @@ export { JSONATA, JSON_PATH };
  * Catch. The task's rendering is wrapped: its body is aws-cdk-lib's, its catches are translated when the task renders
  * JSONata (the language it renders its own fields in: its own, else the one passed at render time).
  */
-export function catchesInTaskLanguage(task: sfn.TaskStateBase): void {
+export function catchesInTaskLanguage(task: sfn.TaskStateBase | sfn.Parallel): void {
   const own = () => (task as unknown as { queryLanguage?: sfn.QueryLanguage }).queryLanguage;
   wrapRendering(task, (json, topLevel) => (taskLanguage(task, topLevel, own()) === JSONATA ? jsonataCatches(task, json) : json));
 }
@@ -195,7 +195,7 @@ export function catchesInTaskLanguage(task: sfn.TaskStateBase): void {
  * gets aws-cdk-lib's rendering and the language passed at render time. Wrappers compose.
  */
 export function wrapRendering(
-  task: sfn.TaskStateBase, transform: (json: Record<string, any>, topLevel?: sfn.QueryLanguage) => Record<string, any>,
+  task: sfn.State, transform: (json: Record<string, any>, topLevel?: sfn.QueryLanguage) => Record<string, any>,
 ): void {
   const render = task.toStateJson.bind(task);
   Object.defineProperty(task, 'toStateJson', {

@@ -1,5 +1,5 @@
 import * as fc from 'fast-check';
-import { type BreakerSettings, type BreakerState, CLOSED, elect, recordFailure, recordSuccess } from '../../lambda/circuit-breaker/core';
+import { type BreakerSettings, type BreakerState, CLOSED, elect, recordFailure, recordSuccess, releaseProbe } from '../../lambda/circuit-breaker/core';
 
 // The breaker's state machine on the pure core, driven as the state machine drives it: an execution reads the state,
 // is let through when closed, short-circuited while `until` is ahead, asks for election once it has passed; its call
@@ -7,13 +7,14 @@ import { type BreakerSettings, type BreakerState, CLOSED, elect, recordFailure, 
 
 type Op =
   | { kind: 'start'; stale: number }
-  | { kind: 'finish'; pick: number; ok: boolean }
+  | { kind: 'finish'; pick: number; ok: boolean; counted: boolean }
   | { kind: 'abandon'; pick: number }
   | { kind: 'tick'; ms: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('start' as const), stale: fc.nat(3) }) },
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('finish' as const), pick: fc.nat(), ok: fc.boolean() }) },
+  // a failure the breaker does not count (the caller's own, throttling): a probe gives its place back
+  { weight: 4, arbitrary: fc.record({ kind: fc.constant('finish' as const), pick: fc.nat(), ok: fc.boolean(), counted: fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1, arbitrary: fc.constant(false) }) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('abandon' as const), pick: fc.nat() }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('tick' as const), ms: fc.oneof(fc.integer({ min: 0, max: 50 }), fc.integer({ min: 0, max: 3_000 })) }) },
 );
@@ -25,7 +26,7 @@ const settingsArb: fc.Arbitrary<BreakerSettings> = fc.record({
   halfOpenProbes: fc.integer({ min: 1, max: 3 }),
 });
 
-interface Call { probe: boolean; startedAt: number; period: number }
+interface Call { probe: boolean; startedAt: number; period: number; until: number }
 
 describe('circuit breaker core (pure)', () => {
   test('probes per half-open period never above halfOpenProbes; no call while open; open only on threshold failures in the window; a probe decides', () => {
@@ -33,7 +34,6 @@ describe('circuit breaker core (pure)', () => {
       let state: BreakerState = CLOSED;
       let now = 1_700_000_000_000;
       let period = 0; // half-open periods begun
-      const probesIn = new Map<number, number>();
       const inFlight: Call[] = [];
       const failuresClosed: number[] = []; // times of counted failures while closed, since it last closed
       const history: BreakerState[] = [state];
@@ -46,7 +46,7 @@ describe('circuit breaker core (pure)', () => {
           // `until` ahead → short-circuit (no write); else ask the function, which elects on the item as it is
           const read = history[Math.max(0, history.length - 1 - op.stale)];
           if (read.st === 'closed') {
-            inFlight.push({ probe: false, startedAt: now, period });
+            inFlight.push({ probe: false, startedAt: now, period, until: 0 });
           } else if (now < read.until && !(read.st === 'half' && read.pr < s.halfOpenProbes)) {
             // short-circuited: the state machine compares the time itself
           } else {
@@ -54,8 +54,7 @@ describe('circuit breaker core (pure)', () => {
             const e = elect(state, now, s);
             if (e.probe && (before.st === 'open' || now >= before.until)) period++;
             state = e.state;
-            if (e.call) inFlight.push({ probe: e.probe, startedAt: now, period });
-            if (e.probe) probesIn.set(period, (probesIn.get(period) ?? 0) + 1);
+            if (e.call) inFlight.push({ probe: e.probe, startedAt: now, period, until: e.state.until });
             // never a probe while open with its cooldown ahead
             if (before.st === 'open' && now < before.until) expect(e.call).toBe(false);
           }
@@ -63,11 +62,17 @@ describe('circuit breaker core (pure)', () => {
           const [call] = inFlight.splice(op.pick % inFlight.length, 1);
           if (op.kind === 'abandon') continue; // its execution stopped: it never reports
           const before = state;
+          const current = call.probe && before.st === 'half' && call.until === before.until;
           if (op.ok) {
-            state = recordSuccess(state, call.probe && call.period === period).state;
-            if (call.probe && call.period === period && before.st === 'half') expect(state.st).toBe('closed');
+            state = recordSuccess(state, call.probe, now, s, call.probe ? call.until : undefined).state;
+            // a probe's success closes it (one of an earlier period too: the downstream answered)
+            if (call.probe && before.st === 'half') expect(state.st).toBe('closed');
+          } else if (!op.counted) {
+            state = releaseProbe(state, call.probe, call.probe ? call.until : undefined).state;
+            // only the current period's probe gives a place back
+            expect(state.pr).toBe(current ? before.pr - 1 : before.pr);
           } else {
-            const r = recordFailure(state, now, s, call.probe && call.period === period);
+            const r = recordFailure(state, now, s, call.probe, call.probe ? call.until : undefined);
             state = r.state;
             if (before.st === 'closed') failuresClosed.push(now);
             if (r.transition === 'opened') {
@@ -77,12 +82,15 @@ describe('circuit breaker core (pure)', () => {
               expect(failuresClosed.length).toBeGreaterThanOrEqual(s.failureThreshold);
               expect(state.until).toBe(now + s.cooldownMs);
             }
-            if (call.probe && call.period === period && before.st === 'half') expect(state).toMatchObject({ st: 'open', until: now + s.cooldownMs });
+            if (current) expect(state).toMatchObject({ st: 'open', until: now + s.cooldownMs });
           }
           if (state.st === 'closed' && before.st !== 'closed') failuresClosed.length = 0;
           if (before.st === 'closed' && state.st === 'open') failuresClosed.length = 0;
         }
-        for (const n of probesIn.values()) expect(n).toBeLessThanOrEqual(s.halfOpenProbes);
+        // never more probes of the current half-open period running at once than halfOpenProbes
+        if (state.st === 'half') {
+          expect(inFlight.filter((c) => c.probe && c.until === state.until).length).toBeLessThanOrEqual(s.halfOpenProbes);
+        }
         expect(state.pr).toBeLessThanOrEqual(s.halfOpenProbes);
       }
     }), { numRuns: 800 });

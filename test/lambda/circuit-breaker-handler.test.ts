@@ -42,10 +42,28 @@ describe('breaker function', () => {
     let now = 1_700_000_000_000;
     await handle({ op: 'failure', key: 'k' }, deps(store, () => now));
     now += 3_000;
-    expect(await handle({ op: 'elect', key: 'k' }, deps(store, () => now))).toMatchObject({ call: true, probe: true });
+    const first = await handle({ op: 'elect', key: 'k' }, deps(store, () => now)) as { call: boolean; probe: boolean; period: number };
+    expect(first).toMatchObject({ call: true, probe: true, period: expect.any(Number) });
     expect(await handle({ op: 'elect', key: 'k' }, deps(store, () => now))).toMatchObject({ call: false });
-    await handle({ op: 'release', key: 'k', probe: true }, deps(store, () => now));
+    await handle({ op: 'release', key: 'k', probe: true, period: first.period }, deps(store, () => now));
     expect(await handle({ op: 'elect', key: 'k' }, deps(store, () => now))).toMatchObject({ call: true, probe: true });
+  });
+
+  test('a probe of an earlier period (taken for lost) gives back nothing: never two probes at once', async () => {
+    const store = new MemoryStore();
+    let now = 1_700_000_000_000;
+    await handle({ op: 'failure', key: 'k' }, deps(store, () => now));
+    now += 3_000;
+    const p1 = await handle({ op: 'elect', key: 'k' }, deps(store, () => now)) as { period: number };
+    now += 3_000; // P1 outlived the cooldown: P2 is elected in a new period
+    const p2 = await handle({ op: 'elect', key: 'k' }, deps(store, () => now)) as { call: boolean; period: number };
+    expect(p2).toMatchObject({ call: true, probe: true });
+    expect(p2.period).not.toBe(p1.period);
+    await handle({ op: 'release', key: 'k', probe: true, period: p1.period }, deps(store, () => now)); // P1 ends uncounted
+    expect(await handle({ op: 'elect', key: 'k' }, deps(store, () => now))).toMatchObject({ call: false }); // P2 still holds it
+    // P1's counted failure does not re-open it either: only P2 decides
+    await handle({ op: 'failure', key: 'k', probe: true, period: p1.period }, deps(store, () => now));
+    expect(store.items.get('b#breaker#k')!.state).toMatchObject({ st: 'half', pr: 1 });
   });
 
   test.each([
