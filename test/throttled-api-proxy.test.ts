@@ -5,6 +5,7 @@ import { App, Aspects, Stack } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as apigateway from 'aws-cdk-lib/aws-apigateway';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { ProxyAuthorization, ProxyTarget, RateLimitedTask, RateLimiter, ThrottleChecks, ThrottleDashboard, ThrottledApiProxy } from '../src';
 import { aslOf } from './support/asl';
@@ -71,6 +72,28 @@ describe('ThrottledApiProxy', () => {
     expect(arns).toContain('/prod/POST/labels');
     expect(arns).toContain('/prod/GET/labels/*');
     expect(arns).not.toMatch(/"\*"/);
+  });
+
+  test('a Lambda target: a proxy integration to the function, API Gateway allowed to invoke it; templates refused', () => {
+    const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+    const fn = lambda.Function.fromFunctionArn(stack, 'Fn', 'arn:aws:lambda:us-east-1:123456789012:function:labels');
+    const proxy = new ThrottledApiProxy(stack, 'Labels', { target: ProxyTarget.lambda(fn), stageThrottle: { rateLimit: 10, burstLimit: 5 } });
+    proxy.addRoute('POST', '/labels');
+    const t = Template.fromStack(stack);
+    const method = Object.values(t.findResources('AWS::ApiGateway::Method')).map((m: any) => m.Properties)[0];
+    expect(method.Integration.Type).toBe('AWS_PROXY');
+    expect(JSON.stringify(method.Integration.Uri)).toContain('function:labels');
+    expectValidationError(() => proxy.addRoute('GET', '/labels', { responseTemplates: { 'application/json': '$input.body' } }), /requestTemplates and responseTemplates need ProxyTarget.http\(\)/);
+  });
+
+  test('request and response templates: a non-proxy HTTP integration that keeps the upstream\'s 429', () => {
+    const { stack, proxy } = build();
+    proxy.addRoute('PUT', '/labels/{id}', { requestTemplates: { 'application/json': '{"label": $input.json(\'$\')}' }, responseTemplates: { 'application/json': '$input.json(\'$.data\')' } });
+    const methods = Object.values(Template.fromStack(stack).findResources('AWS::ApiGateway::Method')).map((m: any) => m.Properties);
+    const put = methods.find((m) => m.HttpMethod === 'PUT');
+    expect(put.Integration.Type).toBe('HTTP');
+    expect(put.Integration.IntegrationResponses.map((r: any) => [r.SelectionPattern, r.StatusCode])).toEqual([[undefined, '200'], ['429', '429'], ['4\\d{2}', '400'], ['5\\d{2}', '502']]);
+    expect(put.MethodResponses.map((r: any) => r.StatusCode)).toEqual(['200', '400', '429', '502']);
   });
 
   test('grantInvoke: every route of the stage, by its ARN', () => {
