@@ -243,6 +243,13 @@ export interface ThrottledApiProxyProps {
    * @default true
    */
   readonly tracing?: boolean;
+  /**
+   * Create the account-level role API Gateway writes logs with (`AWS::ApiGateway::Account`, one per account and
+   * Region: access and execution logs need it). Set false where the account already has one.
+   *
+   * @default true
+   */
+  readonly cloudWatchRole?: boolean;
 }
 
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
@@ -303,7 +310,7 @@ export class ThrottledApiProxy extends Construct {
       description: `cdk-sfn-throttle proxy ${this.node.path} to ${this.target.description}`,
       // the Step Functions REST API integration calls Regional endpoints only (not edge-optimized, not private)
       endpointConfiguration: { types: [apigateway.EndpointType.REGIONAL] },
-      cloudWatchRole: true,
+      cloudWatchRole: props.cloudWatchRole ?? true,
       cloudWatchRoleRemovalPolicy: RemovalPolicy.DESTROY,
       deployOptions: {
         stageName: this.stageName,
