@@ -50,7 +50,9 @@ export function apiGatewayStandIn(proxy: ThrottledRoutes, handlers: Record<strin
     const pattern = new RegExp(`^${path.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, n) => { names.push(n); return '([^/]+)'; })}$`);
     const t = proxy.throttleOf(method, path);
     return { key, method, pattern, names, rate: t.rateLimit, burst: t.burstLimit, tokens: t.burstLimit, atUs: nowUs() };
-  });
+  })
+    // API Gateway prefers a literal path part to a variable one: /labels/latest before /labels/{id}
+    .sort((a, b) => a.names.length - b.names.length);
   const missing = routes.filter((r) => !handlers[r.key]).map((r) => r.key);
   if (missing.length > 0) throw new Error(`apiGatewayStandIn: no handler for route ${missing.join(', ')}`);
   const calls: ApiCall[] = [];
@@ -59,11 +61,19 @@ export function apiGatewayStandIn(proxy: ThrottledRoutes, handlers: Record<strin
     resource: /:states:::apigateway:invoke$/,
     handler: () => async (input: any) => {
       const method = String(input.Method).toUpperCase();
-      const path = String(input.Path ?? '/');
+      const path = String(input.Path ?? '/').split('?')[0];
       const route = routes.find((r) => r.method === method && r.pattern.test(path));
       if (!route) {
         calls.push({ atUs: nowUs(), route: `${method} ${path}`, status: 403 });
         throw Object.assign(new Error(JSON.stringify({ message: 'Missing Authentication Token' })), { name: 'ApiGateway.403' });
+      }
+      let pathParameters: Record<string, string>;
+      try {
+        const values = route.pattern.exec(path)!.slice(1);
+        pathParameters = Object.fromEntries(route.names.map((n, i) => [n, decodeURIComponent(values[i])]));
+      } catch {
+        calls.push({ atUs: nowUs(), route: route.key, status: 400 });
+        throw Object.assign(new Error(JSON.stringify({ message: 'malformed path' })), { name: 'ApiGateway.400' });
       }
       // the route's token bucket, refilled continuously
       const now = nowUs();
@@ -74,11 +84,10 @@ export function apiGatewayStandIn(proxy: ThrottledRoutes, handlers: Record<strin
         throw Object.assign(new Error(JSON.stringify({ message: 'too many requests: the proxy throttles this route' })), { name: 'ApiGateway.429' });
       }
       route.tokens -= 1;
-      const values = route.pattern.exec(path)!.slice(1);
       const answer = await handlers[route.key]({
         method,
         path,
-        pathParameters: Object.fromEntries(route.names.map((n, i) => [n, decodeURIComponent(values[i])])),
+        pathParameters,
         body: input.RequestBody,
         query: input.QueryParameters,
         headers: input.Headers,

@@ -10,7 +10,7 @@ import { BufferedQueueConsumer } from './buffered-queue-consumer';
 import { ConcurrencyLimitedTask, ConcurrencyLimiterBase } from './concurrency-limiter';
 import { IRateLimiter } from './i-rate-limiter';
 import type { Limit } from './limit';
-import { proxyCalls } from './private/proxy-calls';
+import { type ProxyCall, proxyCalls } from './private/proxy-calls';
 import { fail } from './private/validation';
 import { RateLimitedTask } from './rate-limited-task';
 import { RateLimiterBase } from './rate-limiter';
@@ -323,16 +323,41 @@ function proxyEntry(p: ThrottledApiProxy): PlanEntry {
  * proxy answers the excess 429 (retried with a token, but each one a wasted call and a token).
  */
 function checkProxyCalls(all: IConstruct[]): void {
+  // per route: every limiter feeding it, counted once (calls per second it lets through, the slowest dimension's)
+  const byRoute = new Map<string, { call: ProxyCall; feeds: Map<string, { task: RateLimitedTask; rate: number; burst: number }> }>();
   for (const t of all.filter((c): c is RateLimitedTask => c instanceof RateLimitedTask)) {
     const call = proxyCalls.get(t.task);
     if (!call) continue;
     const l = t.limiter;
-    const perCall = tokensOf(t.acquireOptions);
-    const rate = l.ratePerSecond / perCall;
-    if (rate > call.throttle.rateLimit || l.burst / perCall > call.throttle.burstLimit) {
+    const consume = t.acquireOptions.consume ?? {};
+    const perDimension = l.limits.map((x) => {
+      const amount = consume[x.dimension];
+      const n = amount === undefined || Token.isUnresolved(amount) ? (amount === undefined ? 0 : 1) : amount;
+      return n > 0 ? { rate: x.ratePerSecond / n, burst: x.burst / n } : { rate: Infinity, burst: Infinity };
+    });
+    const rate = Math.min(...perDimension.map((d) => d.rate));
+    const burst = Math.min(...perDimension.map((d) => d.burst));
+    const key = t.acquireOptions.key ?? 'default';
+    if (typeof key === 'string' && (key.startsWith('$') || key.startsWith('{%')) && !l.keyLimits) {
       Annotations.of(t).addWarningV2('cdk-sfn-throttle:limiterAboveProxy',
-        `limiter ${l.limiterName} lets ${round(rate)} calls/s (burst ${round(l.burst / perCall)}) through to ${call.route} of ${call.proxyPath}, whose throttle is `
-        + `${call.throttle.rateLimit}/s (burst ${call.throttle.burstLimit}): the proxy answers the excess 429. Lower the limiter to the proxy's throttle or below`);
+        `limiter ${l.limiterName} is taken per key (${key}): each key has its own ${round(rate)} calls/s, so together they may send ${call.route} of `
+        + `${call.proxyPath} more than its ${call.throttle.rateLimit}/s. Use one key for the proxy's route, or keyLimits under a shared limit`);
+    }
+    const entry = byRoute.get(`${call.proxyPath} ${call.route}`) ?? { call, feeds: new Map() };
+    entry.feeds.set(`${l.limiterName}/${String(key)}`, { task: t, rate, burst });
+    byRoute.set(`${call.proxyPath} ${call.route}`, entry);
+  }
+  for (const { call, feeds } of byRoute.values()) {
+    const rate = [...feeds.values()].reduce((n, f) => n + f.rate, 0);
+    const burst = [...feeds.values()].reduce((n, f) => n + f.burst, 0);
+    if (rate > call.throttle.rateLimit || burst > call.throttle.burstLimit) {
+      const names = [...feeds.keys()].join(', ');
+      for (const f of feeds.values()) {
+        Annotations.of(f.task).addWarningV2('cdk-sfn-throttle:limiterAboveProxy',
+          `${feeds.size > 1 ? `limiters ${names} together let` : `limiter ${names.split('/')[0]} lets`} ${round(rate)} calls/s (burst ${round(burst)}) through to `
+          + `${call.route} of ${call.proxyPath}, whose throttle is ${call.throttle.rateLimit}/s (burst ${call.throttle.burstLimit}): the proxy answers the excess 429. `
+          + 'Lower the limiter to the proxy\'s throttle or below');
+      }
     }
   }
 }

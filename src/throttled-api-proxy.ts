@@ -1,4 +1,4 @@
-import { Annotations, Duration, Lazy, Names, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
+import { Annotations, Aspects, Duration, Lazy, Names, RemovalPolicy, Stack, Token, Validations } from 'aws-cdk-lib';
 import * as apigateway from 'aws-cdk-lib/aws-apigateway';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -8,6 +8,7 @@ import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
 import { proxyCalls } from './private/proxy-calls';
+import { expr, isJsonataExpression, jsonataCatches, jsonataOf, mergeAt, pathOfToken, rendering } from './private/query-language';
 import { checkRange, fail } from './private/validation';
 
 /**
@@ -136,7 +137,7 @@ export enum ProxyAuthorization {
 /** Options of `ThrottledApiProxy.addRoute()`. */
 export interface RouteOptions {
   /**
-   * A throttle for this method, at most the stage's (API Gateway applies the lower).
+   * A throttle for this method: it replaces the stage's default for it (a warning when it is above it).
    *
    * @default - the stage's throttle
    */
@@ -192,18 +193,29 @@ export interface ProxyCallOptions {
    */
   readonly headers?: sfn.TaskInput;
   /**
-   * Where the response (`StatusCode`, `ResponseBody`, `Headers`) is put in the task's input.
+   * Where the response (`StatusCode`, `ResponseBody`, `Headers`) is put in the task's input (in a JSONata machine:
+   * merged there by the task's Output).
    *
    * @default '$.response'
    */
   readonly resultPath?: string;
+  /**
+   * The query language of the state machine, needed only when the task is nested in a Parallel or Map of yours in a
+   * JSONata machine (aws-cdk-lib renders nested states without the machine's language).
+   *
+   * @default - the state machine's, decided when it is rendered
+   */
+  readonly queryLanguage?: sfn.QueryLanguage;
 }
 
 /** Properties of a `ThrottledApiProxy`. */
 export interface ThrottledApiProxyProps {
   /** What the proxy forwards to. */
   readonly target: ProxyTarget;
-  /** The stage's throttle: every route's ceiling. */
+  /**
+   * The stage's throttle: API Gateway applies it to each method that has none of its own — per method, not to their
+   * sum (`proxyAboveUpstream` warns when the routes together may exceed `upstreamLimit`).
+   */
   readonly stageThrottle: ProxyThrottle;
   /**
    * The limit the upstream API documents: a warning (`proxyAboveUpstream`) when the stage's or a route's throttle is
@@ -253,7 +265,7 @@ export interface ThrottledApiProxyProps {
 }
 
 const METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'];
-const PATH = /^\/$|^(\/([A-Za-z0-9._~-]+|\{[A-Za-z_][A-Za-z0-9_]*\}))+$/;
+const PATH = /^\/$|^(\/([A-Za-z0-9._-]+|\{[A-Za-z_][A-Za-z0-9_]*\}))+$/;
 
 function pathParameters(path: string): string[] {
   return [...path.matchAll(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g)].map((m) => m[1]);
@@ -294,10 +306,13 @@ export class ThrottledApiProxy extends Construct {
     this.target = props.target;
     this.target._check(this);
     this.stageThrottle = checkedThrottle(this, 'stageThrottle', props.stageThrottle);
-    this.upstreamLimit = props.upstreamLimit && checkedThrottle(this, 'upstreamLimit', props.upstreamLimit);
+    this.upstreamLimit = props.upstreamLimit && checkedThrottle(this, 'upstreamLimit', props.upstreamLimit, { rate: Number.MAX_SAFE_INTEGER, burst: Number.MAX_SAFE_INTEGER });
     this.stageName = props.stageName ?? 'prod';
-    if (!/^[A-Za-z0-9_]{1,128}$/.test(this.stageName)) fail(this, `stageName must be 1 to 128 letters, digits or _, got ${JSON.stringify(this.stageName)}`);
+    if (!/^[A-Za-z0-9_-]{1,128}$/.test(this.stageName)) fail(this, `stageName must be 1 to 128 letters, digits, - or _, got ${JSON.stringify(this.stageName)}`);
     this.authorization = props.authorization ?? ProxyAuthorization.IAM;
+    if (this.authorization === ProxyAuthorization.IAM_AND_API_KEY && !props.usagePlans?.length) {
+      fail(this, 'authorization ProxyAuthorization.IAM_AND_API_KEY needs usagePlans (every method requires a key: without a plan and its key, every call is refused), got none');
+    }
     if (props.usagePlans?.length && this.authorization !== ProxyAuthorization.IAM_AND_API_KEY) {
       fail(this, `usagePlans need authorization ProxyAuthorization.IAM_AND_API_KEY (a plan's throttle and quota apply to its API key), got ${this.authorization}`);
     }
@@ -359,7 +374,7 @@ export class ThrottledApiProxy extends Construct {
         ...this.routes.filter((r) => r.throttle).map((r) => ({
           HttpMethod: r.method,
           // API Gateway's method setting path: the resource path with its slashes escaped as ~1
-          ResourcePath: `/${r.path.replace(/\//g, '~1')}`,
+          ResourcePath: r.path === '/' ? '/' : `/${r.path.replace(/\//g, '~1')}`,
           ThrottlingRateLimit: r.throttle!.rateLimit,
           ThrottlingBurstLimit: r.throttle!.burstLimit,
           LoggingLevel: 'ERROR',
@@ -384,7 +399,9 @@ export class ThrottledApiProxy extends Construct {
     // throttled requests, from the access log (API Gateway's 429s are counted in 4XXError with the rest)
     new logs.MetricFilter(this, 'ThrottledFilter', {
       logGroup: this.accessLogGroup,
-      filterPattern: logs.FilterPattern.stringValue('$.status', '=', '429'),
+      // the proxy's own refusals (throttle, quota), not an upstream's 429 passed through
+      filterPattern: logs.FilterPattern.any(
+        logs.FilterPattern.stringValue('$.errorType', '=', 'THROTTLED'), logs.FilterPattern.stringValue('$.errorType', '=', 'QUOTA_EXCEEDED')),
       metricNamespace: 'CdkSfnThrottle',
       metricName: 'ProxyThrottled',
       metricValue: '1',
@@ -392,18 +409,47 @@ export class ThrottledApiProxy extends Construct {
     });
     this.warnAboveUpstream('stage', undefined);
     this.node.addValidation({ validate: () => (this.routes.length === 0 ? [`ThrottledApiProxy ${this.node.path} has no route: add one with addRoute(method, path)`] : []) });
+    // the stage throttle applies per method: all routes together may send the upstream more than it allows
+    Aspects.of(this).add({
+      visit: (node) => {
+        if (node !== this || !this.upstreamLimit) return;
+        const total = this.routes.reduce((n, r) => n + this.throttleOf(r.method, r.path).rateLimit, 0);
+        if (this.routes.length > 1 && total > this.upstreamLimit.rateLimit) {
+          Annotations.of(this).addWarningV2('cdk-sfn-throttle:proxyAboveUpstream',
+            `the routes together may send ${round(total)}/s (each method has its own bucket: ${this.routes.map((r) => `${r.method} ${r.path} ${this.throttleOf(r.method, r.path).rateLimit}/s`).join(', ')}), `
+            + `above the upstream's documented ${this.upstreamLimit.rateLimit}/s: pace every route with one RateLimiter key, or lower the route throttles`);
+        }
+      },
+    });
   }
 
   /** Adds a route: `method` on `path` (`/labels`, `/labels/{id}`), forwarded to the target's same path. */
   public addRoute(method: string, path: string, options: RouteOptions = {}): ThrottledApiProxy {
     const m = method.toUpperCase();
     if (!METHODS.includes(m)) fail(this, `method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(method)}`);
-    if (!PATH.test(path)) fail(this, `path must start with / and hold segments of letters, digits, ._~- or {parameter}, got ${JSON.stringify(path)}`);
+    if (!PATH.test(path)) fail(this, `path must start with / and hold segments of letters, digits, ._- or {parameter}, got ${JSON.stringify(path)}`);
+    // API Gateway allows one variable path part per parent: /labels/{id} and /labels/{labelId}/items cannot both exist
+    const segs = path.split('/');
+    for (const r of this.routes) {
+      const other = r.path.split('/');
+      for (let i = 1; i < Math.min(segs.length, other.length); i++) {
+        if (segs[i] !== other[i]) {
+          if (segs[i].startsWith('{') && other[i].startsWith('{')) {
+            fail(this, `path ${path} names its parameter ${segs[i]} where ${r.path} names it ${other[i]}: API Gateway allows one variable path part per parent — use one name`);
+          }
+          break;
+        }
+      }
+    }
+    if (options.requestModel !== undefined && !['POST', 'PUT', 'PATCH'].includes(m)) {
+      fail(this, `addRoute(${m} ${path}) requestModel validates a body, which Step Functions sends with POST, PUT and PATCH only`);
+    }
     if (this.routes.some((r) => r.method === m && r.path === path)) fail(this, `route ${m} ${path} was added twice`);
     const throttle = options.throttle && checkedThrottle(this, `addRoute(${m} ${path}) throttle`, options.throttle);
     if (throttle && (throttle.rateLimit > this.stageThrottle.rateLimit || throttle.burstLimit > this.stageThrottle.burstLimit)) {
       Annotations.of(this).addWarningV2('cdk-sfn-throttle:routeAboveStage',
-        `route ${m} ${path} throttle (${throttle.rateLimit}/s, burst ${throttle.burstLimit}) is above the stage's (${this.stageThrottle.rateLimit}/s, burst ${this.stageThrottle.burstLimit}): API Gateway applies the lower`);
+        `route ${m} ${path} throttle (${throttle.rateLimit}/s, burst ${throttle.burstLimit}) is above the stage's (${this.stageThrottle.rateLimit}/s, burst `
+        + `${this.stageThrottle.burstLimit}): a method's setting overrides the stage default, so this route lets more through than the stage's`);
     }
     this.warnAboveUpstream(`route ${m} ${path}`, throttle);
     const resource = path === '/' ? this.api.root : this.api.root.resourceForPath(path);
@@ -442,8 +488,13 @@ export class ThrottledApiProxy extends Construct {
       fail(this, `callTask pathParameters must name exactly the path's parameters (${params.join(', ') || 'none'}), got ${JSON.stringify(given)}`);
     }
     const values = params.map((p) => options.pathParameters![p]);
+    // in JSONPath, States.Format (a JSONata rendering builds the path itself)
     const apiPath = params.length === 0 ? options.path
       : sfn.JsonPath.format(options.path.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, '{}'), ...values);
+    if (!['POST', 'PUT', 'PATCH'].includes(m) && options.body !== undefined) {
+      fail(this, `callTask body is sent with POST, PUT and PATCH only (Step Functions' API Gateway integration), got ${m} ${options.path} with a body`);
+    }
+    const resultPath = options.resultPath ?? '$.response';
     const task = new ProxyCallTask(scope, id, {
       api: this.api,
       stageName: this.stageName,
@@ -453,8 +504,9 @@ export class ThrottledApiProxy extends Construct {
       queryParameters: options.query,
       headers: options.headers,
       authType: tasks.AuthType.IAM_ROLE,
-      resultPath: options.resultPath ?? '$.response',
-    }, this.api.arnForExecuteApi(m, options.path.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, '*'), this.stageName));
+      resultPath,
+    }, this.api.arnForExecuteApi(m, options.path.replace(/\{[A-Za-z_][A-Za-z0-9_]*\}/g, '*'), this.stageName),
+    { template: options.path, params, values, resultPath, queryLanguage: options.queryLanguage });
     proxyCalls.set(task, { proxyPath: this.node.path, route: `${m} ${options.path}`, throttle: this.throttleOf(m, options.path) });
     return task;
   }
@@ -535,6 +587,11 @@ export class ThrottledApiProxy extends Construct {
   private addUsagePlan(plan: ProxyUsagePlan): void {
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(plan.name)) fail(this, `usagePlans name must be 1 to 64 letters, digits, - or _, got ${JSON.stringify(plan.name)}`);
     const throttle = plan.throttle && checkedThrottle(this, `usagePlans ${plan.name} throttle`, plan.throttle);
+    if (throttle && (throttle.rateLimit > this.stageThrottle.rateLimit || throttle.burstLimit > this.stageThrottle.burstLimit)) {
+      Annotations.of(this).addWarningV2('cdk-sfn-throttle:planAboveStage',
+        `usagePlans ${plan.name} throttle (${throttle.rateLimit}/s, burst ${throttle.burstLimit}) is above the stage's (${this.stageThrottle.rateLimit}/s, `
+        + `burst ${this.stageThrottle.burstLimit}): the key is held to the method settings first, so the plan's throttle never binds`);
+    }
     if (plan.quota) {
       checkRange(this, `usagePlans ${plan.name} quota.limit`, plan.quota.limit, { min: 1, max: 2_147_483_647, integer: true });
       if (plan.quota.period === undefined) fail(this, `usagePlans ${plan.name} quota needs a period (Period.DAY, WEEK or MONTH), got none`);
@@ -561,17 +618,55 @@ export class ThrottledApiProxy extends Construct {
   }
 }
 
-function checkedThrottle(scope: Construct, prop: string, t: ProxyThrottle): ProxyThrottle {
-  checkRange(scope, `${prop}.rateLimit`, t.rateLimit, { min: Number.MIN_VALUE, max: 10_000 });
-  checkRange(scope, `${prop}.burstLimit`, t.burstLimit, { min: 1, max: 5_000, integer: true });
+function checkedThrottle(scope: Construct, prop: string, t: ProxyThrottle, max = { rate: 10_000, burst: 5_000 }): ProxyThrottle {
+  if (!(t.rateLimit > 0) || t.rateLimit > max.rate) fail(scope, `${prop}.rateLimit must be greater than 0 and at most ${max.rate}, got ${t.rateLimit}`);
+  checkRange(scope, `${prop}.burstLimit`, t.burstLimit, { min: 1, max: max.burst, integer: true });
   return t;
 }
 
-/** CallApiGatewayRestApiEndpoint granted exactly its route (a path with parameters: `*` for each). */
+/**
+ * CallApiGatewayRestApiEndpoint granted exactly its route (a path with parameters: `*` for each), rendered in its
+ * machine's language: in JSONata the result is merged with Output (no ResultPath) and the path is built with `&`.
+ */
 class ProxyCallTask extends tasks.CallApiGatewayRestApiEndpoint {
-  constructor(scope: Construct, id: string, props: tasks.CallApiGatewayRestApiEndpointProps, routeArn: string) {
+  constructor(scope: Construct, id: string, props: tasks.CallApiGatewayRestApiEndpointProps, routeArn: string,
+    private readonly call: { template: string; params: string[]; values: string[]; resultPath: string; queryLanguage?: sfn.QueryLanguage }) {
     super(scope, id, props);
     // the base grants the ARN of its apiPath, which for a path built at run time is not the route's
     (this as unknown as { taskPolicies: iam.PolicyStatement[] }).taskPolicies = [new iam.PolicyStatement({ actions: ['execute-api:Invoke'], resources: [routeArn] })];
   }
+
+  public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {
+    const r = rendering(this, topLevelQueryLanguage, this.call.queryLanguage);
+    const json = super.toStateJson(r.lang) as Record<string, any>;
+    if (r.lang !== sfn.QueryLanguage.JSONATA) return json;
+    const { ResultPath, ...rest } = json;
+    const args = { ...rest.Arguments };
+    if (this.call.params.length > 0) {
+      // '/labels/{id}' with id from $.id: {% '/labels/' & $string($states.input.id) %}
+      const pieces = this.call.template.split(/\{[A-Za-z_][A-Za-z0-9_]*\}/);
+      const parts = pieces.flatMap((piece, i) => [
+        ...(piece ? [JSON.stringify(piece)] : []),
+        ...(i < this.call.values.length ? [`$string(${jsonataValue(this, this.call.params[i], this.call.values[i])})`] : []),
+      ]);
+      args.Path = expr(parts.join(' & '));
+    }
+    return { ...jsonataCatches(this, rest), ...r.marker, Arguments: args, Output: expr(mergeAt(this, this.call.resultPath, '$states.result')) };
+  }
+}
+
+/** A path parameter's value as a JSONata expression: a JSONata expression, a JSONPath, or a literal. */
+function jsonataValue(scope: Construct, name: string, value: string): string {
+  if (isJsonataExpression(value)) return value.trim().slice(2, -2).trim();
+  const path = Token.isUnresolved(value) ? pathOfToken(value) : value;
+  if (path.startsWith('$')) {
+    const body = jsonataOf(path);
+    if (!body) fail(scope, `callTask pathParameters.${name} ${path} has no JSONata equivalent: give a JSONata expression ({% ... %})`);
+    return body;
+  }
+  return JSON.stringify(path);
+}
+
+function round(n: number): number {
+  return Math.round(n * 1000) / 1000;
 }

@@ -7,7 +7,7 @@ import * as apigateway from 'aws-cdk-lib/aws-apigateway';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
-import { ProxyAuthorization, ProxyTarget, RateLimitedTask, RateLimiter, ThrottleChecks, ThrottleDashboard, ThrottledApiProxy } from '../src';
+import { Limit, ProxyAuthorization, ProxyTarget, RateLimitedTask, RateLimiter, ThrottleChecks, ThrottleDashboard, ThrottledApiProxy } from '../src';
 import { aslOf } from './support/asl';
 import { apiGatewayStandIn } from '../local/api-gateway';
 import { nagFindings } from './support/nag';
@@ -48,7 +48,7 @@ describe('ThrottledApiProxy', () => {
     });
     const responses = Object.values(t.findResources('AWS::ApiGateway::GatewayResponse')).map((r: any) => [r.Properties.ResponseType, r.Properties.StatusCode]);
     expect(responses).toEqual(expect.arrayContaining([['THROTTLED', '429'], ['QUOTA_EXCEEDED', '429'], ['DEFAULT_5XX', undefined]]));
-    t.hasResourceProperties('AWS::Logs::MetricFilter', { FilterPattern: '{ $.status = "429" }', MetricTransformations: [Match.objectLike({ MetricName: 'ProxyThrottled', Dimensions: [{ Key: 'ApiId', Value: '$.apiId' }] })] });
+    t.hasResourceProperties('AWS::Logs::MetricFilter', { FilterPattern: '{ ($.errorType = "THROTTLED") || ($.errorType = "QUOTA_EXCEEDED") }', MetricTransformations: [Match.objectLike({ MetricName: 'ProxyThrottled', Dimensions: [{ Key: 'ApiId', Value: '$.apiId' }] })] });
     expect(t.toJSON()).toMatchSnapshot();
   });
 
@@ -96,6 +96,31 @@ describe('ThrottledApiProxy', () => {
     expect(put.MethodResponses.map((r: any) => r.StatusCode)).toEqual(['200', '400', '429', '502']);
   });
 
+  test('callTask in a JSONata machine: Arguments, the path built with &, the response merged by Output', async () => {
+    const { stack, proxy } = build();
+    const read = proxy.callTask(stack, 'Read Label', { method: 'GET', path: '/labels/{id}', pathParameters: { id: '{% $states.input.order.id %}' } });
+    const create = proxy.callTask(stack, 'Create Label', { method: 'POST', path: '/labels', body: sfn.TaskInput.fromObject({ order: '{% $states.input.order %}' }) });
+    new sfn.StateMachine(stack, 'Machine', { queryLanguage: sfn.QueryLanguage.JSONATA, definitionBody: sfn.DefinitionBody.fromChainable(create.next(read)) });
+    const asl = aslOf(Template.fromStack(stack));
+    const state = asl.States['Read Label'];
+    expect(state.ResultPath).toBeUndefined();
+    expect(state.Parameters).toBeUndefined();
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const jsonata = require('jsonata');
+    const ev = (e: string, states: object) => jsonata(/^\{%([\s\S]*)%\}$/.exec(e)![1]).evaluate({}, { states });
+    expect(await ev(state.Arguments.Path, { input: { order: { id: 42 } } })).toBe('/labels/42');
+    expect(await ev(state.Output, { input: { order: { id: 42 } }, result: { StatusCode: 200 } }))
+      .toEqual({ order: { id: 42 }, response: { StatusCode: 200 } });
+  });
+
+  test('the root route\'s method setting is "/"', () => {
+    const stack = new Stack();
+    const proxy = new ThrottledApiProxy(stack, 'P', { target: ProxyTarget.http('https://api.example.com'), stageThrottle: { rateLimit: 5, burstLimit: 1 } });
+    proxy.addRoute('GET', '/', { throttle: { rateLimit: 2, burstLimit: 1 } });
+    const stage = Object.values(Template.fromStack(stack).findResources('AWS::ApiGateway::Stage'))[0].Properties;
+    expect(stage.MethodSettings[1]).toMatchObject({ HttpMethod: 'GET', ResourcePath: '/', ThrottlingRateLimit: 2 });
+  });
+
   test('grantInvoke: every route of the stage, by its ARN', () => {
     const { stack, proxy } = build();
     const role = new iam.Role(stack, 'Caller', { assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com') });
@@ -121,8 +146,14 @@ describe('ThrottledApiProxy', () => {
     const { stack, proxy } = build({ upstreamLimit: { rateLimit: 3, burstLimit: 1 } });
     proxy.addRoute('PUT', '/labels/{id}', { throttle: { rateLimit: 8, burstLimit: 2 } });
     const ids = Annotations.fromStack(stack).findWarning('*', Match.anyValue()).map((w) => String(w.entry.data));
-    expect(ids.filter((w) => w.includes('proxyAboveUpstream'))).toHaveLength(3); // the stage, POST /labels, PUT /labels/{id}
-    expect(ids.filter((w) => w.includes('routeAboveStage'))).toEqual([expect.stringContaining('route PUT /labels/{id} throttle (8/s, burst 2) is above the stage\'s (5/s, burst 2)')]);
+    // the stage, PUT /labels/{id}, and the routes together (each method has its own bucket)
+    expect(ids.filter((w) => w.includes('proxyAboveUpstream'))).toEqual([
+      expect.stringContaining('stage throttle (5/s, burst 2) is above the upstream\'s documented limit (3/s, burst 1)'),
+      expect.stringContaining('route POST /labels throttle (4/s, burst 1)'),
+      expect.stringContaining('route PUT /labels/{id} throttle (8/s, burst 2)'),
+      expect.stringContaining('the routes together may send 17/s'),
+    ]);
+    expect(ids.filter((w) => w.includes('routeAboveStage'))).toEqual([expect.stringContaining('route PUT /labels/{id} throttle (8/s, burst 2) is above the stage\'s (5/s, burst 2): a method\'s setting overrides the stage default')]);
   });
 
   test('ThrottleChecks: a limiter above the route\'s throttle warns; the proxy is in the throttle plan', () => {
@@ -155,6 +186,32 @@ describe('ThrottledApiProxy', () => {
     });
   });
 
+  test('ThrottleChecks limiterAboveProxy: limiters feeding one route are summed; a limiter per key warns; a slow dimension binds', () => {
+    const app = new App();
+    const stack = new Stack(app, 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+    Aspects.of(app).add(new ThrottleChecks({ writePlan: false }));
+    const proxy = new ThrottledApiProxy(stack, 'P', { target: ProxyTarget.http('https://api.example.com'), stageThrottle: { rateLimit: 5, burstLimit: 2 } });
+    proxy.addRoute('POST', '/a').addRoute('POST', '/b').addRoute('POST', '/c');
+    const a1 = new RateLimitedTask(stack, 'A1', { limiter: new RateLimiter(stack, 'L1', { limiterName: 'l1', ratePerSecond: 3, burst: 1 }), task: proxy.callTask(stack, 'CA1', { method: 'POST', path: '/a' }) });
+    const a2 = new RateLimitedTask(stack, 'A2', { limiter: new RateLimiter(stack, 'L2', { limiterName: 'l2', ratePerSecond: 3, burst: 1 }), task: proxy.callTask(stack, 'CA2', { method: 'POST', path: '/a' }) });
+    const b = new RateLimitedTask(stack, 'B', {
+      limiter: new RateLimiter(stack, 'L3', { limiterName: 'l3', ratePerSecond: 4, burst: 1 }), task: proxy.callTask(stack, 'CB', { method: 'POST', path: '/b' }), acquire: { key: '$.tenant' },
+    });
+    const c = new RateLimitedTask(stack, 'C', {
+      limiter: new RateLimiter(stack, 'L4', { limiterName: 'l4', limits: [Limit.perSecond(10), Limit.perSecond(1000, { dimension: 'tokens', burst: 1000 })] }),
+      task: proxy.callTask(stack, 'CC', { method: 'POST', path: '/c' }),
+      acquire: { consume: { requests: 1, tokens: 1000 } },
+    });
+    new sfn.StateMachine(stack, 'M', { definitionBody: sfn.DefinitionBody.fromChainable(sfn.Chain.start(a1).next(a2).next(b).next(c)) });
+    app.synth();
+    const warned = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('.*limiterAboveProxy.*')).map((w) => [w.id, String(w.entry.data)]);
+    expect(warned.filter(([id]) => id === '/Stack/A1' || id === '/Stack/A2').map(([, t]) => t)).toEqual([
+      expect.stringContaining('limiters l1/default, l2/default together let 6 calls/s'), expect.stringContaining('limiters l1/default, l2/default together let 6 calls/s'),
+    ]);
+    expect(warned.filter(([id]) => id === '/Stack/B').map(([, t]) => t)).toEqual([expect.stringContaining('limiter l3 is taken per key ($.tenant)')]);
+    expect(warned.filter(([id]) => id === '/Stack/C')).toEqual([]); // 1 call/s: the tokens dimension binds
+  });
+
   test('dashboard row: requests against the throttle, 429s, 4XX/5XX, latency; alarms on 429s, 5xx and p99', () => {
     const { stack, proxy } = build();
     const dashboard = new ThrottleDashboard(stack, 'Throttles').addApiProxy(proxy);
@@ -169,9 +226,11 @@ describe('ThrottledApiProxy', () => {
 
   test('the local stand-in answers as the proxy would: a token bucket per route with its throttle, 429 as ApiGateway.429', async () => {
     const { proxy } = build();
+    proxy.addRoute('GET', '/labels/latest');
     const api = apiGatewayStandIn(proxy, {
       'POST /labels': () => ({ status: 201, body: { ok: true } }),
       'GET /labels/{id}': (req) => ({ id: req.pathParameters.id }),
+      'GET /labels/latest': () => ({ id: 'the latest' }),
     });
     const call = api.integration.handler({ name: 'T', resource: 'arn:aws:states:::apigateway:invoke', state: {} }, [] as any, {} as any)!;
     // POST /labels: its own throttle, burst 1 — three at once: one through, two refused
@@ -181,6 +240,8 @@ describe('ThrottledApiProxy', () => {
     const gets = await Promise.allSettled([0, 1, 2].map((i) => call({ Method: 'GET', Path: `/labels/${i}` }, {} as any)));
     expect(gets.map((p) => (p.status === 'fulfilled' ? (p.value as any).ResponseBody.id : (p.reason as Error).name))).toEqual(['0', '1', 'ApiGateway.429']);
     await expect(Promise.resolve(call({ Method: 'DELETE', Path: '/labels/1' }, {} as any))).rejects.toMatchObject({ name: 'ApiGateway.403' });
+    // a literal path part wins over a variable one; a query string is not part of the path
+    expect(await call({ Method: 'GET', Path: '/labels/latest?x=1' }, {} as any)).toMatchObject({ ResponseBody: { id: 'the latest' } });
   });
 
   test('cdk-nag: no unacknowledged finding on the proxy', () => {
@@ -190,7 +251,7 @@ describe('ThrottledApiProxy', () => {
 
   const target = ProxyTarget.http('https://api.example.com');
   test.each<[string, () => unknown, RegExp]>([
-    ['a negative stage rate', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: -1, burstLimit: 1 } }), /stageThrottle.rateLimit must be .*got -1/],
+    ['a negative stage rate', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: -1, burstLimit: 1 } }), /stageThrottle.rateLimit must be greater than 0 and at most 10000, got -1/],
     ['a stage rate above the account quota', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 20_000, burstLimit: 1 } }), /stageThrottle.rateLimit must be .*10000.*got 20000/],
     ['a burst of 0', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 0 } }), /stageThrottle.burstLimit must be an integer from 1 to 5000, got 0/],
     ['a fractional burst', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1.5 } }), /stageThrottle.burstLimit must be an integer/],
@@ -214,6 +275,17 @@ describe('ThrottledApiProxy', () => {
       const p = new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } }).addRoute('GET', '/x/{id}');
       return p.callTask(p, 'T', { method: 'GET', path: '/x/{id}' });
     }, /callTask pathParameters must name exactly the path's parameters \(id\), got \[\]/],
+    ['sibling path parameters with different names', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } })
+      .addRoute('GET', '/labels/{id}').addRoute('GET', '/labels/{labelId}/items'), /path \/labels\/\{labelId\}\/items names its parameter \{labelId\} where \/labels\/\{id\} names it \{id\}/],
+    ['a request model on GET', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } })
+      .addRoute('GET', '/x', { requestModel: {} }), /addRoute\(GET \/x\) requestModel validates a body, which Step Functions sends with POST, PUT and PATCH only/],
+    ['a body on a GET call', () => {
+      const p = new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } }).addRoute('GET', '/x');
+      return p.callTask(p, 'T', { method: 'GET', path: '/x', body: sfn.TaskInput.fromObject({ a: 1 }) });
+    }, /callTask body is sent with POST, PUT and PATCH only .*got GET \/x/],
+    ['API keys without a usage plan', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 }, authorization: ProxyAuthorization.IAM_AND_API_KEY }),
+      /IAM_AND_API_KEY needs usagePlans/],
+    ['a ~ in a path', () => new ThrottledApiProxy(new Stack(), 'P', { target, stageThrottle: { rateLimit: 5, burstLimit: 1 } }).addRoute('GET', '/a~b'), /path must start with \/ .*got "\/a~b"/],
     ['duplicate plan names', () => new ThrottledApiProxy(new Stack(), 'P', {
       target, stageThrottle: { rateLimit: 5, burstLimit: 1 }, authorization: ProxyAuthorization.IAM_AND_API_KEY, usagePlans: [{ name: 'a' }, { name: 'a' }],
     }), /usagePlans names must be unique, got "a" twice/],

@@ -333,9 +333,9 @@ stage ${proxy.stageName}: ${t.rateLimit}/s, burst ${t.burstLimit} (${perMinute}/
     );
     this.dashboard.addWidgets(
       new cloudwatch.GraphWidget({
-        title: 'Requests against the stage throttle (per minute)',
-        left: [proxy.metricCount({ label: 'requests' })],
-        leftAnnotations: [{ value: perMinute, label: 'stage throttle' }],
+        title: 'Requests per minute (the stage throttle applies to each method alone)',
+        left: [proxy.metricCount({ label: 'requests, all routes' })],
+        leftAnnotations: [{ value: perMinute, label: 'stage throttle, one method' }],
         width: 8,
       }),
       new cloudwatch.GraphWidget({
