@@ -62,7 +62,7 @@ const project = new awscdk.AwsCdkConstructLibrary({
   },
   eslintOptions: {
     dirs: ['src'],
-    devdirs: ['test', 'lambda', 'local', 'bench', 'examples', 'projenrc', '.projenrc.ts'],
+    devdirs: ['test', 'lambda', 'local', 'bench', 'examples', 'cli', 'projenrc', '.projenrc.ts'],
   },
   gitignore: ['/bench/results/', '*.cdk.out', 'cdk.out'],
 });
@@ -86,14 +86,14 @@ project.eslint?.addOverride({
 project.eslint?.addRules({ 'import/no-cycle': ['error', { ignoreExternal: true }] });
 
 // Handler, runner, bench and example sources are type-checked (and linted) with the test settings.
-for (const dir of ['lambda', 'local', 'bench', 'examples']) {
+for (const dir of ['lambda', 'local', 'bench', 'examples', 'cli']) {
   new JsonFile(project, `${dir}/tsconfig.json`, {
     obj: { extends: '../test/tsconfig.json', include: ['**/*.ts'] },
     marker: false,
   });
 }
 
-for (const pattern of ['/bench/', '/local/', '/examples/', '/lambda/']) {
+for (const pattern of ['/bench/', '/local/', '/examples/', '/lambda/', '/cli/']) {
   project.addPackageIgnore(pattern);
 }
 
@@ -165,6 +165,11 @@ new awscdk.LambdaFunction(project, {
   },
 });
 
+// The operators' CLI (`npx cdk-sfn-throttle limits ...`): one esbuild bundle with the AWS SDK inside, so the jsii
+// package gains no runtime dependency.
+project.bundler.addBundle('cli/limits.ts', { platform: 'node', target: 'node20', sourcemap: false, externals: [] });
+project.addBins({ 'cdk-sfn-throttle': 'bin/cdk-sfn-throttle' });
+
 for (const [k, v] of Object.entries(quietEnv)) {
   project.tasks.addEnvironment(k, v);
 }
@@ -185,7 +190,7 @@ updateSnapshots.exec('jest --ci=false --updateSnapshot --coverage=false', { rece
 const typecheck = project.addTask('typecheck', {
   description: 'Type-check the handler, local runner, bench and example sources',
 });
-for (const dir of ['lambda', 'local', 'bench', 'examples']) {
+for (const dir of ['lambda', 'local', 'bench', 'examples', 'cli']) {
   typecheck.exec(`tsc --noEmit -p ${dir}/tsconfig.json`);
 }
 

@@ -14,6 +14,48 @@ import { Limit } from './limit';
 /**
  * A shared rate limit that workflows acquire tokens from.
  */
+/** Options of `RateLimiter.setLimitTask()`. */
+export interface SetLimitOptions {
+  /** The limit in force for the key instead of the deployed one (its dimension must be the limiter's). */
+  readonly limit: Limit;
+  /**
+   * The key: a literal, or a simple JSONPath (`$.tenant`).
+   *
+   * @default 'default'
+   */
+  readonly key?: string;
+  /**
+   * Until when the override applies (ISO 8601, a literal or a JSONPath): then the deployed limit again, without a
+   * second write.
+   *
+   * @default - until cleared
+   */
+  readonly until?: string;
+  /**
+   * The query language of the state machine, needed only when the state is nested in a Parallel or Map of yours in a
+   * JSONata machine.
+   *
+   * @default - the state machine's, decided when it is rendered
+   */
+  readonly queryLanguage?: sfn.QueryLanguage;
+}
+
+/** Options of `RateLimiter.clearLimitTask()`. */
+export interface ClearLimitOptions {
+  /**
+   * The key: a literal, or a simple JSONPath.
+   *
+   * @default 'default'
+   */
+  readonly key?: string;
+  /**
+   * The query language of the state machine, when nested in a JSONata container of yours.
+   *
+   * @default - the state machine's, decided when it is rendered
+   */
+  readonly queryLanguage?: sfn.QueryLanguage;
+}
+
 export interface IRateLimiter extends IConstruct {
   /** Name of this limiter: the prefix of its items and the `LimiterName` metric dimension. */
   readonly limiterName: string;
@@ -45,6 +87,12 @@ export interface IRateLimiter extends IConstruct {
 
   /** States that acquire tokens before the next state runs. */
   acquire(scope: Construct, id: string, options?: AcquireStateOptions): sfn.StateMachineFragment;
+
+  /** A state that sets a key's limit at run time (its override item): one DynamoDB PutItem, granted that item. */
+  setLimitTask(scope: Construct, id: string, options: SetLimitOptions): sfn.TaskStateBase;
+
+  /** A state that clears a key's override (the deployed limit again): one DynamoDB DeleteItem, granted that item. */
+  clearLimitTask(scope: Construct, id: string, options?: ClearLimitOptions): sfn.TaskStateBase;
 
   /** A metric of this limiter, published by the acquire function in the `CdkSfnThrottle` namespace. */
   metric(metricName: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric;

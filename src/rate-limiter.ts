@@ -7,13 +7,14 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireStateOptions } from './acquire';
-import { IRateLimiter } from './i-rate-limiter';
+import { ClearLimitOptions, IRateLimiter, SetLimitOptions } from './i-rate-limiter';
 import { Limit } from './limit';
 import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
-import { LimiterMetricNames } from './private/contract';
+import { DEFAULT_KEY, LimiterMetricNames } from './private/contract';
 import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { checkedLimiterName, limiterMetric, limiterTable } from './private/limiter-parts';
+import { OverrideWrite } from './private/override-states';
 import { languageValidation } from './private/query-language';
 import { checkRange, fail } from './private/validation';
 
@@ -233,6 +234,37 @@ export abstract class RateLimiterBase extends Construct implements IRateLimiter 
       actions: ['lambda:InvokeFunction'],
       resourceArns: [this.acquireFunction.functionArn],
     });
+  }
+
+  /**
+   * A state that sets the limit of a key at run time (the override item the limiter reads, at most 10 s later in
+   * every container): one DynamoDB PutItem through the service integration (no Lambda), granted exactly that item
+   * (or, with a key read at run time, this limiter's override items). Reservations already handed out keep their
+   * slots; new admissions follow the new limit. With `keyLimits`, the override replaces the key's own limit (see
+   * README "Changing limits at run time").
+   */
+  public setLimitTask(scope: Construct, id: string, options: SetLimitOptions): sfn.TaskStateBase {
+    const limit = options.limit;
+    limit._check(scope, 'limit.');
+    if (this.limits.length > 1 && !this.keyLimits) {
+      fail(scope, `setLimitTask: limiter ${this.limiterName} has several limits (${this.limits.map((l) => l.dimension).join(', ')}), whose keys read no override yet`);
+    }
+    const own = (this.keyLimits ?? this.limits)[0];
+    if (limit.dimension !== own.dimension) {
+      fail(scope, `limit.dimension must be ${own.dimension} (the limit an override replaces), got ${limit.dimension}`);
+    }
+    if (limit.burst < this.shards) fail(scope, `limit.burst must be at least shards (${this.shards}), got ${limit.burst}`);
+    return new OverrideWrite(scope, id, this, {
+      key: options.key ?? DEFAULT_KEY,
+      limit: { ratePerSecond: limit.ratePerSecond, burst: limit.burst },
+      until: options.until,
+      hint: { queryLanguage: options.queryLanguage },
+    });
+  }
+
+  /** A state that clears a key's override (the deployed limit applies again): one DynamoDB DeleteItem, granted that item. */
+  public clearLimitTask(scope: Construct, id: string, options: ClearLimitOptions = {}): sfn.TaskStateBase {
+    return new OverrideWrite(scope, id, this, { key: options.key ?? DEFAULT_KEY, hint: { queryLanguage: options.queryLanguage } });
   }
 
   /**

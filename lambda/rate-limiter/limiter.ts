@@ -2,7 +2,7 @@ import { LimiterUnavailable, InvalidAcquireRequest } from './errors';
 import { bucketParams, busyCeiling, plan, admittedAt, type BucketParams, type Plan, type Take } from './gcra';
 import type { AcquireRequest } from './request';
 import { ITEM_VERSION, UNKNOWN, type BucketStore, type KeyOverride, type StoredBucket } from './store';
-import { LimiterEnv } from '../../src/private/contract';
+import { LimiterEnv, OverrideAttr } from '../../src/private/contract';
 
 /** The deployed limit, from the function's environment. */
 export interface LimiterConfig {
@@ -72,6 +72,16 @@ export function bucketItemKey(limiterName: string, key: string, shard: number): 
   return `${limiterName}#bucket#${key}#${shard}`;
 }
 
+/**
+ * When an override stops applying (epoch µs), from its `until` (ISO 8601): undefined for none. An `until` that is not a
+ * time makes the override invalid (the deployed limit applies, as for any invalid override).
+ */
+export function overrideUntilUs(item: Record<string, unknown>): number | undefined | 'invalid' {
+  if (item[OverrideAttr.UNTIL] === undefined) return undefined;
+  const ms = typeof item[OverrideAttr.UNTIL] === 'string' ? Date.parse(item[OverrideAttr.UNTIL] as string) : NaN;
+  return Number.isFinite(ms) ? ms * 1000 : 'invalid';
+}
+
 export function overrideItemKey(limiterName: string, key: string): string {
   return `${limiterName}#config#${key}`;
 }
@@ -106,7 +116,7 @@ export function configFromEnv(env: Record<string, string | undefined>): LimiterC
 }
 
 /** Returns why (rate, burst, shards) cannot be a limit, or undefined when it can. */
-function checkLimit(rate: number, burst: number, shards: number): string | undefined {
+export function checkLimit(rate: number, burst: number, shards: number): string | undefined {
   if (!Number.isInteger(shards) || shards < 1) return `shards must be a positive integer, got ${shards}`;
   // T must be at least 1 µs per shard.
   if (!(rate >= MIN_RATE_PER_SECOND) || rate > 1_000_000 * shards) {
@@ -368,15 +378,25 @@ export class Limiter {
       const t0 = this.deps.clockUs();
       const item = await this.deps.store.readOverride(overrideItemKey(this.config.limiterName, key));
       this.roundTrip.seed(this.deps.clockUs() - t0);
-      cached = { value: this.parseOverride(key, item), untilUs: now + this.overrideTtlUs, readUs: now };
+      const value = this.parseOverride(key, item, now);
+      // an override that expires (`until`) is cached no longer than until then
+      const expires = item && value ? overrideUntilUs(item) : undefined;
+      cached = { value, untilUs: Math.min(now + this.overrideTtlUs, typeof expires === 'number' ? expires : Infinity), readUs: now };
       if (this.overrides.size >= MAX_CACHED_KEYS) this.overrides.clear();
       this.overrides.set(key, cached);
     }
     return cached.value ? { ...cached.value, overridden: true } : deployed;
   }
 
-  private parseOverride(key: string, item: Record<string, unknown> | undefined): KeyOverride | undefined {
+  private parseOverride(key: string, item: Record<string, unknown> | undefined, nowUs: number): KeyOverride | undefined {
     if (!item) return undefined;
+    const until = overrideUntilUs(item);
+    if (until === 'invalid') {
+      process.stderr.write(`${JSON.stringify({ level: 'WARN', message: `ignoring override for key ${JSON.stringify(key)}: until must be an ISO 8601 time, got ${JSON.stringify(item[OverrideAttr.UNTIL])}` })}\n`);
+      return undefined;
+    }
+    // expired: the deployed limit applies again, without a second command
+    if (until !== undefined && until <= nowUs) return undefined;
     if (item.v !== undefined && item.v !== ITEM_VERSION) {
       // Written by a handler of another format: its meaning is unknown here, so admit nothing under it.
       throw new LimiterUnavailable(`override item ${overrideItemKey(this.config.limiterName, key)} has format version v=${JSON.stringify(item.v)}; this handler reads v=${ITEM_VERSION}`);

@@ -7,7 +7,7 @@ import {
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
 import { InvalidAcquireRequest, LimiterUnavailable } from './errors';
-import { overrideItemKey, RoundTrip } from './limiter';
+import { overrideItemKey, overrideUntilUs, RoundTrip } from './limiter';
 import { type DimensionLimit, intervalUs } from './multi';
 import { type MultiOutcome } from './multi-limiter';
 import { applyPlan, type BucketLimit, planTenant, type TenantPlan } from './tenant-write';
@@ -86,7 +86,10 @@ export class TenantLimiter {
     if (cached && cached.untilUs > now) return cached.limit;
     const item = await this.timed(counter, () => this.deps.overrides!.readOverride(overrideItemKey(this.config.limiterName, key)));
     let limit = deployed;
-    if (item) {
+    const until = item ? overrideUntilUs(item) : undefined;
+    if (item && until !== undefined && (until === 'invalid' || until <= now)) {
+      // expired (or an until that is not a time): the deployed limit applies
+    } else if (item) {
       const rate = item.ratePerSecond;
       const burst = item.burst ?? deployed.burst;
       if (typeof rate === 'number' && rate >= 0.001 && rate <= 1_000_000 && Number.isInteger(burst) && (burst as number) >= 1) {
@@ -97,7 +100,7 @@ export class TenantLimiter {
       }
     }
     if (this.overrides.size >= MAX_CACHED_OVERRIDES) this.overrides.clear();
-    this.overrides.set(key, { limit, untilUs: now + OVERRIDE_TTL_US });
+    this.overrides.set(key, { limit, untilUs: Math.min(now + OVERRIDE_TTL_US, typeof until === 'number' && until > now ? until : Infinity) });
     return limit;
   }
 

@@ -300,3 +300,18 @@ export const BreakerMetricNames = {
   PROBES: 'Probes',
   SHORT_CIRCUITED: 'ShortCircuited',
 } as const;
+
+// ---- Run-time limit overrides ----
+
+/**
+ * Attributes of an override item (`<limiterName>#config#<key>`): the limit in force instead of the deployed one,
+ * until when (ISO 8601; absent: until cleared), and a write counter so two writers cannot interleave a half change.
+ */
+export const OverrideAttr = {
+  RATE_PER_SECOND: 'ratePerSecond',
+  BURST: 'burst',
+  UNTIL: 'until',
+  VERSION: 'ver',
+  /** Who wrote it (CLI user, state machine, schedule), for the operator reading it. */
+  BY: 'by',
+} as const;

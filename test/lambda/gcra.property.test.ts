@@ -261,6 +261,35 @@ describe('GCRA core (in-memory store, fake clock)', () => {
     expect(store.items.get('chg#bucket#k#0')).toMatchObject({ iv: 1_000_000, v: 1 });
   });
 
+  test('an override with until: in force until then, the deployed limit after it, with no second write', async () => {
+    // GIVEN 1/s burst 1 deployed, an override of 100/s burst 10 until t0 + 2 s (read at most every 10 s)
+    const clock = { now: 1_700_000_000_000_000 };
+    const store = new MemoryBucketStore();
+    const limiter = new Limiter({ limiterName: 'exp', ratePerSecond: 1, burst: 1, shards: 1, maxWaitMs: 0 },
+      { store, clockUs: () => clock.now, random: () => 0, initialLookaheadUs: 0 });
+    store.items.set('exp#config#k', { ratePerSecond: 100, burst: 10, until: new Date(clock.now / 1000 + 2_000).toISOString() });
+    const admittedIn = async (ms: number) => {
+      let n = 0;
+      for (let t = 0; t < ms; t += 10) {
+        clock.now += 10_000;
+        if ((await limiter.acquire({ key: 'k', tokens: 1, mode: 'TRY' })).admitted) n++;
+      }
+      return n;
+    };
+    // THEN 100/s for the first second, then, past until (the cache ends with it), 1/s again
+    expect(await admittedIn(1_000)).toBeGreaterThanOrEqual(99);
+    await admittedIn(1_000);
+    expect(await admittedIn(3_000)).toBeLessThanOrEqual(3 + 1);
+    // AND an until that is not a time: ignored, the deployed limit applies
+    store.items.set('exp#config#j', { ratePerSecond: 100, burst: 10, until: 'tomorrow' });
+    let j = 0;
+    for (let i = 0; i < 50; i++) {
+      clock.now += 10_000;
+      if ((await limiter.acquire({ key: 'j', tokens: 1, mode: 'TRY' })).admitted) j++;
+    }
+    expect(j).toBeLessThanOrEqual(1);
+  });
+
   test('a raised limit does not squeeze new slots between reservations already handed out', async () => {
     // GIVEN 1/s, burst 1, and 100 reservations: slots t0 … t0 + 99 s
     const clock = { now: 1_700_000_000_000_000 };
