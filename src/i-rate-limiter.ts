@@ -108,4 +108,6 @@ export interface IRateLimiter extends IConstruct {
   metricDynamoDbCalls(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
   /** Acquire calls that failed closed (DynamoDB unreachable or throttling, or an item it cannot read). */
   metricUnavailable(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** The rate in force (an override's or the deployed one), for one key or the highest over all keys. */
+  metricLimitInForce(key?: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric;
 }

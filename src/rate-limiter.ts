@@ -4,6 +4,8 @@ import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as scheduler from 'aws-cdk-lib/aws-scheduler';
+import * as schedulerTargets from 'aws-cdk-lib/aws-scheduler-targets';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireStateOptions } from './acquire';
@@ -11,7 +13,7 @@ import { ClearLimitOptions, IRateLimiter, SetLimitOptions } from './i-rate-limit
 import { Limit } from './limit';
 import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
-import { DEFAULT_KEY, LimiterMetricNames } from './private/contract';
+import { DEFAULT_KEY, LimiterMetricNames, OverrideAttr } from './private/contract';
 import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { checkedLimiterName, limiterMetric, limiterTable } from './private/limiter-parts';
 import { OverrideWrite } from './private/override-states';
@@ -214,6 +216,30 @@ export interface RateLimiterProps {
 /**
  * What every limiter, created here or imported, does: grants, the acquire states and metrics.
  */
+/** Options of `RateLimiter.addSchedule()`. */
+export interface LimitScheduleOptions {
+  /** When (`ScheduleExpression.cron({ hour: '9', minute: '0', timeZone })`, `.rate()`, `.at()`). */
+  readonly schedule: scheduler.ScheduleExpression;
+  /**
+   * The limit the key gets at those times.
+   *
+   * @default - none: the schedule clears the key's override (the deployed limit again)
+   */
+  readonly limit?: Limit;
+  /**
+   * The key (a literal).
+   *
+   * @default 'default'
+   */
+  readonly key?: string;
+  /**
+   * The schedule's description.
+   *
+   * @default - what it sets, for which key
+   */
+  readonly description?: string;
+}
+
 export abstract class RateLimiterBase extends Construct implements IRateLimiter {
   public abstract readonly limiterName: string;
   public abstract readonly limits: Limit[];
@@ -259,6 +285,50 @@ export abstract class RateLimiterBase extends Construct implements IRateLimiter 
       limit: { ratePerSecond: limit.ratePerSecond, burst: limit.burst },
       until: options.until,
       hint: { queryLanguage: options.queryLanguage },
+    });
+  }
+
+  /**
+   * A schedule that sets a key's limit (or, without `limit`, clears its override) at the times given: EventBridge
+   * Scheduler writing the override item directly (a universal target, DynamoDB PutItem/DeleteItem, no Lambda), its
+   * role granted exactly that item. Two schedules make business hours and nights: one sets, one clears.
+   */
+  public addSchedule(id: string, options: LimitScheduleOptions): scheduler.Schedule {
+    const key = options.key ?? DEFAULT_KEY;
+    if (key.startsWith('$') || key.length < 1 || key.length > 512) fail(this, `addSchedule(${id}) key must be a literal of 1 to 512 characters (a schedule has no input to read it from), got ${JSON.stringify(key)}`);
+    if (options.limit) {
+      options.limit._check(this, `addSchedule(${id}) limit.`);
+      const own = (this.keyLimits ?? this.limits)[0];
+      if (options.limit.dimension !== own.dimension) fail(this, `addSchedule(${id}) limit.dimension must be ${own.dimension}, got ${options.limit.dimension}`);
+      if (this.limits.length > 1 && !this.keyLimits) fail(this, `addSchedule(${id}): limiter ${this.limiterName} has several limits, whose keys read no override yet`);
+    }
+    const pk = `${this.limiterName}#config#${key}`;
+    const action = options.limit ? 'putItem' : 'deleteItem';
+    const target = new schedulerTargets.Universal({
+      service: 'dynamodb',
+      action,
+      input: scheduler.ScheduleTargetInput.fromObject(options.limit
+        ? {
+          TableName: this.table.tableName,
+          Item: {
+            pk: { S: pk },
+            [OverrideAttr.RATE_PER_SECOND]: { N: String(options.limit.ratePerSecond) },
+            [OverrideAttr.BURST]: { N: String(options.limit.burst) },
+            [OverrideAttr.BY]: { S: `schedule:${id}` },
+          },
+        }
+        : { TableName: this.table.tableName, Key: { pk: { S: pk } } }),
+      policyStatements: [new iam.PolicyStatement({
+        actions: [options.limit ? 'dynamodb:PutItem' : 'dynamodb:DeleteItem'],
+        resources: [this.table.tableArn],
+        conditions: { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [pk] } },
+      })],
+      retryAttempts: 10,
+    });
+    return new scheduler.Schedule(this, `Schedule${id}`, {
+      schedule: options.schedule,
+      target,
+      description: options.description ?? `cdk-sfn-throttle ${this.limiterName}: ${options.limit ? `set key ${key} to ${options.limit.description}` : `clear key ${key}'s override`}`,
     });
   }
 
@@ -344,6 +414,23 @@ export abstract class RateLimiterBase extends Construct implements IRateLimiter 
    */
   public metricUnavailable(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
     return this.metric(LimiterMetricNames.UNAVAILABLE, props);
+  }
+
+  /**
+   * The rate in force (tokens per second: a key's override, or the deployed limit), as the acquire function last
+   * applied it: for one key, or the highest over all keys.
+   *
+   * @default - maximum over 1 minute, all keys
+   */
+  public metricLimitInForce(key?: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return new cloudwatch.Metric({
+      namespace: 'CdkSfnThrottle',
+      metricName: LimiterMetricNames.LIMIT_IN_FORCE,
+      dimensionsMap: { LimiterName: this.limiterName, ...(key !== undefined ? { Key: key } : {}) },
+      statistic: cloudwatch.Stats.MAXIMUM,
+      period: Duration.minutes(1),
+      ...props,
+    });
   }
 }
 

@@ -1,7 +1,8 @@
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
-import { App, Stack } from 'aws-cdk-lib';
+import { App, Duration, Stack, TimeZone } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { aslOf } from './support/asl';
@@ -68,6 +69,28 @@ describe('setLimitTask / clearLimitTask', () => {
     });
     const put = Object.values(t.findResources('AWS::IAM::Policy')).flatMap((p: any) => p.Properties.PolicyDocument.Statement).find((s: any) => s.Action === 'dynamodb:PutItem');
     expect(put.Condition).toEqual({ 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': ['api#config#partner'] } });
+  });
+
+  test('addSchedule: EventBridge Scheduler writes the override itself (universal target, no Lambda), its role granted exactly that item', () => {
+    const stack = new Stack(new App(), 'Stack', { env: { account: '123456789012', region: 'us-east-1' } });
+    const limiter = new RateLimiter(stack, 'Api', { limiterName: 'api', ratePerSecond: 10 });
+    limiter.addSchedule('Night', { schedule: scheduler.ScheduleExpression.cron({ hour: '20', minute: '0', timeZone: TimeZone.EUROPE_BERLIN }), key: 'partner', limit: Limit.perSecond(2) });
+    limiter.addSchedule('Day', { schedule: scheduler.ScheduleExpression.cron({ hour: '8', minute: '0', timeZone: TimeZone.EUROPE_BERLIN }), key: 'partner' });
+    const t = Template.fromStack(stack);
+    const schedules = Object.values(t.findResources('AWS::Scheduler::Schedule')).map((r: any) => r.Properties);
+    const arn = (s: any) => s.Target.Arn['Fn::Join'][1].slice(-1)[0];
+    expect(schedules.map((s) => [s.ScheduleExpression, s.ScheduleExpressionTimezone, arn(s)])).toEqual([
+      ['cron(0 20 * * ? *)', 'Europe/Berlin', ':scheduler:::aws-sdk:dynamodb:putItem'],
+      ['cron(0 8 * * ? *)', 'Europe/Berlin', ':scheduler:::aws-sdk:dynamodb:deleteItem'],
+    ]);
+    const input = JSON.stringify(schedules[0].Target.Input);
+    for (const part of ['api#config#partner', 'ratePerSecond', '{\\"N\\":\\"2\\"}', 'schedule:Night']) expect(input).toContain(part);
+    const statements = Object.values(t.findResources('AWS::IAM::Policy')).flatMap((p: any) => p.Properties.PolicyDocument.Statement);
+    for (const action of ['dynamodb:PutItem', 'dynamodb:DeleteItem']) {
+      expect(statements.filter((s: any) => s.Action === action).map((s: any) => s.Condition)).toEqual([{ 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': ['api#config#partner'] } }]);
+    }
+    expect(nagFindings(stack).filter((f) => f.includes('Stack/Api/Schedule'))).toEqual([]);
+    expectValidationError(() => limiter.addSchedule('Bad', { schedule: scheduler.ScheduleExpression.rate(Duration.hours(1)), key: '$.tenant' }), /addSchedule\(Bad\) key must be a literal/);
   });
 
   test.each<[string, () => unknown, RegExp]>([

@@ -13,11 +13,21 @@ export interface AcquireMetrics {
   readonly notBeforeUs?: number;
   /** The bucket key (a log field). */
   readonly key?: string;
+  /** The key's rate in force, tokens per second (the LimitInForce metric: its maximum shows the highest in force). */
+  readonly limitPerSecond?: number;
 }
 
 export function metricsOf(outcome: AcquireOutcome): AcquireMetrics {
   if (!outcome.admitted) {
-    return { admitted: 0, delayed: 0, rejected: outcome.tokens, dynamoCalls: outcome.dynamoCalls, unavailable: 0 };
+    return {
+      admitted: 0,
+      delayed: 0,
+      rejected: outcome.tokens,
+      dynamoCalls: outcome.dynamoCalls,
+      unavailable: 0,
+      key: outcome.key,
+      limitPerSecond: outcome.limitPerSecond,
+    };
   }
   return {
     admitted: outcome.tokens,
@@ -28,6 +38,7 @@ export function metricsOf(outcome: AcquireOutcome): AcquireMetrics {
     unavailable: 0,
     notBeforeUs: outcome.atUs,
     key: outcome.key,
+    limitPerSecond: outcome.limitPerSecond,
   };
 }
 
@@ -67,13 +78,23 @@ export function emfLine(limiterName: string, m: AcquireMetrics, timestampMs: num
     metrics.push({ Name: name, Unit: 'Count' });
     values[name] = v;
   }
+  // the rate in force, per limiter and per limiter and key (an override shows here within its cache's 10 s)
+  const inForce = m.limitPerSecond !== undefined && m.key !== undefined;
+  if (inForce) {
+    metrics.push({ Name: LimiterMetricNames.LIMIT_IN_FORCE, Unit: 'Count/Second' });
+    values[LimiterMetricNames.LIMIT_IN_FORCE] = m.limitPerSecond!;
+  }
   return JSON.stringify({
     _aws: {
       Timestamp: Math.floor(timestampMs),
-      CloudWatchMetrics: [{ Namespace: METRIC_NAMESPACE, Dimensions: [[LIMITER_DIMENSION]], Metrics: metrics }],
+      CloudWatchMetrics: [
+        { Namespace: METRIC_NAMESPACE, Dimensions: [[LIMITER_DIMENSION]], Metrics: metrics },
+        ...(inForce ? [{ Namespace: METRIC_NAMESPACE, Dimensions: [[LIMITER_DIMENSION, 'Key']], Metrics: [{ Name: LimiterMetricNames.LIMIT_IN_FORCE, Unit: 'Count/Second' }] }] : []),
+      ],
     },
     [LIMITER_DIMENSION]: limiterName,
     ...values,
-    ...(m.notBeforeUs !== undefined ? { NotBeforeUs: m.notBeforeUs, Key: m.key } : {}),
+    ...(m.notBeforeUs !== undefined ? { NotBeforeUs: m.notBeforeUs } : {}),
+    ...(m.key !== undefined ? { Key: m.key } : {}),
   });
 }

@@ -42,6 +42,8 @@ export type AcquireOutcome =
     readonly atUs: number;
     readonly waitUs: number;
     readonly dynamoCalls: number;
+    /** The key's rate in force (override or deployed), tokens per second. */
+    readonly limitPerSecond?: number;
   }
   | {
     readonly admitted: false;
@@ -49,6 +51,7 @@ export type AcquireOutcome =
     readonly tokens: number;
     readonly retryAfterUs: number;
     readonly dynamoCalls: number;
+    readonly limitPerSecond?: number;
   };
 
 /**
@@ -223,7 +226,8 @@ export class Limiter {
         maxWaitUs: req.mode === 'RESERVE' ? this.maxWaitUs(options.maxWaitMs) : 0,
       };
       const out = await this.takeOnce(req, take, params, counter, !refresh);
-      if (out !== FOREIGN_LIMIT) return out;
+      // the rate in force for the key (its override's, or the deployed one), for the LimitInForce metric
+      if (out !== FOREIGN_LIMIT) return { ...out, limitPerSecond: limit.ratePerSecond };
       // The bucket is counted under another limit than the one this container holds: the override may have
       // changed since it was cached. Read it again before re-counting anyone's debt (containers that disagree
       // would otherwise re-count the same item back and forth for up to the cache's 10 s).

@@ -250,6 +250,8 @@ export class ThrottleDashboard extends Construct {
         title: 'Admitted per minute vs the limit',
         left: [limiter.metricAdmitted({ label: 'admitted' }), limiter.metricDelayed({ label: 'admitted after a wait' })],
         leftAnnotations: [{ value: limitPerMinute, label: `limit ${limiter.ratePerSecond}/s`, color: cloudwatch.Color.RED }],
+        // the limit in force per second (an override shows here), beside the deployed one
+        right: [limiter.metricLimitInForce(undefined, { label: 'limit in force (/s, highest key)' })],
         width: 6,
       }),
       new cloudwatch.GraphWidget({

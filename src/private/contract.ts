@@ -190,6 +190,8 @@ export const LimiterMetricNames = {
   DYNAMODB_CALLS: 'DynamoDbCalls',
   /** Acquire calls that failed closed because DynamoDB was unreachable or throttling. */
   UNAVAILABLE: 'Unavailable',
+  /** The key's rate in force (its override's, or the deployed one), per second; also by limiter and key. */
+  LIMIT_IN_FORCE: 'LimitInForce',
 } as const;
 
 // ---- BufferedQueueConsumer: the dispatcher and the dead-letter reporter ----

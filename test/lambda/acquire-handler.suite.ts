@@ -171,6 +171,10 @@ export function acquireHandlerSuite(emulator: string, options: LocalDynamoDbOpti
       const names = line._aws.CloudWatchMetrics[0].Metrics.map((m: any) => m.Name);
       expect(names).toEqual(expect.arrayContaining(Object.values(LimiterMetricNames)));
       for (const n of names) expect(typeof line[n]).toBe('number');
+      // the rate in force also by limiter and key (LimitInForce: the deployed rate here, no override)
+      expect(line._aws.CloudWatchMetrics[1]).toEqual({ Namespace: METRIC_NAMESPACE, Dimensions: [['LimiterName', 'Key']], Metrics: [{ Name: 'LimitInForce', Unit: 'Count/Second' }] });
+      expect(line.LimitInForce).toBeGreaterThan(0);
+      expect(typeof line.Key).toBe('string');
       expect(emfLines.some((l) => l.Rejected === 1)).toBe(true);
       expect(emfLines.some((l) => l.Delayed === 1 && l.WaitTime > 0)).toBe(true);
     });

@@ -106,7 +106,7 @@ describe('ThrottleDashboard', () => {
 
   test('the handlers\' EMF lines carry every CdkSfnThrottle metric the dashboard and alarms use', () => {
     const { stack } = build();
-    const line = JSON.parse(emfLine('api', { admitted: 1, delayed: 1, rejected: 0, waitMs: 12.5, dynamoCalls: 1, unavailable: 0 }, Date.now()));
+    const line = JSON.parse(emfLine('api', { admitted: 1, delayed: 1, rejected: 0, waitMs: 12.5, dynamoCalls: 1, unavailable: 0, key: 'default', limitPerSecond: 20 }, Date.now()));
     const emf = line._aws.CloudWatchMetrics[0];
     const emitted = new Set(emf.Metrics.map((m: any) => m.Name));
     expect(emf.Namespace).toBe(METRIC_NAMESPACE);
@@ -121,7 +121,7 @@ describe('ThrottleDashboard', () => {
     for (const a of alarmsOf(stack)) {
       for (const m of a.Metrics ?? []) if (m.MetricStat?.Metric.Namespace === METRIC_NAMESPACE) used.add(m.MetricStat.Metric.MetricName);
     }
-    expect([...used].sort()).toEqual(['Admitted', 'Delayed', 'Rejected', 'Unavailable', 'WaitTime']);
+    expect([...used].sort()).toEqual(['Admitted', 'Delayed', 'LimitInForce', 'Rejected', 'Unavailable', 'WaitTime']);
     for (const name of used) expect(emitted.has(name)).toBe(true);
   });
 
