@@ -3,10 +3,11 @@
 // credential chain (AWS_ENDPOINT_URL_DYNAMODB points it at a local emulator). An esbuild bundle with the SDK inside:
 // the construct package gains no runtime dependency. Writes are conditioned on the item as read, so two operators
 // cannot interleave a half change; every command prints the limit in force before and after.
+import { randomUUID } from 'crypto';
 import {
   ConditionalCheckFailedException, DeleteItemCommand, DynamoDBClient, GetItemCommand, PutItemCommand, ScanCommand, type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
-import { checkLimit, overrideItemKey } from '../lambda/rate-limiter/limiter';
+import { checkLimit, overrideItemKey, overrideUntilUs } from '../lambda/rate-limiter/limiter';
 import { OverrideAttr } from '../src/private/contract';
 
 export interface CliIo {
@@ -20,11 +21,13 @@ export interface CliIo {
 
 class UsageError extends Error {}
 
-const USAGE = `usage: cdk-sfn-throttle limits <get|set|clear|list> --table <name> --limiter <name> [--key <key>]
-  set:   --rate <per second> [--burst <n>] [--until <ISO 8601 time>]
+const USAGE = `usage: cdk-sfn-throttle limits <get|set|clear|list> --table <name> --limiter <name> [--key <key>] [--shards <n>]
+  set:   --rate <per second> [--burst <n>] [--until <ISO 8601 time with zone>]  (burst and until kept from the
+         override in force unless given; --burst deployed / --until none remove them)
+  --shards: the limiter's shards (default 1): a burst below them is one the limiter would ignore
   the key defaults to "default"; AWS credentials and Region from the default chain`;
 
-interface Override { ratePerSecond: number; burst?: number; until?: string; ver: number; by?: string }
+interface Override { ratePerSecond: number; burst?: number; until?: string; by?: string }
 
 function parse(args: string[]): { cmd: string; opts: Record<string, string> } {
   const [group, cmd, ...rest] = args;
@@ -34,7 +37,7 @@ function parse(args: string[]): { cmd: string; opts: Record<string, string> } {
     const a = rest[i];
     if (!a.startsWith('--')) throw new UsageError(`unexpected argument ${JSON.stringify(a)}\n${USAGE}`);
     const name = a.slice(2);
-    if (!['table', 'limiter', 'key', 'rate', 'burst', 'until'].includes(name)) throw new UsageError(`unknown option --${name}\n${USAGE}`);
+    if (!['table', 'limiter', 'key', 'rate', 'burst', 'until', 'shards'].includes(name)) throw new UsageError(`unknown option --${name}\n${USAGE}`);
     const value = rest[++i];
     if (value === undefined) throw new UsageError(`--${name} needs a value`);
     opts[name] = value;
@@ -49,13 +52,18 @@ function decode(item: Record<string, AttributeValue> | undefined): Override | un
     ratePerSecond: Number(item[OverrideAttr.RATE_PER_SECOND]?.N),
     burst: item[OverrideAttr.BURST]?.N !== undefined ? Number(item[OverrideAttr.BURST].N) : undefined,
     until: item[OverrideAttr.UNTIL]?.S,
-    ver: Number(item[OverrideAttr.VERSION]?.N ?? 0),
     by: item[OverrideAttr.BY]?.S,
   };
 }
 
-function describe(o: Override | undefined, now: number): string {
+function describe(o: Override | undefined, now: number, shards = 1): string {
   if (!o) return 'the deployed limit (no override)';
+  // as the limiter reads it: an override it would ignore is not in force
+  const problem = checkLimit(o.ratePerSecond, o.burst ?? shards, shards);
+  const untilUs = o.until === undefined ? undefined : overrideUntilUs({ [OverrideAttr.UNTIL]: o.until });
+  if (problem || untilUs === 'invalid') {
+    return `the deployed limit (the limiter ignores this override: ${problem ?? `until ${JSON.stringify(o.until)} is not an ISO 8601 time`})`;
+  }
   const until = o.until ? Date.parse(o.until) : undefined;
   if (until !== undefined && until <= now) return `the deployed limit (the override of ${o.ratePerSecond}/s expired at ${o.until})`;
   return `${o.ratePerSecond}/s, burst ${o.burst ?? 'as deployed'}${o.until ? `, until ${o.until}` : ''}${o.by ? ` (set by ${o.by})` : ''}`;
@@ -69,41 +77,45 @@ export async function run(args: string[], io: CliIo): Promise<number> {
     const limiter = opts.limiter;
     if (!/^[A-Za-z0-9_.-]{1,64}$/.test(limiter)) throw new UsageError(`--limiter must be 1 to 64 letters, digits, ., - or _, got ${JSON.stringify(limiter)}`);
     const key = opts.key ?? 'default';
+    // the handler's own key rule (lambda/rate-limiter/request.ts): an override under any other key is never read
+    if (key.length < 1 || key.length > 512) throw new UsageError(`--key must be 1 to 512 characters, got ${key.length}`);
+    const shards = opts.shards === undefined ? 1 : Number(opts.shards);
+    if (!Number.isInteger(shards) || shards < 1 || shards > 100) throw new UsageError(`--shards must be an integer from 1 to 100, got ${JSON.stringify(opts.shards)}`);
     const pk = overrideItemKey(limiter, key);
-    // an unknown limiter: nothing of it in the table (no bucket, no override)
-    const known = await io.client.send(new ScanCommand({
-      TableName: table, FilterExpression: 'begins_with(pk, :p)', ExpressionAttributeValues: { ':p': { S: `${limiter}#` } }, ProjectionExpression: 'pk',
-    }));
+    // an unknown limiter: nothing of it in the table (no bucket, no override) — every page until the first item
+    const known = await anyItem(io.client, table, `${limiter}#`);
     if (cmd === 'list') {
+      if (!known) throw new UsageError(`limiter ${JSON.stringify(limiter)} has no items in table ${table}: is the name right?`);
       const all = await scanAll(io.client, table, `${limiter}#config#`);
-      if ((known.Items ?? []).length === 0 && all.length === 0) throw new UsageError(`limiter ${JSON.stringify(limiter)} has no items in table ${table}: is the name right?`);
       if (all.length === 0) io.out(`${limiter}: no overrides — every key at the deployed limit`);
-      for (const item of all) io.out(`${item.pk.S!.slice(`${limiter}#config#`.length)}: ${describe(decode(item), io.now())}`);
+      for (const item of all) io.out(`${item.pk.S!.slice(`${limiter}#config#`.length)}: ${describe(decode(item), io.now(), shards)}`);
       return 0;
     }
-    if ((known.Items ?? []).length === 0 && cmd !== 'set') {
-      throw new UsageError(`limiter ${JSON.stringify(limiter)} has no items in table ${table}: is the name right?`);
-    }
+    if (!known && cmd !== 'set') throw new UsageError(`limiter ${JSON.stringify(limiter)} has no items in table ${table}: is the name right?`);
+    if (!known) io.err(`warning: limiter ${JSON.stringify(limiter)} has no items in table ${table} yet (a new limiter, or a wrong name?)`);
     const read = await io.client.send(new GetItemCommand({ TableName: table, Key: { pk: { S: pk } }, ConsistentRead: true }));
     const before = decode(read.Item);
     if (cmd === 'get') {
-      io.out(`${limiter} key ${key}: ${describe(before, io.now())}`);
+      io.out(`${limiter} key ${key}: ${describe(before, io.now(), shards)}`);
       return 0;
     }
     if (cmd === 'set') {
       const rate = Number(opts.rate);
       if (opts.rate === undefined) throw new UsageError('set needs --rate');
-      const burst = opts.burst !== undefined ? Number(opts.burst) : undefined;
-      const problem = checkLimit(rate, burst ?? 1, 1);
+      // kept from the override in force unless given (a set replaces the whole item)
+      const burst = opts.burst === 'deployed' ? undefined : opts.burst !== undefined ? Number(opts.burst) : before?.burst;
+      const problem = checkLimit(rate, burst ?? shards, shards);
       if (problem) throw new UsageError(`${problem.replace('ratePerSecond', '--rate').replace('burst', '--burst')}`);
-      let until: string | undefined;
-      if (opts.until !== undefined) {
+      let until: string | undefined = opts.until === 'none' ? undefined : opts.until === undefined ? before?.until : undefined;
+      if (opts.until !== undefined && opts.until !== 'none') {
         const t = Date.parse(opts.until);
-        if (!/^\d{4}-\d{2}-\d{2}T/.test(opts.until) || !Number.isFinite(t)) throw new UsageError(`--until must be an ISO 8601 time (2026-12-03T06:00:00Z), got ${JSON.stringify(opts.until)}`);
+        if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(opts.until) || !Number.isFinite(t)) {
+          throw new UsageError(`--until must be an ISO 8601 time with its zone (2026-12-03T06:00:00Z), got ${JSON.stringify(opts.until)}`);
+        }
         if (t <= io.now()) throw new UsageError(`--until ${opts.until} has passed`);
         until = new Date(t).toISOString();
       }
-      io.out(`before: ${describe(before, io.now())}`);
+      io.out(`before: ${describe(before, io.now(), shards)}`);
       await io.client.send(new PutItemCommand({
         TableName: table,
         Item: {
@@ -111,17 +123,18 @@ export async function run(args: string[], io: CliIo): Promise<number> {
           [OverrideAttr.RATE_PER_SECOND]: { N: String(rate) },
           ...(burst !== undefined ? { [OverrideAttr.BURST]: { N: String(burst) } } : {}),
           ...(until ? { [OverrideAttr.UNTIL]: { S: until } } : {}),
-          [OverrideAttr.VERSION]: { N: String((before?.ver ?? 0) + 1) },
+          // a unique version: no writer can take a later item for the one it read (no ABA through a clear)
+          [OverrideAttr.VERSION]: { S: randomUUID() },
           [OverrideAttr.BY]: { S: io.user },
         },
-        ...conditionOn(before),
+        ...conditionOn(read.Item),
       }));
-      io.out(`after:  ${describe({ ratePerSecond: rate, burst, until, ver: 0, by: io.user }, io.now())} (each container reads it within 10 s)`);
+      io.out(`after:  ${describe({ ratePerSecond: rate, burst, until, by: io.user }, io.now(), shards)} (each container reads it within 10 s)`);
       return 0;
     }
     if (cmd === 'clear') {
-      io.out(`before: ${describe(before, io.now())}`);
-      if (before) await io.client.send(new DeleteItemCommand({ TableName: table, Key: { pk: { S: pk } }, ...conditionOn(before) }));
+      io.out(`before: ${describe(before, io.now(), shards)}`);
+      if (before) await io.client.send(new DeleteItemCommand({ TableName: table, Key: { pk: { S: pk } }, ...conditionOn(read.Item) }));
       io.out('after:  the deployed limit (no override; each container reads it within 10 s)');
       return 0;
     }
@@ -140,11 +153,39 @@ export async function run(args: string[], io: CliIo): Promise<number> {
   }
 }
 
-/** Write only if the item is still as read: absent, or at the version read. */
-function conditionOn(before: Override | undefined) {
-  return before
-    ? { ConditionExpression: '#ver = :ver OR (attribute_exists(pk) AND attribute_not_exists(#ver) AND :ver = :zero)', ExpressionAttributeNames: { '#ver': OverrideAttr.VERSION }, ExpressionAttributeValues: { ':ver': { N: String(before.ver) }, ':zero': { N: '0' } } }
-    : { ConditionExpression: 'attribute_not_exists(pk)' };
+/**
+ * Write only if the item is still exactly as read: absent, or every attribute equal (a workflow's or a schedule's
+ * write in between — even one without a version — changes some attribute, a CLI's always its unique version).
+ */
+function conditionOn(item: Record<string, AttributeValue> | undefined) {
+  if (!item) return { ConditionExpression: 'attribute_not_exists(pk)' };
+  const names: Record<string, string> = {};
+  const values: Record<string, AttributeValue> = {};
+  const parts: string[] = [];
+  const known = [OverrideAttr.RATE_PER_SECOND, OverrideAttr.BURST, OverrideAttr.UNTIL, OverrideAttr.VERSION, OverrideAttr.BY];
+  known.forEach((attr, i) => {
+    names[`#a${i}`] = attr;
+    if (item[attr] === undefined) {
+      parts.push(`attribute_not_exists(#a${i})`);
+    } else {
+      values[`:v${i}`] = item[attr];
+      parts.push(`#a${i} = :v${i}`);
+    }
+  });
+  return { ConditionExpression: parts.join(' AND '), ExpressionAttributeNames: names, ...(Object.keys(values).length > 0 ? { ExpressionAttributeValues: values } : {}) };
+}
+
+/** Whether any item's key starts with `prefix`: scanned page by page until the first. */
+async function anyItem(client: DynamoDBClient, table: string, prefix: string): Promise<boolean> {
+  let start: Record<string, AttributeValue> | undefined;
+  do {
+    const res = await client.send(new ScanCommand({
+      TableName: table, FilterExpression: 'begins_with(pk, :p)', ExpressionAttributeValues: { ':p': { S: prefix } }, ProjectionExpression: 'pk', ExclusiveStartKey: start,
+    }));
+    if ((res.Items ?? []).length > 0) return true;
+    start = res.LastEvaluatedKey;
+  } while (start);
+  return false;
 }
 
 async function scanAll(client: DynamoDBClient, table: string, prefix: string): Promise<Record<string, AttributeValue>[]> {

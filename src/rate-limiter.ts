@@ -301,6 +301,7 @@ export abstract class RateLimiterBase extends Construct implements IRateLimiter 
       const own = (this.keyLimits ?? this.limits)[0];
       if (options.limit.dimension !== own.dimension) fail(this, `addSchedule(${id}) limit.dimension must be ${own.dimension}, got ${options.limit.dimension}`);
       if (this.limits.length > 1 && !this.keyLimits) fail(this, `addSchedule(${id}): limiter ${this.limiterName} has several limits, whose keys read no override yet`);
+      if (options.limit.burst < this.shards) fail(this, `addSchedule(${id}) limit.burst must be at least shards (${this.shards}), got ${options.limit.burst}`);
     }
     const pk = `${this.limiterName}#config#${key}`;
     const action = options.limit ? 'putItem' : 'deleteItem';

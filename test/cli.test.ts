@@ -38,11 +38,15 @@ describe('cdk-sfn-throttle limits', () => {
     expect(set).toMatchObject({ code: 0 });
     expect(set.out).toBe('before: the deployed limit (no override)\nafter:  2/s, burst 4, until 2026-12-03T06:00:00.000Z (set by cli:test) (each container reads it within 10 s)');
     const item = await db.client.send(new GetItemCommand({ TableName: TABLE, Key: { pk: { S: 'api#config#acme' } } }));
-    expect(item.Item).toMatchObject({ ratePerSecond: { N: '2' }, burst: { N: '4' }, until: { S: '2026-12-03T06:00:00.000Z' }, ver: { N: '1' }, by: { S: 'cli:test' } });
+    expect(item.Item).toMatchObject({ ratePerSecond: { N: '2' }, burst: { N: '4' }, until: { S: '2026-12-03T06:00:00.000Z' }, ver: { S: expect.any(String) }, by: { S: 'cli:test' } });
     expect((await cli('limits', 'get', '--table', TABLE, '--limiter', 'api', '--key', 'acme')).out).toBe('api key acme: 2/s, burst 4, until 2026-12-03T06:00:00.000Z (set by cli:test)');
-    // set again: conditioned on the version read
+    // set again with only a rate: the burst and until in force are kept (a new unique version)
     expect((await cli('limits', 'set', '--table', TABLE, '--limiter', 'api', '--key', 'acme', '--rate', '3')).code).toBe(0);
-    expect((await db.client.send(new GetItemCommand({ TableName: TABLE, Key: { pk: { S: 'api#config#acme' } } }))).Item?.ver).toEqual({ N: '2' });
+    const again = (await db.client.send(new GetItemCommand({ TableName: TABLE, Key: { pk: { S: 'api#config#acme' } } }))).Item!;
+    expect(again).toMatchObject({ ratePerSecond: { N: '3' }, burst: { N: '4' }, until: { S: '2026-12-03T06:00:00.000Z' } });
+    expect(again.ver).not.toEqual(item.Item!.ver);
+    // and removed on purpose
+    expect((await cli('limits', 'set', '--table', TABLE, '--limiter', 'api', '--key', 'acme', '--rate', '3', '--burst', 'deployed', '--until', 'none')).code).toBe(0);
     expect((await cli('limits', 'list', '--table', TABLE, '--limiter', 'api')).out).toBe('acme: 3/s, burst as deployed (set by cli:test)');
     const cleared = await cli('limits', 'clear', '--table', TABLE, '--limiter', 'api', '--key', 'acme');
     expect(cleared.out).toBe('before: 3/s, burst as deployed (set by cli:test)\nafter:  the deployed limit (no override; each container reads it within 10 s)');
@@ -59,6 +63,8 @@ describe('cdk-sfn-throttle limits', () => {
     ['a negative rate', ['--rate', '-1'], /--rate must be from 0.001/],
     ['a fractional burst', ['--rate', '1', '--burst', '1.5'], /--burst must be an integer/],
     ['a malformed time', ['--rate', '1', '--until', 'tomorrow'], /--until must be an ISO 8601 time .*got "tomorrow"/],
+    ['a time without its zone', ['--rate', '1', '--until', '2026-12-03T06:00:00'], /--until must be an ISO 8601 time with its zone/],
+    ['a burst below the limiter\'s shards', ['--rate', '5', '--burst', '2', '--shards', '4'], /--burst must be an integer from shards \(4\)/],
     ['a time that has passed', ['--rate', '1', '--until', '2026-01-01T00:00:00Z'], /--until 2026-01-01T00:00:00Z has passed/],
     ['no rate', [], /set needs --rate/],
     ['an unknown option', ['--rate', '1', '--rat', '2'], /unknown option --rat/],
@@ -67,6 +73,32 @@ describe('cdk-sfn-throttle limits', () => {
     expect(r.code).toBe(2);
     expect(r.err).toMatch(message);
     expect(await items('api#config#')).toEqual([]);
+  });
+
+  test('an empty key, an override the limiter would ignore (shown as such), a workflow\'s write in between (refused)', async () => {
+    expect(await cli('limits', 'set', '--table', TABLE, '--limiter', 'api', '--key', '', '--rate', '1')).toMatchObject({ code: 2, err: expect.stringMatching(/--key must be 1 to 512 characters/) });
+    await db.client.send(new PutItemCommand({ TableName: TABLE, Item: { pk: { S: 'api#config#odd' }, ratePerSecond: { N: '1' }, until: { S: '1767225600000' } } }));
+    expect((await cli('limits', 'get', '--table', TABLE, '--limiter', 'api', '--key', 'odd')).out).toMatch(/the deployed limit \(the limiter ignores this override: until "1767225600000" is not an ISO 8601 time\)/);
+    await db.client.send(new PutItemCommand({ TableName: TABLE, Item: { pk: { S: 'api#config#odd' }, ratePerSecond: { N: '5' }, by: { S: 'schedule:Day' } } }));
+    // a workflow writes (no version) after the CLI read: the CLI's write is refused
+    const code = await run(['limits', 'set', '--table', TABLE, '--limiter', 'api', '--key', 'odd', '--rate', '500'], {
+      out: () => undefined,
+      err: () => undefined,
+      client: {
+        send: async (c: any) => {
+          const res = await db.client.send(c);
+          if (c instanceof GetItemCommand) {
+            await db.client.send(new PutItemCommand({ TableName: TABLE, Item: { pk: { S: 'api#config#odd' }, ratePerSecond: { N: '1' }, by: { S: 'arn:aws:states:execution' } } }));
+          }
+          return res;
+        },
+      } as any,
+      now: () => Date.parse('2026-12-02T12:00:00Z'),
+      user: 'cli:slow',
+    });
+    expect(code).toBe(3);
+    expect((await db.client.send(new GetItemCommand({ TableName: TABLE, Key: { pk: { S: 'api#config#odd' } } }))).Item?.ratePerSecond).toEqual({ N: '1' });
+    await cli('limits', 'clear', '--table', TABLE, '--limiter', 'api', '--key', 'odd');
   });
 
   test('an unknown limiter, a missing table option, an unknown command: non-zero, nothing written', async () => {
@@ -97,7 +129,6 @@ describe('cdk-sfn-throttle limits', () => {
     });
     expect(await slow).toBe(3);
     expect((await db.client.send(new GetItemCommand({ TableName: TABLE, Key: { pk: { S: 'api#config#race' } } }))).Item?.ratePerSecond).toEqual({ N: '6' });
-    await db.client.send(new PutItemCommand({ TableName: TABLE, Item: { pk: { S: 'api#config#race' }, ratePerSecond: { N: '6' }, ver: { N: '9' } } }));
     await cli('limits', 'clear', '--table', TABLE, '--limiter', 'api', '--key', 'race');
   });
 

@@ -98,7 +98,14 @@ describe('setLimitTask / clearLimitTask', () => {
     ['another dimension', () => { const { stack, limiter } = build(); return limiter.setLimitTask(stack, 'S', { limit: Limit.perSecond(1, { dimension: 'tokens' }) }); },
       /limit.dimension must be requests .*got tokens/],
     ['a malformed until', () => { const { stack, limiter } = build(); return limiter.setLimitTask(stack, 'S', { limit: Limit.perSecond(1), until: 'tomorrow' }); },
-      /until must be an ISO 8601 time or a JSONPath, got "tomorrow"/],
+      /until must be an ISO 8601 time with its zone \(Z or ±hh:mm\) or a JSONPath, got "tomorrow"/],
+    ['an until without its zone', () => { const { stack, limiter } = build(); return limiter.setLimitTask(stack, 'S', { limit: Limit.perSecond(1), until: '2026-12-03T06:00:00' }); },
+      /until must be an ISO 8601 time with its zone/],
+    ['a scheduled burst below the shards', () => {
+      const stack = new Stack();
+      const l = new RateLimiter(stack, 'L', { ratePerSecond: 100, burst: 100, shards: 4 });
+      return l.addSchedule('Night', { schedule: scheduler.ScheduleExpression.rate(Duration.hours(1)), limit: Limit.perSecond(2) });
+    }, /addSchedule\(Night\) limit.burst must be at least shards \(4\), got 2/],
     ['a limiter of several limits', () => {
       const stack = new Stack();
       const l = new RateLimiter(stack, 'M', { limits: [Limit.perMinute(60), Limit.perMinute(600, { dimension: 'tokens', burst: 100 })] });

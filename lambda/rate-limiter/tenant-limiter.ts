@@ -113,6 +113,11 @@ export class TenantLimiter {
     const counter = { calls: 0 };
     const own = await this.keyLimitFor(key, counter);
     const burst = Math.min(own.burst, this.config.shared.burst);
+    if (Number.isInteger(amount) && amount >= 1 && amount <= Math.min(this.config.perKey.burst, this.config.shared.burst) && amount > burst) {
+      // valid against the deployed limit, not against the key's override in force: retryable, the override may go
+      throw new LimiterUnavailable(`the override of key ${JSON.stringify(key)} (burst ${own.burst}) holds at most ${burst} per acquire, got ${amount}: `
+        + 'raise the override\'s burst or clear it');
+    }
     if (!Number.isInteger(amount) || amount < 1 || amount > burst) {
       throw new InvalidAcquireRequest(`consume.${own.dimension} must be an integer from 1 to key ${JSON.stringify(key)}'s burst (${own.burst}) and the shared burst `
         + `(${this.config.shared.burst}): more can never be admitted, got ${amount}`);

@@ -27,6 +27,8 @@ export interface OverrideWriteOptions {
 }
 
 const PATH = /^\$(\.[A-Za-z_][A-Za-z0-9_-]*)+$/;
+/** An ISO 8601 time with its zone: read the same by the limiter (UTC) and by an operator's CLI (any zone). */
+const ISO_WITH_ZONE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;
 
 function js(path: string): string {
   const body = jsonataOf(path);
@@ -42,8 +44,8 @@ export class OverrideWrite extends sfn.TaskStateBase {
     super(scope, id, { resultPath: sfn.JsonPath.DISCARD });
     if (o.key.startsWith('$') && !PATH.test(o.key)) fail(this, `key must be a literal or a simple JSONPath like $.tenant, got ${JSON.stringify(o.key)}`);
     if (!o.key.startsWith('$') && (o.key.length < 1 || o.key.length > 512)) fail(this, `key must be 1 to 512 characters, got ${JSON.stringify(o.key)}`);
-    if (o.until !== undefined && !o.until.startsWith('$') && !Number.isFinite(Date.parse(o.until))) {
-      fail(this, `until must be an ISO 8601 time or a JSONPath, got ${JSON.stringify(o.until)}`);
+    if (o.until !== undefined && !o.until.startsWith('$') && (!ISO_WITH_ZONE.test(o.until) || !Number.isFinite(Date.parse(o.until)))) {
+      fail(this, `until must be an ISO 8601 time with its zone (Z or ±hh:mm) or a JSONPath, got ${JSON.stringify(o.until)}`);
     }
     if (o.until?.startsWith('$') && !PATH.test(o.until)) fail(this, `until must be a literal time or a simple JSONPath like $.until, got ${JSON.stringify(o.until)}`);
     const prefix = `${target.limiterName}#config#`;
@@ -93,6 +95,8 @@ export class OverrideWrite extends sfn.TaskStateBase {
       : { pk: { S: `${prefix}${this.o.key}` } };
     if (!this.o.limit) return { TableName: this.target.table.tableName, Key: key };
     const by = jsonata ? { [OverrideAttr.BY]: { S: expr('$states.context.Execution.Id') } } : { [OverrideAttr.BY]: { 'S.$': '$$.Execution.Id' } };
+    // a unique version: an operator's CLI that read the item before this write cannot overwrite it unknowingly
+    const ver = jsonata ? { [OverrideAttr.VERSION]: { S: expr('$uuid()') } } : { [OverrideAttr.VERSION]: { 'S.$': 'States.UUID()' } };
     return {
       TableName: this.target.table.tableName,
       Item: {
@@ -101,6 +105,7 @@ export class OverrideWrite extends sfn.TaskStateBase {
         [OverrideAttr.BURST]: { N: String(this.o.limit.burst) },
         ...(this.o.until !== undefined ? string(this.o.until, OverrideAttr.UNTIL) : {}),
         ...by,
+        ...ver,
       },
     };
   }
