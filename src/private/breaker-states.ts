@@ -8,7 +8,7 @@ import { AcquireTask } from './acquire-task';
 import { BreakerField, BreakerItem, BreakerOp, BreakerResultField } from './contract';
 import { expr, jsonataCatches, JSONATA, mergeAt, rendering } from './query-language';
 import { LanguageHint } from './states';
-import { taskKindOf } from './task-kind';
+import { retryDynamoDbCall, taskKindOf } from './task-kind';
 import { fail } from './validation';
 import { ThrottleErrors } from '../errors';
 
@@ -79,8 +79,8 @@ function keyArgument(key: string): string {
   return key.startsWith('$') ? key : intrinsicString(key);
 }
 
-/** A simple JSONPath of this module (fields only, perhaps with `-`) as JSONata on `$states.input`. */
-function js(path: string): string {
+/** A simple JSONPath (fields only, perhaps with `-`) as JSONata on `$states.input`. */
+export function js(path: string): string {
   const fields = path.replace(/^\$\.?/, '').split('.').filter((f) => f.length > 0);
   return ['$states.input', ...fields.map((f) => (/^[A-Za-z_][A-Za-z0-9_]*$/.test(f) ? f : `\`${f}\``))].join('.');
 }
@@ -229,14 +229,7 @@ class BreakerCheck extends sfn.TaskStateBase {
       resources: [w.breaker.table.tableArn],
       conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${w.breaker.breakerName}#breaker#*`] } },
     })];
-    // The optimized DynamoDB integration's names (DynamoDB.<Exception>); an unreachable table admits nothing.
-    this.addRetry({
-      errors: ['DynamoDB.InternalServerErrorException', 'DynamoDB.ProvisionedThroughputExceededException', 'DynamoDB.RequestLimitExceededException', 'DynamoDB.ThrottlingException'],
-      interval: Duration.seconds(1),
-      maxAttempts: 4,
-      backoffRate: 2,
-      jitterStrategy: sfn.JitterType.FULL,
-    });
+    retryDynamoDbCall(this);
   }
 
   public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {

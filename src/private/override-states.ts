@@ -1,11 +1,12 @@
-import { Duration } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
+import { js } from './breaker-states';
 import { OverrideAttr } from './contract';
-import { expr, JSONATA, jsonataCatches, jsonataOf, rendering } from './query-language';
+import { expr, JSONATA, jsonataCatches, rendering } from './query-language';
 import { LanguageHint } from './states';
+import { retryDynamoDbCall } from './task-kind';
 import { fail } from './validation';
 
 // The states that change a limiter's limit from inside a workflow: one DynamoDB PutItem (set) or DeleteItem (clear)
@@ -30,10 +31,6 @@ const PATH = /^\$(\.[A-Za-z_][A-Za-z0-9_-]*)+$/;
 /** An ISO 8601 time with its zone: read the same by the limiter (UTC) and by an operator's CLI (any zone). */
 const ISO_WITH_ZONE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/;
 
-function js(path: string): string {
-  const body = jsonataOf(path);
-  return body ?? `$states.input.${path.slice(2).split('.').map((f) => `\`${f}\``).join('.')}`;
-}
 
 /** PutItem (set) or DeleteItem (clear) of `<limiterName>#config#<key>`; the task's output is its input. */
 export class OverrideWrite extends sfn.TaskStateBase {
@@ -57,13 +54,7 @@ export class OverrideWrite extends sfn.TaskStateBase {
         ? { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${prefix}*`] } }
         : { 'ForAllValues:StringEquals': { 'dynamodb:LeadingKeys': [`${prefix}${o.key}`] } },
     })];
-    this.addRetry({
-      errors: ['DynamoDB.InternalServerErrorException', 'DynamoDB.ProvisionedThroughputExceededException', 'DynamoDB.RequestLimitExceededException', 'DynamoDB.ThrottlingException'],
-      interval: Duration.seconds(1),
-      maxAttempts: 4,
-      backoffRate: 2,
-      jitterStrategy: sfn.JitterType.FULL,
-    });
+    retryDynamoDbCall(this);
   }
 
   public toStateJson(topLevelQueryLanguage?: sfn.QueryLanguage): object {

@@ -1,4 +1,4 @@
-import { Stack } from 'aws-cdk-lib';
+import { Duration, Stack } from 'aws-cdk-lib';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { fail } from './validation';
 
@@ -117,4 +117,18 @@ function flatten(v: unknown): string {
     return o['Fn::GetAtt'][1] === 'Arn' ? 'arn:aws:lambda:region:account:function:<fn>' : '<attr>';
   }
   return '<token>';
+}
+
+/**
+ * The library's own DynamoDB service-integration states (a breaker's check, an override write): their transient
+ * errors retried with backoff and full jitter; an unreachable table admits nothing.
+ */
+export function retryDynamoDbCall(state: sfn.TaskStateBase): void {
+  state.addRetry({
+    errors: ['DynamoDB.InternalServerErrorException', 'DynamoDB.ProvisionedThroughputExceededException', 'DynamoDB.RequestLimitExceededException', 'DynamoDB.ThrottlingException'],
+    interval: Duration.seconds(1),
+    maxAttempts: 4,
+    backoffRate: 2,
+    jitterStrategy: sfn.JitterType.FULL,
+  });
 }
