@@ -52,6 +52,7 @@ class CountingStore implements BucketStore {
     }
     return r;
   }
+  adapt(...a: Parameters<BucketStore['adapt']>) { return this.inner.adapt(...a); }
   async takeIdle(pk: string, now: number, tat: number, exp: number, iv: number, tol: number) {
     const r = await this.inner.takeIdle(pk, now, tat, exp, iv, tol);
     if (!r.ok) {
@@ -105,6 +106,7 @@ export class LatencyStore implements BucketStore {
   rescale(...a: Parameters<BucketStore['rescale']>) { return this.trip(() => this.inner.rescale(...a)); }
   readBucket(pk: string) { return this.trip(() => this.inner.readBucket(pk)); }
   readOverride(pk: string) { return this.trip(() => this.inner.readOverride(pk)); }
+  adapt(...a: Parameters<BucketStore['adapt']>) { return this.trip(() => this.inner.adapt(...a)); }
 }
 
 /** Where a run's buckets live: dynalite through the SDK, or an in-memory store behind an injected latency. */

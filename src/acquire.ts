@@ -15,6 +15,21 @@ export enum AcquireMode {
 }
 
 /**
+ * The class of an acquire under contention. A class below HIGH admits only while the limiter's `priorityReserve`
+ * (per class below HIGH) of its burst stays free for the classes above it, and never reserves ahead: it is refused
+ * with `RateLimitExceeded` and retried instead, so a higher class never queues behind it. Without contention any
+ * class may use the whole limit. An acquire without a priority ranks with HIGH (and reserves as always).
+ */
+export enum Priority {
+  /** Critical work: the whole burst, and RESERVE queues up to `maxWait` ahead. */
+  HIGH = 'HIGH',
+  /** Leaves `priorityReserve` of the burst to HIGH; never reserves ahead. */
+  NORMAL = 'NORMAL',
+  /** Leaves twice `priorityReserve` of the burst to NORMAL and HIGH; never reserves ahead. */
+  LOW = 'LOW',
+}
+
+/**
  * What one acquire takes from a limiter: the one shape used by `RateLimiter.acquire()`, `RateLimitedTask`,
  * `ThrottledMap` (per item, or per item of a batch) and the queue dispatcher (`QueueTarget.dispatch`).
  */
@@ -45,6 +60,14 @@ export interface AcquireOptions {
    * @default AcquireMode.RESERVE
    */
   readonly mode?: AcquireMode;
+
+  /**
+   * The acquire's class under contention (a limiter of one limit). Give every caller of a limiter a class when you
+   * use them: an acquire without one ranks with HIGH.
+   *
+   * @default - none: ranks with HIGH, reserves up to `maxWait`
+   */
+  readonly priority?: Priority;
 }
 
 /**

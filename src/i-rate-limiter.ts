@@ -14,6 +14,56 @@ import { Limit } from './limit';
 /**
  * A shared rate limit that workflows acquire tokens from.
  */
+/**
+ * An adaptive limit (AIMD) that follows the downstream's capacity: a throttling error seen by a RateLimitedTask (the
+ * errors its RetryPolicy retries), or an alarm, lowers the rate in force multiplicatively; while no signal comes it
+ * rises additively, never above the limiter's rate (or a key's override) nor below `minRatePerSecond`. The rate in
+ * force is kept on the bucket item, so every container and every execution takes at the same rate, and the limiter's
+ * bound holds against it.
+ */
+export interface AdaptiveOptions {
+  /**
+   * The lowest rate a decrease may set, tokens per second (all shards together).
+   *
+   * Valid range: 0.001 to the limiter's rate.
+   */
+  readonly minRatePerSecond: number;
+  /**
+   * What a throttling signal multiplies the rate in force by. Signals within a second of the last decrease are the
+   * same congestion (a burst of throttling errors is one signal).
+   *
+   * Valid range: 0.1 to 0.95.
+   *
+   * @default 0.7
+   */
+  readonly decreaseFactor?: number;
+  /**
+   * How much the rate rises per second without a signal (in steps of at most one a second), tokens per second.
+   *
+   * Valid range: 0.001 to the limiter's rate.
+   *
+   * @default - a twentieth of the limiter's rate: from the floor back to the ceiling in at most 20 s
+   */
+  readonly increasePerSecond?: number;
+  /**
+   * The furthest ahead a caller may reserve: reservations handed out before a decrease stand, so a long one would
+   * keep the old rate going for its length. A caller whose slot would come later is refused (`RateLimitExceeded`)
+   * and its acquire state retries about a second later.
+   *
+   * Valid range: 0 to the limiter's `maxWait`.
+   *
+   * @default Duration.seconds(2)
+   */
+  readonly maxReservation?: Duration;
+  /**
+   * An alarm that lowers the rate too (each transition into ALARM is one signal, for the `default` key): the
+   * downstream's own error or latency alarm. The acquire function is its EventBridge rule's target.
+   *
+   * @default - only RateLimitedTasks' throttling errors lower the rate
+   */
+  readonly alarm?: cloudwatch.IAlarm;
+}
+
 /** Options of `RateLimiter.setLimitTask()`. */
 export interface SetLimitOptions {
   /** The limit in force for the key instead of the deployed one (its dimension must be the limiter's). */
@@ -71,6 +121,10 @@ export interface IRateLimiter extends IConstruct {
   readonly shards: number;
   /** Longest reservation handed out in RESERVE mode. */
   readonly maxWait: Duration;
+  /** The limiter's adaptive options, when its rate follows the downstream's capacity. */
+  readonly adaptive?: AdaptiveOptions;
+  /** Share of the burst each priority class below HIGH leaves free for the classes above it. */
+  readonly priorityReserve: number;
   /** The table holding bucket state. */
   readonly table: dynamodb.ITable;
   /** The acquire function: state machines invoke it to take tokens. */

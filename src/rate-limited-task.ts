@@ -177,6 +177,7 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
         ? consumedAmounts(this, props.limiter, given)
         : { [props.limiter.limits[0].dimension]: consumedAmount(this, props.limiter, given) },
       mode,
+      priority: given.priority,
     };
     const backoffName = `${id} Backoff`;
     const { acquire, wait } = acquireStates(this, id, props.limiter, {
@@ -224,7 +225,8 @@ export class RateLimitedTask extends sfn.StateMachineFragment {
         },
       };
     }
-    const backoff = backoffStates(this, backoffName, props.limiter, this.retry, this.retryErrors, catcher, first, hint, settleField);
+    const backoff = backoffStates(this, backoffName, props.limiter, this.retry, this.retryErrors, catcher, first, hint, settleField,
+      this.acquireOptions.key);
     // The backoff catch is rendered in the task's own language (JSONata: Output, not ResultPath).
     catchesInTaskLanguage(props.task);
     // the breaker's check and election too: a table that cannot be read goes to the caller's catch

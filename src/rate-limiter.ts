@@ -1,20 +1,23 @@
 import { Annotations, Duration, RemovalPolicy, Validations } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as eventsTargets from 'aws-cdk-lib/aws-events-targets';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import * as schedulerTargets from 'aws-cdk-lib/aws-scheduler-targets';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct, IConstruct } from 'constructs';
 import { AcquireStateOptions } from './acquire';
-import { ClearLimitOptions, IRateLimiter, SetLimitOptions } from './i-rate-limiter';
+import { AdaptiveOptions, ClearLimitOptions, IRateLimiter, SetLimitOptions } from './i-rate-limiter';
 import { Limit } from './limit';
 import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
-import { DEFAULT_KEY, LimiterMetricNames, OverrideAttr } from './private/contract';
-import { grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
+import { AcquireField, DECREASE_PHASE, DEFAULT_KEY, LimiterMetricNames, OverrideAttr } from './private/contract';
+import { DEFAULT_MAX_RESERVATION_S, grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { checkedLimiterName, limiterMetric, limiterTable } from './private/limiter-parts';
 import { OverrideWrite } from './private/override-states';
 import { languageValidation } from './private/query-language';
@@ -68,6 +71,18 @@ export interface RateLimiterAttributes {
    * @default Duration.minutes(5)
    */
   readonly maxWait?: Duration;
+  /**
+   * The limiter's adaptive options, when it has them: RateLimitedTasks then report throttling errors to it.
+   *
+   * @default - a fixed limit
+   */
+  readonly adaptive?: AdaptiveOptions;
+  /**
+   * The limiter's priorityReserve.
+   *
+   * @default 0.2
+   */
+  readonly priorityReserve?: number;
 }
 
 /**
@@ -137,6 +152,25 @@ export interface RateLimiterProps {
    * @default Duration.minutes(5)
    */
   readonly maxWait?: Duration;
+
+  /**
+   * A limit that follows the downstream's capacity (AIMD): RateLimitedTasks' throttling errors (and `alarm`) lower
+   * the rate in force, which then rises again while no signal comes, between `minRatePerSecond` and the limit (or a
+   * key's override). A limiter of one limit (`ratePerSecond`, or one Limit without `keyLimits`).
+   *
+   * @default - a fixed limit
+   */
+  readonly adaptive?: AdaptiveOptions;
+
+  /**
+   * Share of the burst each priority class below HIGH leaves free for the classes above it: a NORMAL acquire admits
+   * only while `priorityReserve` of the burst stays free, a LOW one only while twice that does (`AcquireOptions.priority`).
+   *
+   * Valid range: 0 to 0.45.
+   *
+   * @default 0.2
+   */
+  readonly priorityReserve?: number;
 
   /**
    * A table to keep bucket state in, instead of a new one. It must have a string partition key named `pk`;
@@ -250,6 +284,8 @@ export abstract class RateLimiterBase extends Construct implements IRateLimiter 
   public abstract readonly maxWait: Duration;
   public abstract readonly table: dynamodb.ITable;
   public abstract readonly acquireFunction: lambda.IFunction;
+  public abstract readonly adaptive?: AdaptiveOptions;
+  public abstract readonly priorityReserve: number;
 
   /**
    * Grants permission to invoke the acquire function (its exact ARN, no version wildcard).
@@ -462,6 +498,8 @@ export class RateLimiter extends RateLimiterBase {
   public readonly maxWait: Duration;
   public readonly table: dynamodb.ITable;
   public readonly acquireFunction: lambda.IFunction;
+  public readonly adaptive?: AdaptiveOptions;
+  public readonly priorityReserve: number;
   /** The acquire function's log group. */
   public readonly logGroup: logs.ILogGroup;
 
@@ -479,6 +517,8 @@ export class RateLimiter extends RateLimiterBase {
 
     this.maxWait = checkedMaxWait(this, props.maxWait);
     const maxWaitMs = this.maxWait.toMilliseconds();
+    this.adaptive = checkedAdaptive(this, props.adaptive, this);
+    this.priorityReserve = checkedPriorityReserve(this, props.priorityReserve);
 
     if (props.reservedConcurrency !== undefined) {
       checkRange(this, 'reservedConcurrency', props.reservedConcurrency, { min: 1, max: 1000, integer: true });
@@ -504,6 +544,8 @@ export class RateLimiter extends RateLimiterBase {
       shards: this.shards,
       limits: this.limits,
       keyLimits: this.keyLimits,
+      adaptive: this.adaptive,
+      priorityReserve: props.priorityReserve,
     };
 
     this.acquireFunction = new AcquireFunction(this, 'Function', {
@@ -522,7 +564,31 @@ export class RateLimiter extends RateLimiterBase {
 
     Validations.of(this.acquireFunction).acknowledge({
       id: 'Serverless-LambdaDLQ',
-      reason: 'the acquire function is only invoked synchronously (Step Functions, callers): a DLQ applies to asynchronous invocations only',
+      reason: this.adaptive?.alarm
+        ? 'the acquire function is invoked synchronously (Step Functions, callers), and asynchronously only by the adaptive alarm\'s EventBridge rule, whose target has its own DLQ'
+        : 'the acquire function is only invoked synchronously (Step Functions, callers): a DLQ applies to asynchronous invocations only',
+    });
+    if (this.adaptive?.alarm) this.decreaseOnAlarm(this.adaptive.alarm);
+  }
+
+  /** Each transition of `alarm` into ALARM lowers the default key's rate: an EventBridge rule invoking the acquire function. */
+  private decreaseOnAlarm(alarm: cloudwatch.IAlarm): void {
+    const dlq = new sqs.Queue(this, 'AlarmSignalDlq', { encryption: sqs.QueueEncryption.SQS_MANAGED, enforceSSL: true, retentionPeriod: Duration.days(14) });
+    Validations.of(dlq).acknowledge({ id: 'AwsSolutions-SQS3', reason: 'this queue is the dead-letter queue of the alarm rule\'s target' });
+    new events.Rule(this, 'AlarmSignal', {
+      description: `cdk-sfn-throttle: alarm ${alarm.node.path} lowers the adaptive rate of limiter ${this.node.path}`,
+      eventPattern: {
+        source: ['aws.cloudwatch'],
+        detailType: ['CloudWatch Alarm State Change'],
+        resources: [alarm.alarmArn],
+        detail: { state: { value: ['ALARM'] } },
+      },
+      targets: [new eventsTargets.LambdaFunction(this.acquireFunction, {
+        event: events.RuleTargetInput.fromObject({ [AcquireField.PHASE]: DECREASE_PHASE, [AcquireField.KEY]: DEFAULT_KEY }),
+        deadLetterQueue: dlq,
+        retryAttempts: 4,
+        maxEventAge: Duration.minutes(5),
+      })],
     });
   }
 
@@ -596,6 +662,33 @@ function checkedKeyLimits(scope: IConstruct, form: LimitForm, dimensions: string
   return keyLimits;
 }
 
+/**
+ * Adaptive options, checked: a limiter of one limit; the floor and the increase within the rate; the factor 0.1–0.95;
+ * maxReservation within maxWait.
+ */
+function checkedAdaptive(scope: IConstruct, a: AdaptiveOptions | undefined,
+  l: { limits: Limit[]; keyLimits?: Limit[]; ratePerSecond: number; maxWait: Duration }): AdaptiveOptions | undefined {
+  if (a === undefined) return undefined;
+  if (l.limits.length > 1 || l.keyLimits) {
+    fail(scope, `adaptive needs a limiter of one limit, got ${l.limits.length} limits${l.keyLimits ? ' and keyLimits' : ''}: adaptive limits of several dimensions or per-key limits are not supported yet`);
+  }
+  checkRange(scope, 'adaptive.minRatePerSecond', a.minRatePerSecond, { min: 0.001, max: l.ratePerSecond, why: 'the limiter\'s rate' });
+  if (a.decreaseFactor !== undefined) checkRange(scope, 'adaptive.decreaseFactor', a.decreaseFactor, { min: 0.1, max: 0.95 });
+  if (a.increasePerSecond !== undefined) checkRange(scope, 'adaptive.increasePerSecond', a.increasePerSecond, { min: 0.001, max: l.ratePerSecond, why: 'the limiter\'s rate' });
+  const reservation = (a.maxReservation ?? Duration.seconds(DEFAULT_MAX_RESERVATION_S)).toMilliseconds();
+  checkRange(scope, 'adaptive.maxReservation (ms)', reservation, { min: 0, max: l.maxWait.toMilliseconds(), integer: true, why: 'the limiter\'s maxWait' });
+  return a;
+}
+
+function checkedPriorityReserve(scope: IConstruct, reserve: number | undefined): number {
+  const r = reserve ?? DEFAULT_PRIORITY_RESERVE;
+  checkRange(scope, 'priorityReserve', r, { min: 0, max: 0.45 });
+  return r;
+}
+
+/** Share of the burst each class below HIGH leaves free, when the limiter does not say. */
+const DEFAULT_PRIORITY_RESERVE = 0.2;
+
 /** The longest reservation: 0 to 24 hours, whole milliseconds. */
 function checkedMaxWait(scope: IConstruct, maxWait: Duration = Duration.minutes(5)): Duration {
   checkRange(scope, 'maxWait (ms)', maxWait.toMilliseconds(), { min: 0, max: Duration.hours(24).toMilliseconds(), integer: true });
@@ -613,6 +706,8 @@ class ImportedRateLimiter extends RateLimiterBase {
   public readonly maxWait: Duration;
   public readonly table: dynamodb.ITable;
   public readonly acquireFunction: lambda.IFunction;
+  public readonly adaptive?: AdaptiveOptions;
+  public readonly priorityReserve: number;
 
   constructor(scope: Construct, id: string, attrs: RateLimiterAttributes) {
     super(scope, id);
@@ -621,6 +716,8 @@ class ImportedRateLimiter extends RateLimiterBase {
       limits: this.limits, keyLimits: this.keyLimits, ratePerSecond: this.ratePerSecond, burst: this.burst, shards: this.shards,
     } = checkedLimit(this, attrs));
     this.maxWait = checkedMaxWait(this, attrs.maxWait);
+    this.adaptive = checkedAdaptive(this, attrs.adaptive, this);
+    this.priorityReserve = checkedPriorityReserve(this, attrs.priorityReserve);
     this.table = dynamodb.Table.fromTableArn(this, 'Table', attrs.tableArn);
     this.acquireFunction = lambda.Function.fromFunctionArn(this, 'Function', attrs.acquireFunctionArn);
   }

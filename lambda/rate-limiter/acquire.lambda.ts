@@ -5,9 +5,11 @@ import { InvalidAcquireRequest, LimiterUnavailable, RateLimitExceeded } from './
 import { configFromEnv, Limiter } from './limiter';
 import { checkConsume, checkUsed, DynamoDbMultiStore, MultiLimiter, multiLimitsFromJson } from './multi-limiter';
 import { type AcquireRequest, parseRequest } from './request';
-import { retryStep, stampRedrive } from './retry';
+import { errorMatches, retryStep, stampRedrive } from './retry';
 import { DynamoDbTenantStore, TenantLimiter } from './tenant-limiter';
-import { AcquireField, type AcquireResult, type BackoffResult, BACKOFF_PHASE, LimiterEnv, SETTLE_PHASE } from '../../src/private/contract';
+import {
+  AcquireField, type AcquireResult, type BackoffResult, BACKOFF_PHASE, DECREASE_PHASE, ERROR_FIELD, LimiterEnv, LimiterMetricNames, SETTLE_PHASE,
+} from '../../src/private/contract';
 import { clockUs, sleepUntilUs } from '../shared/clock';
 
 export type { AcquireResult, BackoffResult };
@@ -39,14 +41,18 @@ const multi = multiLimits && !tenants && new MultiLimiter({ limiterName: config.
  * the workflow's original input (the acquire fragment's default).
  */
 export type SettleResult = { settled: boolean; input?: unknown };
+export type DecreaseResult = { decreased: boolean; ratePerSecond: number; key: string };
 
-export const handler = async (event: unknown): Promise<(AcquireResult & { input?: unknown }) | BackoffResult | SettleResult> => {
+export const handler = async (event: unknown): Promise<(AcquireResult & { input?: unknown }) | BackoffResult | SettleResult | DecreaseResult> => {
   const request = parseRequest(event);
   if (request.phase === BACKOFF_PHASE) {
     return backoff(event, request);
   }
   if (request.phase === SETTLE_PHASE) {
     return settle(event as Record<string, unknown>, request);
+  }
+  if (request.phase === DECREASE_PHASE) {
+    return { ...(await decrease(request.key)), key: request.key };
   }
   // A resultPath that cannot be applied fails before a token is taken (a token taken is a token spent).
   if (request.resultField && hasInput(event)) checkResultPath(event.input, request.resultField);
@@ -160,6 +166,10 @@ async function giveBack(input: unknown, field: string, m: MultiLimiter): Promise
  * taken here: the acquire after the Wait takes one at the time the call will really happen.
  */
 async function backoff(event: unknown, request: AcquireRequest): Promise<BackoffResult> {
+  // An adaptive limiter: a throttling error of the downstream lowers the key's rate before anything else (the retry
+  // acquires at the lower rate; a task out of attempts still reports it).
+  const error = hasInput(event) ? errorNameOf(event.input) : undefined;
+  if (config.adaptive && request.signals && error !== undefined && errorMatches(error, request.signals)) await decrease(request.key);
   const step = retryStep(hasInput(event) ? event.input : undefined, request.retry, Math.random, {
     task: request.task,
     redriveCount: request.redriveCount,
@@ -169,6 +179,21 @@ async function backoff(event: unknown, request: AcquireRequest): Promise<Backoff
   if (multi && request.resultField && hasInput(event)) await giveBack(event.input, request.resultField, multi);
   const waitSeconds = await sleepSubSecondUntil(clockUs() + step.delayUs);
   return { attempt: step.attempt, waitSeconds, waitMs: step.delayUs / 1000, input: step.input };
+}
+
+/** A throttling signal: lowers the key's adaptive rate (once per second at most), with its metrics. */
+async function decrease(key: string): Promise<{ decreased: boolean; ratePerSecond: number }> {
+  const out = await limiter.decrease(key);
+  const figures = { admitted: 0, delayed: 0, rejected: 0, dynamoCalls: out.dynamoCalls, unavailable: 0, key, limitPerSecond: out.ratePerSecond };
+  emit(emfLine(config.limiterName, figures,
+    Date.now(), { [LimiterMetricNames.THROTTLE_SIGNALS]: 1, [LimiterMetricNames.RATE_DECREASES]: out.decreased ? 1 : 0 }));
+  return { decreased: out.decreased, ratePerSecond: out.ratePerSecond };
+}
+
+/** The error name a task's Catch put in the state data, if any. */
+function errorNameOf(input: unknown): string | undefined {
+  const e = isObject(input) ? input[ERROR_FIELD] : undefined;
+  return isObject(e) && typeof e.Error === 'string' ? e.Error : undefined;
 }
 
 /**

@@ -6,7 +6,7 @@ import {
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
 import { LimiterUnavailable } from './errors';
-import { ITEM_VERSION, UNKNOWN, type BucketStore, type StoredBucket, type WriteResult } from './store';
+import { ITEM_VERSION, UNKNOWN, type AdaptiveWrite, type BucketStore, type StoredBucket, type WriteResult } from './store';
 
 /**
  * Bucket state in a DynamoDB table with partition key `pk` (S): `tat` (N, µs), `iv` (N, the emission interval the
@@ -17,17 +17,26 @@ import { ITEM_VERSION, UNKNOWN, type BucketStore, type StoredBucket, type WriteR
 export class DynamoDbBucketStore implements BucketStore {
   constructor(private readonly client: DynamoDBClient, private readonly tableName: string) {}
 
-  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult> {
+  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number, tolUs: number, adapt?: AdaptiveWrite):
+  Promise<WriteResult> {
     // The right-hand `tat` is the value before the update: hz = old tat + inc − tolerance = new tat − tolerance.
-    return this.update(pk, tolUs, 'SET tat = tat + :inc, #hz = tat + :hzoff, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
-      'tat BETWEEN :lo AND :hi AND #iv = :iv AND #v = :v',
-      { ':inc': num(incUs), ':hzoff': num(incUs - tolUs), ':lo': num(lowerUs), ':hi': num(upperUs), ':exp': num(expS), ':iv': num(ivUs) });
+    return this.update(pk, tolUs, `SET tat = tat + :inc, #hz = tat + :hzoff, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v${adaptSet(adapt)}`,
+      `tat BETWEEN :lo AND :hi AND #iv = ${adapt ? ':oldiv' : ':iv'} AND #v = :v`,
+      { ':inc': num(incUs), ':hzoff': num(incUs - tolUs), ':lo': num(lowerUs), ':hi': num(upperUs), ':exp': num(expS), ':iv': num(ivUs), ...adaptValues(adapt) });
   }
 
-  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult> {
-    return this.update(pk, tolUs, 'SET tat = :tat, #hz = :now, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v',
-      '(attribute_not_exists(tat) AND attribute_not_exists(#v) AND attribute_not_exists(#iv)) OR (tat <= :now AND #v = :v)',
-      { ':tat': num(newTatUs), ':now': num(nowUs), ':exp': num(expS), ':iv': num(ivUs) });
+  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number, adapt?: AdaptiveWrite): Promise<WriteResult> {
+    // an adaptive limiter's idle bucket keeps its rate: the write names the interval it believes is stored
+    return this.update(pk, tolUs, `SET tat = :tat, #hz = :now, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v${adaptSet(adapt)}`,
+      `(attribute_not_exists(tat) AND attribute_not_exists(#v) AND attribute_not_exists(#iv)) OR (tat <= :now AND #v = :v${adapt ? ' AND #iv = :oldiv' : ''})`,
+      { ':tat': num(newTatUs), ':now': num(nowUs), ':exp': num(expS), ':iv': num(ivUs), ...adaptValues(adapt) });
+  }
+
+  adapt(pk: string, old: { readonly tatUs: number; readonly ivUs: number } | undefined, newTatUs: number, ivUs: number, tolUs: number,
+    atUs: number, expS: number): Promise<WriteResult> {
+    return this.update(pk, tolUs, 'SET tat = :tat, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v, #ac = :at, #ad = :at',
+      old === undefined ? 'attribute_not_exists(pk)' : 'tat = :old AND #iv = :oldiv AND #v = :v',
+      { ':tat': num(newTatUs), ':exp': num(expS), ':iv': num(ivUs), ':at': num(atUs), ...(old ? { ':old': num(old.tatUs), ':oldiv': num(old.ivUs) } : {}) });
   }
 
   rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number):
@@ -74,7 +83,15 @@ export class DynamoDbBucketStore implements BucketStore {
         Key: { pk: { S: pk } },
         UpdateExpression: update,
         ConditionExpression: condition,
-        ExpressionAttributeNames: { '#exp': 'exp', '#iv': 'iv', '#tol': 'tol', '#v': 'v', ...(update.includes('#hz') ? { '#hz': 'hz' } : {}) },
+        ExpressionAttributeNames: {
+          '#exp': 'exp',
+          '#iv': 'iv',
+          '#tol': 'tol',
+          '#v': 'v',
+          ...(update.includes('#hz') ? { '#hz': 'hz' } : {}),
+          ...(update.includes('#ac') ? { '#ac': 'ac' } : {}),
+          ...(update.includes('#ad') ? { '#ad': 'ad' } : {}),
+        },
         ExpressionAttributeValues: { ...values, ':tol': num(tolUs), ':v': num(ITEM_VERSION) },
         ReturnValues: 'UPDATED_NEW',
         ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
@@ -107,7 +124,19 @@ function bucketOf(item: Record<string, AttributeValue>): StoredBucket {
     v: item.v && plain(item.v),
     hz: item.hz && plain(item.hz),
     tol: item.tol && plain(item.tol),
+    ac: item.ac && plain(item.ac),
+    ad: item.ad && plain(item.ad),
   };
+}
+
+/** An adaptive take's extra SET: the time of a raise. */
+function adaptSet(adapt: AdaptiveWrite | undefined): string {
+  return adapt?.acUs !== undefined ? ', #ac = :ac' : '';
+}
+
+function adaptValues(adapt: AdaptiveWrite | undefined): Record<string, AttributeValue> {
+  if (!adapt) return {};
+  return { ':oldiv': num(adapt.oldIvUs), ...(adapt.acUs !== undefined ? { ':ac': num(adapt.acUs) } : {}) };
 }
 
 /** An attribute value as plain data: numbers as numbers, anything else as it is (for the limiter to reject). */

@@ -43,11 +43,16 @@ export interface Take {
   readonly toleranceUs: number;
   /** 0 in TRY mode; maxWait in RESERVE mode. */
   readonly maxWaitUs: number;
+  /**
+   * Tolerance a priority class below HIGH leaves free for the classes above it, µs (at most toleranceUs − incUs, so
+   * an idle bucket always admits): such a take admits only while that much stays free, and never reserves ahead.
+   */
+  readonly reserveUs?: number;
 }
 
 /** Highest stored tat for which the busy branch may add `inc` (the busy write's condition ceiling). */
 export function busyCeiling(now: number, take: Take): number {
-  return now + take.toleranceUs - take.incUs + take.maxWaitUs;
+  return now + take.toleranceUs - (take.reserveUs ?? 0) - take.incUs + take.maxWaitUs;
 }
 
 /** Decides the branch from a known stored tat (undefined: no item yet). */

@@ -1,3 +1,4 @@
+import { type AdaptiveConfig, adaptiveBounds, adaptiveFromJson, decreasedIv, effectiveIv, rateOf, signalCounts } from './adaptive';
 import { LimiterUnavailable, InvalidAcquireRequest } from './errors';
 import { bucketParams, busyCeiling, plan, admittedAt, type BucketParams, type Plan, type Take } from './gcra';
 import type { AcquireRequest } from './request';
@@ -12,7 +13,18 @@ export interface LimiterConfig {
   readonly burst: number;
   readonly shards: number;
   readonly maxWaitMs: number;
+  /** An adaptive limit (AIMD): the deployed rate (or an override's) is its ceiling. */
+  readonly adaptive?: AdaptiveConfig;
+  /** Share of the tolerance each priority class below HIGH leaves to the classes above it (default 0.2). */
+  readonly priorityReserve?: number;
 }
+
+/** Priority classes of an acquire; an acquire without one ranks with HIGH and may reserve as before. */
+export type PriorityName = 'HIGH' | 'NORMAL' | 'LOW';
+
+/** How many reserves a class leaves free: HIGH none, NORMAL one (for HIGH), LOW two (for NORMAL and HIGH). */
+const CLASS_RANK: Record<PriorityName, number> = { HIGH: 0, NORMAL: 1, LOW: 2 };
+export const DEFAULT_PRIORITY_RESERVE = 0.2;
 
 export interface LimiterDeps {
   readonly store: BucketStore;
@@ -110,12 +122,25 @@ export function configFromEnv(env: Record<string, string | undefined>): LimiterC
     burst: num(LimiterEnv.BURST),
     shards: num(LimiterEnv.SHARDS),
     maxWaitMs: num(LimiterEnv.MAX_WAIT_MS),
+    adaptive: adaptiveConfig(env[LimiterEnv.ADAPTIVE]),
+    priorityReserve: env[LimiterEnv.PRIORITY_RESERVE] === undefined ? undefined : num(LimiterEnv.PRIORITY_RESERVE),
   };
+  if (config.priorityReserve !== undefined && !(config.priorityReserve >= 0 && config.priorityReserve < 0.5)) {
+    throw new LimiterUnavailable(`environment variable ${LimiterEnv.PRIORITY_RESERVE} must be from 0 to below 0.5, got ${config.priorityReserve}`);
+  }
   const problem = checkLimit(config.ratePerSecond, config.burst, config.shards);
   if (problem || config.maxWaitMs < 0) {
     throw new LimiterUnavailable(`invalid limiter configuration: ${problem ?? `maxWaitMs ${config.maxWaitMs} < 0`}`);
   }
   return config;
+}
+
+function adaptiveConfig(json: string | undefined): AdaptiveConfig | undefined {
+  try {
+    return adaptiveFromJson(json);
+  } catch (err) {
+    throw new LimiterUnavailable(`environment variable ${LimiterEnv.ADAPTIVE}: ${(err as Error).message}`);
+  }
 }
 
 /** Returns why (rate, burst, shards) cannot be a limit, or undefined when it can. */
@@ -191,6 +216,8 @@ export class Limiter {
   private readonly seenBusy = new Set<string>();
   private readonly overrides = new Map<string, { readonly value: KeyOverride | undefined; readonly untilUs: number; readonly readUs: number }>();
   private readonly overrideTtlUs: number;
+  /** Adaptive limiters: the last state seen of each bucket item (its rate in force is its interval). */
+  private readonly views = new Map<string, AdaptiveView>();
   /** This container's round trip to the store. */
   readonly roundTrip: RoundTrip;
 
@@ -220,14 +247,22 @@ export class Limiter {
         throw new InvalidAcquireRequest(
           `tokens must be at most the burst per shard (${params.shardBurst} = floor(burst ${limit.burst} / shards ${this.config.shards})), got ${req.tokens}`);
       }
-      const take: Take = {
-        incUs: req.tokens * params.intervalUs,
-        toleranceUs: params.toleranceUs,
-        maxWaitUs: req.mode === 'RESERVE' ? this.maxWaitUs(options.maxWaitMs) : 0,
+      // A class below HIGH leaves its reserve free for the classes above it and never reserves ahead: a caller of a
+      // higher class then finds room at once instead of queueing behind lower reservations.
+      const rank = req.priority === undefined ? 0 : CLASS_RANK[req.priority];
+      const reserveShare = rank * (this.config.priorityReserve ?? DEFAULT_PRIORITY_RESERVE);
+      const adaptive = this.config.adaptive;
+      let maxWaitUs = req.mode === 'RESERVE' && rank === 0 ? this.maxWaitUs(options.maxWaitMs) : 0;
+      // an adaptive limit caps how far ahead a caller reserves, so a decrease shows within that time
+      if (adaptive) maxWaitUs = Math.min(maxWaitUs, adaptive.maxReservationMs * 1000);
+      const makeTake = (ivUs: number): Take => {
+        const incUs = req.tokens * ivUs;
+        const toleranceUs = params.shardBurst * ivUs;
+        return { incUs, toleranceUs, maxWaitUs, reserveUs: Math.max(0, Math.min(Math.floor(toleranceUs * reserveShare), toleranceUs - incUs)) };
       };
-      const out = await this.takeOnce(req, take, params, counter, !refresh);
-      // the rate in force for the key (its override's, or the deployed one), for the LimitInForce metric
-      if (out !== FOREIGN_LIMIT) return { ...out, limitPerSecond: limit.ratePerSecond };
+      const out = await this.takeOnce(req, makeTake, params, counter, !refresh, limit.ratePerSecond);
+      // the rate in force for the key (the adaptive rate, its override's, or the deployed one), for LimitInForce
+      if (out !== FOREIGN_LIMIT) return { ...out, limitPerSecond: out.limitPerSecond ?? limit.ratePerSecond };
       // The bucket is counted under another limit than the one this container holds: the override may have
       // changed since it was cached. Read it again before re-counting anyone's debt (containers that disagree
       // would otherwise re-count the same item back and forth for up to the cache's 10 s).
@@ -243,21 +278,27 @@ export class Limiter {
   }
 
   /** One take on one or two shards. */
-  private async takeOnce(req: AcquireRequest, take: Take, params: BucketParams, counter: { calls: number }, mayRefresh: boolean):
-  Promise<AcquireOutcome | typeof FOREIGN_LIMIT> {
+  private async takeOnce(req: AcquireRequest, makeTake: (ivUs: number) => Take, params: BucketParams, counter: { calls: number },
+    mayRefresh: boolean, ceilingRate: number): Promise<AcquireOutcome | typeof FOREIGN_LIMIT> {
+    const take = makeTake(params.intervalUs);
     const ivUs = params.intervalUs;
     const shards = this.config.shards;
     const first = Math.floor(this.deps.random() * shards);
     const order = shards === 1 ? [first] : [first, (first + 1 + Math.floor(this.deps.random() * (shards - 1))) % shards];
 
     let retryAfterUs = Number.POSITIVE_INFINITY;
+    let lastRate: number | undefined;
     const callsBefore = counter.calls;
     for (const shard of order) {
       // TRY spends at most one contended write per attempt: when the first shard's write found it full, the other
       // shard (its cache said it had room, or it is unknown) is left for the retry, which the retry-after points at.
       if (req.mode === 'TRY' && shard !== first && counter.calls > callsBefore) break;
-      const r = await this.takeFromShard(bucketItemKey(this.config.limiterName, req.key, shard), take, ivUs, counter, mayRefresh);
+      const pk = bucketItemKey(this.config.limiterName, req.key, shard);
+      const r = this.config.adaptive
+        ? await this.takeAdaptiveShard(pk, makeTake, ceilingRate, counter)
+        : await this.takeFromShard(pk, take, ivUs, counter, mayRefresh);
       if (r === FOREIGN_LIMIT) return r;
+      const limitPerSecond = 'ivUs' in r ? rateOf(r.ivUs as number, shards) : undefined;
       if (r.admitted) {
         return {
           admitted: true,
@@ -268,11 +309,13 @@ export class Limiter {
           atUs: r.atUs,
           waitUs: r.atUs - r.nowUs,
           dynamoCalls: counter.calls,
+          limitPerSecond,
         };
       }
       retryAfterUs = Math.min(retryAfterUs, r.retryAfterUs);
+      lastRate = limitPerSecond ?? lastRate;
     }
-    return { admitted: false, key: req.key, tokens: req.tokens, retryAfterUs, dynamoCalls: counter.calls };
+    return { admitted: false, key: req.key, tokens: req.tokens, retryAfterUs, dynamoCalls: counter.calls, limitPerSecond: lastRate };
   }
 
   private async takeFromShard(pk: string, take: Take, ivUs: number, counter: { calls: number }, mayRefresh: boolean):
@@ -345,6 +388,115 @@ export class Limiter {
     // Only when containers holding different limits keep re-counting the same item (a limit change, for at most the
     // override cache's 10 s, or a redeploy while old containers drain): nothing was admitted, and a retry settles.
     throw new LimiterUnavailable(`bucket item ${pk}: ${MAX_WRITES} writes without an answer (containers disagree on the limit while it changes); retry`);
+  }
+
+  /**
+   * An adaptive limiter's take on one shard. The rate in force is the item's interval: the write names the interval
+   * this container believes is stored (a container that missed a change fails, reads the item and takes again at the
+   * rate in force), and raises it when a whole step has passed since the last change. A raise keeps the tat: the
+   * debt drains as before, so the bound holds against the new rate from the raise on.
+   */
+  private async takeAdaptiveShard(pk: string, makeTake: (ivUs: number) => Take, ceilingRate: number, counter: { calls: number }):
+  Promise<{ admitted: true; nowUs: number; atUs: number; ivUs: number } | { admitted: false; retryAfterUs: number; ivUs: number }> {
+    const store = this.deps.store;
+    const config = this.config.adaptive!;
+    const now = this.deps.clockUs();
+    const arrival = now + this.roundTrip.lookaheadUs();
+    const bounds = adaptiveBounds(ceilingRate, config, this.config.shards);
+    let view = this.views.get(pk);
+    for (let writes = 0; writes < MAX_WRITES; writes++) {
+      const oldIv = view?.iv ?? bounds.fastIv;
+      if (view?.iv !== undefined && view.iv < bounds.fastIv && view.tat !== undefined && view.tat > arrival) {
+        // the stored rate is above the ceiling (an override lowered it): re-count the debt at the ceiling first
+        const old = view;
+        const tol = makeTake(bounds.fastIv).toleranceUs;
+        const tat = rescaledTat(old.tat!, old.iv, old.hz, bounds.fastIv, tol, arrival, old.tol);
+        const expS = Math.ceil((tat + tol) / 1_000_000) + TTL_SLACK_S;
+        const r = await this.timed(counter, () => store.rescale(pk, old.tat!, old.iv!, tat, bounds.fastIv, expS, tol));
+        view = r.ok ? { ...old, tat: r.tat, iv: bounds.fastIv, tol } : await this.learnView(pk, r.item, counter);
+        continue;
+      }
+      const iv = effectiveIv(view?.iv, view?.ac, arrival, bounds, config);
+      const raised = iv !== oldIv;
+      const take = makeTake(iv);
+      // tat never decreases (a raise keeps it, a decrease re-counts it upwards): the last one seen is a lower bound
+      // (a container that has not seen the item guesses busy; a seen item without a tat does not exist yet: idle)
+      const branch: Plan = view === undefined ? { kind: 'busy' } : plan(view.tat, arrival, take);
+      if (branch.kind === 'deny') return { admitted: false, retryAfterUs: branch.retryAfterUs, ivUs: iv };
+      const expS = Math.ceil((arrival + take.toleranceUs + take.maxWaitUs) / 1_000_000) + TTL_SLACK_S;
+      const adapt = { oldIvUs: oldIv, acUs: raised ? arrival : undefined };
+      const res = await this.timed(counter, () => (branch.kind === 'idle'
+        ? store.takeIdle(pk, arrival, arrival + take.incUs, expS, iv, take.toleranceUs, adapt)
+        : store.takeBusy(pk, take.incUs, arrival, busyCeiling(arrival, take), expS, iv, take.toleranceUs, adapt)));
+      if (res.ok) {
+        this.rememberView(pk, { ...view, tat: res.tat, iv, tol: take.toleranceUs, ac: raised ? arrival : view?.ac });
+        return { admitted: true, nowUs: now, atUs: admittedAt(res.tat, arrival, take.toleranceUs), ivUs: iv };
+      }
+      view = await this.learnView(pk, res.item, counter);
+      const known = view.tat !== undefined && view.iv !== undefined && view.iv >= bounds.fastIv;
+      if (known && view.iv === effectiveIv(view.iv, view.ac, arrival, bounds, config)) {
+        // the rate in force is known now: a full bucket is a denial without another write
+        const p = plan(view.tat, arrival, makeTake(view.iv!));
+        if (p.kind === 'deny') {
+          return { admitted: false, retryAfterUs: Math.max(0, p.retryAfterUs - (this.deps.clockUs() - now)), ivUs: view.iv! };
+        }
+      }
+    }
+    throw new LimiterUnavailable(`bucket item ${pk}: ${MAX_WRITES} writes without an answer (its adaptive rate changed on every one); retry`);
+  }
+
+  /**
+   * A throttling signal of the downstream (a RateLimitedTask's throttling error, or an alarm): lowers the key's
+   * rate by `decreaseFactor` on every shard, never below `minRatePerSecond`. A signal within a second of the last
+   * decrease is the same congestion and changes nothing. Reservations already handed out keep their slots; the debt
+   * beyond them is re-counted at the lower rate.
+   */
+  async decrease(key: string): Promise<{ readonly decreased: boolean; readonly ratePerSecond: number; readonly dynamoCalls: number }> {
+    const config = this.config.adaptive;
+    if (!config) throw new InvalidAcquireRequest(`limiter ${this.config.limiterName} is not adaptive: a decrease applies to adaptive limiters only`);
+    const counter = { calls: 0 };
+    const limit = await this.limitFor(key, counter);
+    const shards = this.config.shards;
+    const bounds = adaptiveBounds(limit.ratePerSecond, config, shards);
+    const { shardBurst } = bucketParams(limit.ratePerSecond, limit.burst, shards);
+    let decreased = false;
+    let rate = limit.ratePerSecond;
+    for (let shard = 0; shard < shards; shard++) {
+      const pk = bucketItemKey(this.config.limiterName, key, shard);
+      for (let tries = 0; tries < 4; tries++) {
+        const now = this.deps.clockUs();
+        const st = await this.learnView(pk, UNKNOWN, counter);
+        const inForce = effectiveIv(st.iv, st.ac, now, bounds, config);
+        const iv = decreasedIv(inForce, bounds, config);
+        rate = rateOf(inForce, shards);
+        // the same congestion as the last decrease, an item of the format before versions, or already at the floor
+        if (!signalCounts(st.ad, now) || (st.tat !== undefined && st.iv === undefined) || (iv === st.iv && st.ac !== undefined)) break;
+        const tol = shardBurst * iv;
+        const tat = st.tat === undefined ? now : st.tat > now ? rescaledTat(st.tat, st.iv, st.hz, iv, tol, now, st.tol) : st.tat;
+        const expS = Math.ceil((Math.max(tat, now) + tol) / 1_000_000) + TTL_SLACK_S;
+        const old = st.tat === undefined ? undefined : { tatUs: st.tat, ivUs: st.iv! };
+        const r = await this.timed(counter, () => this.deps.store.adapt(pk, old, tat, iv, tol, now, expS));
+        if (r.ok) {
+          this.rememberView(pk, { ...st, tat, iv, tol, ac: now, ad: now });
+          decreased = true;
+          rate = rateOf(iv, shards);
+          break;
+        }
+      }
+    }
+    return { decreased, ratePerSecond: rate, dynamoCalls: counter.calls };
+  }
+
+  private async learnView(pk: string, item: StoredBucket | undefined | typeof UNKNOWN, counter: { calls: number }): Promise<AdaptiveView> {
+    const stored = item === UNKNOWN ? await this.timed(counter, () => this.deps.store.readBucket(pk)) : item;
+    const view = checkBucket(pk, stored);
+    this.rememberView(pk, view);
+    return view;
+  }
+
+  private rememberView(pk: string, view: AdaptiveView): void {
+    if (this.views.size >= MAX_CACHED_KEYS && !this.views.has(pk)) this.views.clear();
+    this.views.set(pk, view);
   }
 
   /** One store call, counted, its round trip fed to the estimate. */
@@ -420,6 +572,16 @@ export class Limiter {
   }
 }
 
+/** A bucket item as checked: its tat, the interval it is counted in, and (adaptive limiters) when its rate changed. */
+export interface AdaptiveView {
+  readonly tat?: number;
+  readonly iv?: number;
+  readonly hz?: number;
+  readonly tol?: number;
+  readonly ac?: number;
+  readonly ad?: number;
+}
+
 /** Returned by a take that met a bucket counted under another limit while its container may re-read the override. */
 const FOREIGN_LIMIT = Symbol('foreign limit');
 
@@ -454,7 +616,7 @@ export function rescaledTat(
  * A stored bucket item, checked: an unknown format version or a malformed attribute fails closed (admit nothing,
  * a retryable LimiterUnavailable naming the item and the attribute), never an endless denial.
  */
-export function checkBucket(pk: string, item: StoredBucket | undefined): { tat?: number; iv?: number; hz?: number; tol?: number } {
+export function checkBucket(pk: string, item: StoredBucket | undefined): AdaptiveView {
   if (!item) return {};
   if (item.v !== undefined && item.v !== ITEM_VERSION) {
     throw new LimiterUnavailable(`bucket item ${pk} has format version v=${JSON.stringify(item.v)}; this handler reads v=${ITEM_VERSION}`);
@@ -471,6 +633,11 @@ export function checkBucket(pk: string, item: StoredBucket | undefined): { tat?:
   if (item.tol !== undefined && !(typeof item.tol === 'number' && Number.isSafeInteger(item.tol) && item.tol >= 0)) {
     throw new LimiterUnavailable(`bucket item ${pk}: attribute tol is ${JSON.stringify(item.tol)}, expected a whole number of microseconds >= 0`);
   }
+  for (const name of ['ac', 'ad'] as const) {
+    if (item[name] !== undefined && !(typeof item[name] === 'number' && Number.isSafeInteger(item[name]))) {
+      throw new LimiterUnavailable(`bucket item ${pk}: attribute ${name} is ${JSON.stringify(item[name])}, expected a whole number of microseconds`);
+    }
+  }
   const n = (v: unknown) => v as number | undefined;
-  return { tat: n(item.tat), iv: n(item.iv), hz: n(item.hz), tol: n(item.tol) };
+  return { tat: n(item.tat), iv: n(item.iv), hz: n(item.hz), tol: n(item.tol), ac: n(item.ac), ad: n(item.ad) };
 }

@@ -1,7 +1,7 @@
 import { InvalidAcquireRequest } from './errors';
 import {
-  ACQUIRE_MODES, AcquireField as F, type AcquireModeName, BACKOFF_PHASE, DEFAULT_KEY, DEFAULT_MODE, MAX_COUNT, MAX_KEY_LENGTH, type RetryPayload,
-  SETTLE_PHASE,
+  ACQUIRE_MODES, AcquireField as F, type AcquireModeName, BACKOFF_PHASE, DECREASE_PHASE, DEFAULT_KEY, DEFAULT_MODE, MAX_COUNT, MAX_KEY_LENGTH,
+  PRIORITY_CLASSES, type RetryPayload, SETTLE_PHASE,
 } from '../../src/private/contract';
 
 export type AcquireMode = AcquireModeName;
@@ -18,12 +18,19 @@ export interface AcquireRequest {
   readonly retry?: RetryConfig;
   /** Dotted path in the echoed input where the result is also put (a RateLimitedTask's resultPath). */
   readonly resultField?: string;
-  /** `backoff`: a RateLimitedTask's retry step — count the attempt and draw the backoff, take no token. `settle`: give back or add the difference of what was used. */
-  readonly phase?: typeof BACKOFF_PHASE | typeof SETTLE_PHASE;
+  /**
+   * `backoff`: a RateLimitedTask's retry step — count the attempt and draw the backoff, take no token. `settle`: give
+   * back or add the difference of what was used. `decrease`: an adaptive limiter's throttling signal (an alarm).
+   */
+  readonly phase?: typeof BACKOFF_PHASE | typeof SETTLE_PHASE | typeof DECREASE_PHASE;
   /** The RateLimitedTask the attempt count belongs to (its backoff state's name). */
   readonly task?: string;
   /** `$$.Execution.RedriveCount`: a redriven execution starts a fresh retry budget. */
   readonly redriveCount?: number;
+  /** The acquire's priority class (absent: unclassed, ranks with HIGH). */
+  readonly priority?: 'HIGH' | 'NORMAL' | 'LOW';
+  /** Backoff of an adaptive limiter: the task errors that lower the rate. */
+  readonly signals?: string[];
 }
 
 
@@ -91,7 +98,7 @@ export function parseRequest(event: unknown): AcquireRequest {
       backoffRate: num('backoffRate', 1),
       maxDelayMs: num('maxDelayMs', 0),
       jitter: r.jitter !== false,
-      errors: errorList(r.errors),
+      errors: errorList(r.errors, 'retry.errors'),
     };
   }
 
@@ -105,9 +112,15 @@ export function parseRequest(event: unknown): AcquireRequest {
   }
 
   const phase = e[F.PHASE];
-  if (phase !== undefined && phase !== BACKOFF_PHASE && phase !== SETTLE_PHASE) {
-    throw new InvalidAcquireRequest(`phase must be ${BACKOFF_PHASE} or ${SETTLE_PHASE} when given, got ${describe(phase)}`);
+  if (phase !== undefined && phase !== BACKOFF_PHASE && phase !== SETTLE_PHASE && phase !== DECREASE_PHASE) {
+    throw new InvalidAcquireRequest(`phase must be ${BACKOFF_PHASE}, ${SETTLE_PHASE} or ${DECREASE_PHASE} when given, got ${describe(phase)}`);
   }
+
+  const pr = e[F.PRIORITY];
+  if (pr !== undefined && !PRIORITY_CLASSES.includes(pr as typeof PRIORITY_CLASSES[number])) {
+    throw new InvalidAcquireRequest(`priority must be ${PRIORITY_CLASSES.join(', ')} when given, got ${describe(pr)}`);
+  }
+  const signals = e[F.SIGNALS] === undefined ? undefined : errorList(e[F.SIGNALS], 'signals');
 
   let task: string | undefined;
   const tk = e[F.TASK];
@@ -127,13 +140,24 @@ export function parseRequest(event: unknown): AcquireRequest {
     redriveCount = rc;
   }
 
-  return { key, tokens, mode, retry, resultField, phase: phase as AcquireRequest['phase'], task, redriveCount };
+  return {
+    key,
+    tokens,
+    mode,
+    retry,
+    resultField,
+    phase: phase as AcquireRequest['phase'],
+    task,
+    redriveCount,
+    priority: pr as AcquireRequest['priority'],
+    signals,
+  };
 }
 
-function errorList(v: unknown): string[] | undefined {
+function errorList(v: unknown, name: string): string[] | undefined {
   if (v === undefined) return undefined;
   if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' || x.length === 0)) {
-    throw new InvalidAcquireRequest(`retry.errors must be a list of error names, got ${describe(v)}`);
+    throw new InvalidAcquireRequest(`${name} must be a list of error names, got ${describe(v)}`);
   }
   return v;
 }

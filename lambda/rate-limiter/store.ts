@@ -16,6 +16,19 @@ export interface StoredBucket {
   readonly hz?: unknown;
   /** The tolerance (burst × interval, µs) the tat is counted with. */
   readonly tol?: unknown;
+  /** Adaptive limiters: when the rate in force (`iv`) last changed, µs. */
+  readonly ac?: unknown;
+  /** Adaptive limiters: when the rate was last lowered on a throttling signal, µs. */
+  readonly ad?: unknown;
+}
+
+/**
+ * An adaptive limiter's take: the interval the container believes is stored (`oldIvUs`, required by the write's
+ * condition, idle or busy) and, when the take raises the rate (a new `ivUs`), the time of that change (`acUs`).
+ */
+export interface AdaptiveWrite {
+  readonly oldIvUs: number;
+  readonly acUs?: number;
 }
 
 /** Outcome of one conditional write. */
@@ -41,13 +54,23 @@ export interface KeyOverride {
  * (conditions with no OR of attribute checks: one comparison each, cheap for DynamoDB and for emulators).
  */
 export interface BucketStore {
-  /** Branch A: SET tat = tat + inc IF tat BETWEEN lower AND upper AND iv = ivUs AND v = ITEM_VERSION. */
-  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult>;
+  /**
+   * Branch A: SET tat = tat + inc IF tat BETWEEN lower AND upper AND iv = ivUs AND v = ITEM_VERSION. With `adapt`, the
+   * condition names `adapt.oldIvUs` and the write sets `iv = ivUs` (and `ac` when given): an adaptive raise.
+   */
+  takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number, tolUs: number, adapt?: AdaptiveWrite):
+  Promise<WriteResult>;
   /**
    * Branch B: SET tat = newTat IF (no tat and no v) OR (tat <= now AND v = ITEM_VERSION): an idle bucket holds no
    * debt, so any iv; an item not written by this format is read and checked first.
    */
-  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult>;
+  takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number, adapt?: AdaptiveWrite): Promise<WriteResult>;
+  /**
+   * An adaptive limiter's decrease: SET tat, iv, tol, ac = ad = atUs IF tat = old.tat AND iv = old.iv AND v = ITEM_VERSION
+   * (no old: IF the item does not exist).
+   */
+  adapt(pk: string, old: { readonly tatUs: number; readonly ivUs: number } | undefined, newTatUs: number, ivUs: number, tolUs: number,
+    atUs: number, expS: number): Promise<WriteResult>;
   /**
    * A limit change: SET tat = newTat, iv = ivUs IF tat = oldTat AND iv = oldIv (the debt, re-counted). With
    * `oldIvUs` undefined, an item of the format before versions (no `iv`, no `v`) is given them.
@@ -65,23 +88,28 @@ export class MemoryBucketStore implements BucketStore {
   readonly items = new Map<string, Record<string, unknown>>();
   calls = 0;
 
-  async takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult> {
+  async takeBusy(pk: string, incUs: number, lowerUs: number, upperUs: number, expS: number, ivUs: number, tolUs: number, adapt?: AdaptiveWrite):
+  Promise<WriteResult> {
     this.calls++;
     const item = this.items.get(pk);
     const tat = item?.tat;
-    if (item?.v === ITEM_VERSION && typeof tat === 'number' && tat >= lowerUs && tat <= upperUs && item.iv === ivUs) {
-      this.items.set(pk, { ...item, tat: tat + incUs, hz: tat + incUs - tolUs, tol: tolUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
+    if (item?.v === ITEM_VERSION && typeof tat === 'number' && tat >= lowerUs && tat <= upperUs && item.iv === (adapt?.oldIvUs ?? ivUs)) {
+      const ac = adapt?.acUs !== undefined ? { ac: adapt.acUs } : {};
+      this.items.set(pk, { ...item, ...ac, tat: tat + incUs, hz: tat + incUs - tolUs, tol: tolUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
       return { ok: true, tat: tat + incUs };
     }
     return { ok: false, item: item && { ...item } };
   }
 
-  async takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number): Promise<WriteResult> {
+  async takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number, adapt?: AdaptiveWrite):
+  Promise<WriteResult> {
     this.calls++;
     const item = this.items.get(pk);
     const tat = item?.tat;
-    if ((tat === undefined && item?.v === undefined && item?.iv === undefined) || (typeof tat === 'number' && tat <= nowUs && item?.v === ITEM_VERSION)) {
-      this.items.set(pk, { ...item, tat: newTatUs, hz: nowUs, tol: tolUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
+    if ((tat === undefined && item?.v === undefined && item?.iv === undefined)
+      || (typeof tat === 'number' && tat <= nowUs && item?.v === ITEM_VERSION && (adapt === undefined || item.iv === adapt.oldIvUs))) {
+      const ac = adapt?.acUs !== undefined ? { ac: adapt.acUs } : {};
+      this.items.set(pk, { ...item, ...ac, tat: newTatUs, hz: nowUs, tol: tolUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
       return { ok: true, tat: newTatUs };
     }
     return { ok: false, item: item && { ...item } };
@@ -94,6 +122,20 @@ export class MemoryBucketStore implements BucketStore {
     const sameFormat = oldIvUs === undefined ? item?.iv === undefined && item?.v === undefined : item?.iv === oldIvUs && item?.v === ITEM_VERSION;
     if (item?.tat === oldTatUs && sameFormat) {
       this.items.set(pk, { ...item, tat: newTatUs, tol: tolUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
+      return { ok: true, tat: newTatUs };
+    }
+    return { ok: false, item: item && { ...item } };
+  }
+
+  async adapt(pk: string, old: { readonly tatUs: number; readonly ivUs: number } | undefined, newTatUs: number, ivUs: number, tolUs: number,
+    atUs: number, expS: number): Promise<WriteResult> {
+    this.calls++;
+    const item = this.items.get(pk);
+    const matches = old === undefined
+      ? item === undefined
+      : item?.tat === old.tatUs && item?.iv === old.ivUs && item?.v === ITEM_VERSION;
+    if (matches) {
+      this.items.set(pk, { ...item, tat: newTatUs, iv: ivUs, tol: tolUs, ac: atUs, ad: atUs, exp: expS, v: ITEM_VERSION });
       return { ok: true, tat: newTatUs };
     }
     return { ok: false, item: item && { ...item } };

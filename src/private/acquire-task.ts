@@ -3,7 +3,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { AcquireMode, AcquireStateOptions } from '../acquire';
+import { AcquireMode, AcquireStateOptions, Priority } from '../acquire';
 import { ThrottleErrors } from '../errors';
 import type { IRateLimiter } from '../i-rate-limiter';
 import { AcquireField as F, AcquireResultField as R, BACKOFF_PHASE, DEFAULT_KEY, ERROR_FIELD, RetryPayload, SETTLE_PHASE } from './contract';
@@ -39,6 +39,9 @@ export function retryPayload(retry: RetryPolicy, errors: string[]): RetryPayload
   };
 }
 
+/** The library's own errors: never a signal of the downstream. */
+const LIBRARY_ERRORS: ReadonlySet<string> = new Set(Object.values(ThrottleErrors).filter((v): v is string => typeof v === 'string'));
+
 /** `<field>.$`: the field read from a path at run time. */
 const fromPath = (field: string) => `${field}.$`;
 
@@ -58,7 +61,10 @@ export function backoffStates(
   next: sfn.IChainable,
   hint: LanguageHint = {},
   settleField?: string,
+  key?: string,
 ): AcquireTask {
+  // An adaptive limiter: the retried errors of the task (not the library's own) are throttling signals for the key
+  const signals = limiter.adaptive && retry.retries ? errors.filter((e) => !LIBRARY_ERRORS.has(e)) : [];
   const backoff = new AcquireTask(scope, name, limiter.acquireFunction, {
     [F.PHASE]: BACKOFF_PHASE,
     [F.TASK]: name,
@@ -67,7 +73,12 @@ export function backoffStates(
     [fromPath(F.REDRIVE_COUNT)]: '$$.Execution.RedriveCount',
     // settling: where the acquire result is, so a retried call (it did not happen) gives back all it took
     ...(settleField !== undefined ? { [F.RESULT_FIELD]: settleField } : {}),
-  }, {}, { hint: settleField !== undefined ? jsonPathOnly(scope, hint) : hint });
+    ...(signals.length > 0 ? { [F.SIGNALS]: signals } : {}),
+  }, {}, {
+    hint: settleField !== undefined ? jsonPathOnly(scope, hint) : hint,
+    key: signals.length > 0 ? pathOfToken(key ?? DEFAULT_KEY) : undefined,
+    owner: scope,
+  });
   const wait = new LanguageWait(scope, `${name} Wait`, {
     secondsPath: `$.${R.WAIT_SECONDS}`,
     outputPath: `$.${R.INPUT}`,
@@ -133,6 +144,10 @@ export function acquireStates(
   if (multi && options.countPath !== undefined) {
     fail(scope, `a batch takes acquire.consume per item, which a limiter of several limits (${limiter.limiterName}: ${limiter.limits.map((l) => l.dimension).join(', ')}) does not do yet: give the batch's total in acquire.consume of an item processor of your own`);
   }
+  if (options.priority !== undefined) {
+    if (multi) fail(scope, `${prop}priority needs a limiter of one limit, got ${limiter.limiterName} with ${limiter.keyLimits ? 'keyLimits' : `${limiter.limits.length} limits`}: priorities there are not supported yet`);
+    payload[F.PRIORITY] = options.priority;
+  }
   if (options.countPath !== undefined) payload[fromPath(F.COUNT)] = options.countPath;
   if (echo) payload[fromPath(F.INPUT)] = '$';
   if (echo && resultPath !== undefined) payload[F.RESULT_FIELD] = resultPath.slice(2);
@@ -148,9 +163,12 @@ export function acquireStates(
     outputPath: echo ? `$.${R.INPUT}` : undefined,
     queryLanguage: options.queryLanguage,
   });
-  if ((limiter.keyLimits?.length ?? 0) > 0 && (options.mode ?? AcquireMode.RESERVE) === AcquireMode.RESERVE) {
-    // a key over its own limit (or its fair share) is refused rather than queued ahead of the other keys: it comes
-    // back within about a second (TRY mode has its own retry)
+  const refusedInReserve = (limiter.keyLimits?.length ?? 0) > 0 || limiter.adaptive !== undefined
+    || (options.priority !== undefined && options.priority !== Priority.HIGH);
+  if (refusedInReserve && (options.mode ?? AcquireMode.RESERVE) === AcquireMode.RESERVE) {
+    // refused rather than queued: a key over its own limit (or its fair share) ahead of the other keys, a class below
+    // HIGH ahead of the classes above it, a slot beyond an adaptive limiter's maxReservation. It comes back within
+    // about a second (TRY mode has its own retry)
     acquire.addRetry({
       errors: [ThrottleErrors.RATE_LIMIT_EXCEEDED],
       interval: Duration.seconds(1),

@@ -45,7 +45,17 @@ export const AcquireField = {
   USED: 'used',
   /** Settle: what the acquire wrote per dimension (its `tats`), which places it in each bucket. */
   TATS: 'tats',
+  /** The acquire's priority class: `HIGH`, `NORMAL` or `LOW` (absent: unclassed, ranks with HIGH). */
+  PRIORITY: 'priority',
+  /** Backoff of an adaptive limiter: the errors that are throttling signals (they lower the rate). */
+  SIGNALS: 'signals',
 } as const;
+
+/** The priority classes an acquire may name. */
+export const PRIORITY_CLASSES = ['HIGH', 'NORMAL', 'LOW'] as const;
+
+/** An adaptive limiter's decrease without a task: a CloudWatch alarm's state change (EventBridge) or a test. */
+export const DECREASE_PHASE = 'decrease';
 
 /** A retry policy as the backoff step reads it (`AcquireField.RETRY`). */
 export interface RetryPayload {
@@ -113,6 +123,10 @@ export const LimiterEnv = {
   LIMITS: 'LIMITS',
   /** Each key's own limits under LIMITS (tenants within a quota), as JSON like LIMITS. */
   KEY_LIMITS: 'KEY_LIMITS',
+  /** An adaptive limit: `{ minRatePerSecond, decreaseFactor, increasePerSecond, maxReservationMs }` as JSON (absent: fixed). */
+  ADAPTIVE: 'ADAPTIVE',
+  /** Share of the tolerance each priority class below HIGH leaves to the ones above (absent: 0.2). */
+  PRIORITY_RESERVE: 'PRIORITY_RESERVE',
 } as const;
 
 // ---- The concurrency limiter's function ----
@@ -190,8 +204,12 @@ export const LimiterMetricNames = {
   DYNAMODB_CALLS: 'DynamoDbCalls',
   /** Acquire calls that failed closed because DynamoDB was unreachable or throttling. */
   UNAVAILABLE: 'Unavailable',
-  /** The key's rate in force (its override's, or the deployed one), per second; also by limiter and key. */
+  /** The key's rate in force (its adaptive rate, its override's, or the deployed one), per second; also by limiter and key. */
   LIMIT_IN_FORCE: 'LimitInForce',
+  /** Adaptive limiters: throttling errors reported by RateLimitedTasks (and alarm transitions). */
+  THROTTLE_SIGNALS: 'ThrottleSignals',
+  /** Adaptive limiters: signals that lowered the rate (the others came within a second of a decrease). */
+  RATE_DECREASES: 'RateDecreases',
 } as const;
 
 // ---- BufferedQueueConsumer: the dispatcher and the dead-letter reporter ----

@@ -1,8 +1,9 @@
-import { Validations } from 'aws-cdk-lib';
+import { Duration, Validations } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
+import type { AdaptiveOptions } from '../i-rate-limiter';
 import { Limit } from '../limit';
 import { LimiterEnv } from './contract';
 
@@ -17,7 +18,24 @@ export interface LimiterBuckets {
   readonly limits?: readonly Limit[];
   /** Each key's own limits under the shared `limits`: the shared buckets and every active key's on one item. */
   readonly keyLimits?: readonly Limit[];
+  /** An adaptive limit. */
+  readonly adaptive?: AdaptiveOptions;
+  /** Share of the burst each priority class below HIGH leaves to the ones above. */
+  readonly priorityReserve?: number;
 }
+
+/** The adaptive options as the function reads them, defaults filled in (checked by the limiter). */
+export function adaptiveJson(a: AdaptiveOptions, ratePerSecond: number): string {
+  return JSON.stringify({
+    minRatePerSecond: a.minRatePerSecond,
+    decreaseFactor: a.decreaseFactor ?? DEFAULT_DECREASE_FACTOR,
+    increasePerSecond: a.increasePerSecond ?? ratePerSecond / 20,
+    maxReservationMs: (a.maxReservation ?? Duration.seconds(DEFAULT_MAX_RESERVATION_S)).toMilliseconds(),
+  });
+}
+
+export const DEFAULT_DECREASE_FACTOR = 0.7;
+export const DEFAULT_MAX_RESERVATION_S = 2;
 
 /** Whether the handler takes through its several-limit path (one item written whole per acquire). */
 function multiItem(limiter: Pick<LimiterBuckets, 'limits' | 'keyLimits'>): boolean {
@@ -61,6 +79,8 @@ export function limiterEnvironment(limiter: LimiterBuckets, maxWaitMs: number): 
     [LimiterEnv.MAX_WAIT_MS]: String(maxWaitMs),
     ...(multiItem(limiter) ? { [LimiterEnv.LIMITS]: limitsJson(limiter.limits!) } : {}),
     ...(limiter.keyLimits?.length ? { [LimiterEnv.KEY_LIMITS]: limitsJson(limiter.keyLimits) } : {}),
+    ...(limiter.adaptive !== undefined ? { [LimiterEnv.ADAPTIVE]: adaptiveJson(limiter.adaptive, limiter.ratePerSecond) } : {}),
+    ...(limiter.priorityReserve !== undefined ? { [LimiterEnv.PRIORITY_RESERVE]: String(limiter.priorityReserve) } : {}),
   };
 }
 

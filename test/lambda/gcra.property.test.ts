@@ -102,6 +102,7 @@ describe('GCRA core (in-memory store, fake clock)', () => {
             takeIdle: async (...a: Parameters<MemoryBucketStore['takeIdle']>) => { await pause(); return memory.takeIdle(...a); },
             rescale: async (...a: Parameters<MemoryBucketStore['rescale']>) => { await pause(); return memory.rescale(...a); },
             readBucket: async (pk: string) => { await pause(); return memory.readBucket(pk); },
+            adapt: async (...a: Parameters<MemoryBucketStore['adapt']>) => { await pause(); return memory.adapt(...a); },
             readOverride: async (pk: string) => memory.readOverride(pk),
           };
           const limiter = c.fresh
@@ -190,6 +191,7 @@ describe('GCRA core (in-memory store, fake clock)', () => {
       takeIdle: (...a: Parameters<MemoryBucketStore['takeIdle']>) => slow(() => memory.takeIdle(...a)),
       rescale: (...a: Parameters<MemoryBucketStore['rescale']>) => memory.rescale(...a),
       readBucket: (pk: string) => memory.readBucket(pk),
+      adapt: (...a: Parameters<MemoryBucketStore['adapt']>) => memory.adapt(...a),
       readOverride: (pk: string) => memory.readOverride(pk),
     };
     const limiter = new Limiter({ limiterName: 'late', ratePerSecond: 10, burst: 1, shards: 1, maxWaitMs: 60_000 },
@@ -220,6 +222,7 @@ describe('GCRA core (in-memory store, fake clock)', () => {
       takeIdle: (...a: Parameters<MemoryBucketStore['takeIdle']>) => rtt(() => memory.takeIdle(...a)),
       rescale: (...a: Parameters<MemoryBucketStore['rescale']>) => rtt(() => memory.rescale(...a)),
       readBucket: (pk: string) => rtt(() => memory.readBucket(pk)),
+      adapt: (...a: Parameters<MemoryBucketStore['adapt']>) => rtt(() => memory.adapt(...a)),
       readOverride: (pk: string) => rtt(() => memory.readOverride(pk)),
     };
     const limiter = new Limiter({ limiterName: 'rtt', ratePerSecond: 50, burst: 1, shards: 1, maxWaitMs: 60_000 },
