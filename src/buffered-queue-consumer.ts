@@ -542,6 +542,7 @@ export class BufferedQueueConsumer extends Construct {
       Object.assign(environment, limiterEnvironment(l, Math.min(l.maxWait.toMilliseconds(), timeout.toMilliseconds())), {
         [DispatcherEnv.LIMITER_KEY]: key,
         [DispatcherEnv.LIMITER_TOKENS]: String(tokens),
+        ...(acquire.priority !== undefined ? { [DispatcherEnv.LIMITER_PRIORITY]: acquire.priority } : {}),
       });
       l.grantTakeTokens(role);
       const backlogS = (this.maxConcurrency * this.batchSize * tokens) / l.ratePerSecond;

@@ -574,7 +574,10 @@ export class RateLimiter extends RateLimiterBase {
   /** Each transition of `alarm` into ALARM lowers the default key's rate: an EventBridge rule invoking the acquire function. */
   private decreaseOnAlarm(alarm: cloudwatch.IAlarm): void {
     const dlq = new sqs.Queue(this, 'AlarmSignalDlq', { encryption: sqs.QueueEncryption.SQS_MANAGED, enforceSSL: true, retentionPeriod: Duration.days(14) });
-    Validations.of(dlq).acknowledge({ id: 'AwsSolutions-SQS3', reason: 'this queue is the dead-letter queue of the alarm rule\'s target' });
+    Validations.of(dlq).acknowledge(
+      { id: 'AwsSolutions-SQS3', reason: 'this queue is the dead-letter queue of the alarm rule\'s target' },
+      { id: 'Serverless-SQSRedrivePolicy', reason: 'this queue is the dead-letter queue of the alarm rule\'s target: nothing is redriven from it' },
+    );
     new events.Rule(this, 'AlarmSignal', {
       description: `cdk-sfn-throttle: alarm ${alarm.node.path} lowers the adaptive rate of limiter ${this.node.path}`,
       eventPattern: {

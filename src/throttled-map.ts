@@ -364,6 +364,7 @@ export class ThrottledMap extends sfn.StateMachineFragment {
           ? consumedAmounts(this, props.limiter, given)
           : { [props.limiter.limits[0].dimension]: consumedAmount(this, props.limiter, given) },
         mode: given.mode ?? AcquireMode.RESERVE,
+        priority: given.priority,
       };
     }
 
@@ -541,7 +542,8 @@ export class ThrottledMap extends sfn.StateMachineFragment {
       const unit = new LanguageParallel(this, `${id} Item Unit`, { outputPath: '$[0]', queryLanguage: props.queryLanguage });
       unit.branch(sfn.Chain.custom(acquire, sfn.Chain.start(processor).endStates, wait));
       const errors = retry.retries ? retry.errorsFor(unit, sfn.State.findReachableStates(start)) : [];
-      const backoff = backoffStates(this, `${id} Item Backoff`, limiter, retry, errors, unit, unit, { queryLanguage: props.queryLanguage });
+      const backoff = backoffStates(this, `${id} Item Backoff`, limiter, retry, errors, unit, unit, { queryLanguage: props.queryLanguage }, undefined,
+        this.acquireOptions?.key);
       body = unit;
       catchOn = backoff;
     } else if (retry.retries || props.catchItemFailures) {

@@ -92,7 +92,10 @@ describe('public API (the built .jsii assembly)', () => {
       'acquireFunction', 'table', 'limiterName', 'limits', 'grantAcquire', 'grantTakeTokens', 'acquire',
       'metric', 'metricAdmitted', 'metricDelayed', 'metricRejected', 'metricWaitTime', 'metricDynamoDbCalls', 'metricUnavailable',
     ]));
-    expect(members('AcquireOptions').sort()).toEqual(['consume', 'key', 'mode']);
+    expect(members('AcquireOptions').sort()).toEqual(['consume', 'key', 'mode', 'priority']);
+    expect(members('AdaptiveOptions').sort()).toEqual(['alarm', 'decreaseFactor', 'increasePerSecond', 'maxReservation', 'minRatePerSecond']);
+    expect(types.find((x) => x.name === 'Priority')!.members!.map((m) => m.name).sort()).toEqual(['HIGH', 'LOW', 'NORMAL']);
+    expect(members('RateLimiterProps')).toEqual(expect.arrayContaining(['adaptive', 'priorityReserve']));
     expect(members('BufferedQueueConsumer')).toContain('grantSendMessages');
     expect(members('RateLimiter')).toContain('fromRateLimiterAttributes');
     // §7: CircuitBreaker({ failureThreshold, window, cooldown, halfOpenProbes, failureErrors }), protect(scope, id, { task, key?, fallback? })

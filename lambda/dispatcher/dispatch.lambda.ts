@@ -3,10 +3,10 @@ import { InvokeCommand, LambdaClient } from '@aws-sdk/client-lambda';
 import { SendTaskFailureCommand, SendTaskSuccessCommand, SFNClient } from '@aws-sdk/client-sfn';
 import { dispatchBatch, type InvokeResult, limiterAcquire, type QueueRecord } from './dispatcher';
 import { ThrottleErrors } from '../../src/errors';
-import { DEADLINE_MARGIN_MS, DEFAULT_KEY, DispatcherEnv, LimiterEnv } from '../../src/private/contract';
+import { DEADLINE_MARGIN_MS, DEFAULT_KEY, DispatcherEnv, LimiterEnv, PRIORITY_CLASSES } from '../../src/private/contract';
 import { DynamoDbBucketStore } from '../rate-limiter/dynamodb-store';
 import { emfLine, metricsOf } from '../rate-limiter/emf';
-import { configFromEnv, Limiter } from '../rate-limiter/limiter';
+import { configFromEnv, Limiter, type PriorityName } from '../rate-limiter/limiter';
 import { clockUs, sleepUntilUs } from '../shared/clock';
 
 // Built once per container, with the default SDK configuration (AWS_ENDPOINT_URL_* can point the clients at
@@ -33,7 +33,14 @@ const decoder = new TextDecoder();
 const acquire = limiter && limiterAcquire(limiter, limiterKey, limiterTokens, {
   sleepUntilUs,
   onOutcome: (outcome) => process.stdout.write(`${emfLine(limiterConfig!.limiterName, metricsOf(outcome), Date.now())}\n`),
-});
+  clockUs,
+}, priorityOf(process.env[DispatcherEnv.LIMITER_PRIORITY]));
+
+function priorityOf(v: string | undefined): PriorityName | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (!(PRIORITY_CLASSES as readonly string[]).includes(v)) throw new Error(`environment variable ${DispatcherEnv.LIMITER_PRIORITY} must be one of ${PRIORITY_CLASSES.join(', ')}, got ${v}`);
+  return v as PriorityName;
+}
 
 async function invoke(payload: unknown): Promise<InvokeResult> {
   const res = await lambda.send(new InvokeCommand({

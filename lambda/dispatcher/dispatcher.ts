@@ -15,7 +15,7 @@
 import { ThrottleErrors } from '../../src/errors';
 import { type AcquireModeName, DEADLINE_MARGIN_MS, MAX_TASK_OUTPUT_BYTES, TASK_TOKEN_FIELD } from '../../src/private/contract';
 import { RateLimitExceeded } from '../rate-limiter/errors';
-import type { AcquireOutcome, Limiter } from '../rate-limiter/limiter';
+import type { AcquireOutcome, Limiter, PriorityName } from '../rate-limiter/limiter';
 import { BatchFailures } from '../shared/batch-failures';
 
 export { TASK_TOKEN_FIELD };
@@ -35,15 +35,34 @@ export function limiterAcquire(
   limiter: Pick<Limiter, 'acquire'>,
   key: string,
   tokens: number,
-  hooks: { readonly sleepUntilUs: (atUs: number) => Promise<void>; readonly onOutcome?: (outcome: AcquireOutcome) => void },
+  hooks: {
+    readonly sleepUntilUs: (atUs: number) => Promise<void>;
+    readonly onOutcome?: (outcome: AcquireOutcome) => void;
+    /** Wall clock, µs (a class below HIGH comes back after its retry-after while the deadline allows). */
+    readonly clockUs?: () => number;
+  },
+  priority?: PriorityName,
 ): (maxWaitMs: number) => Promise<void> {
+  const clock = hooks.clockUs ?? (() => Date.now() * 1000);
   return async (maxWaitMs) => {
     // RESERVE: a refused message would be redelivered and count a receive (the construct allows no other mode).
     const mode: AcquireModeName = 'RESERVE';
-    const outcome = await limiter.acquire({ key, tokens, mode }, { maxWaitMs });
-    hooks.onOutcome?.(outcome);
-    if (!outcome.admitted) throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
-    await hooks.sleepUntilUs(outcome.atUs);
+    const deadlineUs = clock() + maxWaitMs * 1000;
+    for (;;) {
+      const outcome = await limiter.acquire({ key, tokens, mode, priority }, { maxWaitMs: Math.max(0, (deadlineUs - clock()) / 1000) });
+      hooks.onOutcome?.(outcome);
+      if (outcome.admitted) {
+        await hooks.sleepUntilUs(outcome.atUs);
+        return;
+      }
+      // A class below HIGH never reserves ahead: it comes back when room opens for it, while its slot could still come
+      // in time (up to 20 ms later than the retry-after, so dispatchers refused together do not return together).
+      const againUs = clock() + outcome.retryAfterUs + Math.floor(Math.random() * 20_000);
+      if (priority === undefined || priority === 'HIGH' || againUs > deadlineUs) {
+        throw new RateLimitExceeded(Math.ceil(outcome.retryAfterUs / 1000));
+      }
+      await hooks.sleepUntilUs(againUs);
+    }
   };
 }
 

@@ -242,6 +242,8 @@ export const DispatcherEnv = {
   LIMITER_KEY: 'LIMITER_KEY',
   /** Tokens one invoke takes (with a limiter); 1 when unset. */
   LIMITER_TOKENS: 'LIMITER_TOKENS',
+  /** The acquire's priority class (with a limiter); unclassed when unset. */
+  LIMITER_PRIORITY: 'LIMITER_PRIORITY',
 } as const;
 
 /** The environment of the dead-letter reporter. */

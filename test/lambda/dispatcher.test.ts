@@ -221,6 +221,29 @@ describe('dispatcher core', () => {
       expect(slots).toEqual([100, 1_100]);
     });
 
+    test('a dispatcher of a class below HIGH never reserves: refused, it sleeps its retry-after and takes the token then, within its deadline', async () => {
+      // GIVEN a bucket of 1/s, burst 1 whose token of second 0 is taken (by a HIGH caller)
+      let nowUs = 5_000_000_000_000;
+      const store = new MemoryBucketStore();
+      const config = { limiterName: 'l', ratePerSecond: 1, burst: 1, shards: 1, maxWaitMs: 300_000 };
+      const limiter = new Limiter(config, { store, clockUs: () => nowUs, random: () => 0, initialLookaheadUs: 0 });
+      await limiter.acquire({ key: 'k', tokens: 1, mode: 'RESERVE', priority: 'HIGH' });
+      const start = nowUs;
+      const outcomes: boolean[] = [];
+      const hooks = {
+        sleepUntilUs: async (atUs: number) => { nowUs = Math.max(nowUs, atUs); },
+        onOutcome: (o: { admitted: boolean }) => outcomes.push(o.admitted),
+        clockUs: () => nowUs,
+      };
+      // WHEN a LOW dispatcher acquires with 5 s left, and another with 0.5 s left
+      await limiterAcquire(limiter, 'k', 1, hooks, 'LOW')(5_000);
+      // THEN the first was refused, slept until the bucket emptied (1 s, + up to 20 ms) and was admitted at once then
+      expect(outcomes).toEqual([false, true]);
+      expect((nowUs - start) / 1000).toBeGreaterThanOrEqual(1_000);
+      expect((nowUs - start) / 1000).toBeLessThanOrEqual(1_020);
+      await expect(limiterAcquire(limiter, 'k', 1, hooks, 'LOW')(500)).rejects.toMatchObject({ name: 'RateLimitExceeded' });
+    });
+
     test('a batch that cannot finish in time: what is not reached is returned, no token taken for it, every call started with the target\'s timeout + margin left', async () => {
       // 60 s dispatcher, one token per 10 s, a 9 s call, a 10 s target timeout and a 3 s margin: slots at 0.1 (the
       // limiter reserves 100 ms ahead before it has measured its store), 10.1, 20.1, 30.1, 40.1 s; at 49.1 s 10.9 s
