@@ -164,4 +164,8 @@ export interface IRateLimiter extends IConstruct {
   metricUnavailable(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
   /** The rate in force (an override's or the deployed one), for one key or the highest over all keys. */
   metricLimitInForce(key?: string, props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Adaptive limiters: throttling signals reported (RateLimitedTasks' retried errors, alarm transitions). */
+  metricThrottleSignals(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
+  /** Adaptive limiters: signals that lowered the rate (the others came within a second of a decrease). */
+  metricRateDecreases(props?: cloudwatch.MetricOptions): cloudwatch.Metric;
 }

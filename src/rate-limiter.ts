@@ -454,6 +454,24 @@ export abstract class RateLimiterBase extends Construct implements IRateLimiter 
   }
 
   /**
+   * Adaptive limiters: throttling signals reported (RateLimitedTasks' retried errors, alarm transitions).
+   *
+   * @default - sum over 1 minute
+   */
+  public metricThrottleSignals(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(LimiterMetricNames.THROTTLE_SIGNALS, props);
+  }
+
+  /**
+   * Adaptive limiters: signals that lowered the rate (the others came within a second of the last decrease).
+   *
+   * @default - sum over 1 minute
+   */
+  public metricRateDecreases(props?: cloudwatch.MetricOptions): cloudwatch.Metric {
+    return this.metric(LimiterMetricNames.RATE_DECREASES, props);
+  }
+
+  /**
    * The rate in force (tokens per second: a key's override, or the deployed limit), as the acquire function last
    * applied it: for one key, or the highest over all keys.
    *

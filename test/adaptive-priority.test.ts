@@ -1,10 +1,10 @@
 import { App, Duration, Stack } from 'aws-cdk-lib';
-import { Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
-import { AcquireMode, Limit, MapConcurrency, Priority, RateLimitedTask, RateLimiter, RetryPolicy, ThrottledMap } from '../src';
+import { AcquireMode, Limit, MapConcurrency, Priority, RateLimitedTask, RateLimiter, RetryPolicy, ThrottleDashboard, ThrottledMap } from '../src';
 import { aslOf } from './support/asl';
 import { nagFindings } from './support/nag';
 import { expectValidationError } from './support/validation';
@@ -56,6 +56,16 @@ describe('adaptive limiter', () => {
       ErrorEquals: ['RateLimitExceeded'], IntervalSeconds: 1, JitterStrategy: 'FULL',
     })]));
     expect(template.toJSON()).toMatchSnapshot();
+  });
+
+  test('the dashboard shows an adaptive limiter\'s throttling signals and rate decreases', () => {
+    const stack = stackOf();
+    const limiter = new RateLimiter(stack, 'Partner', { limiterName: 'partner', ratePerSecond: 20, adaptive: { minRatePerSecond: 2 } });
+    new ThrottleDashboard(stack, 'Dash').addLimiter(limiter);
+    const body = JSON.stringify(Template.fromStack(stack).findResources('AWS::CloudWatch::Dashboard'));
+    expect(body).toContain('ThrottleSignals');
+    expect(body).toContain('RateDecreases');
+    expect(limiter.metricRateDecreases().metricName).toBe('RateDecreases');
   });
 
   test('a fixed limiter\'s backoff reports nothing and its RESERVE acquire is not retried on RateLimitExceeded', () => {
@@ -175,6 +185,15 @@ describe('priority classes', () => {
     expectValidationError(() => callThrough(stack, limiter, { priority: Priority.LOW, consume: { requests: 1, tokens: 10 } }),
       /acquire.priority needs a limiter of one limit, got model?[^ ]* with 2 limits|acquire.priority needs a limiter of one limit/);
     expectValidationError(() => new RateLimiter(stackOf(), 'L', { ratePerSecond: 10, priorityReserve: 0.5 }), /priorityReserve must be from 0 to 0.45, got 0.5/);
+  });
+
+  test('a class below HIGH on a burst too small to keep a token free for the classes above: a synth warning naming the figures', () => {
+    const stack = stackOf();
+    const limiter = new RateLimiter(stack, 'Partner', { limiterName: 'partner', ratePerSecond: 5, burst: 1 });
+    callThrough(stack, limiter, { priority: Priority.LOW });
+    const warnings = Annotations.fromStack(stack).findWarning('*', Match.stringLikeRegexp('priorityReserveBelowOneToken'));
+    expect(warnings).toHaveLength(1);
+    expect(JSON.stringify(warnings[0].entry.data)).toContain('priorityReserve 0.2 of 1 tokens per shard');
   });
 
   test('TRY mode with a class: the TRY retry only (no second RateLimitExceeded retry)', () => {

@@ -266,6 +266,8 @@ export class ThrottleDashboard extends Construct {
       new cloudwatch.GraphWidget({
         title: 'Rejected and failed closed',
         left: [limiter.metricRejected({ label: 'rejected' }), limiter.metricUnavailable({ label: 'unavailable (failed closed)' })],
+        // an adaptive limiter: the downstream's throttling signals, and those that lowered the rate
+        right: limiter.adaptive ? [limiter.metricThrottleSignals({ label: 'throttling signals' }), limiter.metricRateDecreases({ label: 'rate decreases' })] : undefined,
         width: 6,
       }),
       this.functionWidget('Acquire function', fn),

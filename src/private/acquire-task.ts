@@ -1,4 +1,4 @@
-import { Duration, Token } from 'aws-cdk-lib';
+import { Annotations, Duration, Token } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
@@ -147,6 +147,12 @@ export function acquireStates(
   if (options.priority !== undefined) {
     if (multi) fail(scope, `${prop}priority needs a limiter of one limit, got ${limiter.limiterName} with ${limiter.keyLimits ? 'keyLimits' : `${limiter.limits.length} limits`}: priorities there are not supported yet`);
     payload[F.PRIORITY] = options.priority;
+    const shardBurst = Math.floor(limiter.burst / limiter.shards);
+    if (options.priority !== Priority.HIGH && limiter.priorityReserve * shardBurst < 1) {
+      Annotations.of(scope).addWarningV2('cdk-sfn-throttle:priorityReserveBelowOneToken',
+        `${prop}priority ${options.priority}: priorityReserve ${limiter.priorityReserve} of ${shardBurst} tokens per shard (burst ${limiter.burst} / shards ${limiter.shards}) `
+        + 'keeps less than one token free for the classes above: they wait up to an emission interval behind this class. Raise burst (or priorityReserve).');
+    }
   }
   if (options.countPath !== undefined) payload[fromPath(F.COUNT)] = options.countPath;
   if (echo) payload[fromPath(F.INPUT)] = '$';
