@@ -7,6 +7,7 @@ import { checkConsume, checkUsed, DynamoDbMultiStore, MultiLimiter, multiLimitsF
 import { type AcquireRequest, parseRequest } from './request';
 import { errorMatches, retryStep, stampRedrive } from './retry';
 import { DynamoDbTenantStore, TenantLimiter } from './tenant-limiter';
+import { ThrottleErrors } from '../../src/errors';
 import {
   AcquireField, type AcquireResult, type BackoffResult, BACKOFF_PHASE, DECREASE_PHASE, ERROR_FIELD, LimiterEnv, LimiterMetricNames, SETTLE_PHASE,
 } from '../../src/private/contract';
@@ -168,8 +169,16 @@ async function giveBack(input: unknown, field: string, m: MultiLimiter): Promise
 async function backoff(event: unknown, request: AcquireRequest): Promise<BackoffResult> {
   // An adaptive limiter: a throttling error of the downstream lowers the key's rate before anything else (the retry
   // acquires at the lower rate; a task out of attempts still reports it).
+  // The library's own errors are never the downstream's signals (a wildcard in the policy's errors matches them too);
+  // a decrease that fails (the table unreachable) loses one signal, not the task's retry.
   const error = hasInput(event) ? errorNameOf(event.input) : undefined;
-  if (config.adaptive && request.signals && error !== undefined && errorMatches(error, request.signals)) await decrease(request.key);
+  if (config.adaptive && request.signals && error !== undefined && !LIBRARY_ERRORS.has(error) && errorMatches(error, request.signals)) {
+    try {
+      await decrease(request.key);
+    } catch (err) {
+      process.stderr.write(`${JSON.stringify({ level: 'WARN', message: `throttling signal for key ${JSON.stringify(request.key)} not applied: ${(err as Error).message}` })}\n`);
+    }
+  }
   const step = retryStep(hasInput(event) ? event.input : undefined, request.retry, Math.random, {
     task: request.task,
     redriveCount: request.redriveCount,
@@ -189,6 +198,9 @@ async function decrease(key: string): Promise<{ decreased: boolean; ratePerSecon
     Date.now(), { [LimiterMetricNames.THROTTLE_SIGNALS]: 1, [LimiterMetricNames.RATE_DECREASES]: out.decreased ? 1 : 0 }));
   return { decreased: out.decreased, ratePerSecond: out.ratePerSecond };
 }
+
+/** The library's own error names. */
+const LIBRARY_ERRORS: ReadonlySet<string> = new Set(Object.values(ThrottleErrors).filter((v): v is string => typeof v === 'string'));
 
 /** The error name a task's Catch put in the state data, if any. */
 function errorNameOf(input: unknown): string | undefined {

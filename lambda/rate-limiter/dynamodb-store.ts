@@ -6,7 +6,7 @@ import {
   type AttributeValue,
 } from '@aws-sdk/client-dynamodb';
 import { LimiterUnavailable } from './errors';
-import { ITEM_VERSION, UNKNOWN, type AdaptiveWrite, type BucketStore, type StoredBucket, type WriteResult } from './store';
+import { ITEM_VERSION, UNKNOWN, type AdaptiveDecrease, type AdaptiveWrite, type BucketStore, type StoredBucket, type WriteResult } from './store';
 
 /**
  * Bucket state in a DynamoDB table with partition key `pk` (S): `tat` (N, µs), `iv` (N, the emission interval the
@@ -21,22 +21,34 @@ export class DynamoDbBucketStore implements BucketStore {
   Promise<WriteResult> {
     // The right-hand `tat` is the value before the update: hz = old tat + inc − tolerance = new tat − tolerance.
     return this.update(pk, tolUs, `SET tat = tat + :inc, #hz = tat + :hzoff, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v${adaptSet(adapt)}`,
-      `tat BETWEEN :lo AND :hi AND #iv = ${adapt ? ':oldiv' : ':iv'} AND #v = :v`,
+      `tat BETWEEN :lo AND :hi AND #iv = ${adapt ? ':oldiv' : ':iv'} AND #v = :v${acCondition(adapt)}`,
       { ':inc': num(incUs), ':hzoff': num(incUs - tolUs), ':lo': num(lowerUs), ':hi': num(upperUs), ':exp': num(expS), ':iv': num(ivUs), ...adaptValues(adapt) });
   }
 
   takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number, adapt?: AdaptiveWrite): Promise<WriteResult> {
     // an adaptive limiter's idle bucket keeps its rate: the write names the interval it believes is stored
     return this.update(pk, tolUs, `SET tat = :tat, #hz = :now, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v${adaptSet(adapt)}`,
-      `(attribute_not_exists(tat) AND attribute_not_exists(#v) AND attribute_not_exists(#iv)) OR (tat <= :now AND #v = :v${adapt ? ' AND #iv = :oldiv' : ''})`,
+      `(attribute_not_exists(tat) AND attribute_not_exists(#v) AND attribute_not_exists(#iv)) OR (tat <= :now AND #v = :v${adapt ? ` AND #iv = :oldiv${acCondition(adapt)}` : ''})`,
       { ':tat': num(newTatUs), ':now': num(nowUs), ':exp': num(expS), ':iv': num(ivUs), ...adaptValues(adapt) });
   }
 
-  adapt(pk: string, old: { readonly tatUs: number; readonly ivUs: number } | undefined, newTatUs: number, ivUs: number, tolUs: number,
-    atUs: number, expS: number): Promise<WriteResult> {
-    return this.update(pk, tolUs, 'SET tat = :tat, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v, #ac = :at, #ad = :at',
-      old === undefined ? 'attribute_not_exists(pk)' : 'tat = :old AND #iv = :oldiv AND #v = :v',
-      { ':tat': num(newTatUs), ':exp': num(expS), ':iv': num(ivUs), ':at': num(atUs), ...(old ? { ':old': num(old.tatUs), ':oldiv': num(old.ivUs) } : {}) });
+  adapt(pk: string, d: AdaptiveDecrease): Promise<WriteResult> {
+    if (d.oldTatUs === undefined) {
+      return this.update(pk, d.tolUs, 'SET tat = :at, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v, #ac = :at, #ad = :at', 'attribute_not_exists(pk)',
+        { ':exp': num(d.expS), ':iv': num(d.ivUs), ':at': num(d.atUs) });
+    }
+    const adapt = { oldIvUs: d.oldIvUs, oldAcUs: d.oldAcUs };
+    return this.update(pk, d.tolUs, 'SET tat = tat + :delta, #exp = :exp, #iv = :iv, #tol = :tol, #v = :v, #ac = :at, #ad = :at',
+      `tat BETWEEN :old AND :oldhi AND #iv = :oldiv AND #v = :v${acCondition(adapt)}`,
+      {
+        ':delta': num(d.deltaUs),
+        ':old': num(d.oldTatUs),
+        ':oldhi': num(d.oldTatUs + d.slackUs),
+        ':exp': num(d.expS),
+        ':iv': num(d.ivUs),
+        ':at': num(d.atUs),
+        ...adaptValues(adapt),
+      });
   }
 
   rescale(pk: string, oldTatUs: number, oldIvUs: number | undefined, newTatUs: number, ivUs: number, expS: number, tolUs: number):
@@ -89,7 +101,7 @@ export class DynamoDbBucketStore implements BucketStore {
           '#tol': 'tol',
           '#v': 'v',
           ...(update.includes('#hz') ? { '#hz': 'hz' } : {}),
-          ...(update.includes('#ac') ? { '#ac': 'ac' } : {}),
+          ...(update.includes('#ac') || condition.includes('#ac') ? { '#ac': 'ac' } : {}),
           ...(update.includes('#ad') ? { '#ad': 'ad' } : {}),
         },
         ExpressionAttributeValues: { ...values, ':tol': num(tolUs), ':v': num(ITEM_VERSION) },
@@ -136,7 +148,17 @@ function adaptSet(adapt: AdaptiveWrite | undefined): string {
 
 function adaptValues(adapt: AdaptiveWrite | undefined): Record<string, AttributeValue> {
   if (!adapt) return {};
-  return { ':oldiv': num(adapt.oldIvUs), ...(adapt.acUs !== undefined ? { ':ac': num(adapt.acUs) } : {}) };
+  return {
+    ':oldiv': num(adapt.oldIvUs),
+    ...(adapt.acUs !== undefined ? { ':ac': num(adapt.acUs) } : {}),
+    ...(adapt.oldAcUs !== undefined ? { ':oldac': num(adapt.oldAcUs) } : {}),
+  };
+}
+
+/** The `ac` an adaptive write requires: the one the container saw, or none (never adapted). */
+function acCondition(adapt: AdaptiveWrite | undefined): string {
+  if (!adapt) return '';
+  return adapt.oldAcUs === undefined ? ' AND attribute_not_exists(#ac)' : ' AND #ac = :oldac';
 }
 
 /** An attribute value as plain data: numbers as numbers, anything else as it is (for the limiter to reject). */

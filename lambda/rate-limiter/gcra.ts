@@ -48,6 +48,8 @@ export interface Take {
    * an idle bucket always admits): such a take admits only while that much stays free, and never reserves ahead.
    */
   readonly reserveUs?: number;
+  /** Longest round-trip allowance (lookahead) the take may reserve ahead for, µs (a class below HIGH: one interval). */
+  readonly lookaheadCapUs?: number;
 }
 
 /** Highest stored tat for which the busy branch may add `inc` (the busy write's condition ceiling). */

@@ -37,7 +37,7 @@ export interface LimiterDeps {
   /**
    * How far ahead of its clock a container reserves before it has measured a round trip to the store, µs: the
    * first call of a cold container (TLS handshake, credentials) is its slowest.
-   * @default 100 ms
+   * @default 1 s
    */
   readonly initialLookaheadUs?: number;
 }
@@ -253,12 +253,21 @@ export class Limiter {
       const reserveShare = rank * (this.config.priorityReserve ?? DEFAULT_PRIORITY_RESERVE);
       const adaptive = this.config.adaptive;
       let maxWaitUs = req.mode === 'RESERVE' && rank === 0 ? this.maxWaitUs(options.maxWaitMs) : 0;
-      // an adaptive limit caps how far ahead a caller reserves, so a decrease shows within that time
-      if (adaptive) maxWaitUs = Math.min(maxWaitUs, adaptive.maxReservationMs * 1000);
+      // an adaptive limit caps how far ahead of now a caller reserves (its lookahead included), so a decrease shows
+      // within that time
+      if (adaptive) maxWaitUs = Math.min(maxWaitUs, Math.max(0, adaptive.maxReservationMs * 1000 - this.roundTrip.lookaheadUs()));
       const makeTake = (ivUs: number): Take => {
         const incUs = req.tokens * ivUs;
         const toleranceUs = params.shardBurst * ivUs;
-        return { incUs, toleranceUs, maxWaitUs, reserveUs: Math.max(0, Math.min(Math.floor(toleranceUs * reserveShare), toleranceUs - incUs)) };
+        return {
+          incUs,
+          toleranceUs,
+          maxWaitUs,
+          reserveUs: Math.max(0, Math.min(Math.floor(toleranceUs * reserveShare), toleranceUs - incUs)),
+          // a class below HIGH reserves at most one interval ahead for its answer's round trip (a cold container's
+          // estimate is a second): a HIGH caller never queues behind more than that
+          lookaheadCapUs: rank > 0 ? params.intervalUs : undefined,
+        };
       };
       const out = await this.takeOnce(req, makeTake, params, counter, !refresh, limit.ratePerSecond);
       // the rate in force for the key (the adaptive rate, its override's, or the deployed one), for LimitInForce
@@ -323,7 +332,7 @@ export class Limiter {
     const store = this.deps.store;
     const now = this.deps.clockUs();
     // The arrival time of this take: when its answer is expected back. Every write of the take uses it.
-    const arrival = now + this.roundTrip.lookaheadUs();
+    const arrival = now + Math.min(this.roundTrip.lookaheadUs(), take.lookaheadCapUs ?? Infinity);
     // tat never decreases under one limit (both writes move it forward), so the last tat this container saw is
     // a lower bound of the stored one: when even that leaves no room, the answer is a denial without a call.
     // A tat seen under another limit (another emission interval) says nothing: guess again.
@@ -401,11 +410,20 @@ export class Limiter {
     const store = this.deps.store;
     const config = this.config.adaptive!;
     const now = this.deps.clockUs();
-    const arrival = now + this.roundTrip.lookaheadUs();
     const bounds = adaptiveBounds(ceilingRate, config, this.config.shards);
+    const arrival = now + Math.min(this.roundTrip.lookaheadUs(), makeTake(bounds.fastIv).lookaheadCapUs ?? Infinity);
     let view = this.views.get(pk);
     for (let writes = 0; writes < MAX_WRITES; writes++) {
       const oldIv = view?.iv ?? bounds.fastIv;
+      if (view?.tat !== undefined && view.iv === undefined) {
+        // an item of the format before versions (no iv, no v): given them at the ceiling, its tat kept
+        const old = view;
+        const tol = makeTake(bounds.fastIv).toleranceUs;
+        const expS = Math.ceil((Math.max(old.tat!, arrival) + tol) / 1_000_000) + TTL_SLACK_S;
+        const r = await this.timed(counter, () => store.rescale(pk, old.tat!, undefined, old.tat!, bounds.fastIv, expS, tol));
+        view = r.ok ? { ...old, iv: bounds.fastIv, tol } : await this.learnView(pk, r.item, counter);
+        continue;
+      }
       if (view?.iv !== undefined && view.iv < bounds.fastIv && view.tat !== undefined && view.tat > arrival) {
         // the stored rate is above the ceiling (an override lowered it): re-count the debt at the ceiling first
         const old = view;
@@ -424,7 +442,7 @@ export class Limiter {
       const branch: Plan = view === undefined ? { kind: 'busy' } : plan(view.tat, arrival, take);
       if (branch.kind === 'deny') return { admitted: false, retryAfterUs: branch.retryAfterUs, ivUs: iv };
       const expS = Math.ceil((arrival + take.toleranceUs + take.maxWaitUs) / 1_000_000) + TTL_SLACK_S;
-      const adapt = { oldIvUs: oldIv, acUs: raised ? arrival : undefined };
+      const adapt = { oldIvUs: oldIv, oldAcUs: view?.ac, acUs: raised ? arrival : undefined };
       const res = await this.timed(counter, () => (branch.kind === 'idle'
         ? store.takeIdle(pk, arrival, arrival + take.incUs, expS, iv, take.toleranceUs, adapt)
         : store.takeBusy(pk, take.incUs, arrival, busyCeiling(arrival, take), expS, iv, take.toleranceUs, adapt)));
@@ -460,29 +478,48 @@ export class Limiter {
     const bounds = adaptiveBounds(limit.ratePerSecond, config, shards);
     const { shardBurst } = bucketParams(limit.ratePerSecond, limit.burst, shards);
     let decreased = false;
-    let rate = limit.ratePerSecond;
+    // the rate in force after the signal: the sum of the shards' rates
+    let rate = 0;
     for (let shard = 0; shard < shards; shard++) {
       const pk = bucketItemKey(this.config.limiterName, key, shard);
-      for (let tries = 0; tries < 4; tries++) {
+      let known: StoredBucket | undefined | typeof UNKNOWN = UNKNOWN;
+      let shardIv = bounds.fastIv;
+      for (let tries = 0; tries < MAX_WRITES; tries++) {
         const now = this.deps.clockUs();
-        const st = await this.learnView(pk, UNKNOWN, counter);
+        const st = await this.learnView(pk, known, counter);
         const inForce = effectiveIv(st.iv, st.ac, now, bounds, config);
         const iv = decreasedIv(inForce, bounds, config);
-        rate = rateOf(inForce, shards);
-        // the same congestion as the last decrease, an item of the format before versions, or already at the floor
+        shardIv = inForce;
+        // the same congestion as the last decrease, an item of the format before versions (its next take gives it
+        // one), or already at the floor
         if (!signalCounts(st.ad, now) || (st.tat !== undefined && st.iv === undefined) || (iv === st.iv && st.ac !== undefined)) break;
         const tol = shardBurst * iv;
-        const tat = st.tat === undefined ? now : st.tat > now ? rescaledTat(st.tat, st.iv, st.hz, iv, tol, now, st.tol) : st.tat;
-        const expS = Math.ceil((Math.max(tat, now) + tol) / 1_000_000) + TTL_SLACK_S;
-        const old = st.tat === undefined ? undefined : { tatUs: st.tat, ivUs: st.iv! };
-        const r = await this.timed(counter, () => this.deps.store.adapt(pk, old, tat, iv, tol, now, expS));
+        // Additive: the debt beyond the reservations handed out is re-counted at the lower rate (for a busy bucket
+        // that adds the difference of the tolerances), and admissions that land between the read and this write
+        // (at most a tolerance's worth) are counted as made before it. An idle bucket keeps its tat.
+        const delta = st.tat !== undefined && st.tat > now ? rescaledTat(st.tat, st.iv, st.hz, iv, tol, now, st.tol) - st.tat : 0;
+        const expS = Math.ceil((Math.max(st.tat ?? now, now) + delta + tol) / 1_000_000) + TTL_SLACK_S;
+        const r = await this.timed(counter, () => this.deps.store.adapt(pk, {
+          oldIvUs: st.iv ?? bounds.fastIv,
+          oldAcUs: st.ac,
+          oldTatUs: st.tat,
+          slackUs: st.tol ?? tol,
+          deltaUs: delta,
+          ivUs: iv,
+          tolUs: tol,
+          atUs: now,
+          expS,
+        }));
         if (r.ok) {
-          this.rememberView(pk, { ...st, tat, iv, tol, ac: now, ad: now });
+          this.rememberView(pk, { ...st, tat: r.tat, iv, tol, ac: now, ad: now });
           decreased = true;
-          rate = rateOf(iv, shards);
+          shardIv = iv;
           break;
         }
+        // the item as the failed write found it (DynamoDB returns it), else a read
+        known = r.item;
       }
+      rate += rateOf(shardIv, 1);
     }
     return { decreased, ratePerSecond: rate, dynamoCalls: counter.calls };
   }

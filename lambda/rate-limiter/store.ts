@@ -28,7 +28,30 @@ export interface StoredBucket {
  */
 export interface AdaptiveWrite {
   readonly oldIvUs: number;
+  /**
+   * When the rate the container believes is stored was set (`ac`; undefined: never adapted, no `ac`): also required
+   * by the condition, so a container whose view predates a decrease that wrote the same interval again fails (no ABA).
+   */
+  readonly oldAcUs?: number;
   readonly acUs?: number;
+}
+
+/** An adaptive decrease: what it read (the condition) and what it writes. */
+export interface AdaptiveDecrease {
+  /** The interval and the change time read (the condition: neither changed since). */
+  readonly oldIvUs: number;
+  readonly oldAcUs?: number;
+  /**
+   * The tat read: the write requires tat still within [oldTatUs, oldTatUs + slackUs] and adds `deltaUs` to it.
+   * Undefined: no item was read, the write creates it (idle at `atUs`) if there still is none.
+   */
+  readonly oldTatUs?: number;
+  readonly slackUs: number;
+  readonly deltaUs: number;
+  readonly ivUs: number;
+  readonly tolUs: number;
+  readonly atUs: number;
+  readonly expS: number;
 }
 
 /** Outcome of one conditional write. */
@@ -66,11 +89,11 @@ export interface BucketStore {
    */
   takeIdle(pk: string, nowUs: number, newTatUs: number, expS: number, ivUs: number, tolUs: number, adapt?: AdaptiveWrite): Promise<WriteResult>;
   /**
-   * An adaptive limiter's decrease: SET tat, iv, tol, ac = ad = atUs IF tat = old.tat AND iv = old.iv AND v = ITEM_VERSION
-   * (no old: IF the item does not exist).
+   * An adaptive limiter's decrease: SET tat = tat + delta, iv, tol, ac = ad = atUs IF iv and ac are as read, v = ITEM_VERSION
+   * and tat BETWEEN old AND old + slack (admissions in between are counted as before the decrease: additive, so a busy
+   * bucket's decrease is not lost to the admissions racing it).
    */
-  adapt(pk: string, old: { readonly tatUs: number; readonly ivUs: number } | undefined, newTatUs: number, ivUs: number, tolUs: number,
-    atUs: number, expS: number): Promise<WriteResult>;
+  adapt(pk: string, d: AdaptiveDecrease): Promise<WriteResult>;
   /**
    * A limit change: SET tat = newTat, iv = ivUs IF tat = oldTat AND iv = oldIv (the debt, re-counted). With
    * `oldIvUs` undefined, an item of the format before versions (no `iv`, no `v`) is given them.
@@ -83,6 +106,12 @@ export interface BucketStore {
   readOverride(pk: string): Promise<Record<string, unknown> | undefined>;
 }
 
+/** The `ac` condition of an adaptive write: the stored `ac` is the one the container saw (none: never adapted). */
+function acMatches(item: Record<string, unknown>, adapt: AdaptiveWrite | undefined): boolean {
+  if (adapt === undefined) return true;
+  return adapt.oldAcUs === undefined ? item.ac === undefined : item.ac === adapt.oldAcUs;
+}
+
 /** An in-memory store with the same conditional semantics; for tests and the bench baseline. */
 export class MemoryBucketStore implements BucketStore {
   readonly items = new Map<string, Record<string, unknown>>();
@@ -93,7 +122,7 @@ export class MemoryBucketStore implements BucketStore {
     this.calls++;
     const item = this.items.get(pk);
     const tat = item?.tat;
-    if (item?.v === ITEM_VERSION && typeof tat === 'number' && tat >= lowerUs && tat <= upperUs && item.iv === (adapt?.oldIvUs ?? ivUs)) {
+    if (item?.v === ITEM_VERSION && typeof tat === 'number' && tat >= lowerUs && tat <= upperUs && item.iv === (adapt?.oldIvUs ?? ivUs) && acMatches(item, adapt)) {
       const ac = adapt?.acUs !== undefined ? { ac: adapt.acUs } : {};
       this.items.set(pk, { ...item, ...ac, tat: tat + incUs, hz: tat + incUs - tolUs, tol: tolUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
       return { ok: true, tat: tat + incUs };
@@ -107,7 +136,7 @@ export class MemoryBucketStore implements BucketStore {
     const item = this.items.get(pk);
     const tat = item?.tat;
     if ((tat === undefined && item?.v === undefined && item?.iv === undefined)
-      || (typeof tat === 'number' && tat <= nowUs && item?.v === ITEM_VERSION && (adapt === undefined || item.iv === adapt.oldIvUs))) {
+      || (typeof tat === 'number' && tat <= nowUs && item?.v === ITEM_VERSION && (adapt === undefined || (item.iv === adapt.oldIvUs && acMatches(item, adapt))))) {
       const ac = adapt?.acUs !== undefined ? { ac: adapt.acUs } : {};
       this.items.set(pk, { ...item, ...ac, tat: newTatUs, hz: nowUs, tol: tolUs, exp: expS, iv: ivUs, v: ITEM_VERSION });
       return { ok: true, tat: newTatUs };
@@ -127,16 +156,19 @@ export class MemoryBucketStore implements BucketStore {
     return { ok: false, item: item && { ...item } };
   }
 
-  async adapt(pk: string, old: { readonly tatUs: number; readonly ivUs: number } | undefined, newTatUs: number, ivUs: number, tolUs: number,
-    atUs: number, expS: number): Promise<WriteResult> {
+  async adapt(pk: string, d: AdaptiveDecrease): Promise<WriteResult> {
     this.calls++;
     const item = this.items.get(pk);
-    const matches = old === undefined
-      ? item === undefined
-      : item?.tat === old.tatUs && item?.iv === old.ivUs && item?.v === ITEM_VERSION;
-    if (matches) {
-      this.items.set(pk, { ...item, tat: newTatUs, iv: ivUs, tol: tolUs, ac: atUs, ad: atUs, exp: expS, v: ITEM_VERSION });
-      return { ok: true, tat: newTatUs };
+    const tat = item?.tat;
+    if (d.oldTatUs === undefined) {
+      if (item !== undefined) return { ok: false, item: { ...item } };
+      this.items.set(pk, { tat: d.atUs, iv: d.ivUs, tol: d.tolUs, ac: d.atUs, ad: d.atUs, exp: d.expS, v: ITEM_VERSION });
+      return { ok: true, tat: d.atUs };
+    }
+    if (item?.v === ITEM_VERSION && item.iv === d.oldIvUs && acMatches(item, { oldIvUs: d.oldIvUs, oldAcUs: d.oldAcUs })
+      && typeof tat === 'number' && tat >= d.oldTatUs && tat <= d.oldTatUs + d.slackUs) {
+      this.items.set(pk, { ...item, tat: tat + d.deltaUs, iv: d.ivUs, tol: d.tolUs, ac: d.atUs, ad: d.atUs, exp: d.expS, v: ITEM_VERSION });
+      return { ok: true, tat: tat + d.deltaUs };
     }
     return { ok: false, item: item && { ...item } };
   }

@@ -1,4 +1,4 @@
-import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import type { AdaptiveConfig } from '../../lambda/rate-limiter/adaptive';
 import { DynamoDbBucketStore } from '../../lambda/rate-limiter/dynamodb-store';
 import { bucketItemKey, Limiter } from '../../lambda/rate-limiter/limiter';
@@ -23,7 +23,6 @@ describe('adaptive limiter and priorities (dynalite, 5–20 ms a call)', () => {
     // WHEN one container gets a throttling signal (and a second one 100 ms later: the same congestion)
     const d = await containers[0].decrease('k');
     const again = await containers[1].decrease('k');
-    const decreasedAt = nowUs();
     // THEN 40/s → 20/s once, on both shards' items
     expect(d).toMatchObject({ decreased: true, ratePerSecond: 20 });
     expect(again.decreased).toBe(false);
@@ -48,6 +47,21 @@ describe('adaptive limiter and priorities (dynalite, 5–20 ms a call)', () => {
     for (const r of rates) expect(r).toBeGreaterThanOrEqual(20);
     for (const r of rates) expect(r).toBeLessThan(20.01);
     for (const w of [100_000, 1_000_000, 2_000_000]) expect(windowViolations(admitted, 20, 4, w)).toBe(0);
+  });
+
+  test('a decrease before any take creates the item at the lower rate; an item of the format before versions is given one and adapts', async () => {
+    const c = container('fresh');
+    // GIVEN no item: the signal still lowers the rate (40/s → 20/s), and the next take runs at it
+    expect(await c.decrease('new')).toMatchObject({ decreased: true, ratePerSecond: 20 });
+    expect((await container('fresh').acquire({ key: 'new', tokens: 1, mode: 'RESERVE' })).limitPerSecond).toBeCloseTo(20, 1);
+    // GIVEN an item written before items had a format (a tat, no iv, no v)
+    for (const shard of [0, 1]) {
+      await db.client().send(new PutItemCommand({ TableName: 'adaptive', Item: { pk: { S: bucketItemKey('fresh', 'old', shard) }, tat: { N: String(nowUs() - 1_000_000) } } }));
+    }
+    // THEN a take gives it the format (at the ceiling) and is admitted, and a signal lowers it
+    expect(await c.acquire({ key: 'old', tokens: 1, mode: 'RESERVE' })).toMatchObject({ admitted: true, limitPerSecond: 40 });
+    expect(await c.acquire({ key: 'old', tokens: 1, mode: 'RESERVE' })).toMatchObject({ admitted: true });
+    expect((await c.decrease('old')).decreased).toBe(true);
   });
 
   test('a LOW caller never reserves and leaves room: a HIGH caller after 20 LOW ones is admitted at once', async () => {

@@ -63,6 +63,47 @@ describe('adaptive limiter (in-memory store, fake clock)', () => {
     expect(next.limitPerSecond).toBeCloseTo(7, 3);
   });
 
+  test('a container whose view predates a second decrease to the same interval does not undo it (the write names the change time too)', async () => {
+    // GIVEN containers a and b; a last saw the item just after a first decrease (10/s → 5/s)
+    const config = { ...ADAPTIVE, decreaseFactor: 0.5, increasePerSecond: 1 };
+    const { clock, all: [a, b] } = limiters({ adaptive: config }, 2);
+    await b.acquire(req());
+    await b.decrease('k');
+    clock.now += 100_000;
+    expect((await a.acquire(req())).limitPerSecond).toBeCloseTo(5, 6);
+    // WHEN the rate recovers (b takes a minute later: back at 10/s), b decreases again to 5/s (the same interval), and
+    // a takes 20 ms later with its minute-old view (an idle bucket)
+    clock.now += 60_000_000;
+    expect((await b.acquire(req())).limitPerSecond).toBe(10);
+    clock.now += 100_000;
+    expect(await b.decrease('k')).toMatchObject({ decreased: true });
+    clock.now += 20_000;
+    const stale = await a.acquire(req());
+    // THEN a takes at 5/s (its write failed on the change time, it read the item), and so does b after it
+    expect(stale.limitPerSecond).toBeCloseTo(5, 6);
+    expect((await b.acquire(req())).limitPerSecond).toBeCloseTo(5, 6);
+  });
+
+  test('a decrease on a busy shard is not lost to the admissions racing it (additive on tat), and reports the shards\' sum', async () => {
+    // GIVEN 2 shards at 400/s and a store where an admission lands between every read and write of the decrease
+    const store = new MemoryBucketStore();
+    const { all: [taker] } = limiters({ adaptive: ADAPTIVE, ratePerSecond: 400, burst: 40, shards: 2 }, 1, store);
+    const { all: [signaller] } = limiters({ adaptive: ADAPTIVE, ratePerSecond: 400, burst: 40, shards: 2 }, 1, store);
+    for (let i = 0; i < 30; i++) await taker.acquire(req());
+    const read = store.readBucket.bind(store);
+    store.readBucket = async (pk: string) => {
+      const item = await read(pk);
+      await taker.acquire(req());
+      return item;
+    };
+    // WHEN the signal comes
+    const d = await signaller.decrease('k');
+    // THEN both shards were lowered (400 × 0.7 = 280/s in all)
+    expect(d.decreased).toBe(true);
+    expect(d.ratePerSecond).toBeCloseTo(280, 0);
+    for (const shard of [0, 1]) expect(store.items.get(`ad#bucket#k#${shard}`)!.iv).toBe(Math.ceil(1e6 * 2 / 280));
+  });
+
   test('after a decrease the rate climbs back by increasePerSecond, up to the deployed rate', async () => {
     const { clock, limiter } = limiters({ adaptive: ADAPTIVE });
     await limiter.acquire(req());
