@@ -67,7 +67,8 @@ describe('acquire handler: throttling signals (dynalite)', () => {
     // WHEN a signal comes back, THEN 10/s → 5/s, the task is retried, and the EMF line counts the signal and the decrease
     expect(await adaptive(backoff('Partner.Throttled'))).toMatchObject({ attempt: 2, input: { order: 1 } });
     expect(await iv('k')).toBe(200_000);
-    expect(lines.filter((l) => l.ThrottleSignals === 1).map((l) => [l.Key, l.RateDecreases, l.LimitInForce])).toEqual([['k', 1, 5]]);
+    const signalLines = lines.filter((l) => l.ThrottleSignals === 1);
+    expect(signalLines.map((l) => [l.Key, l.RateDecreases, l.LimitInForce])).toEqual([['k', 1, 5]]);
     // AND an error the policy does not retry is raised under its own name
     await expect(adaptive(backoff('Partner.BadRequest'))).rejects.toMatchObject({ name: 'Partner.BadRequest' });
   });
