@@ -40,7 +40,8 @@ describe('acquire handler: throttling signals (dynalite)', () => {
       MAX_WAIT_MS: '1000',
     };
     fixed = loadAcquireHandler(env);
-    adaptive = loadAcquireHandler({ ...env, ADAPTIVE: JSON.stringify({ minRatePerSecond: 1, decreaseFactor: 0.5, increasePerSecond: 0.1, maxReservationMs: 1000 }) });
+    const config = { minRatePerSecond: 1, decreaseFactor: 0.5, increasePerSecond: 0.1, maxReservationMs: 1000 };
+    adaptive = loadAcquireHandler({ ...env, ADAPTIVE: JSON.stringify(config) });
     delete process.env.ADAPTIVE;
     stdout = jest.spyOn(process.stdout, 'write').mockImplementation((c: any) => {
       for (const l of String(c).split('\n').filter(Boolean)) lines.push(JSON.parse(l));
