@@ -1,3 +1,4 @@
+import { Duration } from 'aws-cdk-lib';
 import { IConstruct } from 'constructs';
 import { checkRange, fail } from './private/validation';
 
@@ -19,6 +20,45 @@ export interface LimitOptions {
   /**
    * What the limit counts: acquires take `consume[dimension]` of it (`AcquireOptions.consume`). Letters, digits
    * and `_`, starting with a letter.
+   *
+   * @default 'requests'
+   */
+  readonly dimension?: string;
+}
+
+/**
+ * A provider's own rule, as it counts: at most `requests` in any window of length `window` (`Limit.perWindow()`).
+ */
+export interface WindowLimitOptions {
+  /**
+   * The most the provider accepts in any window of length `window`, counted at arrival (its own counter: sliding,
+   * closed or half-open windows alike). An integer from 1 to 1,000,000.
+   */
+  readonly requests: number;
+
+  /**
+   * The provider's window. From 1 ms to 24 hours.
+   */
+  readonly window: Duration;
+
+  /**
+   * How many of `requests` may arrive at once: 0 when the provider allows no burst (calls one at a time, evenly
+   * spaced). The limiter hands out max(1, burst) at once. An integer from 0 to `requests`.
+   */
+  readonly burst: number;
+
+  /**
+   * The latest a call reaches the provider after the slot the limiter gave it: the acquire function's return, the
+   * state transitions to the call, the call's own connection. Calls never start before their slot, so this is the
+   * only slack the derivation needs. From 0 to 1 minute.
+   *
+   * @default Duration.millis(Limit.DEFAULT_START_JITTER_MS) - 100 ms: Lambda's return and Step Functions' transitions
+   * to the call (the local runner measures up to ~30 ms; see README "Limit.perWindow")
+   */
+  readonly startJitter?: Duration;
+
+  /**
+   * What the rule counts (`AcquireOptions.consume`).
    *
    * @default 'requests'
    */
@@ -49,6 +89,31 @@ export class Limit {
     return new Limit(rate, options.burst ?? Math.max(1, Math.ceil(rate)), options.dimension ?? REQUESTS_DIMENSION, `Limit.perMinute(${amount})`);
   }
 
+  /** `Limit.perWindow()`'s default `startJitter`, milliseconds. */
+  public static readonly DEFAULT_START_JITTER_MS = 100;
+
+  /**
+   * The provider's rule as it counts — at most `requests` in any window of length `window`, `burst` of them at once
+   * — from which the rate and burst are derived so that its counter never exceeds `requests`, even for calls that
+   * reach it up to `startJitter` after their slot.
+   *
+   * With B = max(1, burst) handed out at once and interval T between the rest, k calls that arrive within one window
+   * W left their slots within W + J (J = startJitter), so k ≤ B + (W + J) / T. The rule holds when
+   * (requests + 1 − B) × T > W + J: the rate is just below (requests + 1 − B) / (W + J) per second. 5 requests per
+   * second, no burst, 100 ms jitter: 5 / 1.1 s = 4.545/s, burst 1 (the cost of the jitter: 9 %).
+   */
+  public static perWindow(options: WindowLimitOptions): Limit {
+    const jitterMs = (options.startJitter ?? Duration.millis(Limit.DEFAULT_START_JITTER_MS)).toMilliseconds();
+    const windowMs = options.window.toMilliseconds();
+    const burst = Math.max(1, options.burst);
+    const spanS = (windowMs + jitterMs) / 1000;
+    // strictly below (requests + 1 − B) / (W + J): the emission interval the handler derives (rounded up) then stays
+    // strictly above (W + J) / (requests + 1 − B)
+    const rate = ((options.requests + 1 - burst) / spanS) * (1 - 1e-9);
+    const description = `Limit.perWindow(${options.requests} per ${windowMs} ms, burst ${options.burst}, start jitter ${jitterMs} ms)`;
+    return new Limit(rate, burst, options.dimension ?? REQUESTS_DIMENSION, description, { ...options, startJitter: Duration.millis(jitterMs) });
+  }
+
   private constructor(
     /** Sustained rate, units per second. */
     public readonly ratePerSecond: number,
@@ -58,6 +123,8 @@ export class Limit {
     public readonly dimension: string,
     /** How the limit was stated, for messages and the throttle plan. */
     public readonly description: string,
+    /** The provider's rule the rate and burst were derived from (`Limit.perWindow()`), with its start jitter. */
+    public readonly windowRule?: WindowLimitOptions,
   ) {}
 
   /**
@@ -66,6 +133,17 @@ export class Limit {
    * @internal
    */
   public _check(scope: IConstruct, prop: string): void {
+    const rule = this.windowRule;
+    if (rule) {
+      // the provider's rule first: its figures are what the user wrote
+      checkRange(scope, `${prop}requests`, rule.requests, { min: 1, max: 1_000_000, integer: true });
+      checkRange(scope, `${prop}window (ms)`, rule.window.toMilliseconds(), { min: 1, max: 86_400_000, integer: true });
+      checkRange(scope, `${prop}burst`, rule.burst, { min: 0, max: rule.requests, integer: true, why: 'requests' });
+      checkRange(scope, `${prop}startJitter (ms)`, rule.startJitter!.toMilliseconds(), { min: 0, max: 60_000, integer: true });
+      if (this.ratePerSecond < 0.001) {
+        fail(scope, `${prop}perWindow: ${rule.requests} per ${rule.window.toMilliseconds()} ms derives ${this.ratePerSecond}/s, below the limiter's floor of 0.001/s (one per 1,000 s)`);
+      }
+    }
     // The handler's own floor (lambda/rate-limiter/limiter.ts MIN_RATE_PER_SECOND): one unit per 1,000 s.
     checkRange(scope, `${prop}ratePerSecond`, this.ratePerSecond, { min: 0.001, max: 1_000_000 });
     checkRange(scope, `${prop}burst`, this.burst, { min: 1, max: 1_000_000, integer: true });

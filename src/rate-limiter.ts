@@ -654,8 +654,13 @@ function checkedLimit(scope: IConstruct, form: LimitForm):
   const oneItem = limits.length > 1 || keyLimits !== undefined;
   const limit = limits[0];
   const { ratePerSecond, burst } = limit;
-  const s = form.shards ?? (oneItem ? 1 : Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), burst, 1000)));
+  const s = form.shards ?? (oneItem || limits.some((l) => l.windowRule) ? 1 : Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), burst, 1000)));
   checkRange(scope, 'shards', s, { min: 1, max: 1000, integer: true });
+  if (s > 1 && limits.some((l) => l.windowRule)) {
+    // the derivation bounds the calls of one bucket; shards would each hand out their own burst within the window
+    fail(scope, `shards must be 1 with a Limit.perWindow (the provider's window is held on one item), got ${s}: `
+      + `${limit.description} derives ${limit.ratePerSecond.toFixed(3)}/s; above ~500/s split the provider's quota over several limiters`);
+  }
   if (burst < s) fail(scope, `burst must be at least shards (${s}) so every shard holds a token, got ${burst}`);
   return { limits, keyLimits, ratePerSecond, burst, shards: s };
 }
