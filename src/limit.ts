@@ -71,6 +71,9 @@ export interface WindowLimitOptions {
  * `Limit.perSecond(5)` is the same limit as `ratePerSecond: 5`; the two forms are exclusive on a limiter.
  */
 export class Limit {
+  /** `Limit.perWindow()`'s default `startJitter`, milliseconds. */
+  public static readonly DEFAULT_START_JITTER_MS = 100;
+
   /**
    * `rate` units per second (0.001 to 1,000,000), with `options.burst` at once after idleness.
    */
@@ -88,9 +91,6 @@ export class Limit {
     const rate = amount / 60;
     return new Limit(rate, options.burst ?? Math.max(1, Math.ceil(rate)), options.dimension ?? REQUESTS_DIMENSION, `Limit.perMinute(${amount})`);
   }
-
-  /** `Limit.perWindow()`'s default `startJitter`, milliseconds. */
-  public static readonly DEFAULT_START_JITTER_MS = 100;
 
   /**
    * The provider's rule as it counts — at most `requests` in any window of length `window`, `burst` of them at once
