@@ -206,16 +206,16 @@ project.addTask('bench', {
   description: 'Benchmarks against a local DynamoDB emulator (prints figures)',
   steps: [
     { spawn: 'bundle' },
-    { exec: 'ts-node --transpile-only --project bench/tsconfig.json bench/run.ts' },
+    // receiveArgs on the step: projen passes `npm run bench -- <name>` to a step's exec only
+    { exec: 'ts-node --transpile-only --project bench/tsconfig.json bench/run.ts', receiveArgs: true },
   ],
-  receiveArgs: true,
 });
 
 project.addTask('demo', {
-  description: 'Runs the shipping-API example locally: 100 orders through a 5 requests/s limit, charted',
+  description: 'Runs the shipping-API example locally: 100 orders through a 5 requests/s limit, charted (`npm run demo -- adaptive`: the adaptive limit)',
   steps: [
     { spawn: 'bundle' },
-    { exec: 'ts-node --transpile-only --project examples/tsconfig.json examples/demo.ts' },
+    { exec: 'ts-node --transpile-only --project examples/tsconfig.json examples/demo.ts', receiveArgs: true },
   ],
 });
 

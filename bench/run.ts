@@ -1,11 +1,13 @@
 /* eslint-disable no-console */
 // npm run bench: prints figures; asserts nothing. See README "Benchmarks".
 import * as os from 'os';
+import { adaptiveScenario, runAdaptive } from './adaptive.bench';
 import { measureVariants } from './bundle.bench';
 import { runBreaker } from './circuit-breaker.bench';
 import { runContention, runFailures, runUtilization } from './concurrency.bench';
 import { dispatcherScenarios, runDispatcher } from './dispatcher.bench';
 import { modelApiScenarios, runModelApi } from './model-api.bench';
+import { priorityScenarios, runPriorityCore, runPriorityRunner } from './priority.bench';
 import { constantLatency, logNormalLatency, runFixedWindow, runGcra, type Scenario } from './rate-limiter.bench';
 import { table } from './stats';
 import { runTenants } from './tenants.bench';
@@ -132,6 +134,34 @@ async function main() {
     }
     console.log('## BufferedQueueConsumer dispatcher: a backlog drained through the local runner (target calls counted where they arrive)\n');
     console.log(table(rows));
+    console.log();
+  }
+  if (want('adaptive')) {
+    const s = adaptiveScenario;
+    process.stderr.write(`running the adaptive limiter against a changing capacity: ${s.items} items, adaptive and fixed side by side…\n`);
+    const out = await runAdaptive(s);
+    console.log(`## Adaptive limit (AIMD) vs a fixed limit: downstream capacity ${s.capacity.map((p) => `${p.ratePerSecond}/s from ${p.fromMs / 1000} s`).join(', ')} `
+      + `(token bucket at arrival, burst ${s.downstreamBurst}); ${s.items} items, ThrottledMap of ${s.concurrency}, RetryPolicy.throttling maxAttempts ${s.maxAttempts}; `
+      + `limiters ${s.ratePerSecond}/s burst ${s.burst} (adaptive: min ${s.minRatePerSecond}/s, defaults); one runner, one dynalite (own process); wall ${(out.wallMs / 1000).toFixed(1)} s\n`);
+    console.log(table(out.rows));
+    console.log('\nTrace every 2 s (calls/s = all calls at the downstream, served/s = accepted ones):\n');
+    console.log(table(out.trace));
+    console.log();
+  }
+  if (want('priority')) {
+    const rows = [];
+    for (const s of priorityScenarios) {
+      process.stderr.write(`running priority classes in the limiter core: ${s.name}…\n`);
+      rows.push(await runPriorityCore(s));
+    }
+    console.log('## Priority classes, limiter core: 10/s burst 10, priorityReserve 0.2; Limiter containers over an in-memory store, 5–20 ms per call; '
+      + 'background: 20 workers (1 s calls: 2× the limit), a refusal retried after U(0, 1 s) as the acquire state\'s Retry does; arrivals: Poisson 2/s, RESERVE. '
+      + 'Wait in emission intervals (100 ms). Targets: HIGH p99 ≤ 2 intervals; utilization ≥ 97 % (with HIGH, and LOW alone)\n');
+    console.log(table(rows));
+    console.log();
+    process.stderr.write('running priority classes through the local runner…\n');
+    console.log('## Priority classes through the local runner: LOW = a ThrottledMap of 20 (1 s calls), HIGH = an execution each at 2/s (Poisson); 10/s burst 10; 30 s\n');
+    console.log(table(await runPriorityRunner({ lowItems: 1000, durationS: 30 })));
     console.log();
   }
   if (want('bundle')) {

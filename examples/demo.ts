@@ -2,6 +2,7 @@
 // execution, through a 5 requests/s limit shared by all of them — then charts the calls the (stub) shipping API
 // received per second against the limit. Exits non-zero if the limiter's bound was violated at the API.
 import { App } from 'aws-cdk-lib';
+import { adaptiveDemo } from './adaptive-demo';
 import { ShippingApiStack, SHIPPING_API_BURST, SHIPPING_API_RATE } from './shipping-api/stack';
 import { LocalRunner } from '../local/runner';
 import { type Admission, maxInWindow, nowUs, windowViolations } from '../local/timing';
@@ -86,7 +87,7 @@ async function main(): Promise<number> {
   return ok ? 0 : 1;
 }
 
-main().then((code) => process.exit(code), (err) => {
+(process.argv[2] === 'adaptive' ? adaptiveDemo() : main()).then((code) => process.exit(code), (err) => {
   process.stderr.write(`demo failed: ${err?.stack ?? err}\n`);
   process.exit(2);
 });

@@ -65,7 +65,7 @@ describe('Limit.perWindow (in-memory store, fake clock)', () => {
     // GIVEN 5 per second, no burst, 100 ms jitter, and a limit 1 % faster than derived
     const derived = Limit.perWindow({ requests: 5, window: Duration.seconds(1), burst: 0 });
     const faster = Limit.perSecond(derived.ratePerSecond * 1.01, { burst: 1 });
-    const { clock, limiter } = limiterFor(faster);
+    const { limiter } = limiterFor(faster);
     const arrivals: Admission[] = [];
     // WHEN 6 callers reserve at once and the first call is as late as the jitter allows, the others on time
     for (let i = 0; i < 6; i++) {
