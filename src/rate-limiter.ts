@@ -17,7 +17,7 @@ import { Limit } from './limit';
 import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
 import { AcquireField, DECREASE_PHASE, DEFAULT_KEY, LimiterMetricNames, OverrideAttr } from './private/contract';
-import { DEFAULT_MAX_RESERVATION_S, grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
+import { DEFAULT_MAX_RESERVATION_S, DEFAULT_PRIORITY_RESERVE, grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { checkedLimiterName, limiterMetric, limiterTable } from './private/limiter-parts';
 import { OverrideWrite } from './private/override-states';
 import { languageValidation } from './private/query-language';
@@ -563,7 +563,7 @@ export class RateLimiter extends RateLimiterBase {
       limits: this.limits,
       keyLimits: this.keyLimits,
       adaptive: this.adaptive,
-      priorityReserve: props.priorityReserve,
+      priorityReserve: this.priorityReserve,
     };
 
     this.acquireFunction = new AcquireFunction(this, 'Function', {
@@ -712,8 +712,6 @@ function checkedPriorityReserve(scope: IConstruct, reserve: number | undefined):
   return r;
 }
 
-/** Share of the burst each class below HIGH leaves free, when the limiter does not say. */
-const DEFAULT_PRIORITY_RESERVE = 0.2;
 
 /** The longest reservation: 0 to 24 hours, whole milliseconds. */
 function checkedMaxWait(scope: IConstruct, maxWait: Duration = Duration.minutes(5)): Duration {

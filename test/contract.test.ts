@@ -102,14 +102,18 @@ describe('contract between constructs and handlers', () => {
     expect(params.filter((p) => !fields.has(p))).toEqual([]);
     const env = Object.values(template.findResources('AWS::Lambda::Function'))
       .map((fn: any) => Object.keys(fn.Properties.Environment?.Variables ?? {}).filter((k) => k !== 'AWS_NODEJS_CONNECTION_REUSE_ENABLED').sort());
-    // one limit: every name but LIMITS and KEY_LIMITS (present only with several limits and with keyLimits, below)
-    expect(env).toContainEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.LIMITS && n !== LimiterEnv.KEY_LIMITS).sort());
+    // one limit: every name but LIMITS and KEY_LIMITS (present only with several limits and with keyLimits, below), and
+    // ADAPTIVE and PRIORITY_RESERVE (only when given, below)
+    const optional: string[] = [LimiterEnv.ADAPTIVE, LimiterEnv.PRIORITY_RESERVE];
+    expect(env).toContainEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.LIMITS && n !== LimiterEnv.KEY_LIMITS && !optional.includes(n)).sort());
     const other = new Stack(new App(), 'Other');
     const two = new RateLimiter(other, 'Model', { limits: [Limit.perMinute(60), Limit.perMinute(6_000, { dimension: 'tokens' })] });
     const tenants = new RateLimiter(other, 'Tenants', { limits: [Limit.perSecond(100)], keyLimits: [Limit.perSecond(20)] });
     const varsOf = (l: RateLimiter) => Object.keys((Template.fromStack(other).findResources('AWS::Lambda::Function')[other.getLogicalId(l.acquireFunction.node.defaultChild as any)] as any)
       .Properties.Environment.Variables).filter((k) => k !== 'AWS_NODEJS_CONNECTION_REUSE_ENABLED').sort();
-    expect(varsOf(two)).toEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.KEY_LIMITS).sort());
-    expect(varsOf(tenants)).toEqual(Object.values(LimiterEnv).sort());
+    const adaptive = new RateLimiter(other, 'Adaptive', { ratePerSecond: 10, adaptive: { minRatePerSecond: 1 }, priorityReserve: 0.1 });
+    expect(varsOf(two)).toEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.KEY_LIMITS && !optional.includes(n)).sort());
+    expect(varsOf(tenants)).toEqual(Object.values(LimiterEnv).filter((n) => !optional.includes(n)).sort());
+    expect(varsOf(adaptive)).toEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.KEY_LIMITS && n !== LimiterEnv.LIMITS).sort());
   });
 });

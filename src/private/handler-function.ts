@@ -35,6 +35,8 @@ export function adaptiveJson(a: AdaptiveOptions, ratePerSecond: number): string 
 }
 
 export const DEFAULT_DECREASE_FACTOR = 0.7;
+/** Share of the burst each priority class below HIGH leaves to the ones above, when the limiter does not say. */
+export const DEFAULT_PRIORITY_RESERVE = 0.2;
 export const DEFAULT_MAX_RESERVATION_S = 2;
 
 /** Whether the handler takes through its several-limit path (one item written whole per acquire). */
@@ -80,7 +82,9 @@ export function limiterEnvironment(limiter: LimiterBuckets, maxWaitMs: number): 
     ...(multiItem(limiter) ? { [LimiterEnv.LIMITS]: limitsJson(limiter.limits!) } : {}),
     ...(limiter.keyLimits?.length ? { [LimiterEnv.KEY_LIMITS]: limitsJson(limiter.keyLimits) } : {}),
     ...(limiter.adaptive !== undefined ? { [LimiterEnv.ADAPTIVE]: adaptiveJson(limiter.adaptive, limiter.ratePerSecond) } : {}),
-    ...(limiter.priorityReserve !== undefined ? { [LimiterEnv.PRIORITY_RESERVE]: String(limiter.priorityReserve) } : {}),
+    // the handlers' default (0.2) is not written
+    ...(limiter.priorityReserve !== undefined && limiter.priorityReserve !== DEFAULT_PRIORITY_RESERVE
+      ? { [LimiterEnv.PRIORITY_RESERVE]: String(limiter.priorityReserve) } : {}),
   };
 }
 
