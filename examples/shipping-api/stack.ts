@@ -6,11 +6,17 @@ import * as events from 'aws-cdk-lib/aws-events';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import type { Construct } from 'constructs';
-import { RateLimitedTask, RateLimiter, RetryPolicy } from '../../src';
+import { Limit, RateLimitedTask, RateLimiter, RetryPolicy } from '../../src';
 
-/** The shipping provider's published limit. */
-export const SHIPPING_API_RATE = 5;
-export const SHIPPING_API_BURST = 1;
+/** The shipping provider's published limit, as the guide's Scenario 2 states it: 5 requests per second, no burst. */
+export const SHIPPING_API_REQUESTS = 5;
+/**
+ * The limit that holds it at the provider's own counter: the rate and burst derived from the rule and the calls' start
+ * jitter (100 ms: 5 / 1.1 s = 4.545/s, burst 1).
+ */
+export const SHIPPING_API_LIMIT = Limit.perWindow({ requests: SHIPPING_API_REQUESTS, window: Duration.seconds(1), burst: 0 });
+export const SHIPPING_API_RATE = SHIPPING_API_LIMIT.ratePerSecond;
+export const SHIPPING_API_BURST = SHIPPING_API_LIMIT.burst;
 
 export class ShippingApiStack extends Stack {
   public readonly machine: sfn.StateMachine;
@@ -23,8 +29,7 @@ export class ShippingApiStack extends Stack {
     // One limit for every execution: the provider counts requests per account, not per workflow.
     this.limiter = new RateLimiter(this, 'ShippingApiLimit', {
       limiterName: 'shipping-api',
-      ratePerSecond: SHIPPING_API_RATE,
-      burst: SHIPPING_API_BURST,
+      limits: [SHIPPING_API_LIMIT],
       maxWait: Duration.minutes(10),
       removalPolicy: RemovalPolicy.DESTROY,
     });
