@@ -256,7 +256,8 @@ function checkLimiter(l: RateLimiterBase, settings: CheckSettings): PlanEntry {
     shards: l.shards,
     maxWaitSeconds: l.maxWait.toSeconds(),
     writesPerSecondPerShard: round(l.ratePerSecond / l.shards),
-    ...(l.limits.length > 1 || l.keyLimits ? { limits: l.limits.map(planLimit) } : {}),
+    // several limits, or a provider's rule the rate was derived from: each limit as stated
+    ...(l.limits.length > 1 || l.keyLimits || l.limits.some((x) => x.windowRule) ? { limits: l.limits.map(planLimit) } : {}),
     ...(l.keyLimits ? { keyLimits: l.keyLimits.map(planLimit) } : {}),
     acquireFunction: { memoryMb: shape.memoryMb, architecture: shape.arm ? 'arm64' : 'x86_64', concurrencyAtFullRate: round(concurrency) },
   };

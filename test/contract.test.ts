@@ -1,7 +1,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { App, Stack } from 'aws-cdk-lib';
+import { App, Duration, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
@@ -104,7 +104,7 @@ describe('contract between constructs and handlers', () => {
       .map((fn: any) => Object.keys(fn.Properties.Environment?.Variables ?? {}).filter((k) => k !== 'AWS_NODEJS_CONNECTION_REUSE_ENABLED').sort());
     // one limit: every name but LIMITS and KEY_LIMITS (present only with several limits and with keyLimits, below), and
     // ADAPTIVE and PRIORITY_RESERVE (only when given, below)
-    const optional: string[] = [LimiterEnv.ADAPTIVE, LimiterEnv.PRIORITY_RESERVE];
+    const optional: string[] = [LimiterEnv.ADAPTIVE, LimiterEnv.PRIORITY_RESERVE, LimiterEnv.START_JITTER_MS];
     const oneLimit = Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.LIMITS && n !== LimiterEnv.KEY_LIMITS && !optional.includes(n));
     expect(env).toContainEqual(oneLimit.sort());
     const other = new Stack(new App(), 'Other');
@@ -115,6 +115,12 @@ describe('contract between constructs and handlers', () => {
     const adaptive = new RateLimiter(other, 'Adaptive', { ratePerSecond: 10, adaptive: { minRatePerSecond: 1 }, priorityReserve: 0.1 });
     expect(varsOf(two)).toEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.KEY_LIMITS && !optional.includes(n)).sort());
     expect(varsOf(tenants)).toEqual(Object.values(LimiterEnv).filter((n) => !optional.includes(n)).sort());
-    expect(varsOf(adaptive)).toEqual(Object.values(LimiterEnv).filter((n) => n !== LimiterEnv.KEY_LIMITS && n !== LimiterEnv.LIMITS).sort());
+    const notAdaptive: string[] = [LimiterEnv.KEY_LIMITS, LimiterEnv.LIMITS, LimiterEnv.START_JITTER_MS];
+    expect(varsOf(adaptive)).toEqual(Object.values(LimiterEnv).filter((n) => !notAdaptive.includes(n)).sort());
+    const third = new Stack(new App(), 'Third');
+    const provider = new RateLimiter(third, 'Provider', { limits: [Limit.perWindow({ requests: 5, window: Duration.seconds(1), burst: 0 })] });
+    const providerVars = (Template.fromStack(third).findResources('AWS::Lambda::Function')[third.getLogicalId(provider.acquireFunction.node.defaultChild as any)] as any)
+      .Properties.Environment.Variables;
+    expect(providerVars[LimiterEnv.START_JITTER_MS]).toBe('100');
   });
 });

@@ -17,6 +17,8 @@ export interface LimiterConfig {
   readonly adaptive?: AdaptiveConfig;
   /** Share of the tolerance each priority class below HIGH leaves to the classes above it (default 0.2). */
   readonly priorityReserve?: number;
+  /** A limit derived from a provider's window rule: the start jitter it assumes, ms. */
+  readonly startJitterMs?: number;
 }
 
 /** Priority classes of an acquire; an acquire without one ranks with HIGH and may reserve as before. */
@@ -124,6 +126,7 @@ export function configFromEnv(env: Record<string, string | undefined>): LimiterC
     maxWaitMs: num(LimiterEnv.MAX_WAIT_MS),
     adaptive: adaptiveConfig(env[LimiterEnv.ADAPTIVE]),
     priorityReserve: env[LimiterEnv.PRIORITY_RESERVE] === undefined ? undefined : num(LimiterEnv.PRIORITY_RESERVE),
+    startJitterMs: env[LimiterEnv.START_JITTER_MS] === undefined ? undefined : num(LimiterEnv.START_JITTER_MS),
   };
   if (config.priorityReserve !== undefined && !(config.priorityReserve >= 0 && config.priorityReserve < 0.5)) {
     throw new LimiterUnavailable(`environment variable ${LimiterEnv.PRIORITY_RESERVE} must be from 0 to below 0.5, got ${config.priorityReserve}`);

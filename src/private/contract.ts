@@ -127,6 +127,11 @@ export const LimiterEnv = {
   ADAPTIVE: 'ADAPTIVE',
   /** Share of the tolerance each priority class below HIGH leaves to the ones above (absent: 0.2). */
   PRIORITY_RESERVE: 'PRIORITY_RESERVE',
+  /**
+   * A limit derived from a provider's window rule (`Limit.perWindow`): the start jitter it was derived with, ms. A slot
+   * whose answer comes back too late to keep it is given up and taken again (absent: no such check).
+   */
+  START_JITTER_MS: 'START_JITTER_MS',
 } as const;
 
 // ---- The concurrency limiter's function ----
@@ -210,6 +215,8 @@ export const LimiterMetricNames = {
   THROTTLE_SIGNALS: 'ThrottleSignals',
   /** Adaptive limiters: signals that lowered the rate (the others came within a second of a decrease). */
   RATE_DECREASES: 'RateDecreases',
+  /** A provider's window rule: slots given up because their answer came back too late to keep the start jitter. */
+  LATE_SLOTS: 'LateSlots',
 } as const;
 
 // ---- BufferedQueueConsumer: the dispatcher and the dead-letter reporter ----

@@ -24,6 +24,12 @@ export interface LimiterBuckets {
   readonly priorityReserve?: number;
 }
 
+/** The start jitter a limit derived from a provider's window rule was derived with, ms (one limit only). */
+function startJitterOf(limiter: Pick<LimiterBuckets, 'limits'>): number | undefined {
+  const limits = limiter.limits ?? [];
+  return limits.length === 1 ? limits[0].windowRule?.startJitter?.toMilliseconds() : undefined;
+}
+
 /** The adaptive options as the function reads them, defaults filled in (checked by the limiter). */
 export function adaptiveJson(a: AdaptiveOptions, ratePerSecond: number): string {
   return JSON.stringify({
@@ -82,6 +88,7 @@ export function limiterEnvironment(limiter: LimiterBuckets, maxWaitMs: number): 
     ...(multiItem(limiter) ? { [LimiterEnv.LIMITS]: limitsJson(limiter.limits!) } : {}),
     ...(limiter.keyLimits?.length ? { [LimiterEnv.KEY_LIMITS]: limitsJson(limiter.keyLimits) } : {}),
     ...(limiter.adaptive !== undefined ? { [LimiterEnv.ADAPTIVE]: adaptiveJson(limiter.adaptive, limiter.ratePerSecond) } : {}),
+    ...(startJitterOf(limiter) !== undefined ? { [LimiterEnv.START_JITTER_MS]: String(startJitterOf(limiter)) } : {}),
     // the handlers' default (0.2) is not written
     ...(limiter.priorityReserve !== undefined && limiter.priorityReserve !== DEFAULT_PRIORITY_RESERVE
       ? { [LimiterEnv.PRIORITY_RESERVE]: String(limiter.priorityReserve) } : {}),

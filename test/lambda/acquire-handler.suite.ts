@@ -170,7 +170,7 @@ export function acquireHandlerSuite(emulator: string, options: LocalDynamoDbOpti
       expect(line.LimiterName).toBe('test');
       const names = line._aws.CloudWatchMetrics[0].Metrics.map((m: any) => m.Name);
       // every metric but the adaptive limiters' signals (test/lambda/adaptive-handler.test.ts)
-      const adaptiveOnly: string[] = [LimiterMetricNames.THROTTLE_SIGNALS, LimiterMetricNames.RATE_DECREASES];
+      const adaptiveOnly: string[] = [LimiterMetricNames.THROTTLE_SIGNALS, LimiterMetricNames.RATE_DECREASES, LimiterMetricNames.LATE_SLOTS];
       expect(names).toEqual(expect.arrayContaining(Object.values(LimiterMetricNames).filter((n) => !adaptiveOnly.includes(n))));
       for (const n of names) expect(typeof line[n]).toBe('number');
       // the rate in force also by limiter and key (LimitInForce: the deployed rate here, no override)
