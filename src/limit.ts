@@ -1,6 +1,9 @@
-import { Duration } from 'aws-cdk-lib';
+import { Annotations, Duration } from 'aws-cdk-lib';
 import { IConstruct } from 'constructs';
 import { checkRange, fail } from './private/validation';
+
+/** Below this start jitter a window rule's limit gives up most slots as late (a synth warning). */
+const MIN_USEFUL_JITTER_MS = 20;
 
 /** The dimension a limit counts when none is named: requests (one per acquire by default). */
 export const REQUESTS_DIMENSION = 'requests';
@@ -140,6 +143,12 @@ export class Limit {
       checkRange(scope, `${prop}window (ms)`, rule.window.toMilliseconds(), { min: 1, max: 86_400_000, integer: true });
       checkRange(scope, `${prop}burst`, rule.burst, { min: 0, max: rule.requests, integer: true, why: 'requests' });
       checkRange(scope, `${prop}startJitter (ms)`, rule.startJitter!.toMilliseconds(), { min: 0, max: 60_000, integer: true });
+      if (rule.startJitter!.toMilliseconds() < MIN_USEFUL_JITTER_MS) {
+        Annotations.of(scope).addWarningV2('cdk-sfn-throttle:startJitterTooSmall',
+          `${prop}startJitter ${rule.startJitter!.toMilliseconds()} ms: the acquire function keeps half of it for DynamoDB's answer and the call gets the other `
+          + `half to reach the provider (Lambda's return, Step Functions' transitions): below ${MIN_USEFUL_JITTER_MS} ms most slots are given up as late, and `
+          + 'calls later than it are outside the guarantee. Keep the default (100 ms) or measure your path.');
+      }
       if (this.ratePerSecond < 0.001) {
         fail(scope, `${prop}perWindow: ${rule.requests} per ${rule.window.toMilliseconds()} ms derives ${this.ratePerSecond}/s, below the limiter's floor of 0.001/s (one per 1,000 s)`);
       }

@@ -656,6 +656,14 @@ function checkedLimit(scope: IConstruct, form: LimitForm):
   const { ratePerSecond, burst } = limit;
   const s = form.shards ?? (oneItem || limits.some((l) => l.windowRule) ? 1 : Math.max(1, Math.min(Math.ceil(ratePerSecond / 500), burst, 1000)));
   checkRange(scope, 'shards', s, { min: 1, max: 1000, integer: true });
+  if (limits.some((l) => l.windowRule) && (limits.length > 1 || keyLimits)) {
+    // the late-slot rule (a slot answered too late is given up) runs on the one-limit path only
+    fail(scope, `a Limit.perWindow needs a limiter of that one limit, got ${limits.length} limits${keyLimits ? ' and keyLimits' : ''}: `
+      + 'several limits or keyLimits with a provider\'s window rule are not supported yet');
+  }
+  if (keyLimits?.some((l) => l.windowRule)) {
+    fail(scope, 'keyLimits cannot hold a Limit.perWindow (not supported yet): state the provider\'s rule as the limiter\'s one limit');
+  }
   if (s > 1 && limits.some((l) => l.windowRule)) {
     // the derivation bounds the calls of one bucket; shards would each hand out their own burst within the window
     fail(scope, `shards must be 1 with a Limit.perWindow (the provider's window is held on one item), got ${s}: `

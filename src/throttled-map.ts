@@ -676,6 +676,11 @@ function validate(scope: Construct, props: ThrottledMapProps, concurrency: MapCo
   if (props.acquire !== undefined && !props.limiter) {
     fail(scope, `acquire needs a limiter, got acquire ${JSON.stringify(props.acquire)} and no limiter`);
   }
+  if (props.limiter && batch && props.limiter.limits.some((l) => l.windowRule)) {
+    // the window rule's guarantee holds for calls made at their slots: a batch's child makes its calls after one slot
+    fail(scope, `limiter ${props.limiter.limiterName} holds a provider's window rule (${props.limiter.limits[0].description}), which counts calls at their slots: `
+      + 'a batch makes its calls after one slot for all of them. Leave batch out (each item acquires), or acquire per call inside the child workflow');
+  }
   if (props.limiter && batch) {
     const perAcquire = Math.floor(props.limiter.burst / props.limiter.shards);
     const tokens = consumedAmount(scope, props.limiter, props.acquire ?? {});

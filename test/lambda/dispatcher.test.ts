@@ -244,6 +244,40 @@ describe('dispatcher core', () => {
       await expect(limiterAcquire(limiter, 'k', 1, hooks, 'LOW')(500)).rejects.toMatchObject({ name: 'RateLimitExceeded' });
     });
 
+    test('a limit derived from a provider\'s window rule: a slot answered later than half the start jitter is given up and another taken', async () => {
+      // GIVEN a bucket of 4.545/s (5 per second, 100 ms jitter) whose first answer comes back 300 ms after its slot
+      let nowUs = 5_000_000_000_000;
+      const store = new MemoryBucketStore();
+      let slowCalls = 1;
+      const takeIdle = store.takeIdle.bind(store);
+      store.takeIdle = async (...a: Parameters<MemoryBucketStore['takeIdle']>) => {
+        const r = await takeIdle(...a);
+        if (slowCalls-- > 0) nowUs += 300_000;
+        return r;
+      };
+      const config = { limiterName: 'l', ratePerSecond: 5 / 1.1, burst: 1, shards: 1, maxWaitMs: 300_000 };
+      const limiter = new Limiter(config, { store, clockUs: () => nowUs, random: () => 0, initialLookaheadUs: 0 });
+      const outcomes: { admitted: boolean; atUs?: number }[] = [];
+      const slept: number[] = [];
+      const hooks = {
+        sleepUntilUs: async (atUs: number) => { slept.push(atUs); nowUs = Math.max(nowUs, atUs); },
+        onOutcome: (o: any) => outcomes.push({ admitted: o.admitted, atUs: o.atUs }),
+        clockUs: () => nowUs,
+      };
+      // WHEN the dispatcher acquires with the window rule's 100 ms jitter
+      await limiterAcquire(limiter, 'k', 1, hooks, undefined, 100)(60_000);
+      // THEN the late slot was given up (never slept to, no call) and the call went at the next one, 220 ms later
+      expect(outcomes).toHaveLength(2);
+      expect(slept).toEqual([outcomes[1].atUs]);
+      expect(outcomes[1].atUs! - outcomes[0].atUs!).toBeGreaterThanOrEqual(220_000);
+      // AND without the rule the late slot is used
+      slowCalls = 1;
+      const plain: number[] = [];
+      await limiterAcquire(new Limiter({ ...config, limiterName: 'm' }, { store, clockUs: () => nowUs, random: () => 0, initialLookaheadUs: 0 }), 'k', 1,
+        { ...hooks, sleepUntilUs: async (atUs: number) => { plain.push(atUs); } })(60_000);
+      expect(plain).toHaveLength(1);
+    });
+
     test('a batch that cannot finish in time: what is not reached is returned, no token taken for it, every call started with the target\'s timeout + margin left', async () => {
       // 60 s dispatcher, one token per 10 s, a 9 s call, a 10 s target timeout and a 3 s margin: slots at 0.1 (the
       // limiter reserves 100 ms ahead before it has measured its store), 10.1, 20.1, 30.1, 40.1 s; at 49.1 s 10.9 s
