@@ -25,6 +25,14 @@ const project = new awscdk.AwsCdkConstructLibrary({
   // No GitHub workflows: CI is .ci/run.
   github: false,
   release: false,
+
+  // The jsii targets (Construct Hub shows all four). Building their packages needs PyPI, Maven Central, NuGet and the Go
+  // proxy, which this project's CI cannot reach: `npm test` checks the assembly they are generated from
+  // (test/public-api.test.ts) instead; `npx projen package-all` builds them where the registries are reachable.
+  publishToPypi: { distName: 'cdk-sfn-throttle', module: 'cdk_sfn_throttle' },
+  publishToMaven: { javaPackage: 'io.github.cdksfnthrottle', mavenGroupId: 'io.github.cdk-sfn-throttle', mavenArtifactId: 'cdk-sfn-throttle' },
+  publishToNuget: { dotNetNamespace: 'CdkSfnThrottle', packageId: 'CdkSfnThrottle' },
+  publishToGo: { moduleName: 'github.com/cdk-sfn-throttle/cdk-sfn-throttle-go', packageName: 'cdksfnthrottle' },
   // Lambda handlers are declared explicitly below (they live in lambda/, not src/).
   lambdaAutoDiscover: false,
 

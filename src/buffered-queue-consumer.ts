@@ -272,8 +272,11 @@ export class BufferedQueueConsumer extends Construct {
   public readonly target: QueueTarget;
   /** The function the dispatcher invokes once per message (`QueueTarget.dispatch`); undefined for a batch consumer. */
   public readonly dispatchedFunction?: lambda.IFunction;
+  /** The most consumer (or dispatcher) invocations at once. */
   public readonly maxConcurrency: number;
+  /** Messages per invocation. */
   public readonly batchSize: number;
+  /** Whether the buffer is a FIFO queue. */
   public readonly fifo: boolean;
   private readonly dispatcherRole?: iam.IRole;
   private waitingTasks = 0;

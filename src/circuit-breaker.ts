@@ -150,6 +150,7 @@ export interface ProtectOptions {
 export interface ICircuitBreaker extends IConstruct {
   /** Its items' prefix and its metrics' `BreakerName`. */
   readonly breakerName: string;
+  /** The table holding the breaker's state (one item per key). */
   readonly table: dynamodb.ITable;
   /** The function that elects probes and records failures. */
   readonly breakerFunction: lambda.IFunction;
@@ -177,8 +178,11 @@ export interface ICircuitBreaker extends IConstruct {
 
 /** What `CircuitBreaker.fromCircuitBreakerAttributes` needs. */
 export interface CircuitBreakerAttributes {
+  /** The breaker's name (`CircuitBreaker.breakerName`). */
   readonly breakerName: string;
+  /** ARN of the breaker's table (`CircuitBreaker.table.tableArn`). */
   readonly tableArn: string;
+  /** ARN of the breaker's function (`CircuitBreaker.breakerFunction.functionArn`). */
   readonly breakerFunctionArn: string;
   /**
    * Probes per half-open period, as deployed.
@@ -275,13 +279,17 @@ export class CircuitBreaker extends CircuitBreakerBase {
   }
 
   public readonly breakerName: string;
+  /** The table holding the breaker's state (one item per key). */
   public readonly table: dynamodb.ITable;
   public readonly breakerFunction: lambda.IFunction;
   public readonly halfOpenProbes: number;
   public readonly failureErrors: string[];
+  /** The count rule: failures within `window` that open the breaker (undefined with the rate rule). */
   public readonly failureThreshold?: number;
   public readonly failureRateThreshold?: number;
+  /** The rate rule: calls within `window` before the failure rate counts (undefined with the count rule). */
   public readonly minimumCalls?: number;
+  /** The window failures (and, with the rate rule, calls) are counted in. */
   public readonly window: Duration;
   public readonly cooldown: Duration;
 

@@ -12,9 +12,6 @@ import { Limit } from './limit';
 // from here, so none of them imports rate-limiter.ts back (no import cycle).
 
 /**
- * A shared rate limit that workflows acquire tokens from.
- */
-/**
  * An adaptive limit (AIMD) that follows the downstream's capacity: a throttling error seen by a RateLimitedTask (the
  * errors its RetryPolicy retries), or an alarm, lowers the rate in force multiplicatively; while no signal comes it
  * rises additively, never above the limiter's rate (or a key's override) nor below `minRatePerSecond`. The rate in
@@ -106,6 +103,10 @@ export interface ClearLimitOptions {
   readonly queryLanguage?: sfn.QueryLanguage;
 }
 
+/**
+ * A shared rate limit that workflows acquire tokens from: a `RateLimiter`, or one imported with
+ * `RateLimiter.fromRateLimiterAttributes`.
+ */
 export interface IRateLimiter extends IConstruct {
   /** Name of this limiter: the prefix of its items and the `LimiterName` metric dimension. */
   readonly limiterName: string;

@@ -247,9 +247,6 @@ export interface RateLimiterProps {
   readonly tracing?: lambda.Tracing;
 }
 
-/**
- * What every limiter, created here or imported, does: grants, the acquire states and metrics.
- */
 /** Options of `RateLimiter.addSchedule()`. */
 export interface LimitScheduleOptions {
   /** When (`ScheduleExpression.cron({ hour: '9', minute: '0', timeZone })`, `.rate()`, `.at()`). */
@@ -274,6 +271,9 @@ export interface LimitScheduleOptions {
   readonly description?: string;
 }
 
+/**
+ * What every limiter, created here or imported, does: grants, the acquire states and metrics.
+ */
 export abstract class RateLimiterBase extends Construct implements IRateLimiter {
   public abstract readonly limiterName: string;
   public abstract readonly limits: Limit[];

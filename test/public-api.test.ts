@@ -10,7 +10,7 @@ interface JsiiProperty {
   readonly name: string;
   readonly optional?: boolean;
   readonly static?: boolean;
-  readonly docs?: { readonly default?: string };
+  readonly docs?: { readonly default?: string; readonly summary?: string };
 }
 interface JsiiType {
   readonly fqn: string;
@@ -108,6 +108,17 @@ describe('public API (the built .jsii assembly)', () => {
   test('every optional prop documents its @default', () => {
     const missing = types.filter((t) => t.datatype)
       .flatMap((t) => (t.properties ?? []).filter((p) => p.optional && !p.docs?.default).map((p) => `${t.name}.${p.name}`));
+    expect(missing).toEqual([]);
+  });
+
+  test('every public type and member has a summary (what the API reference and the other languages\' docs show)', () => {
+    const missing: string[] = [];
+    for (const t of types) {
+      if (!(t as any).docs?.summary) missing.push(t.name);
+      for (const m of [...(t.properties ?? []), ...(t.methods ?? []), ...(t.members ?? [])] as { name: string; docs?: { summary?: string } }[]) {
+        if (!m.docs?.summary) missing.push(`${t.name}.${m.name}`);
+      }
+    }
     expect(missing).toEqual([]);
   });
 

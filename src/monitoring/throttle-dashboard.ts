@@ -208,6 +208,7 @@ interface AlarmDefault { readonly threshold: number; readonly evaluationPeriods:
  * with the standard alarms, each reachable from `alarms`.
  */
 export class ThrottleDashboard extends Construct {
+  /** The CloudWatch dashboard. */
   public readonly dashboard: cloudwatch.Dashboard;
   /** Every alarm created, in the order the rows were added. */
   public readonly alarms: cloudwatch.Alarm[] = [];
@@ -363,6 +364,7 @@ stage ${proxy.stageName}: ${t.rateLimit}/s, burst ${t.burstLimit} (${perMinute}/
     return this;
   }
 
+  /** Adds a row for a concurrency limiter (slots in use, waiting, waits, expirations) and its standard alarms. */
   public addConcurrencyLimiter(limiter: IConcurrencyLimiter, alarms: ConcurrencyLimiterAlarms = {}): ThrottleDashboard {
     const name = limiter.limiterName;
     this.dashboard.addWidgets(
