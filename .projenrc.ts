@@ -52,6 +52,8 @@ const project = new awscdk.AwsCdkConstructLibrary({
     // implements JSONata 2.0.6)
     'asl-validator@^4.0.0',
     'jsonata@2.0.6',
+    // integ.*.ts tests (IntegTest + assertions for a deployed run); their snapshots are checked offline by jest
+    '@aws-cdk/integ-tests-alpha@2.245.0-alpha.0',
     // the peer construct the ConcurrencyLimiter is measured against (bench/concurrency.bench.ts, same runner, same emulator)
     '@dontirun/state-machine-semaphore@0.1.583',
   ],
