@@ -16,8 +16,8 @@ import { AdaptiveOptions, ClearLimitOptions, IRateLimiter, SetLimitOptions } fro
 import { Limit } from './limit';
 import { AcquireFunction } from './private/acquire-function';
 import { acquireStates } from './private/acquire-task';
-import { AcquireField, DECREASE_PHASE, DEFAULT_KEY, LimiterMetricNames, OverrideAttr } from './private/contract';
-import { DEFAULT_MAX_RESERVATION_S, DEFAULT_PRIORITY_RESERVE, grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
+import { AcquireField, DECREASE_PHASE, DEFAULT_KEY, DEFAULT_PRIORITY_RESERVE, LimiterMetricNames, OverrideAttr } from './private/contract';
+import { DEFAULT_MAX_RESERVATION_S, grantBucketAccess, handlerRole, limiterEnvironment } from './private/handler-function';
 import { checkedLimiterName, limiterMetric, limiterTable } from './private/limiter-parts';
 import { OverrideWrite } from './private/override-states';
 import { languageValidation } from './private/query-language';

@@ -34,7 +34,7 @@ const acquire = limiter && limiterAcquire(limiter, limiterKey, limiterTokens, {
   sleepUntilUs,
   onOutcome: (outcome) => process.stdout.write(`${emfLine(limiterConfig!.limiterName, metricsOf(outcome), Date.now())}\n`),
   clockUs,
-}, priorityOf(process.env[DispatcherEnv.LIMITER_PRIORITY]), limiterConfig?.startJitterMs);
+}, priorityOf(process.env[DispatcherEnv.LIMITER_PRIORITY]));
 
 function priorityOf(v: string | undefined): PriorityName | undefined {
   if (v === undefined || v === '') return undefined;

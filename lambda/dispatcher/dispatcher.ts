@@ -14,7 +14,7 @@
 //   `DispatchFailed` and the message is settled, so the target is not run again for it.
 import { ThrottleErrors } from '../../src/errors';
 import { type AcquireModeName, DEADLINE_MARGIN_MS, MAX_TASK_OUTPUT_BYTES, TASK_TOKEN_FIELD } from '../../src/private/contract';
-import { LimiterUnavailable, RateLimitExceeded } from '../rate-limiter/errors';
+import { RateLimitExceeded } from '../rate-limiter/errors';
 import type { AcquireOutcome, Limiter, PriorityName } from '../rate-limiter/limiter';
 import { BatchFailures } from '../shared/batch-failures';
 
@@ -42,11 +42,9 @@ export function limiterAcquire(
     readonly clockUs?: () => number;
   },
   priority?: PriorityName,
-  startJitterMs?: number,
 ): (maxWaitMs: number) => Promise<void> {
   const clock = hooks.clockUs ?? (() => Date.now() * 1000);
   return async (maxWaitMs) => {
-    let late = 0;
     // RESERVE: a refused message would be redelivered and count a receive (the construct allows no other mode).
     const mode: AcquireModeName = 'RESERVE';
     const deadlineUs = clock() + maxWaitMs * 1000;
@@ -54,14 +52,7 @@ export function limiterAcquire(
       const outcome = await limiter.acquire({ key, tokens, mode, priority }, { maxWaitMs: Math.max(0, (deadlineUs - clock()) / 1000) });
       hooks.onOutcome?.(outcome);
       if (outcome.admitted) {
-        // A limit derived from a provider's window rule: a slot answered later than half its start jitter is given up
-        // (no call is made for it) and another taken, as the acquire function does; three in a row fail the message.
-        if (startJitterMs !== undefined && clock() > outcome.atUs + (startJitterMs * 1000) / 2) {
-          if (++late >= 3) {
-            throw new LimiterUnavailable(`three answers in a row came back more than ${startJitterMs / 2} ms after their slots; the message is retried`);
-          }
-          continue;
-        }
+        // (a limit derived from a provider's window rule: the limiter has given up any slot answered too late)
         await hooks.sleepUntilUs(outcome.atUs);
         return;
       }

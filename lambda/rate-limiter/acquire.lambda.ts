@@ -7,9 +7,9 @@ import { checkConsume, checkUsed, DynamoDbMultiStore, MultiLimiter, multiLimitsF
 import { type AcquireRequest, parseRequest } from './request';
 import { errorMatches, retryStep, stampRedrive } from './retry';
 import { DynamoDbTenantStore, TenantLimiter } from './tenant-limiter';
-import { ThrottleErrors } from '../../src/errors';
 import {
-  AcquireField, type AcquireResult, type BackoffResult, BACKOFF_PHASE, DECREASE_PHASE, ERROR_FIELD, LimiterEnv, LimiterMetricNames, SETTLE_PHASE,
+  AcquireField, type AcquireResult, type BackoffResult, BACKOFF_PHASE, DECREASE_PHASE, ERROR_FIELD, LIBRARY_ERRORS, LimiterEnv, LimiterMetricNames,
+  SETTLE_PHASE,
 } from '../../src/private/contract';
 import { clockUs, sleepUntilUs } from '../shared/clock';
 
@@ -61,7 +61,7 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
   if (multi) return acquireAll(event as Record<string, unknown>, request, multi);
   let outcome;
   try {
-    outcome = await acquireInTime(request);
+    outcome = await limiter.acquire(request);
   } catch (err) {
     if (err instanceof LimiterUnavailable) {
       emit(emfLine(config.limiterName, { admitted: 0, delayed: 0, rejected: 0, dynamoCalls: 0, unavailable: 1 }, Date.now()));
@@ -87,26 +87,6 @@ export const handler = async (event: unknown): Promise<(AcquireResult & { input?
   const input = stampRedrive(event.input, request);
   return { ...result, input: request.resultField ? withField(input, request.resultField, result) : input };
 };
-
-/**
- * A take of the one-limit limiter. A limit derived from a provider's window rule assumes its calls reach the provider
- * within the start jitter of their slots: a slot whose answer came back later than half of it (the other half is the
- * way from here to the provider) is given up — no call is made for it, so the provider sees fewer, never more — and a
- * new one is taken. Three late answers in a row: LimiterUnavailable (retried by the acquire state).
- */
-async function acquireInTime(request: AcquireRequest) {
-  const budgetUs = config.startJitterMs === undefined ? undefined : (config.startJitterMs * 1000) / 2;
-  for (let late = 0; ; late++) {
-    const outcome = await limiter.acquire(request);
-    if (!outcome.admitted || budgetUs === undefined || clockUs() <= outcome.atUs + budgetUs) return outcome;
-    // the token was taken (Admitted counts it): LateSlots says it was never used
-    emit(emfLine(config.limiterName, metricsOf(outcome), Date.now(), { [LimiterMetricNames.LATE_SLOTS]: outcome.tokens }));
-    if (late >= 2) {
-      throw new LimiterUnavailable(`three answers in a row came back more than ${budgetUs / 1000} ms after their slots (the limit was derived for `
-        + `calls within ${config.startJitterMs} ms of them): DynamoDB is answering slowly; retry`);
-    }
-  }
-}
 
 /** A limiter of several limits: takes `consume` of every dimension at once (a missing `consume`: `tokens` of the first). */
 async function acquireAll(event: Record<string, unknown>, request: AcquireRequest, m: MultiLimiter | TenantLimiter):
@@ -218,9 +198,6 @@ async function decrease(key: string): Promise<{ decreased: boolean; ratePerSecon
     Date.now(), { [LimiterMetricNames.THROTTLE_SIGNALS]: 1, [LimiterMetricNames.RATE_DECREASES]: out.decreased ? 1 : 0 }));
   return { decreased: out.decreased, ratePerSecond: out.ratePerSecond };
 }
-
-/** The library's own error names. */
-const LIBRARY_ERRORS: ReadonlySet<string> = new Set(Object.values(ThrottleErrors).filter((v): v is string => typeof v === 'string'));
 
 /** The error name a task's Catch put in the state data, if any. */
 function errorNameOf(input: unknown): string | undefined {

@@ -15,6 +15,8 @@ export interface AcquireMetrics {
   readonly key?: string;
   /** The key's rate in force, tokens per second (the LimitInForce metric: its maximum shows the highest in force). */
   readonly limitPerSecond?: number;
+  /** Tokens of slots given up because their answer came back too late (a window rule): the LateSlots metric. */
+  readonly lateSlots?: number;
 }
 
 export function metricsOf(outcome: AcquireOutcome): AcquireMetrics {
@@ -29,8 +31,11 @@ export function metricsOf(outcome: AcquireOutcome): AcquireMetrics {
       limitPerSecond: outcome.limitPerSecond,
     };
   }
+  // the given-up slots' tokens were taken too (Admitted counts them; LateSlots says they were never used)
+  const late = outcome.lateTokens ?? 0;
   return {
-    admitted: outcome.tokens,
+    admitted: outcome.tokens + late,
+    ...(late > 0 ? { lateSlots: late } : {}),
     delayed: outcome.waitUs > 0 ? outcome.tokens : 0,
     rejected: 0,
     waitMs: outcome.waitUs / 1000,
@@ -73,6 +78,10 @@ export function emfLine(limiterName: string, m: AcquireMetrics, timestampMs: num
   if (m.waitMs !== undefined) {
     metrics.push({ Name: LimiterMetricNames.WAIT_TIME, Unit: 'Milliseconds' });
     values[LimiterMetricNames.WAIT_TIME] = Math.round(m.waitMs * 1000) / 1000;
+  }
+  if (m.lateSlots !== undefined) {
+    metrics.push({ Name: LimiterMetricNames.LATE_SLOTS, Unit: 'Count' });
+    values[LimiterMetricNames.LATE_SLOTS] = m.lateSlots;
   }
   for (const [name, v] of Object.entries(extra)) {
     metrics.push({ Name: name, Unit: 'Count' });

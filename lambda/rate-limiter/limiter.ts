@@ -3,7 +3,7 @@ import { LimiterUnavailable, InvalidAcquireRequest } from './errors';
 import { bucketParams, busyCeiling, plan, admittedAt, type BucketParams, type Plan, type Take } from './gcra';
 import type { AcquireRequest } from './request';
 import { ITEM_VERSION, UNKNOWN, type BucketStore, type KeyOverride, type StoredBucket } from './store';
-import { LimiterEnv, OverrideAttr } from '../../src/private/contract';
+import { DEFAULT_PRIORITY_RESERVE, LimiterEnv, OverrideAttr } from '../../src/private/contract';
 
 /** The deployed limit, from the function's environment. */
 export interface LimiterConfig {
@@ -26,7 +26,6 @@ export type PriorityName = 'HIGH' | 'NORMAL' | 'LOW';
 
 /** How many reserves a class leaves free: HIGH none, NORMAL one (for HIGH), LOW two (for NORMAL and HIGH). */
 const CLASS_RANK: Record<PriorityName, number> = { HIGH: 0, NORMAL: 1, LOW: 2 };
-export const DEFAULT_PRIORITY_RESERVE = 0.2;
 
 export interface LimiterDeps {
   readonly store: BucketStore;
@@ -58,6 +57,8 @@ export type AcquireOutcome =
     readonly dynamoCalls: number;
     /** The key's rate in force (override or deployed), tokens per second. */
     readonly limitPerSecond?: number;
+    /** Tokens of earlier slots given up by this call because their answer came back too late (a window rule). */
+    readonly lateTokens?: number;
   }
   | {
     readonly admitted: false;
@@ -236,6 +237,31 @@ export class Limiter {
    * lookahead comes off the wait it may add.)
    */
   async acquire(req: AcquireRequest, options: { readonly maxWaitMs?: number } = {}): Promise<AcquireOutcome> {
+    // A limit derived from a provider's window rule assumes its calls reach the provider within the start jitter of
+    // their slots: a slot whose answer came back later than half of it (the other half is the way from the caller to
+    // the provider) is given up — no call is made for it, so the provider sees fewer, never more — and a new one is
+    // taken, within the caller's deadline. Three late answers in a row: LimiterUnavailable (retried by the caller).
+    const budgetUs = this.config.startJitterMs === undefined ? undefined : (this.config.startJitterMs * 1000) / 2;
+    const startUs = this.deps.clockUs();
+    let lateTokens = 0;
+    let dynamoCalls = 0;
+    for (let late = 0; ; late++) {
+      const elapsedMs = (this.deps.clockUs() - startUs) / 1000;
+      const outcome = await this.acquireOnce(req, options.maxWaitMs === undefined ? {} : { maxWaitMs: Math.max(0, options.maxWaitMs - elapsedMs) });
+      dynamoCalls += outcome.dynamoCalls;
+      if (!outcome.admitted || budgetUs === undefined || this.deps.clockUs() <= outcome.atUs + budgetUs) {
+        return lateTokens === 0 ? outcome : { ...outcome, dynamoCalls, ...(outcome.admitted ? { lateTokens } : {}) };
+      }
+      lateTokens += outcome.tokens;
+      if (late >= 2) {
+        throw new LimiterUnavailable(`three answers in a row came back more than ${budgetUs / 1000} ms after their slots (the limit was derived for `
+          + `calls within ${this.config.startJitterMs} ms of them): DynamoDB is answering slowly; retry`);
+      }
+    }
+  }
+
+  /** One take (no late-slot rule). */
+  private async acquireOnce(req: AcquireRequest, options: { readonly maxWaitMs?: number }): Promise<AcquireOutcome> {
     const counter = { calls: 0 };
     let refresh = false;
     for (;;) {

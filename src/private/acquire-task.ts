@@ -6,7 +6,7 @@ import { Construct } from 'constructs';
 import { AcquireMode, AcquireStateOptions, Priority } from '../acquire';
 import { ThrottleErrors } from '../errors';
 import type { IRateLimiter } from '../i-rate-limiter';
-import { AcquireField as F, AcquireResultField as R, BACKOFF_PHASE, DEFAULT_KEY, ERROR_FIELD, RetryPayload, SETTLE_PHASE } from './contract';
+import { AcquireField as F, AcquireResultField as R, BACKOFF_PHASE, DEFAULT_KEY, ERROR_FIELD, LIBRARY_ERRORS, RetryPayload, SETTLE_PHASE } from './contract';
 import type { RetryPolicy } from '../retry-policy';
 import { argumentsOf, expr, isJsonataExpression, jsonataCatches, JSONATA, mergeAt, pathOfToken, rendering, userExpression } from './query-language';
 import { LanguageHint, LanguageWait } from './states';
@@ -38,9 +38,6 @@ export function retryPayload(retry: RetryPolicy, errors: string[]): RetryPayload
     errors,
   };
 }
-
-/** The library's own errors: never a signal of the downstream. */
-const LIBRARY_ERRORS: ReadonlySet<string> = new Set(Object.values(ThrottleErrors).filter((v): v is string => typeof v === 'string'));
 
 /** `<field>.$`: the field read from a path at run time. */
 const fromPath = (field: string) => `${field}.$`;

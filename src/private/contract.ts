@@ -1,7 +1,9 @@
 // The contract between the constructs and the bundled handlers: every name, default and request/result shape both
-// sides must agree on. This module imports nothing, so a handler bundle that imports it pulls in no aws-cdk-lib or
-// constructs code; `lambda/**` may import only this module and `src/errors.ts` (ESLint no-restricted-imports, and
-// test/contract.test.ts checks the built bundles).
+// sides must agree on. This module imports only `src/errors.ts` (itself import-free), so a handler bundle that imports
+// it pulls in no aws-cdk-lib or constructs code; `lambda/**` may import only this module and `src/errors.ts` (ESLint
+// no-restricted-imports, and test/contract.test.ts checks the built bundles).
+
+import { ThrottleErrors } from '../errors';
 
 // ---- The acquire call (the acquire function, and the dispatcher's in-process acquire) ----
 
@@ -50,6 +52,12 @@ export const AcquireField = {
   /** Backoff of an adaptive limiter: the errors that are throttling signals (they lower the rate). */
   SIGNALS: 'signals',
 } as const;
+
+/** Share of the burst each priority class below HIGH leaves to the ones above, when the limiter does not say. */
+export const DEFAULT_PRIORITY_RESERVE = 0.2;
+
+/** The library's own error names: never a downstream's throttling signal. */
+export const LIBRARY_ERRORS: ReadonlySet<string> = new Set(Object.values(ThrottleErrors).filter((v): v is string => typeof v === 'string'));
 
 /** The priority classes an acquire may name. */
 export const PRIORITY_CLASSES = ['HIGH', 'NORMAL', 'LOW'] as const;

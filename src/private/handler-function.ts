@@ -5,7 +5,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
 import type { AdaptiveOptions } from '../i-rate-limiter';
 import { Limit } from '../limit';
-import { LimiterEnv } from './contract';
+import { DEFAULT_PRIORITY_RESERVE, LimiterEnv } from './contract';
 
 /** A limiter's buckets, as plain values: where they live and the limit a handler enforces on them. */
 export interface LimiterBuckets {
@@ -41,8 +41,6 @@ export function adaptiveJson(a: AdaptiveOptions, ratePerSecond: number): string 
 }
 
 export const DEFAULT_DECREASE_FACTOR = 0.7;
-/** Share of the burst each priority class below HIGH leaves to the ones above, when the limiter does not say. */
-export const DEFAULT_PRIORITY_RESERVE = 0.2;
 export const DEFAULT_MAX_RESERVATION_S = 2;
 
 /** Whether the handler takes through its several-limit path (one item written whole per acquire). */
@@ -78,6 +76,7 @@ export function handlerRole(scope: Construct, id: string, logGroup: logs.ILogGro
  * lambda/rate-limiter/limiter.ts): the acquire function and the dispatcher read the same one.
  */
 export function limiterEnvironment(limiter: LimiterBuckets, maxWaitMs: number): Record<string, string> {
+  const startJitterMs = startJitterOf(limiter);
   return {
     [LimiterEnv.TABLE_NAME]: limiter.table.tableName,
     [LimiterEnv.LIMITER_NAME]: limiter.limiterName,
@@ -88,7 +87,7 @@ export function limiterEnvironment(limiter: LimiterBuckets, maxWaitMs: number): 
     ...(multiItem(limiter) ? { [LimiterEnv.LIMITS]: limitsJson(limiter.limits!) } : {}),
     ...(limiter.keyLimits?.length ? { [LimiterEnv.KEY_LIMITS]: limitsJson(limiter.keyLimits) } : {}),
     ...(limiter.adaptive !== undefined ? { [LimiterEnv.ADAPTIVE]: adaptiveJson(limiter.adaptive, limiter.ratePerSecond) } : {}),
-    ...(startJitterOf(limiter) !== undefined ? { [LimiterEnv.START_JITTER_MS]: String(startJitterOf(limiter)) } : {}),
+    ...(startJitterMs !== undefined ? { [LimiterEnv.START_JITTER_MS]: String(startJitterMs) } : {}),
     // the handlers' default (0.2) is not written
     ...(limiter.priorityReserve !== undefined && limiter.priorityReserve !== DEFAULT_PRIORITY_RESERVE
       ? { [LimiterEnv.PRIORITY_RESERVE]: String(limiter.priorityReserve) } : {}),

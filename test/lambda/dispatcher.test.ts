@@ -256,20 +256,22 @@ describe('dispatcher core', () => {
         return r;
       };
       const config = { limiterName: 'l', ratePerSecond: 5 / 1.1, burst: 1, shards: 1, maxWaitMs: 300_000 };
-      const limiter = new Limiter(config, { store, clockUs: () => nowUs, random: () => 0, initialLookaheadUs: 0 });
-      const outcomes: { admitted: boolean; atUs?: number }[] = [];
+      const limiter = new Limiter({ ...config, startJitterMs: 100 }, { store, clockUs: () => nowUs, random: () => 0, initialLookaheadUs: 0 });
+      const outcomes: { admitted: boolean; atUs?: number; lateTokens?: number }[] = [];
       const slept: number[] = [];
       const hooks = {
         sleepUntilUs: async (atUs: number) => { slept.push(atUs); nowUs = Math.max(nowUs, atUs); },
-        onOutcome: (o: any) => outcomes.push({ admitted: o.admitted, atUs: o.atUs }),
+        onOutcome: (o: any) => outcomes.push({ admitted: o.admitted, atUs: o.atUs, lateTokens: o.lateTokens }),
         clockUs: () => nowUs,
       };
-      // WHEN the dispatcher acquires with the window rule's 100 ms jitter
-      await limiterAcquire(limiter, 'k', 1, hooks, undefined, 100)(60_000);
-      // THEN the late slot was given up (never slept to, no call) and the call went at the next one, 220 ms later
-      expect(outcomes).toHaveLength(2);
-      expect(slept).toEqual([outcomes[1].atUs]);
-      expect(outcomes[1].atUs! - outcomes[0].atUs!).toBeGreaterThanOrEqual(220_000);
+      // WHEN the dispatcher acquires with the window rule's 100 ms jitter (the late slot would be at `firstSlot`)
+      const firstSlot = nowUs;
+      await limiterAcquire(limiter, 'k', 1, hooks)(60_000);
+      // THEN the late slot was given up by the limiter (never slept to, no call: its one token reported as late) and
+      // the call went at the next one, 220 ms later
+      expect(outcomes).toEqual([{ admitted: true, atUs: expect.any(Number), lateTokens: 1 }]);
+      expect(slept).toEqual([outcomes[0].atUs]);
+      expect(outcomes[0].atUs! - firstSlot).toBeGreaterThanOrEqual(220_000);
       // AND without the rule the late slot is used
       slowCalls = 1;
       const plain: number[] = [];
