@@ -75,7 +75,6 @@ describe('adaptive limiter and priorities (dynalite, 5–20 ms a call)', () => {
     expect(admittedLow.length).toBeGreaterThanOrEqual(6);
     expect(admittedLow.length).toBeLessThanOrEqual(8);
     const lookahead = c.roundTrip.lookaheadUs();
-    expect(lookahead).toBeLessThan(200_000);
     for (const o of admittedLow) expect(o.admitted && o.waitUs).toBeLessThanOrEqual(lookahead);
     const before = c.roundTrip.lookaheadUs();
     const high = await c.acquire({ key: 'k', tokens: 1, mode: 'RESERVE', priority: 'HIGH' });
