@@ -74,7 +74,7 @@ const project = new awscdk.AwsCdkConstructLibrary({
     dirs: ['src'],
     devdirs: ['test', 'lambda', 'local', 'bench', 'examples', 'cli', 'projenrc', '.projenrc.ts'],
   },
-  gitignore: ['/bench/results/', '*.cdk.out', 'cdk.out'],
+  gitignore: ['/bench/results/', '*.cdk.out', 'cdk.out', '.jsii.tabl.json'],
 });
 
 // The direction of the contract: a handler bundle may pull in only the contract module and the error names, never
@@ -103,7 +103,7 @@ for (const dir of ['lambda', 'local', 'bench', 'examples', 'cli']) {
   });
 }
 
-for (const pattern of ['/bench/', '/local/', '/examples/', '/lambda/', '/cli/']) {
+for (const pattern of ['/bench/', '/local/', '/examples/', '/lambda/', '/cli/', '/rosetta/']) {
   project.addPackageIgnore(pattern);
 }
 

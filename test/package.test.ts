@@ -16,7 +16,7 @@ const QUICK_START_MARKER = '<!-- quick-start: the block below is run by test/pac
 export function quickStartOf(readme: string): string {
   const at = readme.indexOf(QUICK_START_MARKER);
   if (at < 0) throw new Error(`README has no ${QUICK_START_MARKER}`);
-  const m = /```ts\n([\s\S]*?)```/.exec(readme.slice(at));
+  const m = /```ts[^\n]*\n([\s\S]*?)```/.exec(readme.slice(at));
   if (!m) throw new Error('no ```ts block after the quick-start marker');
   return m[1];
 }

@@ -21,21 +21,8 @@ export class FanOutStack extends Stack {
       limiterName: 'crm', ratePerSecond: CRM_RATE, burst: 2, maxWait: Duration.minutes(15), table: carrierLimit.table,
     });
 
-    // Each branch publishes to its downstream's event bus under that downstream's own limit.
-    const limitedPublish = (branchId: string, stateName: string, limiter: RateLimiter, bus: string, detailType: string) =>
-      new RateLimitedTask(this, branchId, {
-        limiter,
-        task: new tasks.CallAwsService(this, stateName, {
-          service: 'eventbridge',
-          action: 'putEvents',
-          iamResources: [this.formatArn({ service: 'events', resource: 'event-bus', resourceName: bus })],
-          parameters: { Entries: [{ 'Source': 'orders', 'DetailType': detailType, 'Detail.$': 'States.JsonToString($)', 'EventBusName': bus }] },
-          resultPath: sfn.JsonPath.DISCARD,
-        }),
-        retry: RetryPolicy.throttling(),
-      });
-    const notifyCarrier = limitedPublish('Carrier', 'Notify Carrier', carrierLimit, 'carrier', 'ShipmentBooked');
-    const updateCrm = limitedPublish('CRM', 'Update CRM', crmLimit, 'crm', 'OrderShipped');
+    const notifyCarrier = this.limitedPublish('Carrier', 'Notify Carrier', carrierLimit, 'carrier', 'ShipmentBooked');
+    const updateCrm = this.limitedPublish('CRM', 'Update CRM', crmLimit, 'crm', 'OrderShipped');
 
     const fanOut = new sfn.Parallel(this, 'Fan Out', { resultPath: sfn.JsonPath.DISCARD })
       .branch(notifyCarrier)
@@ -44,6 +31,21 @@ export class FanOutStack extends Stack {
       definitionBody: sfn.DefinitionBody.fromChainable(fanOut),
       tracingEnabled: true,
       timeout: Duration.hours(1),
+    });
+  }
+
+  /** A branch: publishes to its downstream's event bus under that downstream's own limit. */
+  private limitedPublish(branchId: string, stateName: string, limiter: RateLimiter, bus: string, detailType: string): RateLimitedTask {
+    return new RateLimitedTask(this, branchId, {
+      limiter,
+      task: new tasks.CallAwsService(this, stateName, {
+        service: 'eventbridge',
+        action: 'putEvents',
+        iamResources: [this.formatArn({ service: 'events', resource: 'event-bus', resourceName: bus })],
+        parameters: { Entries: [{ 'Source': 'orders', 'DetailType': detailType, 'Detail.$': 'States.JsonToString($)', 'EventBusName': bus }] },
+        resultPath: sfn.JsonPath.DISCARD,
+      }),
+      retry: RetryPolicy.throttling(),
     });
   }
 }
