@@ -94,6 +94,7 @@ project.eslint?.addOverride({
   },
 });
 project.eslint?.addRules({ 'import/no-cycle': ['error', { ignoreExternal: true }] });
+project.eslint?.addIgnorePattern('/local/lib/');
 
 // Handler, runner, bench and example sources are type-checked (and linted) with the test settings.
 for (const dir of ['lambda', 'local', 'bench', 'examples', 'cli']) {
@@ -204,12 +205,55 @@ for (const dir of ['lambda', 'local', 'bench', 'examples', 'cli']) {
   typecheck.exec(`tsc --noEmit -p ${dir}/tsconfig.json`);
 }
 
+// The local runner for users: its own npm package, cdk-sfn-throttle-local, built from local/ (the runner the tests use),
+// so its dependencies (dynalite, aws-local-stepfunctions, the SDK clients the Lambda runtime provides) never become
+// dependencies of the jsii package. The manifest and build config are generated here; `compile:local` builds lib/.
+const LOCAL_PACKAGE = 'cdk-sfn-throttle-local';
+new JsonFile(project, 'local/package.json', {
+  obj: {
+    name: LOCAL_PACKAGE,
+    version: '0.0.0',
+    description: 'Runs synthesized Step Functions state machines offline: the real Lambda handler bundles, DynamoDB in dynalite, SQS in memory, task tokens, Distributed Map. For tests of cdk-sfn-throttle workflows (and any other).',
+    license: 'Apache-2.0',
+    keywords: ['cdk', 'stepfunctions', 'local', 'testing', 'cdk-sfn-throttle'],
+    main: 'lib/local/index.js',
+    types: 'lib/local/index.d.ts',
+    bin: { [LOCAL_PACKAGE]: 'bin/cdk-sfn-throttle-local' },
+    files: ['lib/', 'bin/', 'README.md'],
+    engines: { node: '>= 20' },
+    dependencies: {
+      'aws-local-stepfunctions': '3.0.0',
+      'dynalite': '4.0.0',
+      '@aws-sdk/client-dynamodb': '^3',
+      '@aws-sdk/client-lambda': '^3',
+      '@aws-sdk/client-sfn': '^3',
+      '@aws-sdk/client-sqs': '^3',
+    },
+    peerDependencies: { 'aws-cdk-lib': '^2.276.0', 'constructs': '^10.5.1' },
+  },
+});
+new JsonFile(project, 'local/tsconfig.build.json', {
+  obj: {
+    extends: '../tsconfig.json',
+    compilerOptions: { rootDir: '..', outDir: 'lib', declaration: true, noEmit: false, allowJs: true, sourceMap: false, inlineSourceMap: false, inlineSources: false },
+    // the runner and its clock; the test doubles of this repo's benches (capacity and model-API stubs) stay out
+    include: ['*.ts', '*.js', '../lambda/shared/clock.ts'],
+    exclude: ['lib', 'capacity-stub.ts', 'model-api-stub.ts', 'package.json'],
+  },
+});
+project.gitignore.exclude('/local/lib/');
+const compileLocal = project.addTask('compile:local', {
+  description: `Builds the ${LOCAL_PACKAGE} package (local/lib) from the runner sources`,
+  exec: 'rm -rf local/lib && tsc -p local/tsconfig.build.json',
+});
+
 const ciTest = project.addTask('ci', {
   description: 'Everything CI runs: bundle handlers, compile with jsii, run all tests and lint',
 });
 ciTest.spawn(project.tasks.tryFind('bundle')!);
 ciTest.spawn(project.compileTask);
 ciTest.spawn(typecheck);
+ciTest.spawn(compileLocal);
 ciTest.spawn(project.testTask);
 
 project.addTask('bench', {

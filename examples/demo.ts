@@ -6,6 +6,7 @@
 import { App } from 'aws-cdk-lib';
 import { adaptiveDemo } from './adaptive-demo';
 import { ShippingApiStack, SHIPPING_API_BURST, SHIPPING_API_LIMIT, SHIPPING_API_RATE, SHIPPING_API_REQUESTS } from './shipping-api/stack';
+import { perSecond, perSecondChart, progressBar } from '../local/chart';
 import { LocalRunner } from '../local/runner';
 import { type Admission, maxInWindow, nowUs, windowViolations } from '../local/timing';
 
@@ -21,7 +22,6 @@ async function main(): Promise<number> {
     + `(${SHIPPING_API_LIMIT.description}: ${SHIPPING_API_RATE.toFixed(3)}/s, burst ${SHIPPING_API_BURST}), all executions at once\n`);
 
   const calls: Admission[] = [];
-  let done = 0;
   let failed = 0;
   const runner = await LocalRunner.start(stack, stack.machine, {
     dynamoDbProcess: true,
@@ -36,43 +36,30 @@ async function main(): Promise<number> {
   out.write(`synthesized and started locally in ${((nowUs() - started) / 1e6).toFixed(1)} s (dynalite, the acquire Lambda from its bundle)\n`);
 
   const write = process.stdout.write.bind(process.stdout);
-  const progress = () => {
-    const width = 40;
-    const filled = Math.round((done / ORDERS) * width);
-    const line = `[${'█'.repeat(filled)}${'░'.repeat(width - filled)}] ${done}/${ORDERS} orders shipped, ${calls.length} API calls`;
-    if (tty) write(`\r${line}`);
-    else if (done % 20 === 0 || done === ORDERS) write(`${line}\n`);
-  };
+  const bar = progressBar({ write, isTTY: tty }, ORDERS, 'orders shipped', () => `${calls.length} API calls`);
   // The acquire Lambda logs one EMF line per call: keep the terminal for the progress bar.
   (process.stdout as any).write = () => true;
   let results;
   try {
     results = await Promise.all(Array.from({ length: ORDERS }, async (_, i) => {
       const r = await runner.run({ orderId: `order-${i + 1}`, address: { city: 'Lisbon' } });
-      done++;
       if (r.status !== 'SUCCEEDED') {
         failed++;
         if (failed === 1) process.stderr.write(`first failure: ${r.error}: ${String(r.cause).slice(0, 400)}\n`);
       }
-      progress();
+      bar.tick(r.status !== 'SUCCEEDED');
       return r;
     }));
   } finally {
     (process.stdout as any).write = write;
     await runner.stop();
   }
-  if (tty) out.write('\n');
+  bar.end();
 
   // Calls per second, from the first call.
   const t0 = Math.min(...calls.map((c) => c.atUs));
-  const seconds = Math.floor((Math.max(...calls.map((c) => c.atUs)) - t0) / 1e6) + 1;
-  const perSecond = Array.from({ length: seconds }, (_, s) => calls.filter((c) => Math.floor((c.atUs - t0) / 1e6) === s).length);
-  const scale = Math.max(SHIPPING_API_REQUESTS + 1, ...perSecond);
   out.write(`\nAPI calls per second (the provider's ${SHIPPING_API_REQUESTS} per second marked │):\n`);
-  perSecond.forEach((n, s) => {
-    const bar = Array.from({ length: scale }, (_, k) => (k < n ? '█' : k === SHIPPING_API_REQUESTS ? '│' : ' ')).join('');
-    out.write(`  ${String(s).padStart(3)} s  ${bar} ${n}\n`);
-  });
+  out.write(perSecondChart(perSecond(calls.map((c) => c.atUs)), SHIPPING_API_REQUESTS));
 
   // The provider's own counter: at each arrival, the calls in the second that ends with it (a half-open window
   // (t − 1 s, t]); and the stricter closed window [t, t + 1 s].

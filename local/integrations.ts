@@ -69,6 +69,19 @@ export interface ServiceIntegration {
   handler(task: TaskStateInfo, match: RegExpExecArray, env: IntegrationEnvironment): LocalTaskHandler | undefined;
 }
 
+/**
+ * Task states the runner cannot serve (no built-in integration, no handler given): thrown before anything runs,
+ * naming every one with its Resource.
+ */
+export class UnsupportedTaskStates extends Error {
+  public readonly name = 'UnsupportedTaskStates';
+
+  constructor(public readonly states: string[]) {
+    super(`the local runner has no handler for Task state ${states.join(', ')}: give it one in taskHandlers (by state name), `
+      + 'httpHandlers (HTTP endpoints, by URL prefix), functionHandlers (Lambda functions) or a ServiceIntegration in integrations (nothing is sent to AWS)');
+  }
+}
+
 /** Service integrations, the most recently registered first. */
 export class IntegrationRegistry {
   private readonly integrations: ServiceIntegration[] = [];
@@ -116,9 +129,7 @@ export class IntegrationRegistry {
       if (handler) handlers[task.name] = handler;
       else missing.push(`"${task.name}" (Resource ${task.resource})`);
     }
-    if (missing.length > 0) {
-      throw new Error(`the local runner has no handler for Task state ${missing.join(', ')}: give it one in taskHandlers, or a ServiceIntegration in integrations (nothing is sent to AWS)`);
-    }
+    if (missing.length > 0) throw new UnsupportedTaskStates(missing);
     return handlers;
   }
 }

@@ -8,8 +8,10 @@
 // starts: nothing ever reaches AWS. What it changes in the process (environment.ts) `stop()` undoes.
 import { randomUUID } from 'crypto';
 import { App, CfnResource, Stack, Stage } from 'aws-cdk-lib';
+import * as cxapi from 'aws-cdk-lib/cx-api';
 import type * as Alsf from 'aws-local-stepfunctions' with { 'resolution-mode': 'import' };
 import type { IConstruct } from 'constructs';
+import { constructPaths, findInAssembly, logicalIdOf } from './assembly';
 import { type LocalEndpoint, startLocalEndpoint } from './aws-endpoint';
 import { pinExecutionPaths, readsStateContext, withStateContext } from './context';
 import { type EmulatedMap, type ItemReaderHandler, rewriteMaps } from './distributed-map';
@@ -17,6 +19,7 @@ import { type LocalDynamoDb, type LocalDynamoDbOptions, startDynalite, startDyna
 import { holdPromiseWithResolvers, LocalEnvironment } from './environment';
 import { type ExecutionStatusChangeEvent, type ExecutionStatusListener, type LocalExecution, type LocalExecutionHandle, startExecution } from './execution';
 import { assetDirResolver, LocalFunctions } from './functions';
+import { httpIntegration, type HttpHandler } from './http';
 import {
   builtInIntegrations, emulatedMapIntegration, type IntegrationEnvironment, IntegrationRegistry, type LocalTaskHandler,
   type ServiceIntegration, taskStates,
@@ -49,8 +52,8 @@ export interface LocalRunnerOptions {
    */
   readonly integrations?: readonly ServiceIntegration[];
   /**
-   * Local stand-ins for Lambda functions of the template, by logical id: run instead of the function's code,
-   * wherever it is invoked (Task states, event sources, other handlers' Lambda clients).
+   * Local stand-ins for Lambda functions of the template, by logical id or construct path: run instead of the
+   * function's code, wherever it is invoked (Task states, event sources, other handlers' Lambda clients).
    */
   readonly functionHandlers?: Record<string, (event: any) => unknown>;
   /** Milliseconds to wait instead of what a Wait state says, by state name. */
@@ -67,6 +70,12 @@ export interface LocalRunnerOptions {
    * (which is minutes for a consumer with a long timeout): lets redelivery and dead-lettering run in a test.
    */
   readonly queueVisibilityTimeoutMs?: number;
+  /**
+   * Local stand-ins for HTTP endpoints called by HTTP Task states (`arn:aws:states:::http:invoke`, e.g.
+   * `tasks.HttpInvoke`), by URL prefix (`'https://api.example.com/v1'`); the longest matching prefix serves a call.
+   * A status of 400 or more fails the state with `States.Http.StatusCode.<status>`, as Step Functions does.
+   */
+  readonly httpHandlers?: Record<string, HttpHandler>;
   /** Options of the local DynamoDB. */
   readonly dynamoDb?: LocalDynamoDbOptions;
   /**
@@ -76,6 +85,12 @@ export interface LocalRunnerOptions {
    * @default false
    */
   readonly dynamoDbProcess?: boolean;
+}
+
+/** Options of `LocalRunner.fromAssembly()`. */
+export interface LocalAssemblyRunnerOptions extends LocalRunnerOptions {
+  /** The stack (its name, artifact id or path) when the state machine is given by logical id, or a path is ambiguous. */
+  readonly stack?: string;
 }
 
 /** One admission granted by a limiter's acquire function during a run. */
@@ -105,19 +120,38 @@ export interface LocalRunOptions {
  */
 export class LocalRunner {
   /**
-   * Synthesizes the stack's app and prepares a run of `stateMachine` (the construct, or its logical id).
+   * Synthesizes the stack's app and prepares a run of `stateMachine`: the construct, its construct path
+   * (`'Orders/Shipping Workflow'`, or relative to the stack: `'Shipping Workflow'`) or its logical id.
    */
   public static async start(stack: Stack, stateMachine: IConstruct | string, options: LocalRunnerOptions = {}): Promise<LocalRunner> {
     const stage = Stage.of(stack) ?? (stack.node.root as App);
     const artifact = stage.synth().getStackArtifact(stack.artifactId);
-    const stackRegion = stack.resolve(stack.region);
-    const region = typeof stackRegion !== 'string' || stackRegion.startsWith('${') ? 'us-east-1' : stackRegion;
-    const resolver = new TemplateResolver(artifact.template as Template, { region, stackName: artifact.stackName });
     const smId = typeof stateMachine === 'string' ? stateMachine : stack.getLogicalId(stateMachine.node.defaultChild as CfnResource);
+    return LocalRunner.startArtifact(artifact, smId, options);
+  }
+
+  /**
+   * Prepares a run of a state machine of an app already synthesized (`cdk synth`'s output directory, `cdk.out`):
+   * `stateMachine` is its construct path (`'Orders/Shipping Workflow'`) or, with `options.stack`, its logical id.
+   */
+  public static async fromAssembly(directory: string, stateMachine: string, options: LocalAssemblyRunnerOptions = {}): Promise<LocalRunner> {
+    const { artifact, logicalId } = findInAssembly(new cxapi.CloudAssembly(directory), stateMachine, options.stack);
+    return LocalRunner.startArtifact(artifact, logicalId, options);
+  }
+
+  private static async startArtifact(
+    artifact: cxapi.CloudFormationStackArtifact, stateMachine: string, options: LocalRunnerOptions,
+  ): Promise<LocalRunner> {
+    const region = !artifact.environment.region || artifact.environment.region === cxapi.UNKNOWN_REGION ? 'us-east-1' : artifact.environment.region;
+    const resolver = new TemplateResolver(artifact.template as Template, { region, stackName: artifact.stackName });
+    const paths = constructPaths(artifact);
+    const smId = logicalIdOf(resolver.template, paths, stateMachine, 'AWS::StepFunctions::StateMachine', artifact.stackName);
+    const functionHandlers = Object.fromEntries(Object.entries(options.functionHandlers ?? {})
+      .map(([ref, handler]) => [logicalIdOf(resolver.template, paths, ref, 'AWS::Lambda::Function', artifact.stackName), handler]));
     const db = options.dynamoDbProcess ? await startDynaliteProcess(options.dynamoDb) : await startDynalite(options.dynamoDb);
     let runner: LocalRunner;
     try {
-      runner = new LocalRunner(resolver, smId, db, options, assetDirResolver(artifact, resolver));
+      runner = new LocalRunner(resolver, smId, db, { ...options, functionHandlers }, assetDirResolver(artifact, resolver));
     } catch (err) {
       await db.stop();
       throw err;
@@ -370,6 +404,7 @@ export class LocalRunner {
     const registry = new IntegrationRegistry([
       ...builtInIntegrations(),
       emulatedMapIntegration(maps, { alsf, itemReaders: this.options.itemReaders }),
+      ...(this.options.httpHandlers ? [httpIntegration(this.options.httpHandlers)] : []),
       ...(this.options.integrations ?? []),
     ]);
     const env: IntegrationEnvironment = {

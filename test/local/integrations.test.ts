@@ -43,8 +43,12 @@ describe('IntegrationRegistry', () => {
       task('Notify', 'arn:aws:states:::sns:publish'),
       task('Frob', 'arn:aws:states:::dynamodb:frobnicate'), // matches the DynamoDB integration, which has no such command
       task('Send', 'arn:aws:states:::sqs:sendMessage'),
-    ], env)).toThrow('the local runner has no handler for Task state "Notify" (Resource arn:aws:states:::sns:publish), '
-      + '"Frob" (Resource arn:aws:states:::dynamodb:frobnicate): give it one in taskHandlers, or a ServiceIntegration in integrations');
+    ], env)).toThrow(expect.objectContaining({
+      name: 'UnsupportedTaskStates',
+      states: ['"Notify" (Resource arn:aws:states:::sns:publish)', '"Frob" (Resource arn:aws:states:::dynamodb:frobnicate)'],
+      message: expect.stringContaining('the local runner has no handler for Task state "Notify" (Resource arn:aws:states:::sns:publish), '
+        + '"Frob" (Resource arn:aws:states:::dynamodb:frobnicate): give it one in taskHandlers'),
+    }));
   });
 
   test('a registered integration serves its Resource: it gets the state, the match, the input and the execution', async () => {
