@@ -50,12 +50,23 @@ export interface LocalDynamoDbOptions {
    * @default true
    */
   readonly returnOldItemOnConditionFailure?: boolean;
+  /**
+   * Milliseconds every request waits before it is served, drawn uniformly from [min, max]: DynamoDB's latency from
+   * Lambda (5–20 ms, tails of tens of ms) instead of the emulator's ~1 ms, to judge a guarantee under it. In-process
+   * dynalite only.
+   *
+   * @default none
+   */
+  readonly latencyMs?: readonly [number, number];
 }
 
 /**
  * Starts dynalite in this process on a free loopback port (in memory, tables ready at once).
  */
 export async function startDynalite(options: LocalDynamoDbOptions = {}): Promise<LocalDynamoDb> {
+  if (options.latencyMs && !(options.latencyMs[0] >= 0 && options.latencyMs[1] >= options.latencyMs[0])) {
+    throw new Error(`dynamoDb.latencyMs must be [min, max] with 0 <= min <= max, got [${options.latencyMs.join(', ')}]`);
+  }
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   if (options.returnOldItemOnConditionFailure ?? true) require('./dynalite-patch')();
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -67,6 +78,15 @@ export async function startDynalite(options: LocalDynamoDbOptions = {}): Promise
   });
   const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const client = clientFor(endpoint);
+  if (options.latencyMs) {
+    const [min, max] = options.latencyMs;
+    // dynalite's handler runs after the delay; the request body waits in the paused stream meanwhile
+    const serve = server.listeners('request');
+    server.removeAllListeners('request');
+    server.on('request', (req: unknown, res: unknown) => {
+      setTimeout(() => serve.forEach((h: (...a: unknown[]) => void) => h.call(server, req, res)), min + Math.random() * (max - min));
+    });
+  }
   let stopped = false;
   let paused = false;
   server.prependListener('connection', (socket: { destroy(): void }) => {

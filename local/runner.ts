@@ -21,7 +21,7 @@ import { type ExecutionStatusChangeEvent, type ExecutionStatusListener, type Loc
 import { assetDirResolver, LocalFunctions } from './functions';
 import { httpIntegration, type HttpHandler } from './http';
 import {
-  builtInIntegrations, emulatedMapIntegration, type IntegrationEnvironment, IntegrationRegistry, type LocalTaskHandler,
+  builtInIntegrations, dynamoDb, emulatedMapIntegration, type IntegrationEnvironment, IntegrationRegistry, type LocalTaskHandler,
   type ServiceIntegration, taskStates,
 } from './integrations';
 import { createTables, LocalQueues, startEventSources } from './resources';
@@ -148,10 +148,11 @@ export class LocalRunner {
     const smId = logicalIdOf(resolver.template, paths, stateMachine, 'AWS::StepFunctions::StateMachine', artifact.stackName);
     const functionHandlers = Object.fromEntries(Object.entries(options.functionHandlers ?? {})
       .map(([ref, handler]) => [logicalIdOf(resolver.template, paths, ref, 'AWS::Lambda::Function', artifact.stackName), handler]));
+    if (options.dynamoDbProcess && options.dynamoDb?.latencyMs) throw new Error('dynamoDb.latencyMs applies to the in-process dynalite: leave dynamoDbProcess unset');
     const db = options.dynamoDbProcess ? await startDynaliteProcess(options.dynamoDb) : await startDynalite(options.dynamoDb);
     let runner: LocalRunner;
     try {
-      runner = new LocalRunner(resolver, smId, db, { ...options, functionHandlers }, assetDirResolver(artifact, resolver));
+      runner = new LocalRunner(resolver, smId, db, { ...options, functionHandlers }, assetDirResolver(artifact, resolver), paths);
     } catch (err) {
       await db.stop();
       throw err;
@@ -199,6 +200,7 @@ export class LocalRunner {
     public readonly db: LocalDynamoDb,
     private readonly options: LocalRunnerOptions,
     private readonly assetDir: (logicalId: string, code: any) => string,
+    private readonly paths: ReadonlyMap<string, string> = new Map(),
   ) {
     try {
       const sm = resolver.template.Resources[stateMachineId];
@@ -274,6 +276,35 @@ export class LocalRunner {
   public onExecutionStatusChange(listener: ExecutionStatusListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Fires a schedule of the template (`AWS::Scheduler::Schedule`, by logical id or construct path, e.g. a
+   * RateLimiter's `addSchedule`) now, as EventBridge Scheduler does at its time: a universal DynamoDB target
+   * (`arn:aws:scheduler:::aws-sdk:dynamodb:<action>`) is called on the local DynamoDB with the target's Input, a Lambda
+   * function target invokes the function. Returns the call's result. Schedules never fire by themselves locally.
+   */
+  public async fireSchedule(schedule: string): Promise<unknown> {
+    const id = logicalIdOf(this.resolver.template, this.paths, schedule, 'AWS::Scheduler::Schedule', this.resolver.ref('AWS::StackName'));
+    const target = this.resolver.resolve(this.resolver.resource(id).Properties?.Target ?? {});
+    const input = typeof target.Input === 'string' ? JSON.parse(target.Input) : (target.Input ?? {});
+    const universal = /^arn:aws[a-z-]*:scheduler:::aws-sdk:dynamodb:([a-zA-Z]+)$/.exec(String(target.Arn));
+    if (universal) {
+      const env: IntegrationEnvironment = {
+        region: this.resolver.region,
+        account: this.resolver.account,
+        functions: this.functions!,
+        db: this.db,
+        tokens: this.tokens,
+        queueByUrl: () => undefined,
+      };
+      const handler = dynamoDb.handler({ name: id, resource: `arn:aws:states:::aws-sdk:dynamodb:${universal[1]}`, state: {} },
+        /^arn:aws:states:::(?:aws-sdk:)?dynamodb:([a-zA-Z]+)$/.exec(`arn:aws:states:::aws-sdk:dynamodb:${universal[1]}`)!, env);
+      if (handler) return handler(input, undefined as any);
+    }
+    const fn = this.functions?.byArn(target.Arn);
+    if (fn) return this.functions!.invoke(fn, input);
+    throw new Error(`schedule ${id}: the local runner cannot fire its target ${JSON.stringify(target.Arn)} (DynamoDB universal targets and Lambda functions only)`);
   }
 
   /** The queue of the template with this logical id. */
