@@ -273,6 +273,12 @@ project.addTask('demo', {
   ],
 });
 
+// README's props tables are generated from the assembly (test/readme.test.ts fails when they differ from it).
+project.addTask('readme:props', {
+  description: 'Rewrites the props tables of README.md from the built assembly (.jsii): run after `npx projen compile`',
+  exec: 'ts-node --project projenrc/tsconfig.json projenrc/readme-props.ts',
+});
+
 // `npm test` is the README's test command and what .ci/run runs.
 project.package.setScript('test', 'npx projen ci');
 

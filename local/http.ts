@@ -10,7 +10,8 @@ export interface LocalHttpRequest {
   readonly url: string;
   readonly headers: Record<string, string>;
   readonly query: Record<string, string>;
-  readonly body?: unknown;
+  /** RequestBody as the state rendered it (JSON). */
+  readonly body?: any;
 }
 
 /** What an HTTP stand-in answers. */
@@ -18,6 +19,7 @@ export interface LocalHttpResponse {
   /** @default 200 */
   readonly status?: number;
   readonly headers?: Record<string, string>;
+  /** The response body: ResponseBody of the state's result (JSON). */
   readonly body?: unknown;
 }
 

@@ -2,6 +2,7 @@ import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { blockAfter, LOCAL_RUN_MARKER, QUICK_START_MARKER, toCommonJs, typeErrorsOf } from './support/readme';
 
 // The runner as users get it: `npm pack` of cdk-sfn-throttle-local (local/, built by `npx projen compile:local`,
 // which `npm test` runs before jest) and of the library, both laid out in an empty project as npm would install
@@ -131,6 +132,34 @@ describe('cdk-sfn-throttle-local, packed and installed in a user\'s project', ()
     if (r.status !== 0) throw new Error(`the user's jest run failed (exit ${r.status}):\n${output.slice(-5000)}`);
     expect(output).toMatch(/Tests: +1 passed, 1 total/);
     expect(output).toMatch(/USER-CHART\n {4}0 s {2}█/);
+  });
+
+  test('README\'s "Run it locally" block, with README\'s quick start as bin/app.ts, type-checks and passes under jest in the user\'s project', () => {
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const readmeProject = path.join(work, 'readme-project');
+    fs.mkdirSync(path.join(readmeProject, 'bin'), { recursive: true });
+    fs.mkdirSync(path.join(readmeProject, 'test'), { recursive: true });
+    fs.symlinkSync(modules, path.join(readmeProject, 'node_modules'), 'dir');
+    fs.writeFileSync(path.join(readmeProject, 'package.json'), JSON.stringify({ name: 'readme-project', private: true }));
+    const app = blockAfter(readme, QUICK_START_MARKER);
+    const testSource = blockAfter(readme, LOCAL_RUN_MARKER);
+    fs.writeFileSync(path.join(readmeProject, 'bin', 'app.ts'), app);
+    // jest's globals, declared as @types/jest would (this project has no @types of its own)
+    fs.writeFileSync(path.join(readmeProject, 'test', 'jest-globals.d.ts'),
+      'declare function test(name: string, fn: () => Promise<void>, timeout?: number): void;\ndeclare function expect(v: unknown): any;\n');
+    fs.writeFileSync(path.join(readmeProject, 'test', 'shipping.test.ts'), testSource);
+    expect(typeErrorsOf([path.join(readmeProject, 'test', 'shipping.test.ts'), path.join(readmeProject, 'test', 'jest-globals.d.ts')])).toEqual([]);
+    fs.writeFileSync(path.join(readmeProject, 'bin', 'app.js'), toCommonJs(app));
+    fs.writeFileSync(path.join(readmeProject, 'test', 'shipping.test.js'), toCommonJs(testSource));
+    const r = spawnSync(process.execPath, [JEST, '--rootDir', readmeProject, '--ci', '--colors=false', '--config', JSON.stringify({ testEnvironment: 'node', transform: {}, testMatch: ['**/*.test.js'] })], {
+      cwd: readmeProject,
+      encoding: 'utf8',
+      env: { ...process.env, JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION: '1' },
+      timeout: 300_000,
+    });
+    const output = `${r.stdout}\n${r.stderr}`;
+    if (r.status !== 0) throw new Error(`README's local-run block failed under jest (exit ${r.status}):\n${output.slice(-5000)}`);
+    expect(output).toMatch(/Tests: +1 passed, 1 total/);
   });
 
   test('the CLI over the user\'s app: synthesizes it, runs 15 executions at once, draws the progress bar and the per-second chart', () => {

@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as ts from 'typescript';
+import { blockAfter, QUICK_START_MARKER } from './support/readme';
 
 // The package as users get it: `npm pack`, installed into an empty app that has only aws-cdk-lib and constructs
 // beside it, then README's quick start (extracted from README, not copied) and a stack using every construct are
@@ -10,15 +11,9 @@ import * as ts from 'typescript';
 // by synth (the handlers are prebuilt assets in the tarball). `npx projen compile` runs before jest in `npm test`.
 
 const ROOT = path.join(__dirname, '..');
-const QUICK_START_MARKER = '<!-- quick-start: the block below is run by test/package.test.ts -->';
-
-/** The README block after the marker. */
+/** The README block after the quick-start marker. */
 export function quickStartOf(readme: string): string {
-  const at = readme.indexOf(QUICK_START_MARKER);
-  if (at < 0) throw new Error(`README has no ${QUICK_START_MARKER}`);
-  const m = /```ts[^\n]*\n([\s\S]*?)```/.exec(readme.slice(at));
-  if (!m) throw new Error('no ```ts block after the quick-start marker');
-  return m[1];
+  return blockAfter(readme, QUICK_START_MARKER);
 }
 
 interface Packed { readonly tarball: string; readonly files: string[] }

@@ -1,0 +1,35 @@
+import * as ts from 'typescript';
+
+/** The fenced block after a marker comment of README (`<!-- quick-start: ... -->`, `<!-- local-run: ... -->`). */
+export function blockAfter(readme: string, marker: string): string {
+  const at = readme.indexOf(marker);
+  if (at < 0) throw new Error(`README has no ${marker}`);
+  const m = /```[a-z]*[^\n]*\n([\s\S]*?)```/.exec(readme.slice(at));
+  if (!m) throw new Error(`no fenced block after ${marker}`);
+  return m[1];
+}
+
+export const QUICK_START_MARKER = '<!-- quick-start: the block below is run by test/package.test.ts -->';
+export const LOCAL_RUN_MARKER = '<!-- local-run: the block below is run by test/local-package.test.ts -->';
+
+/** Type-checks files strictly as a user's `tsc` would, resolving packages from the node_modules beside them. */
+export function typeErrorsOf(files: string[], types: string[] = []): string[] {
+  const options: ts.CompilerOptions = {
+    noEmit: true,
+    strict: true,
+    module: ts.ModuleKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    esModuleInterop: true,
+    skipLibCheck: true,
+    types,
+  };
+  const program = ts.createProgram(files, options);
+  return ts.getPreEmitDiagnostics(program).map((d) => `${d.file?.fileName ?? ''}: ${ts.flattenDiagnosticMessageText(d.messageText, '\n')}`);
+}
+
+/** TypeScript to CommonJS, as ts-jest or ts-node would run it (no type-check). */
+export function toCommonJs(source: string): string {
+  const compilerOptions = { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true };
+  return ts.transpileModule(source, { compilerOptions }).outputText;
+}
