@@ -99,7 +99,8 @@ project.eslint?.addIgnorePattern('/local/lib/');
 // Handler, runner, bench and example sources are type-checked (and linted) with the test settings.
 for (const dir of ['lambda', 'local', 'bench', 'examples', 'cli']) {
   new JsonFile(project, `${dir}/tsconfig.json`, {
-    obj: { extends: '../test/tsconfig.json', include: ['**/*.ts'] },
+    // local/lib is the built runner package (compile:local)
+    obj: { extends: '../test/tsconfig.json', include: ['**/*.ts'], ...(dir === 'local' ? { exclude: ['lib', 'node_modules'] } : {}) },
     marker: false,
   });
 }
