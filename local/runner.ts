@@ -290,16 +290,8 @@ export class LocalRunner {
     const input = typeof target.Input === 'string' ? JSON.parse(target.Input) : (target.Input ?? {});
     const universal = /^arn:aws[a-z-]*:scheduler:::aws-sdk:dynamodb:([a-zA-Z]+)$/.exec(String(target.Arn));
     if (universal) {
-      const env: IntegrationEnvironment = {
-        region: this.resolver.region,
-        account: this.resolver.account,
-        functions: this.functions!,
-        db: this.db,
-        tokens: this.tokens,
-        queueByUrl: () => undefined,
-      };
-      const handler = dynamoDb.handler({ name: id, resource: `arn:aws:states:::aws-sdk:dynamodb:${universal[1]}`, state: {} },
-        /^arn:aws:states:::(?:aws-sdk:)?dynamodb:([a-zA-Z]+)$/.exec(`arn:aws:states:::aws-sdk:dynamodb:${universal[1]}`)!, env);
+      const resource = `arn:aws:states:::aws-sdk:dynamodb:${universal[1]}`;
+      const handler = dynamoDb.handler({ name: id, resource, state: {} }, dynamoDb.resource.exec(resource)!, this.integrationEnvironment());
       if (handler) return handler(input, undefined as any);
     }
     const fn = this.functions?.byArn(target.Arn);
@@ -438,7 +430,17 @@ export class LocalRunner {
       ...(this.options.httpHandlers ? [httpIntegration(this.options.httpHandlers)] : []),
       ...(this.options.integrations ?? []),
     ]);
-    const env: IntegrationEnvironment = {
+    const env = this.integrationEnvironment();
+    const tasks = [
+      ...taskStates(this.definition),
+      ...this.emulatedMaps.flatMap((m) => taskStates(m.state.ItemProcessor ?? m.state.Iterator)),
+    ].map(([name, state]) => ({ name, state, resource: String(state.Resource) }));
+    return registry.handlersFor(tasks, env, this.options.taskHandlers);
+  }
+
+  /** What the service integrations get: the local services of this run. */
+  private integrationEnvironment(): IntegrationEnvironment {
+    return {
       region: this.resolver.region,
       account: this.resolver.account,
       functions: this.functions!,
@@ -446,11 +448,6 @@ export class LocalRunner {
       tokens: this.tokens,
       queueByUrl: (url) => this.localQueues!.byUrl(url),
     };
-    const tasks = [
-      ...taskStates(this.definition),
-      ...this.emulatedMaps.flatMap((m) => taskStates(m.state.ItemProcessor ?? m.state.Iterator)),
-    ].map(([name, state]) => ({ name, state, resource: String(state.Resource) }));
-    return registry.handlersFor(tasks, env, this.options.taskHandlers);
   }
 
   /**

@@ -2,7 +2,7 @@ import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { blockAfter, LOCAL_RUN_MARKER, QUICK_START_MARKER, toCommonJs, typeErrorsOf } from './support/readme';
+import { blockAfter, LOCAL_RUN_MARKER, pack, QUICK_START_MARKER, toCommonJs, typeErrorsOf } from './support/readme';
 
 // The runner as users get it: `npm pack` of cdk-sfn-throttle-local (local/, built by `npx projen compile:local`,
 // which `npm test` runs before jest) and of the library, both laid out in an empty project as npm would install
@@ -14,10 +14,15 @@ const ROOT = path.join(__dirname, '..');
 const LOCAL = path.join(ROOT, 'local');
 const JEST = path.join(ROOT, 'node_modules', 'jest', 'bin', 'jest.js');
 
-function pack(dir: string, dest: string): { tarball: string; files: string[] } {
-  const out = execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dest], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const info = JSON.parse(out)[0];
-  return { tarball: path.join(dest, info.filename), files: info.files.map((f: { path: string }) => f.path) };
+
+/** jest in a user's project (plain JavaScript tests, no transform), as the user would run it there. */
+function runJest(project: string) {
+  return spawnSync(process.execPath, [JEST, '--rootDir', project, '--ci', '--colors=false', '--config', JSON.stringify({ testEnvironment: 'node', transform: {}, testMatch: ['**/*.test.js'] })], {
+    cwd: project,
+    encoding: 'utf8',
+    env: { ...process.env, JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION: '1' },
+    timeout: 300_000,
+  });
 }
 
 /** Lays a tarball out as `node_modules/<name>` and links its bins into node_modules/.bin, as npm install does. */
@@ -122,12 +127,7 @@ describe('cdk-sfn-throttle-local, packed and installed in a user\'s project', ()
   });
 
   test('a user\'s jest test runs a throttled workflow with the installed runner and library', () => {
-    const r = spawnSync(process.execPath, [JEST, '--rootDir', project, '--ci', '--colors=false', '--config', JSON.stringify({ testEnvironment: 'node', transform: {}, testMatch: ['**/*.test.js'] })], {
-      cwd: project,
-      encoding: 'utf8',
-      env: { ...process.env, JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION: '1' },
-      timeout: 300_000,
-    });
+    const r = runJest(project);
     const output = `${r.stdout}\n${r.stderr}`;
     if (r.status !== 0) throw new Error(`the user's jest run failed (exit ${r.status}):\n${output.slice(-5000)}`);
     expect(output).toMatch(/Tests: +1 passed, 1 total/);
@@ -151,12 +151,7 @@ describe('cdk-sfn-throttle-local, packed and installed in a user\'s project', ()
     expect(typeErrorsOf([path.join(readmeProject, 'test', 'shipping.test.ts'), path.join(readmeProject, 'test', 'jest-globals.d.ts')])).toEqual([]);
     fs.writeFileSync(path.join(readmeProject, 'bin', 'app.js'), toCommonJs(app));
     fs.writeFileSync(path.join(readmeProject, 'test', 'shipping.test.js'), toCommonJs(testSource));
-    const r = spawnSync(process.execPath, [JEST, '--rootDir', readmeProject, '--ci', '--colors=false', '--config', JSON.stringify({ testEnvironment: 'node', transform: {}, testMatch: ['**/*.test.js'] })], {
-      cwd: readmeProject,
-      encoding: 'utf8',
-      env: { ...process.env, JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION: '1' },
-      timeout: 300_000,
-    });
+    const r = runJest(readmeProject);
     const output = `${r.stdout}\n${r.stderr}`;
     if (r.status !== 0) throw new Error(`README's local-run block failed under jest (exit ${r.status}):\n${output.slice(-5000)}`);
     expect(output).toMatch(/Tests: +1 passed, 1 total/);

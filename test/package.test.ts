@@ -2,8 +2,7 @@ import { execFileSync, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import * as ts from 'typescript';
-import { blockAfter, QUICK_START_MARKER } from './support/readme';
+import { blockAfter, pack, QUICK_START_MARKER, toCommonJs, typeErrorsOf } from './support/readme';
 
 // The package as users get it: `npm pack`, installed into an empty app that has only aws-cdk-lib and constructs
 // beside it, then README's quick start (extracted from README, not copied) and a stack using every construct are
@@ -18,11 +17,6 @@ export function quickStartOf(readme: string): string {
 
 interface Packed { readonly tarball: string; readonly files: string[] }
 
-function pack(dest: string): Packed {
-  const out = execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dest], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  const info = JSON.parse(out)[0];
-  return { tarball: path.join(dest, info.filename), files: info.files.map((f: { path: string }) => f.path) };
-}
 
 /** An empty app with the packed library installed (as npm lays a tarball out) and aws-cdk-lib + constructs beside it. */
 function appWith(packed: Packed, dir: string): string {
@@ -39,24 +33,12 @@ function appWith(packed: Packed, dir: string): string {
 function typeErrors(app: string, name: string, source: string): string[] {
   const file = path.join(app, `${name}.ts`);
   fs.writeFileSync(file, source);
-  const options: ts.CompilerOptions = {
-    noEmit: true,
-    strict: true,
-    module: ts.ModuleKind.NodeNext,
-    target: ts.ScriptTarget.ES2022,
-    moduleResolution: ts.ModuleResolutionKind.NodeNext,
-    esModuleInterop: true,
-    skipLibCheck: true,
-    types: [],
-  };
-  const program = ts.createProgram([file], options);
-  return ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
+  return typeErrorsOf([file]);
 }
 
 /** Runs a TypeScript program in the app with node only: no Docker, no esbuild on the PATH or in node_modules. */
 function synth(app: string, name: string, source: string): { status: number | null; stderr: string; outdir: string } {
-  const compilerOptions = { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true };
-  const js = ts.transpileModule(source, { compilerOptions }).outputText;
+  const js = toCommonJs(source);
   fs.writeFileSync(path.join(app, `${name}.js`), js);
   const outdir = path.join(app, `cdk.out.${name}`);
   const bin = path.join(app, 'bin');
@@ -116,7 +98,7 @@ describe('the packed package in an empty app', () => {
   let packed: Packed;
   let app: string;
   beforeAll(() => {
-    packed = pack(work);
+    packed = pack(ROOT, work);
     app = appWith(packed, path.join(work, 'app'));
   });
   afterAll(() => fs.rmSync(work, { recursive: true, force: true }));

@@ -1,3 +1,5 @@
+import { execFileSync } from 'child_process';
+import * as path from 'path';
 import * as ts from 'typescript';
 
 /** The fenced block after a marker comment of README (`<!-- quick-start: ... -->`, `<!-- local-run: ... -->`). */
@@ -32,4 +34,11 @@ export function typeErrorsOf(files: string[], types: string[] = []): string[] {
 export function toCommonJs(source: string): string {
   const compilerOptions = { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true };
   return ts.transpileModule(source, { compilerOptions }).outputText;
+}
+
+/** `npm pack` of the package in `dir` into `dest`: the tarball and the files it holds. */
+export function pack(dir: string, dest: string): { tarball: string; files: string[] } {
+  const out = execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dest], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const info = JSON.parse(out)[0];
+  return { tarball: path.join(dest, info.filename), files: info.files.map((f: { path: string }) => f.path) };
 }
